@@ -1,0 +1,160 @@
+/*-------------------------------------------------------------------------
+ *
+ * chrono_forge.h
+ *	  Declarations shared by the chrono_forge subsystems.
+ *
+ * Each .c file owns one subsystem; this header is the only place where
+ * their interfaces meet.  Nothing here allocates or runs anything.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CHRONO_FORGE_H
+#define CHRONO_FORGE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+
+/*
+ * SQLSTATEs: class CF is ours alone.  README.md lists them; keep both in
+ * step.
+ */
+#define ERRCODE_CF_HALT					MAKE_SQLSTATE('C','F','0','0','0')
+#define ERRCODE_CF_CONCURRENT_EXECUTION	MAKE_SQLSTATE('C','F','0','0','1')
+#define ERRCODE_CF_LOCK_LOST			MAKE_SQLSTATE('C','F','0','0','2')
+#define ERRCODE_CF_NOT_EXECUTABLE		MAKE_SQLSTATE('C','F','0','0','3')
+#define ERRCODE_CF_NOT_RETRYABLE		MAKE_SQLSTATE('C','F','0','0','4')
+#define ERRCODE_CF_INVALID_STEP_NAME	MAKE_SQLSTATE('C','F','0','0','5')
+#define ERRCODE_CF_NOT_IN_BRANCH		MAKE_SQLSTATE('C','F','0','0','6')
+#define ERRCODE_CF_UNMERGED_BRANCH		MAKE_SQLSTATE('C','F','0','0','7')
+#define ERRCODE_CF_UNKNOWN_BRANCH		MAKE_SQLSTATE('C','F','0','0','8')
+#define ERRCODE_CF_STEP_FAILED			MAKE_SQLSTATE('C','F','0','0','9')
+#define ERRCODE_CF_WAIT_CONDITION_NOT_MET MAKE_SQLSTATE('C','F','0','1','0')
+#define ERRCODE_CF_CONTEXT_INVALID		MAKE_SQLSTATE('C','F','0','1','1')
+#define ERRCODE_CF_INVALID_ARGUMENT		MAKE_SQLSTATE('C','F','0','1','2')
+#define ERRCODE_CF_NOT_IN_PASS			MAKE_SQLSTATE('C','F','0','1','3')
+#define ERRCODE_CF_UNKNOWN_RUN			MAKE_SQLSTATE('C','F','0','1','4')
+#define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
+#define ERRCODE_CF_PERMISSION			MAKE_SQLSTATE('C','F','0','1','6')
+
+#define CF_STEP_DELIMITER '$'
+#define CF_CONTEXT_VALUE_MAX 16384
+
+/* guc.c */
+extern char *cf_database;
+extern int	cf_workers;
+extern int	cf_max_duration_s;
+extern int	cf_reap_stale_after_s;
+extern bool cf_enabled;
+extern int	cf_max_recoveries;
+extern int	cf_worker_batch;
+extern bool cf_fake_now_set;
+extern TimestampTz cf_fake_now_value;
+extern void cf_define_gucs(void);
+extern int	cf_reap_stale_after_effective(void);
+
+/* clock.c */
+extern TimestampTz cf_clock_now(void);
+
+/* shmem.c: shared state, worker slots, wake-ups after commit */
+#define CF_MAX_WORKERS 32
+extern void cf_shmem_register(void);
+extern void cf_register_xact_callback(void);
+extern void cf_queue_wakeup(TimestampTz due_at);
+extern void cf_queue_launcher_wake(void);
+extern void cf_launcher_attach(void);
+extern void cf_launcher_detach(void);
+extern void cf_launcher_set_wake_at(TimestampTz at);
+extern void cf_worker_detach(int slot);
+extern pid_t cf_worker_pid(int slot);
+extern uint64 cf_shmem_epoch(void);
+extern void cf_wake_workers(void);
+extern void cf_wake_launcher(void);
+extern bool cf_shmem_ready(void);
+
+/* launcher.c, worker.c */
+extern void cf_register_launcher(void);
+PGDLLEXPORT void cf_launcher_main(Datum arg);
+PGDLLEXPORT void cf_worker_main(Datum arg);
+extern void cf_worker_attach(int slot);
+
+/* executor.c, for worker.c */
+extern int	cf_worker_slot;
+extern int	cf_last_drain_passes;
+
+/* journal.c: internal SQL, run as the extension owner on a pinned path */
+typedef struct CfInternal
+{
+	Oid			save_userid;
+	int			save_sec_context;
+} CfInternal;
+extern void cf_internal_begin(CfInternal *st);
+extern void cf_internal_end(CfInternal *st);
+extern SPIPlanPtr cf_prepare_cached(SPIPlanPtr *slot, const char *sql,
+									int nargs, Oid *argtypes);
+extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
+					Oid *argtypes, Datum *values, const char *nulls,
+					bool read_only, long count);
+extern Oid	cf_extension_owner(void);
+extern void cf_validate_name_segment(const char *what, const char *segment);
+extern int64 cf_log_error(int64 workflow_id, const char *step_name,
+						  int attempt, ErrorData *edata, Jsonb *context);
+extern char *cf_sqlstate_text(int sqlerrcode);
+
+/* retry.c */
+typedef struct CfRetryDecision
+{
+	bool		retry;			/* schedule another attempt? */
+	double		delay_s;		/* backoff, seconds */
+	char	   *budget_key;		/* composite budget used (NULL if simple) */
+	int			budget_count;	/* that budget's count after this failure */
+} CfRetryDecision;
+extern Jsonb *cf_policy_validate(Jsonb *policy);
+extern Jsonb *cf_policy_builtin(const char *which);
+extern CfRetryDecision cf_policy_decide(Jsonb *policy, int sqlerrcode,
+										int attempts, Jsonb *retry_counts);
+extern Jsonb *cf_policy_for_workflow(const char *workflow);
+
+/* executor.c: the pass */
+typedef enum CfOutcome
+{
+	CF_OUTCOME_NONE = 0,		/* error escaped the body: workflow-level retry */
+	CF_OUTCOME_HALT,			/* a primitive deferred */
+	CF_OUTCOME_STALL,			/* a step exhausted its policy */
+	CF_OUTCOME_FAIL_NOW			/* programming error: fail without retries */
+} CfOutcome;
+
+typedef struct CfPass
+{
+	bool		active;
+	MemoryContext cxt;			/* lives for the pass */
+	int64		workflow_id;
+	char	   *workflow;
+	char	   *key;
+	char	   *procedure;
+	Jsonb	   *args;
+	Jsonb	   *context;
+	bool		context_dirty;
+	Oid			owner;
+	char	   *lock_token;
+	TimestampTz claimed_at;
+	struct HTAB *completed;		/* step name -> recorded result */
+	bool		has_continuation;
+	TimestampTz continuation_at;
+	const char *continuation_reason;
+	CfOutcome	outcome;
+	bool		committed;		/* has the claim committed yet? */
+} CfPass;
+
+extern CfPass cf_pass;
+extern void cf_require_pass(FunctionCallInfo fcinfo, const char *primitive);
+extern void cf_fail_now(void);
+extern bool cf_step_completed(const char *step_name, Jsonb **result);
+extern void cf_step_remember(const char *step_name, Jsonb *result);
+extern void cf_set_continuation(TimestampTz at, const char *reason);
+extern void cf_halt(const char *step_name) pg_attribute_noreturn();
+extern void cf_save_context_and_check_lock(void);
+
+#endif							/* CHRONO_FORGE_H */

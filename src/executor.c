@@ -1,0 +1,751 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor.c
+ *	  Passes: claim a due wake-up, take the run's lock, replay the workflow
+ *	  procedure, then complete, release with one continuation, stall or
+ *	  fail the run, all in the transaction that ends the pass.
+ *
+ * Owns the per-backend pass state (cf_pass), run_pending() and the
+ * workers' drain loop.  The workflow procedure runs as a top-level,
+ * non-atomic CALL, as the run's owner.  This file must never run user code
+ * as anyone but the owner, and never publish a continuation while the
+ * run's lock is still held (the continuation is written by the very
+ * statement that releases it).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/pquery.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+PG_FUNCTION_INFO_V1(cf_run_pending);
+PG_FUNCTION_INFO_V1(cf_worker_drain);
+
+CfPass		cf_pass;
+
+/* Set by worker.c in executor workers: which slot, for lock tokens. */
+int			cf_worker_slot = -1;
+int			cf_last_drain_passes = 0;
+
+typedef struct CompletedStep
+{
+	char	   *name;
+	Jsonb	   *result;
+} CompletedStep;
+
+/* The replay cache: completed steps, sorted by name, read once per pass. */
+static CompletedStep *completed_steps = NULL;
+static int	n_completed_steps = 0;
+static int	max_completed_steps = 0;
+
+/* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
+static Datum claimed_wakeups = (Datum) 0;
+
+static int64 pass_attempt;		/* workflow-level failures so far */
+static Jsonb *pass_retry_counts;
+
+/* ---------------------------------------------------------------------
+ * Helpers for primitives
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Primitives commit, so they need a pass and a non-atomic context.  Being
+ * called in an atomic context during a pass is a programming error in the
+ * workflow: the run fails at once.
+ */
+void
+cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
+{
+	CallContext *cc = (CallContext *) fcinfo->context;
+
+	if (!cf_pass.active)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("chrono_forge.%s can only be called while chrono_forge runs a workflow", primitive),
+				 errhint("Start the workflow with chrono_forge.start(); the workers or CALL chrono_forge.run_pending() run it.")));
+
+	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
+	{
+		cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("chrono_forge.%s cannot run in an atomic context", primitive),
+				 errdetail("It commits, so it must be CALLed from the workflow procedure itself."),
+				 errhint("Do not call it from a function, inside a block with an EXCEPTION clause, "
+						 "or from a procedure with SET clauses or SECURITY DEFINER.")));
+	}
+}
+
+void
+cf_fail_now(void)
+{
+	cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+}
+
+static int
+completed_cmp(const void *a, const void *b)
+{
+	return strcmp(((const CompletedStep *) a)->name, ((const CompletedStep *) b)->name);
+}
+
+bool
+cf_step_completed(const char *step_name, Jsonb **result)
+{
+	CompletedStep key;
+	CompletedStep *found;
+
+	if (n_completed_steps == 0)
+		return false;
+	key.name = (char *) step_name;
+	found = bsearch(&key, completed_steps, n_completed_steps,
+					sizeof(CompletedStep), completed_cmp);
+	if (found == NULL)
+		return false;
+	*result = found->result;
+	return true;
+}
+
+/* Record a step completed during this pass (keeps the array sorted). */
+void
+cf_step_remember(const char *step_name, Jsonb *result)
+{
+	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
+	int			pos;
+
+	if (n_completed_steps == max_completed_steps)
+	{
+		max_completed_steps = Max(16, max_completed_steps * 2);
+		completed_steps = completed_steps
+			? repalloc(completed_steps, sizeof(CompletedStep) * max_completed_steps)
+			: palloc(sizeof(CompletedStep) * max_completed_steps);
+	}
+	for (pos = n_completed_steps; pos > 0; pos--)
+	{
+		if (strcmp(completed_steps[pos - 1].name, step_name) < 0)
+			break;
+		completed_steps[pos] = completed_steps[pos - 1];
+	}
+	completed_steps[pos].name = pstrdup(step_name);
+	completed_steps[pos].result = result ? (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result)) : NULL;
+	n_completed_steps++;
+	MemoryContextSwitchTo(old);
+}
+
+/* At most one continuation per pass: the last one set wins. */
+void
+cf_set_continuation(TimestampTz at, const char *reason)
+{
+	cf_pass.has_continuation = true;
+	cf_pass.continuation_at = at;
+	cf_pass.continuation_reason = reason;
+}
+
+void
+cf_halt(const char *step_name)
+{
+	cf_pass.outcome = CF_OUTCOME_HALT;
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_HALT),
+			 errmsg("chrono_forge pass halted at step \"%s\"", step_name),
+			 errdetail("This is how a pass defers; the run resumes later.")));
+}
+
+/*
+ * Inside a step's transaction: write the context if it changed, and prove
+ * this pass still owns the run.  A pass that overran and lost its lock
+ * must not commit its step.
+ */
+void
+cf_save_context_and_check_lock(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[4] = {INT8OID, TEXTOID, BOOLOID, JSONBOID};
+	Datum		values[4];
+	CfInternal	st;
+
+	values[0] = Int64GetDatum(cf_pass.workflow_id);
+	values[1] = CStringGetTextDatum(cf_pass.lock_token);
+	values[2] = BoolGetDatum(cf_pass.context_dirty);
+	values[3] = JsonbPGetDatum(cf_pass.context);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.workflows SET updated_at = chrono_forge.now(),"
+			" context = CASE WHEN $3 THEN $4 ELSE context END"
+			" WHERE id = $1 AND locked_by = $2",
+			4, types, values, NULL, false, 0);
+	cf_internal_end(&st);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_LOCK_LOST),
+				 errmsg("workflow run %lld ran longer than chrono_forge.max_duration and lost its lock",
+						(long long) cf_pass.workflow_id),
+				 errdetail("Its step was rolled back; the pass that holds the lock now carries on.")));
+	cf_pass.context_dirty = false;
+}
+
+/* ---------------------------------------------------------------------
+ * Claim, replay cache, finish
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+make_lock_token(void)
+{
+	if (cf_worker_slot >= 0)
+		return psprintf("%llu:w%d:%d", (unsigned long long) cf_shmem_epoch(),
+						cf_worker_slot, MyProcPid);
+	return psprintf("%llu:s:%d", (unsigned long long) cf_shmem_epoch(), MyProcPid);
+}
+
+/*
+ * Claim the earliest due wake-up of a run nobody executes, delete every due
+ * wake-up of that run (duplicates coalesce into this pass), and take its
+ * lock.  All of it commits with the pass's first commit, or rolls back.
+ */
+static bool
+claim_and_lock(Oid only_owner)
+{
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	Oid			ctypes[3] = {TIMESTAMPTZOID, INTERVALOID, OIDOID};
+	Datum		cvalues[3];
+	Oid			ltypes[2] = {INT8OID, TEXTOID};
+	Datum		lvalues[2];
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	Interval   *max_duration = palloc0(sizeof(Interval));
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	MemoryContext old;
+	int64		id;
+
+	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+	cvalues[0] = TimestampTzGetDatum(now);
+	cvalues[1] = IntervalPGetDatum(max_duration);
+	cvalues[2] = ObjectIdGetDatum(only_owner);
+
+	cf_internal_begin(&st);
+	cf_exec(&claim_plan,
+			"WITH c AS ("
+			"  SELECT w.id FROM chrono_forge.wakeups k"
+			"  JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
+			"  WHERE k.due_at <= $1"
+			"    AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
+			"    AND ($3 = 0 OR w.owner::oid = $3)"
+			"  ORDER BY k.due_at LIMIT 1"
+			"  FOR NO KEY UPDATE OF w SKIP LOCKED),"
+			" d AS (DELETE FROM chrono_forge.wakeups k USING c"
+			"  WHERE k.workflow_id = c.id AND k.due_at <= $1 RETURNING k.id)"
+			" SELECT c.id, (SELECT array_agg(d.id) FROM d) FROM c",
+			3, ctypes, cvalues, NULL, false, 0);
+	if (SPI_processed == 0)
+	{
+		cf_internal_end(&st);
+		return false;
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	{
+		Datum		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		old = MemoryContextSwitchTo(cf_pass.cxt);
+		claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+		MemoryContextSwitchTo(old);
+	}
+
+	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
+	lvalues[0] = Int64GetDatum(id);
+	lvalues[1] = CStringGetTextDatum(cf_pass.lock_token);
+	cf_exec(&lock_plan,
+			"SELECT id, workflow, key, procedure, args, context, owner::oid, attempt, retry_counts"
+			" FROM chrono_forge.acquire_lock($1, $2)",
+			2, ltypes, lvalues, NULL, false, 0);
+	cf_internal_end(&st);
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(cf_pass.cxt);
+	cf_pass.workflow_id = id;
+	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	cf_pass.args = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	cf_pass.claimed_at = now;
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/* One read of every completed step of the run (repetition logs excluded). */
+static void
+load_replay_cache(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	CfInternal	st;
+	MemoryContext old;
+	uint64		n;
+
+	values[0] = Int64GetDatum(cf_pass.workflow_id);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT step_name, result FROM chrono_forge.execution_logs"
+			" WHERE workflow_id = $1 AND state = 'completed'"
+			" AND step_name NOT LIKE 'durably\\_repeat$%$%'",
+			1, types, values, NULL, true, 0);
+	cf_internal_end(&st);
+
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(cf_pass.cxt);
+	max_completed_steps = Max(16, (int) n);
+	completed_steps = palloc(sizeof(CompletedStep) * max_completed_steps);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		r;
+
+		completed_steps[i].name = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		r = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		completed_steps[i].result = isnull ? NULL : DatumGetJsonbPCopy(r);
+	}
+	n_completed_steps = (int) n;
+	qsort(completed_steps, n_completed_steps, sizeof(CompletedStep), completed_cmp);
+	MemoryContextSwitchTo(old);
+}
+
+typedef enum FinishKind
+{
+	FINISH_COMPLETE,
+	FINISH_RELEASE,
+	FINISH_STALL,
+	FINISH_FAIL,
+	FINISH_RETRY
+} FinishKind;
+
+/*
+ * End the pass in the current transaction (the caller commits).  Every
+ * branch first proves the lock is still ours; if it is not, the pass ends
+ * quietly and leaves the new owner alone.
+ */
+static void
+finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
+			int attempt, Jsonb *retry_counts)
+{
+	static SPIPlanPtr release_plan = NULL;
+	static SPIPlanPtr terminal_plan = NULL;
+	static SPIPlanPtr failure_plan = NULL;
+	Oid			types[9] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
+	INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
+	Datum		values[9];
+	char		nulls[10] = "         ";
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		isnull;
+	Jsonb	   *counts = retry_counts ? retry_counts : pass_retry_counts;
+
+	values[0] = Int64GetDatum(cf_pass.workflow_id);
+	values[1] = CStringGetTextDatum(cf_pass.lock_token);
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = BoolGetDatum(cf_pass.context_dirty);
+	values[4] = JsonbPGetDatum(cf_pass.context);
+	values[5] = claimed_wakeups;
+	if (claimed_wakeups == (Datum) 0)
+		nulls[5] = 'n';
+
+	cf_internal_begin(&st);
+	if (kind == FINISH_RELEASE || kind == FINISH_RETRY)
+	{
+		bool		cont = (kind == FINISH_RETRY) || cf_pass.has_continuation;
+
+		values[6] = TimestampTzGetDatum(kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at);
+		if (!cont)
+			nulls[6] = 'n';
+		values[7] = CStringGetTextDatum(kind == FINISH_RETRY ? "retry" :
+										cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue");
+		values[8] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
+
+		/* Release and publish in one statement: the continuation cannot
+		 * become claimable while the lock is held. */
+		cf_exec(&release_plan,
+				"WITH w AS ("
+				"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
+				"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $9,"
+				"   retry_counts = CASE WHEN $9 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
+				"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
+				" d AS (DELETE FROM chrono_forge.wakeups k USING w"
+				"  WHERE k.workflow_id = w.id AND k.id = ANY ($6)),"
+				" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+				"  SELECT id, $7, $8 FROM w WHERE $7 IS NOT NULL RETURNING due_at)"
+				" SELECT (SELECT count(*) FROM w),"
+				"  (SELECT min(t) FROM (SELECT due_at FROM i"
+				"    UNION ALL SELECT due_at FROM chrono_forge.wakeups k"
+				"     WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}'))) AS s(t))",
+				9, types, values, nulls, false, 0);
+	}
+	else if (kind == FINISH_COMPLETE || kind == FINISH_STALL)
+	{
+		values[6] = CStringGetTextDatum(kind == FINISH_COMPLETE ? "completed" : "stalled");
+		cf_exec(&terminal_plan,
+				"WITH w AS ("
+				"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
+				"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
+				"   locked_by = NULL, locked_at = NULL, attempt = 0, retry_counts = '{}',"
+				"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+				"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
+				" l AS (INSERT INTO chrono_forge.execution_logs"
+				"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
+				"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
+				"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
+				" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
+				" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
+				7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID},
+				values, nulls, false, 0);
+	}
+	else
+	{
+		int64		error_id;
+
+		/* Check the lock before writing the failure. */
+		values[6] = Int32GetDatum(attempt);
+		cf_exec(&failure_plan,
+				"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
+				" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+				" WHERE id = $1 AND locked_by = $2"
+				" RETURNING id, NULL::timestamptz",
+				7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
+				values, nulls, false, 0);
+		if (SPI_processed == 1)
+		{
+			static SPIPlanPtr marker_plan = NULL;
+			Datum		mvalues[3];
+
+			error_id = cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
+			mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
+			mvalues[1] = Int64GetDatum(error_id);
+			mvalues[2] = TimestampTzGetDatum(now);
+			cf_exec(&marker_plan,
+					"WITH l AS (INSERT INTO chrono_forge.execution_logs"
+					"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+					"  VALUES ($1, '$workflow_failure$' || $2, 'completed', 1, $3, $3, $3,"
+					"   jsonb_build_object('error_log_id', $2))),"
+					" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
+					" SELECT 1::bigint, NULL::timestamptz",
+					3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
+		}
+	}
+
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+	{
+		cf_internal_end(&st);
+		ereport(LOG,
+				(errmsg("chrono_forge: pass of workflow run %lld lost its lock; it ends without writing",
+						(long long) cf_pass.workflow_id)));
+		return;
+	}
+	{
+		Datum		next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull)
+			cf_queue_wakeup(DatumGetTimestampTz(next));
+	}
+	if (kind == FINISH_RETRY)
+	{
+		/* Remember the workflow-level failure itself. */
+		static SPIPlanPtr counts_plan = NULL;
+
+		cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
+		cf_exec(&counts_plan,
+				"UPDATE chrono_forge.workflows SET retry_counts = $2 WHERE id = $1",
+				2, (Oid[]) {INT8OID, JSONBOID},
+				(Datum[]) {Int64GetDatum(cf_pass.workflow_id), JsonbPGetDatum(counts)},
+				NULL, false, 0);
+	}
+	cf_internal_end(&st);
+}
+
+/* ---------------------------------------------------------------------
+ * Running the body
+ * ---------------------------------------------------------------------
+ */
+
+static void
+call_workflow_procedure(void)
+{
+	SPIExecuteOptions options;
+	ParamListInfo params;
+	char	   *sql = psprintf("CALL %s($1)", cf_pass.procedure);
+	int			rc;
+
+	params = makeParamList(1);
+	params->params[0].value = JsonbPGetDatum(cf_pass.args);
+	params->params[0].isnull = false;
+	params->params[0].pflags = PARAM_FLAG_CONST;
+	params->params[0].ptype = JSONBOID;
+
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = false;
+	options.allow_nonatomic = true;
+
+	rc = SPI_execute_extended(sql, &options);
+	if (rc < 0)
+		elog(ERROR, "could not run workflow procedure %s: %s",
+			 cf_pass.procedure, SPI_result_code_string(rc));
+}
+
+/*
+ * After an error escaped the body, throw the failed transaction away and
+ * start a fresh one, the way ROLLBACK inside a procedure does.  The SPI
+ * stack is popped by the abort; reconnect in the procedure's own context.
+ */
+static void
+abort_and_restart(MemoryContext proc_cxt)
+{
+	if (ActivePortal != NULL)
+		ActivePortal->portalSnapshot = NULL;
+	AbortCurrentTransaction();
+	StartTransactionCommand();
+	MemoryContextSwitchTo(proc_cxt);
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/*
+ * The abort also undid the claim if the pass had not committed yet: take
+ * the lock again, unless another pass got the run meanwhile.
+ */
+static bool
+relock_after_abort(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	Interval   *max_duration = palloc0(sizeof(Interval));
+	TimestampTz now = cf_clock_now();
+
+	if (cf_pass.committed)
+		return true;
+	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
+			" started_at = coalesce(started_at, $3), updated_at = $3"
+			" WHERE id = $1 AND (state = 'idle' OR (state = 'running' AND locked_at < $3 - $4))",
+			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, INTERVALOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
+			TimestampTzGetDatum(now), IntervalPGetDatum(max_duration)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	return SPI_processed == 1;
+}
+
+static bool
+error_is_interrupt(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN;
+}
+
+/* The workflow-level policy after an error escaped the body. */
+static void
+finish_after_body_error(ErrorData *edata)
+{
+	Jsonb	   *policy = cf_policy_for_workflow(cf_pass.workflow);
+	CfRetryDecision d;
+	int			attempt = (int) pass_attempt + 1;
+	Jsonb	   *counts = pass_retry_counts;
+
+	if (policy == NULL)
+		policy = cf_policy_builtin("workflow");
+	d = cf_policy_decide(policy, edata->sqlerrcode, attempt, pass_retry_counts);
+	if (d.budget_key != NULL)
+	{
+		char	   *text = psprintf("{\"%s\": %d}", d.budget_key, d.budget_count);
+
+		counts = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													JsonbPGetDatum(pass_retry_counts),
+													DirectFunctionCall1(jsonb_in, CStringGetDatum(text))));
+	}
+	if (d.retry)
+		finish_pass(FINISH_RETRY, edata,
+					TimestampTzPlusMilliseconds(cf_clock_now(), (int64) (d.delay_s * 1000)),
+					attempt, counts);
+	else
+		finish_pass(FINISH_FAIL, edata, 0, attempt, counts);
+}
+
+/*
+ * One pass.  Returns false if nothing was due.  Precondition: inside a
+ * transaction, connected to SPI non-atomically; on return the pass's last
+ * transaction has committed and a new one is open.
+ */
+static bool
+run_one_pass(Oid only_owner, MemoryContext proc_cxt)
+{
+	Oid			save_userid;
+	int			save_sec;
+	ErrorData  *volatile edata = NULL;
+
+	memset(&cf_pass, 0, sizeof(cf_pass));
+	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
+										ALLOCSET_DEFAULT_SIZES);
+	completed_steps = NULL;
+	n_completed_steps = max_completed_steps = 0;
+	claimed_wakeups = (Datum) 0;
+
+	if (!claim_and_lock(only_owner))
+	{
+		MemoryContextDelete(cf_pass.cxt);
+		memset(&cf_pass, 0, sizeof(cf_pass));
+		return false;
+	}
+	load_replay_cache();
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	cf_pass.active = true;
+	PG_TRY();
+	{
+		SetUserIdAndSecContext(cf_pass.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		call_workflow_procedure();
+		SetUserIdAndSecContext(save_userid, save_sec);
+		cf_pass.active = false;
+		finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
+		SPI_commit();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cf_pass.cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		SetUserIdAndSecContext(save_userid, save_sec);
+		cf_pass.active = false;
+		abort_and_restart(proc_cxt);
+	}
+	PG_END_TRY();
+
+	if (edata != NULL)
+	{
+		if (edata->sqlerrcode == ERRCODE_CF_LOCK_LOST || !relock_after_abort())
+			ereport(LOG,
+					(errmsg("chrono_forge: pass of workflow run %lld ended without writing: %s",
+							(long long) cf_pass.workflow_id, edata->message)));
+		else if (cf_pass.outcome == CF_OUTCOME_HALT)
+			finish_pass(FINISH_RELEASE, NULL, 0, 0, NULL);
+		else if (cf_pass.outcome == CF_OUTCOME_STALL)
+			finish_pass(FINISH_STALL, NULL, 0, 0, NULL);
+		else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)
+			finish_pass(FINISH_FAIL, edata, 0, (int) pass_attempt + 1, NULL);
+		else
+			finish_after_body_error(edata);
+		SPI_commit();
+
+		/*
+		 * A cancel or shutdown stops the caller too, once the run is safe.
+		 * The pass memory goes with the caller's context then.
+		 */
+		if (error_is_interrupt(edata))
+		{
+			MemoryContextSetParent(cf_pass.cxt, proc_cxt);
+			memset(&cf_pass, 0, sizeof(cf_pass));
+			completed_steps = NULL;
+			n_completed_steps = max_completed_steps = 0;
+			ReThrowError(edata);
+		}
+	}
+
+	MemoryContextDelete(cf_pass.cxt);
+	memset(&cf_pass, 0, sizeof(cf_pass));
+	completed_steps = NULL;
+	n_completed_steps = max_completed_steps = 0;
+	return true;
+}
+
+static void
+require_top_level_call(FunctionCallInfo fcinfo, const char *what)
+{
+	CallContext *cc = (CallContext *) fcinfo->context;
+
+	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("%s must be called with CALL outside a transaction block", what),
+				 errdetail("Each pass commits.")));
+	if (cf_pass.active)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("%s cannot be called from inside a workflow", what)));
+}
+
+static int
+drain(int max_passes, Oid only_owner)
+{
+	MemoryContext proc_cxt = CurrentMemoryContext;
+	int			passes = 0;
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	while (max_passes <= 0 || passes < max_passes)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!run_one_pass(only_owner, proc_cxt))
+			break;
+		passes++;
+		/* A worker forgets what the owner's code SET in its session. */
+		if (cf_worker_slot >= 0)
+			ResetAllOptions();
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(proc_cxt);
+	return passes;
+}
+
+/*
+ * CALL chrono_forge.run_pending(max_passes): the synchronous twin of the
+ * workers.  It runs only the caller's own runs, as the caller: it never
+ * acts as another role.
+ */
+Datum
+cf_run_pending(PG_FUNCTION_ARGS)
+{
+	int			max_passes = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0);
+
+	require_top_level_call(fcinfo, "chrono_forge.run_pending()");
+	if (!PG_ARGISNULL(0) && max_passes < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("max_passes must be at least 1 or NULL")));
+	(void) drain(max_passes, GetUserId());
+	PG_RETURN_VOID();
+}
+
+/* CALL chrono_forge.worker_drain(n): the executor workers' entry point. */
+Datum
+cf_worker_drain(PG_FUNCTION_ARGS)
+{
+	if (cf_worker_slot < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("chrono_forge.worker_drain() is reserved for chrono_forge workers")));
+	require_top_level_call(fcinfo, "chrono_forge.worker_drain()");
+	cf_last_drain_passes = drain(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0), InvalidOid);
+	PG_RETURN_VOID();
+}

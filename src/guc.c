@@ -1,0 +1,161 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Every chrono_forge configuration parameter, defined in one place.
+ *
+ * Owns the GUC variables and their hooks.  It must never read the
+ * database or touch shared memory: hooks run in any process at any time.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+char	   *cf_database = NULL;
+int			cf_workers = 2;
+int			cf_max_duration_s = 600;
+int			cf_reap_stale_after_s = -1;
+bool		cf_enabled = true;
+int			cf_max_recoveries = 3;
+int			cf_worker_batch = 100;
+
+static char *cf_fake_now_text = NULL;
+bool		cf_fake_now_set = false;
+TimestampTz cf_fake_now_value = 0;
+
+/* fake_now: '' means the real clock; anything else must parse. */
+static bool
+check_fake_now(char **newval, void **extra, GucSource source)
+{
+	TimestampTz *parsed;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+
+	parsed = (TimestampTz *) malloc(sizeof(TimestampTz));
+	if (parsed == NULL)
+		return false;
+
+	/* timestamptz_in reports bad input with ERROR; turn it into a check. */
+	PG_TRY();
+	{
+		*parsed = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+														  CStringGetDatum(*newval),
+														  ObjectIdGetDatum(InvalidOid),
+														  Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		free(parsed);
+		GUC_check_errdetail("\"%s\" is not a valid timestamp with time zone.", *newval);
+		return false;
+	}
+	PG_END_TRY();
+
+	*extra = parsed;
+	return true;
+}
+
+static void
+assign_fake_now(const char *newval, void *extra)
+{
+	if (extra == NULL)
+	{
+		cf_fake_now_set = false;
+		return;
+	}
+	cf_fake_now_set = true;
+	cf_fake_now_value = *(TimestampTz *) extra;
+}
+
+int
+cf_reap_stale_after_effective(void)
+{
+	if (cf_reap_stale_after_s >= 0)
+		return cf_reap_stale_after_s;
+	return 3 * cf_max_duration_s;
+}
+
+void
+cf_define_gucs(void)
+{
+	DefineCustomStringVariable("chrono_forge.database",
+							   "Database whose runs the chrono_forge workers execute.",
+							   NULL,
+							   &cf_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.workers",
+							"Number of executor workers the launcher keeps running.",
+							NULL,
+							&cf_workers,
+							2, 0, CF_MAX_WORKERS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.max_duration",
+							"How long a pass may hold a run's lock before another may steal it.",
+							NULL,
+							&cf_max_duration_s,
+							600, 1, INT_MAX / 4,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.reap_stale_after",
+							"Lock age after which reap_stalled() re-drives a running run (-1: 3 x max_duration).",
+							NULL,
+							&cf_reap_stale_after_s,
+							-1, -1, INT_MAX / 4,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("chrono_forge.enabled",
+							 "Whether the launcher runs executor workers at all.",
+							 NULL,
+							 &cf_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.max_recoveries",
+							"Passes lost with their worker before the run is marked stalled.",
+							NULL,
+							&cf_max_recoveries,
+							3, 0, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.worker_batch",
+							"Passes a worker runs before it checks for configuration changes.",
+							NULL,
+							&cf_worker_batch,
+							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("chrono_forge.fake_now",
+							   "Pins chrono_forge.now() to this timestamp (tests); empty for the real clock.",
+							   NULL,
+							   &cf_fake_now_text,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_fake_now, assign_fake_now, NULL);
+
+	MarkGUCPrefixReserved("chrono_forge");
+}

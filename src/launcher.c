@@ -1,0 +1,321 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher background worker: keeps the executor workers running,
+ *	  re-drives the runs of a worker that died, recovers runs interrupted
+ *	  by a server crash, and sleeps until the next due wake-up.
+ *
+ * Owns worker supervision and timers.  It never runs a pass itself, and
+ * never polls on a short fixed interval: it sleeps on its latch until the
+ * earliest due wake-up, and commits that schedule something sooner wake
+ * it (see shmem.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+#define LAUNCHER_IDLE_TIMEOUT_MS	60000	/* safety net only */
+#define LAUNCHER_REAP_INTERVAL_MS	60000
+
+static BackgroundWorkerHandle *worker_handles[CF_MAX_WORKERS];
+
+void
+cf_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "chrono_forge");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "cf_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "chrono_forge launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "chrono_forge launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static bool
+start_worker(int slot)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "chrono_forge");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "cf_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "chrono_forge worker %d", slot);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "chrono_forge worker");
+	bgw.bgw_main_arg = Int32GetDatum(slot);
+	bgw.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&bgw, &worker_handles[slot]);
+}
+
+/* Run one internal statement in its own transaction; returns SPI_processed. */
+static uint64
+launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
+			  TimestampTz *first_ts)
+{
+	uint64		n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	pgstat_report_activity(STATE_RUNNING, sql);
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "chrono_forge launcher statement failed: %s", sql);
+	n = SPI_processed;
+	if (first_ts != NULL)
+	{
+		bool		isnull = true;
+
+		if (n > 0)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			*first_ts = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+		}
+		else
+			*first_ts = DT_NOEND;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return n;
+}
+
+static bool
+extension_installed(void)
+{
+	bool		installed;
+
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("chrono_forge", true));
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Runs left 'running' under a lock taken by `pattern` get a new pass at
+ * once; a run that lost more than max_recoveries passes this way is
+ * stalled with an error instead, so a pass that kills its worker cannot
+ * loop forever.
+ */
+static void
+redrive_runs_locked_like(const char *pattern, bool negate)
+{
+	char	   *sql = psprintf(
+							   "WITH r AS ("
+							   "  UPDATE chrono_forge.workflows SET state = CASE WHEN recoveries + 1 > $2"
+							   "   THEN 'stalled'::chrono_forge.workflow_state ELSE 'idle' END,"
+							   "   recoveries = recoveries + 1, locked_by = NULL, locked_at = NULL,"
+							   "   updated_at = chrono_forge.now()"
+							   "  WHERE state = 'running' AND locked_by %s LIKE $1"
+							   "  RETURNING id, state, context),"
+							   " e AS (INSERT INTO chrono_forge.error_logs"
+							   "  (workflow_id, attempt, error_class, error_message, context, created_at)"
+							   "  SELECT id, $2 + 1, 'CF015', 'a pass of this run ended its worker process too often',"
+							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled')"
+							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+							   " SELECT id, chrono_forge.now(), 'recovery' FROM r WHERE state = 'idle'",
+							   negate ? "NOT" : "");
+	uint64		n;
+
+	n = launcher_exec(sql, 2, (Oid[]) {TEXTOID, INT4OID},
+					  (Datum[]) {CStringGetTextDatum(pattern), Int32GetDatum(cf_max_recoveries)},
+					  NULL);
+	if (n > 0)
+	{
+		ereport(LOG,
+				(errmsg("chrono_forge launcher re-drove %llu interrupted workflow run(s)",
+						(unsigned long long) n)));
+		cf_wake_workers();
+	}
+}
+
+/* Keep exactly the configured number of workers; re-drive dead ones' runs. */
+static void
+supervise_workers(bool serving)
+{
+	int			wanted = (serving && cf_enabled) ? cf_workers : 0;
+
+	for (int slot = 0; slot < CF_MAX_WORKERS; slot++)
+	{
+		pid_t		pid;
+
+		if (worker_handles[slot] != NULL &&
+			GetBackgroundWorkerPid(worker_handles[slot], &pid) == BGWH_STOPPED)
+		{
+			pfree(worker_handles[slot]);
+			worker_handles[slot] = NULL;
+			if (serving)
+				redrive_runs_locked_like(psprintf("%llu:w%d:%%",
+												  (unsigned long long) cf_shmem_epoch(), slot),
+										 false);
+		}
+		if (slot >= wanted && worker_handles[slot] != NULL)
+		{
+			TerminateBackgroundWorker(worker_handles[slot]);
+			continue;
+		}
+		if (slot < wanted && worker_handles[slot] == NULL && !start_worker(slot))
+			ereport(WARNING,
+					(errmsg("chrono_forge launcher could not start worker %d", slot),
+					 errhint("Raise max_worker_processes.")));
+	}
+}
+
+static TimestampTz
+next_due_wakeup(void)
+{
+	TimestampTz due;
+	Interval   *max_duration = palloc0(sizeof(Interval));
+
+	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+	launcher_exec("SELECT k.due_at FROM chrono_forge.wakeups k"
+				  " JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
+				  " WHERE w.state = 'idle' OR (w.state = 'running' AND w.locked_at < chrono_forge.now() - $1)"
+				  " ORDER BY k.due_at LIMIT 1",
+				  1, (Oid[]) {INTERVALOID}, (Datum[]) {IntervalPGetDatum(max_duration)}, &due);
+	return due;
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	cf_launcher_detach();
+}
+
+/*
+ * Workers started by a launcher that died are not ours to supervise: stop
+ * them, so that each slot has one worker; their runs are re-driven below.
+ */
+static void
+stop_orphaned_workers(void)
+{
+	for (int slot = 0; slot < CF_MAX_WORKERS; slot++)
+	{
+		pid_t		pid = cf_worker_pid(slot);
+
+		if (pid == 0)
+			continue;
+		(void) kill(pid, SIGTERM);
+		for (int i = 0; i < 1000 && cf_worker_pid(slot) == pid; i++)
+		{
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+}
+
+void
+cf_launcher_main(Datum arg)
+{
+	bool		serving = false;
+	bool		recovered = false;
+	TimestampTz last_reap = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cf_database, NULL, 0);
+	pgstat_report_appname("chrono_forge launcher");
+	cf_launcher_attach();
+	on_shmem_exit(launcher_detach, (Datum) 0);
+	stop_orphaned_workers();
+	ereport(LOG, (errmsg("chrono_forge launcher started for database \"%s\"", cf_database)));
+
+	for (;;)
+	{
+		long		timeout_ms = LAUNCHER_IDLE_TIMEOUT_MS;
+
+		/*
+		 * Publish "no planned wake" before looking: a commit that lands
+		 * while we look then sets our latch, and we look again.
+		 */
+		cf_launcher_set_wake_at(DT_NOEND);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		serving = cf_enabled && extension_installed();
+		if (serving && !recovered)
+		{
+			/*
+			 * Runs locked in an earlier server lifetime, or by workers of an
+			 * earlier launcher (stopped above), lost their pass.
+			 */
+			redrive_runs_locked_like(psprintf("%llu:%%", (unsigned long long) cf_shmem_epoch()), true);
+			redrive_runs_locked_like(psprintf("%llu:w%%", (unsigned long long) cf_shmem_epoch()), false);
+			recovered = true;
+		}
+		supervise_workers(serving);
+
+		if (serving)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz due;
+
+			if (TimestampDifferenceExceeds(last_reap, now, LAUNCHER_REAP_INTERVAL_MS))
+			{
+				launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
+				last_reap = now;
+			}
+
+			due = next_due_wakeup();
+			now = GetCurrentTimestamp();
+			if (due <= now)
+			{
+				/* Work is due: the workers drain it; look again soon. */
+				cf_wake_workers();
+				timeout_ms = 1000;
+			}
+			else if (due != DT_NOEND)
+			{
+				timeout_ms = Min(LAUNCHER_IDLE_TIMEOUT_MS,
+								 TimestampDifferenceMilliseconds(now, due) + 1);
+				cf_launcher_set_wake_at(due);
+			}
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+	}
+
+	ereport(LOG, (errmsg("chrono_forge launcher shutting down")));
+	for (int slot = 0; slot < CF_MAX_WORKERS; slot++)
+		if (worker_handles[slot] != NULL)
+			TerminateBackgroundWorker(worker_handles[slot]);
+
+	/* Exit 1: the postmaster restarts us unless the server is stopping. */
+	proc_exit(1);
+}

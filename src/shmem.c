@@ -1,0 +1,260 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state of the runtime, and the wake-up after commit.
+ *
+ * Owns the shared-memory segment (launcher and worker slots, the epoch
+ * that tells this server lifetime's locks from a crashed one's) and the
+ * transaction callback that wakes the workers once a transaction that
+ * scheduled work has committed.  The callback must cost nothing for
+ * transactions that queued no work, and it never touches the database.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+typedef struct CfWorkerSlot
+{
+	pid_t		pid;
+	Latch	   *latch;
+} CfWorkerSlot;
+
+typedef struct CfShared
+{
+	slock_t		mutex;
+	uint64		epoch;			/* new on every shared-memory init */
+	Latch	   *launcher_latch;
+	TimestampTz launcher_wake_at;	/* when the launcher will next look */
+	CfWorkerSlot workers[CF_MAX_WORKERS];
+} CfShared;
+
+static CfShared *cf_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Per-backend: did this transaction schedule work, and how soon? */
+static bool cf_wakeup_queued = false;
+static TimestampTz cf_wakeup_earliest = 0;
+static bool cf_launcher_wake_queued = false;
+
+static void
+cf_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(CfShared)));
+}
+
+static void
+cf_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	cf_shared = ShmemInitStruct("chrono_forge", sizeof(CfShared), &found);
+	if (!found)
+	{
+		memset(cf_shared, 0, sizeof(CfShared));
+		SpinLockInit(&cf_shared->mutex);
+		/* Distinct per shared-memory lifetime: a crash restart renews it. */
+		cf_shared->epoch = (uint64) GetCurrentTimestamp();
+		cf_shared->launcher_wake_at = DT_NOEND;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+cf_shmem_register(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = cf_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = cf_shmem_startup;
+}
+
+bool
+cf_shmem_ready(void)
+{
+	return cf_shared != NULL;
+}
+
+uint64
+cf_shmem_epoch(void)
+{
+	return cf_shared ? cf_shared->epoch : 0;
+}
+
+/* ---- launcher and worker registration in shared memory ---- */
+
+void
+cf_launcher_attach(void)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->launcher_latch = MyLatch;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+void
+cf_launcher_detach(void)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->launcher_latch = NULL;
+	cf_shared->launcher_wake_at = DT_NOEND;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+/* The launcher publishes when it will look next; see cf_xact_callback. */
+void
+cf_launcher_set_wake_at(TimestampTz at)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->launcher_wake_at = at;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+void
+cf_worker_attach(int slot)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[slot].pid = MyProcPid;
+	cf_shared->workers[slot].latch = MyLatch;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+void
+cf_worker_detach(int slot)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[slot].pid = 0;
+	cf_shared->workers[slot].latch = NULL;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+pid_t
+cf_worker_pid(int slot)
+{
+	pid_t		pid;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	pid = cf_shared->workers[slot].pid;
+	SpinLockRelease(&cf_shared->mutex);
+	return pid;
+}
+
+void
+cf_wake_workers(void)
+{
+	Latch	   *latches[CF_MAX_WORKERS];
+	int			n = 0;
+
+	if (cf_shared == NULL)
+		return;
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+		if (cf_shared->workers[i].latch != NULL)
+			latches[n++] = cf_shared->workers[i].latch;
+	SpinLockRelease(&cf_shared->mutex);
+
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+void
+cf_wake_launcher(void)
+{
+	Latch	   *latch;
+
+	if (cf_shared == NULL)
+		return;
+	SpinLockAcquire(&cf_shared->mutex);
+	latch = cf_shared->launcher_latch;
+	SpinLockRelease(&cf_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/* ---- wake-ups after commit ---- */
+
+/*
+ * Called by whoever inserts a wake-up row.  Nothing is signalled until the
+ * transaction commits: a worker woken earlier could not see the row.
+ */
+void
+cf_queue_wakeup(TimestampTz due_at)
+{
+	if (!cf_wakeup_queued || due_at < cf_wakeup_earliest)
+		cf_wakeup_earliest = due_at;
+	cf_wakeup_queued = true;
+}
+
+/* After commit, the launcher looks again (e.g. the extension appeared). */
+void
+cf_queue_launcher_wake(void)
+{
+	cf_launcher_wake_queued = true;
+	cf_queue_wakeup(DT_NOEND);
+}
+
+static void
+cf_xact_callback(XactEvent event, void *arg)
+{
+	TimestampTz due;
+	TimestampTz launcher_at;
+	bool		wake_launcher;
+
+	/* The one test every unrelated transaction pays. */
+	if (likely(!cf_wakeup_queued))
+		return;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+
+	due = cf_wakeup_earliest;
+	wake_launcher = cf_launcher_wake_queued;
+	cf_wakeup_queued = false;
+	cf_launcher_wake_queued = false;
+	if (cf_shared == NULL ||
+		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT))
+		return;
+	if (wake_launcher)
+		cf_wake_launcher();
+
+	/*
+	 * Due now (the engine clock may be fake, so compare with both clocks):
+	 * the workers take it at once.  Due later: the launcher must know if it
+	 * plans to sleep past it.
+	 */
+	if (due <= GetCurrentTimestamp() || due <= cf_clock_now())
+		cf_wake_workers();
+	else
+	{
+		SpinLockAcquire(&cf_shared->mutex);
+		launcher_at = cf_shared->launcher_wake_at;
+		SpinLockRelease(&cf_shared->mutex);
+		if (due < launcher_at)
+			cf_wake_launcher();
+	}
+}
+
+void
+cf_register_xact_callback(void)
+{
+	RegisterXactCallback(cf_xact_callback, NULL);
+}
