@@ -23,6 +23,7 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -37,6 +38,8 @@ PG_FUNCTION_INFO_V1(cf_wake);
 PG_FUNCTION_INFO_V1(cf_retry);
 PG_FUNCTION_INFO_V1(cf_reap_stalled);
 PG_FUNCTION_INFO_V1(cf_notify_launcher);
+
+static bool notify_launcher(const char *db);
 
 static void
 invalid_argument(const char *msg, const char *hint)
@@ -363,13 +366,35 @@ Datum
 cf_notify_launcher(PG_FUNCTION_ARGS)
 {
 	char	   *db = get_database_name(MyDatabaseId);
+	int			save_min_messages = client_min_messages;
+	bool		served;
 
+	/*
+	 * CREATE EXTENSION raises client_min_messages to WARNING while its
+	 * script runs; this notice is meant for the DBA who runs it.
+	 */
+	client_min_messages = Min(client_min_messages, NOTICE);
+	PG_TRY();
+	{
+		served = notify_launcher(db);
+	}
+	PG_FINALLY();
+	{
+		client_min_messages = save_min_messages;
+	}
+	PG_END_TRY();
+	PG_RETURN_BOOL(served);
+}
+
+static bool
+notify_launcher(const char *db)
+{
 	if (!cf_shmem_ready())
 	{
 		ereport(NOTICE,
 				(errmsg("chrono_forge is not in shared_preload_libraries: no workers will run workflows"),
 				 errhint("Add chrono_forge to shared_preload_libraries and restart, or drive runs with CALL chrono_forge.run_pending().")));
-		PG_RETURN_BOOL(false);
+		return false;
 	}
 	if (cf_database == NULL || strcmp(db, cf_database) != 0)
 	{
@@ -377,8 +402,8 @@ cf_notify_launcher(PG_FUNCTION_ARGS)
 				(errmsg("no chrono_forge workers serve database \"%s\"", db),
 				 errdetail("chrono_forge.database is \"%s\".", cf_database ? cf_database : ""),
 				 errhint("Set chrono_forge.database to this database and restart, or drive runs with CALL chrono_forge.run_pending().")));
-		PG_RETURN_BOOL(false);
+		return false;
 	}
 	cf_queue_launcher_wake();
-	PG_RETURN_BOOL(true);
+	return true;
 }
