@@ -80,8 +80,8 @@ resolve_workflow_procedure(const char *workflow)
 
 	owa->objname = stringToQualifiedNameList(workflow);
 	owa->objargs = list_make1(SystemTypeName("jsonb"));
-	proc = LookupFuncWithArgs(OBJECT_PROCEDURE, owa, true);
-	if (!OidIsValid(proc))
+	proc = LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
+	if (!OidIsValid(proc) || get_func_prokind(proc) != PROKIND_PROCEDURE)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("workflow procedure %s(jsonb) does not exist", workflow),

@@ -354,6 +354,7 @@ cf_policy_for_workflow(const char *workflow)
 	CfInternal	st;
 	Jsonb	   *result = NULL;
 	bool		isnull;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	values[0] = CStringGetTextDatum(workflow);
 	cf_internal_begin(&st);
@@ -364,7 +365,12 @@ cf_policy_for_workflow(const char *workflow)
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 		if (!isnull)
-			result = (Jsonb *) SPI_datumTransfer(d, false, -1);
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			result = DatumGetJsonbPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	cf_internal_end(&st);
 	return result;

@@ -1,0 +1,71 @@
+-- Primitives outside a pass, in atomic contexts, and with bad names.
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+CREATE FUNCTION err_step() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+
+-- Outside any pass.
+CALL chrono_forge.durably_execute('err_step');
+SELECT chrono_forge.context();
+SELECT chrono_forge.args();
+SELECT chrono_forge.context_set('a', '1');
+BEGIN;
+CALL chrono_forge.run_pending();
+ROLLBACK;
+CALL chrono_forge.run_pending(0);
+
+-- A primitive called from a function during a pass: the run fails at
+-- once (no workflow-level retries), with the error recorded.
+CREATE FUNCTION err_helper() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('err_step');
+END $$;
+CREATE PROCEDURE err_atomic_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM err_helper();
+END $$;
+-- ... or inside a block with an EXCEPTION clause.
+CREATE PROCEDURE err_exception_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        CALL chrono_forge.durably_execute('err_step');
+    EXCEPTION WHEN others THEN
+        RAISE NOTICE 'swallowed %', SQLERRM;
+        RAISE;
+    END;
+END $$;
+-- Invalid step names.
+CREATE PROCEDURE err_dollar_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('err_step', name => 'a$b');
+END $$;
+CREATE PROCEDURE err_null_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute(NULL);
+END $$;
+-- An invalid per-call retry policy.
+CREATE PROCEDURE err_policy_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('err_step', retry_policy => '{"max_attempts": -1}');
+END $$;
+-- A plain error in the body: workflow-level retries.
+CREATE PROCEDURE err_plain_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'plain failure' USING ERRCODE = '22012';
+END $$;
+
+SELECT count(chrono_forge.start(w, 'e')) FROM unnest(ARRAY['err_atomic_wf', 'err_exception_wf',
+    'err_dollar_wf', 'err_null_wf', 'err_policy_wf', 'err_plain_wf']) AS w;
+CALL chrono_forge.run_pending();
+SELECT w.workflow, w.state, w.attempt, e.error_class, e.error_message,
+       (SELECT string_agg(step_name, ', ' ORDER BY id) FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = w.id) AS steps
+  FROM chrono_forge.workflows w
+  LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
+ WHERE w.workflow LIKE 'err\_%'
+ ORDER BY w.id;
+-- The marker names the error log.
+SELECT count(*) AS markers_match FROM chrono_forge.execution_logs l
+  JOIN chrono_forge.error_logs e ON l.step_name = '$workflow_failure$' || e.id
+ WHERE (l.metadata ->> 'error_log_id')::bigint = e.id;
+SELECT count(*) AS wakeups FROM chrono_forge.wakeups w
+  JOIN chrono_forge.workflows r ON r.id = w.workflow_id WHERE r.state = 'failed';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'err\_%';
