@@ -146,6 +146,8 @@ typedef struct CfPass
 	const char *continuation_reason;
 	CfOutcome	outcome;
 	bool		committed;		/* has the claim committed yet? */
+	Oid			outer_userid;	/* the identity that runs the pass */
+	int			outer_sec_context;
 } CfPass;
 
 extern CfPass cf_pass;
@@ -156,5 +158,6 @@ extern void cf_step_remember(const char *step_name, Jsonb *result);
 extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
 extern void cf_save_context_and_check_lock(void);
+extern void cf_commit(void);
 
 #endif							/* CHRONO_FORGE_H */

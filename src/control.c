@@ -69,7 +69,7 @@ required_text(FunctionCallInfo fcinfo, int n, const char *what)
  * schema-qualified name the executor CALLs.
  */
 static char *
-resolve_workflow_procedure(const char *workflow)
+resolve_workflow_procedure(const char *workflow, bool must_own)
 {
 	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
 	Oid			proc;
@@ -108,6 +108,11 @@ resolve_workflow_procedure(const char *workflow)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for procedure %s", workflow)));
+	/* Defaults apply to everyone's runs: only the procedure's owner sets them. */
+	if (must_own && !pg_proc_ownercheck(proc, GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only the owner of procedure %s may configure it", workflow)));
 	return qualified;
 }
 
@@ -133,7 +138,7 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("options must be a JSON object", NULL);
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
-	procedure = resolve_workflow_procedure(workflow);
+	procedure = resolve_workflow_procedure(workflow, false);
 
 	values[0] = CStringGetTextDatum(workflow);
 	values[1] = CStringGetTextDatum(key);
@@ -178,12 +183,14 @@ cf_configure(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	char	   *workflow = required_text(fcinfo, 0, "workflow");
+	Oid			caller = GetUserId();
 	Jsonb	   *policy;
 	CfInternal	st;
 
 	if (PG_ARGISNULL(1))
 		invalid_argument("retry_policy must not be NULL", "Build one with chrono_forge.retry_policy().");
 	policy = cf_policy_validate(PG_GETARG_JSONB_P(1));
+	(void) resolve_workflow_procedure(workflow, true);
 
 	SPI_connect();
 	cf_internal_begin(&st);
@@ -194,7 +201,7 @@ cf_configure(PG_FUNCTION_ARGS)
 			"  updated_at = EXCLUDED.updated_at"
 			" WHERE pg_has_role($3, d.owner, 'MEMBER')",
 			3, (Oid[]) {TEXTOID, JSONBOID, OIDOID},
-			(Datum[]) {CStringGetTextDatum(workflow), JsonbPGetDatum(policy), ObjectIdGetDatum(GetUserId())},
+			(Datum[]) {CStringGetTextDatum(workflow), JsonbPGetDatum(policy), ObjectIdGetDatum(caller)},
 			NULL, false, 0);
 	cf_internal_end(&st);
 	if (SPI_processed != 1)
@@ -213,10 +220,11 @@ typedef struct RunRef
 
 /*
  * Find a run by (workflow, key) and lock its row; only its owner (or a
- * member of the owner role) may act on it.
+ * member of the owner role) may act on it.  The caller's identity is taken
+ * before entering the engine's own.
  */
 static RunRef
-find_own_run(const char *workflow, const char *key)
+find_own_run(Oid caller, const char *workflow, const char *key)
 {
 	static SPIPlanPtr plan = NULL;
 	RunRef		run;
@@ -236,7 +244,7 @@ find_own_run(const char *workflow, const char *key)
 	run.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	run.state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	if (!has_privs_of_role(GetUserId(), owner))
+	if (!has_privs_of_role(caller, owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for workflow run (%s, %s)", workflow, key),
@@ -262,13 +270,14 @@ cf_wake(PG_FUNCTION_ARGS)
 {
 	char	   *workflow = required_text(fcinfo, 0, "workflow");
 	char	   *key = required_text(fcinfo, 1, "key");
+	Oid			caller = GetUserId();
 	CfInternal	st;
 	RunRef		run;
 	bool		woken = false;
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(workflow, key);
+	run = find_own_run(caller, workflow, key);
 	if (strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0)
 	{
 		insert_wakeup(run.id, cf_clock_now(), "wake");
@@ -285,13 +294,14 @@ cf_retry(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	char	   *workflow = required_text(fcinfo, 0, "workflow");
 	char	   *key = required_text(fcinfo, 1, "key");
+	Oid			caller = GetUserId();
 	CfInternal	st;
 	RunRef		run;
 	TimestampTz now = cf_clock_now();
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(workflow, key);
+	run = find_own_run(caller, workflow, key);
 	if (strcmp(run.state, "stalled") != 0 && strcmp(run.state, "failed") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_RETRYABLE),

@@ -199,6 +199,24 @@ cf_save_context_and_check_lock(void)
 	cf_pass.context_dirty = false;
 }
 
+/*
+ * Commit from a primitive.  The next transaction starts under the pass's
+ * outer identity, so that an abort of it restores that identity and never
+ * leaves a session as the run's owner.
+ */
+void
+cf_commit(void)
+{
+	Oid			userid;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	SetUserIdAndSecContext(cf_pass.outer_userid, cf_pass.outer_sec_context);
+	SPI_commit();
+	SetUserIdAndSecContext(userid, sec_context);
+	cf_pass.committed = true;
+}
+
 /* ---------------------------------------------------------------------
  * Claim, replay cache, finish
  * ---------------------------------------------------------------------
@@ -621,6 +639,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	load_replay_cache();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
+	cf_pass.outer_userid = save_userid;
+	cf_pass.outer_sec_context = save_sec;
 	cf_pass.active = true;
 	PG_TRY();
 	{
@@ -636,9 +656,9 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		MemoryContextSwitchTo(cf_pass.cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		SetUserIdAndSecContext(save_userid, save_sec);
 		cf_pass.active = false;
 		abort_and_restart(proc_cxt);
+		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	PG_END_TRY();
 

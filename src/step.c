@@ -373,8 +373,7 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 
 	if (edata == NULL)
 	{
-		SPI_commit();
-		cf_pass.committed = true;
+		cf_commit();
 		SPI_finish();
 		cf_step_remember(step_name, step_result);
 		return return_result(fcinfo, has_result, step_result);
@@ -394,8 +393,7 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 
 		record_step_failure(step_name, attempt, !d.retry, edata, &d);
 		cf_save_context_and_check_lock();
-		SPI_commit();
-		cf_pass.committed = true;
+		cf_commit();
 		SPI_finish();
 
 		if (d.retry)
