@@ -219,21 +219,27 @@ typedef struct RunRef
 } RunRef;
 
 /*
- * Find a run by (workflow, key) and lock its row; only its owner (or a
- * member of the owner role) may act on it.  The caller's identity is taken
- * before entering the engine's own.
+ * Find a run by (workflow, key); only its owner (or a member of the owner
+ * role) may act on it.  The caller's identity is taken before entering the
+ * engine's own.  for_update serializes with passes (a state change);
+ * otherwise a key-share lock only keeps the run from vanishing, and never
+ * waits for a pass in progress.
  */
 static RunRef
-find_own_run(Oid caller, const char *workflow, const char *key)
+find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr share_plan = NULL;
 	RunRef		run;
 	bool		isnull;
 	Oid			owner;
 
-	cf_exec(&plan,
-			"SELECT id, state::text, owner::oid FROM chrono_forge.workflows"
-			" WHERE workflow = $1 AND key = $2 FOR NO KEY UPDATE",
+	cf_exec(for_update ? &plan : &share_plan,
+			for_update
+			? "SELECT id, state::text, owner::oid FROM chrono_forge.workflows"
+			" WHERE workflow = $1 AND key = $2 FOR NO KEY UPDATE"
+			: "SELECT id, state::text, owner::oid FROM chrono_forge.workflows"
+			" WHERE workflow = $1 AND key = $2 FOR KEY SHARE",
 			2, (Oid[]) {TEXTOID, TEXTOID},
 			(Datum[]) {CStringGetTextDatum(workflow), CStringGetTextDatum(key)},
 			NULL, false, 1);
@@ -277,7 +283,7 @@ cf_wake(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(caller, workflow, key);
+	run = find_own_run(caller, workflow, key, false);
 	if (strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0)
 	{
 		insert_wakeup(run.id, cf_clock_now(), "wake");
@@ -301,7 +307,7 @@ cf_retry(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(caller, workflow, key);
+	run = find_own_run(caller, workflow, key, true);
 	if (strcmp(run.state, "stalled") != 0 && strcmp(run.state, "failed") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_RETRYABLE),

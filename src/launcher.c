@@ -288,6 +288,11 @@ cf_launcher_main(Datum arg)
 			if (TimestampDifferenceExceeds(last_reap, now, LAUNCHER_REAP_INTERVAL_MS))
 			{
 				launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
+				/* A wake() that raced a run's last pass leaves a dead row. */
+				launcher_exec("DELETE FROM chrono_forge.wakeups k USING chrono_forge.workflows w"
+							  " WHERE w.id = k.workflow_id"
+							  " AND w.state IN ('completed', 'failed', 'stalled', 'cancelled')",
+							  0, NULL, NULL, NULL);
 				last_reap = now;
 			}
 
