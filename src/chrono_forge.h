@@ -69,6 +69,8 @@ extern void cf_launcher_detach(void);
 extern void cf_launcher_set_wake_at(TimestampTz at);
 extern void cf_worker_detach(int slot);
 extern pid_t cf_worker_pid(int slot);
+extern void cf_worker_set_current_run(int slot, int64 run);
+extern int64 cf_worker_take_current_run(int slot);
 extern uint64 cf_shmem_epoch(void);
 extern void cf_wake_workers(void);
 extern void cf_wake_launcher(void);

@@ -637,6 +637,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		return false;
 	}
 	load_replay_cache();
+	if (cf_worker_slot >= 0)
+		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	cf_pass.outer_userid = save_userid;
@@ -692,6 +694,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		}
 	}
 
+	if (cf_worker_slot >= 0)
+		cf_worker_set_current_run(cf_worker_slot, 0);
 	MemoryContextDelete(cf_pass.cxt);
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	completed_steps = NULL;

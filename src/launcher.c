@@ -118,13 +118,14 @@ extension_installed(void)
 }
 
 /*
- * Runs left 'running' under a lock taken by `pattern` get a new pass at
- * once; a run that lost more than max_recoveries passes this way is
- * stalled with an error instead, so a pass that kills its worker cannot
- * loop forever.
+ * Runs left 'running' under a lock taken by `pattern` (and the run
+ * `current_run` a dead worker was executing, whose claim may have rolled
+ * back) get a new pass at once.  Each such loss counts as a recovery; a
+ * run that lost more than max_recoveries passes is stalled with an error
+ * instead, so a pass that kills its worker cannot loop forever.
  */
 static void
-redrive_runs_locked_like(const char *pattern, bool negate)
+redrive_runs(const char *pattern, bool negate, int64 current_run)
 {
 	char	   *sql = psprintf(
 							   "WITH r AS ("
@@ -132,19 +133,23 @@ redrive_runs_locked_like(const char *pattern, bool negate)
 							   "   THEN 'stalled'::chrono_forge.workflow_state ELSE 'idle' END,"
 							   "   recoveries = recoveries + 1, locked_by = NULL, locked_at = NULL,"
 							   "   updated_at = chrono_forge.now()"
-							   "  WHERE state = 'running' AND locked_by %s LIKE $1"
+							   "  WHERE (state = 'running' AND locked_by %s LIKE $1)"
+							   "   OR (id = $3 AND state IN ('idle', 'running'))"
 							   "  RETURNING id, state, context),"
 							   " e AS (INSERT INTO chrono_forge.error_logs"
 							   "  (workflow_id, attempt, error_class, error_message, context, created_at)"
-							   "  SELECT id, $2 + 1, 'CF015', 'a pass of this run ended its worker process too often',"
-							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled')"
+							   "  SELECT id, $2 + 1, 'CF015', 'passes of this run ended their worker process too often',"
+							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled'),"
+							   " d AS (DELETE FROM chrono_forge.wakeups k USING r"
+							   "  WHERE k.workflow_id = r.id AND r.state = 'stalled')"
 							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 							   " SELECT id, chrono_forge.now(), 'recovery' FROM r WHERE state = 'idle'",
 							   negate ? "NOT" : "");
 	uint64		n;
 
-	n = launcher_exec(sql, 2, (Oid[]) {TEXTOID, INT4OID},
-					  (Datum[]) {CStringGetTextDatum(pattern), Int32GetDatum(cf_max_recoveries)},
+	n = launcher_exec(sql, 3, (Oid[]) {TEXTOID, INT4OID, INT8OID},
+					  (Datum[]) {CStringGetTextDatum(pattern), Int32GetDatum(cf_max_recoveries),
+					  Int64GetDatum(current_run)},
 					  NULL);
 	if (n > 0)
 	{
@@ -171,9 +176,8 @@ supervise_workers(bool serving)
 			pfree(worker_handles[slot]);
 			worker_handles[slot] = NULL;
 			if (serving)
-				redrive_runs_locked_like(psprintf("%llu:w%d:%%",
-												  (unsigned long long) cf_shmem_epoch(), slot),
-										 false);
+				redrive_runs(psprintf("%llu:w%d:%%", (unsigned long long) cf_shmem_epoch(), slot),
+							 false, cf_worker_take_current_run(slot));
 		}
 		if (slot >= wanted && worker_handles[slot] != NULL)
 		{
@@ -274,8 +278,8 @@ cf_launcher_main(Datum arg)
 			 * Runs locked in an earlier server lifetime, or by workers of an
 			 * earlier launcher (stopped above), lost their pass.
 			 */
-			redrive_runs_locked_like(psprintf("%llu:%%", (unsigned long long) cf_shmem_epoch()), true);
-			redrive_runs_locked_like(psprintf("%llu:w%%", (unsigned long long) cf_shmem_epoch()), false);
+			redrive_runs(psprintf("%llu:%%", (unsigned long long) cf_shmem_epoch()), true, 0);
+			redrive_runs(psprintf("%llu:w%%", (unsigned long long) cf_shmem_epoch()), false, 0);
 			recovered = true;
 		}
 		supervise_workers(serving);

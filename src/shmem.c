@@ -29,6 +29,7 @@ typedef struct CfWorkerSlot
 {
 	pid_t		pid;
 	Latch	   *latch;
+	int64		current_run;	/* run whose pass is in progress, or 0 */
 } CfWorkerSlot;
 
 typedef struct CfShared
@@ -143,6 +144,31 @@ cf_worker_detach(int slot)
 	cf_shared->workers[slot].pid = 0;
 	cf_shared->workers[slot].latch = NULL;
 	SpinLockRelease(&cf_shared->mutex);
+}
+
+/*
+ * Which run a worker is executing.  Its claim commits only with the pass's
+ * first commit, so if the worker dies before that, only this tells the
+ * launcher which pass killed it.
+ */
+void
+cf_worker_set_current_run(int slot, int64 run)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[slot].current_run = run;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+int64
+cf_worker_take_current_run(int slot)
+{
+	int64		run;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	run = cf_shared->workers[slot].current_run;
+	cf_shared->workers[slot].current_run = 0;
+	SpinLockRelease(&cf_shared->mutex);
+	return run;
 }
 
 pid_t
