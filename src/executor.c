@@ -234,17 +234,22 @@ make_lock_token(void)
 /*
  * Claim the earliest due wake-up of a run nobody executes, delete every due
  * wake-up of that run (duplicates coalesce into this pass), and take its
- * lock.  All of it commits with the pass's first commit, or rolls back.
+ * lock, in one statement.  All of it commits with the pass's first commit,
+ * or rolls back.
+ *
+ * The lock rules are acquire_lock()'s: only idle runs, or running runs
+ * whose lock is older than max_duration (stolen).  Candidates are read in
+ * due order from the wake-up index and each run row is locked with SKIP
+ * LOCKED as it is reached, so the statement stops at the first claimable
+ * run and never scans the runs table.  The window of 1024 candidates only
+ * matters if that many due wake-ups all belong to runs being executed (or,
+ * for run_pending(), to other roles' runs).
  */
 static bool
 claim_and_lock(Oid only_owner)
 {
-	static SPIPlanPtr claim_plan = NULL;
-	static SPIPlanPtr lock_plan = NULL;
-	Oid			ctypes[3] = {TIMESTAMPTZOID, INTERVALOID, OIDOID};
-	Datum		cvalues[3];
-	Oid			ltypes[2] = {INT8OID, TEXTOID};
-	Datum		lvalues[2];
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	Interval   *max_duration = palloc0(sizeof(Interval));
@@ -252,54 +257,43 @@ claim_and_lock(Oid only_owner)
 	HeapTuple	tup;
 	TupleDesc	desc;
 	MemoryContext old;
-	int64		id;
 
 	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
-	cvalues[0] = TimestampTzGetDatum(now);
-	cvalues[1] = IntervalPGetDatum(max_duration);
-	cvalues[2] = ObjectIdGetDatum(only_owner);
+	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = IntervalPGetDatum(max_duration);
+	values[2] = ObjectIdGetDatum(only_owner);
+	values[3] = CStringGetTextDatum(cf_pass.lock_token);
 
 	cf_internal_begin(&st);
-	cf_exec(&claim_plan,
+	cf_exec(&plan,
 			"WITH c AS ("
-			"  SELECT w.id FROM chrono_forge.wakeups k"
-			"  JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
-			"  WHERE k.due_at <= $1"
-			"    AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
-			"    AND ($3 = 0 OR w.owner::oid = $3)"
-			"  ORDER BY k.due_at LIMIT 1"
-			"  FOR NO KEY UPDATE OF w SKIP LOCKED),"
-			" d AS (DELETE FROM chrono_forge.wakeups k USING c"
-			"  WHERE k.workflow_id = c.id AND k.due_at <= $1 RETURNING k.id)"
-			" SELECT c.id, (SELECT array_agg(d.id) FROM d) FROM c",
-			3, ctypes, cvalues, NULL, false, 0);
-	if (SPI_processed == 0)
-	{
-		cf_internal_end(&st);
-		return false;
-	}
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	{
-		Datum		ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-
-		old = MemoryContextSwitchTo(cf_pass.cxt);
-		claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
-		MemoryContextSwitchTo(old);
-	}
-
-	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
-	lvalues[0] = Int64GetDatum(id);
-	lvalues[1] = CStringGetTextDatum(cf_pass.lock_token);
-	cf_exec(&lock_plan,
-			"SELECT id, workflow, key, procedure, args, context, owner::oid, attempt, retry_counts"
-			" FROM chrono_forge.acquire_lock($1, $2)",
-			2, ltypes, lvalues, NULL, false, 0);
+			"  SELECT w.id FROM"
+			"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k"
+			"     WHERE k.due_at <= $1 ORDER BY k.due_at LIMIT 1024) AS k,"
+			"   LATERAL (SELECT w.id FROM chrono_forge.workflows w"
+			"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)"
+			"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
+			"     FOR NO KEY UPDATE SKIP LOCKED) AS w"
+			"  LIMIT 1),"
+			" d AS (DELETE FROM chrono_forge.wakeups k"
+			"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id),"
+			" u AS (UPDATE chrono_forge.workflows w SET locked_by = $4, locked_at = $1,"
+			"   state = 'running', started_at = coalesce(w.started_at, $1), updated_at = $1"
+			"  WHERE w.id = (SELECT id FROM c)"
+			"  RETURNING w.id, w.workflow, w.key, w.procedure, w.args, w.context,"
+			"   w.owner::oid, w.attempt, w.retry_counts)"
+			" SELECT u.*, (SELECT array_agg(d.id) FROM d) FROM u",
+			4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, TEXTOID},
+			values, NULL, false, 0);
 	cf_internal_end(&st);
+	if (SPI_processed == 0)
+		return false;
 
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	old = MemoryContextSwitchTo(cf_pass.cxt);
-	cf_pass.workflow_id = id;
+	cf_pass.workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
 	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
@@ -308,6 +302,11 @@ claim_and_lock(Oid only_owner)
 	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	{
+		Datum		ids = SPI_getbinval(tup, desc, 10, &isnull);
+
+		claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+	}
 	cf_pass.claimed_at = now;
 	MemoryContextSwitchTo(old);
 	return true;
