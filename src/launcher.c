@@ -118,38 +118,37 @@ extension_installed(void)
 }
 
 /*
- * Runs left 'running' under a lock taken by `pattern` (and the run
- * `current_run` a dead worker was executing, whose claim may have rolled
- * back) get a new pass at once.  Each such loss counts as a recovery; a
+ * Runs left 'running' under a lock whose holder is gone (`lost_lock`, an SQL
+ * condition on the run's row), and the run `current_run` a dead worker was
+ * executing (whose claim may have rolled back), get a new pass at once.  Each such loss counts as a recovery; a
  * run that lost more than max_recoveries passes is stalled with an error
  * instead, so a pass that kills its worker cannot loop forever.
  */
 static void
-redrive_runs(const char *pattern, bool negate, int64 current_run)
+redrive_runs(const char *lost_lock, int64 current_run)
 {
 	char	   *sql = psprintf(
 							   "WITH r AS ("
-							   "  UPDATE chrono_forge.workflows SET state = CASE WHEN recoveries + 1 > $2"
+							   "  UPDATE chrono_forge.workflows SET state = CASE WHEN recoveries + 1 > $1"
 							   "   THEN 'stalled'::chrono_forge.workflow_state ELSE 'idle' END,"
 							   "   recoveries = recoveries + 1, locked_by = NULL, locked_at = NULL,"
 							   "   updated_at = chrono_forge.now()"
-							   "  WHERE (state = 'running' AND locked_by %s LIKE $1)"
-							   "   OR (id = $3 AND state IN ('idle', 'running'))"
+							   "  WHERE (state = 'running' AND (%s))"
+							   "   OR (id = $2 AND state IN ('idle', 'running'))"
 							   "  RETURNING id, state, context),"
 							   " e AS (INSERT INTO chrono_forge.error_logs"
 							   "  (workflow_id, attempt, error_class, error_message, context, created_at)"
-							   "  SELECT id, $2 + 1, 'CF015', 'passes of this run ended their worker process too often',"
+							   "  SELECT id, $1 + 1, 'CF015', 'passes of this run ended their worker process too often',"
 							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled'),"
 							   " d AS (DELETE FROM chrono_forge.wakeups k USING r"
 							   "  WHERE k.workflow_id = r.id AND r.state = 'stalled')"
 							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 							   " SELECT id, chrono_forge.now(), 'recovery' FROM r WHERE state = 'idle'",
-							   negate ? "NOT" : "");
+							   lost_lock);
 	uint64		n;
 
-	n = launcher_exec(sql, 3, (Oid[]) {TEXTOID, INT4OID, INT8OID},
-					  (Datum[]) {CStringGetTextDatum(pattern), Int32GetDatum(cf_max_recoveries),
-					  Int64GetDatum(current_run)},
+	n = launcher_exec(sql, 2, (Oid[]) {INT4OID, INT8OID},
+					  (Datum[]) {Int32GetDatum(cf_max_recoveries), Int64GetDatum(current_run)},
 					  NULL);
 	if (n > 0)
 	{
@@ -176,8 +175,9 @@ supervise_workers(bool serving)
 			pfree(worker_handles[slot]);
 			worker_handles[slot] = NULL;
 			if (serving)
-				redrive_runs(psprintf("%llu:w%d:%%", (unsigned long long) cf_shmem_epoch(), slot),
-							 false, cf_worker_take_current_run(slot));
+				redrive_runs(psprintf("locked_by LIKE '%llu:w%d:%%'",
+									  (unsigned long long) cf_shmem_epoch(), slot),
+							 cf_worker_take_current_run(slot));
 		}
 		if (slot >= wanted && worker_handles[slot] != NULL)
 		{
@@ -278,8 +278,10 @@ cf_launcher_main(Datum arg)
 			 * Runs locked in an earlier server lifetime, or by workers of an
 			 * earlier launcher (stopped above), lost their pass.
 			 */
-			redrive_runs(psprintf("%llu:%%", (unsigned long long) cf_shmem_epoch()), true, 0);
-			redrive_runs(psprintf("%llu:w%%", (unsigned long long) cf_shmem_epoch()), false, 0);
+			redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
+								  (unsigned long long) cf_shmem_epoch(),
+								  (unsigned long long) cf_shmem_epoch()),
+						 0);
 			recovered = true;
 		}
 		supervise_workers(serving);
@@ -292,6 +294,11 @@ cf_launcher_main(Datum arg)
 			if (TimestampDifferenceExceeds(last_reap, now, LAUNCHER_REAP_INTERVAL_MS))
 			{
 				launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
+				/* Passes of run_pending() sessions that have disconnected. */
+				redrive_runs(psprintf("locked_by LIKE '%llu:s:%%' AND split_part(locked_by, ':', 3)::int"
+									  " NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)",
+									  (unsigned long long) cf_shmem_epoch()),
+							 0);
 				/* A wake() that raced a run's last pass leaves a dead row. */
 				launcher_exec("DELETE FROM chrono_forge.wakeups k USING chrono_forge.workflows w"
 							  " WHERE w.id = k.workflow_id"
