@@ -100,6 +100,7 @@ extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
 					bool read_only, long count);
 extern Oid	cf_extension_owner(void);
+extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "access/genam.h"
 #include "catalog/indexing.h"
@@ -57,6 +58,18 @@ cf_extension_owner(void)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return cf_owner_cache;
+}
+
+/* For the background workers, outside any transaction. */
+bool
+cf_extension_installed(void)
+{
+	bool		installed;
+
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("chrono_forge", true));
+	CommitTransactionCommand();
+	return installed;
 }
 
 /*

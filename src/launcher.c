@@ -106,17 +106,6 @@ launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	return n;
 }
 
-static bool
-extension_installed(void)
-{
-	bool		installed;
-
-	StartTransactionCommand();
-	installed = OidIsValid(get_extension_oid("chrono_forge", true));
-	CommitTransactionCommand();
-	return installed;
-}
-
 /*
  * Runs left 'running' under a lock whose holder is gone (`lost_lock`, an SQL
  * condition on the run's row), and the run `current_run` a dead worker was
@@ -271,7 +260,7 @@ cf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		serving = cf_enabled && extension_installed();
+		serving = cf_enabled && cf_extension_installed();
 		if (serving && !recovered)
 		{
 			/*

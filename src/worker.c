@@ -83,17 +83,6 @@ worker_detach(int code, Datum arg)
 	cf_worker_detach(DatumGetInt32(arg));
 }
 
-static bool
-extension_installed(void)
-{
-	bool		installed;
-
-	StartTransactionCommand();
-	installed = OidIsValid(get_extension_oid("chrono_forge", true));
-	CommitTransactionCommand();
-	return installed;
-}
-
 void
 cf_worker_main(Datum arg)
 {
@@ -123,7 +112,7 @@ cf_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (cf_enabled && extension_installed())
+		if (cf_enabled && cf_extension_installed())
 		{
 			sql = psprintf("CALL chrono_forge.worker_drain(%d)", cf_worker_batch);
 			exec_toplevel(sql, cxt);
