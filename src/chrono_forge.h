@@ -106,6 +106,34 @@ extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 extern char *cf_sqlstate_text(int sqlerrcode);
 
+/* call.c: the user's functions */
+typedef struct CfFunction
+{
+	Oid			fn;				/* hash key */
+	SPIPlanPtr	plan;
+	bool		takes_args;
+	Oid			rettype;
+} CfFunction;
+extern CfFunction *cf_function_lookup(const char *name, const char *what);
+extern Jsonb *cf_function_call(CfFunction *f, Jsonb *args);
+extern ErrorData *cf_run_guarded(void (*fn) (void *), void *arg);
+extern bool cf_error_is_fatal_to_pass(ErrorData *edata);
+
+/* journal.c: step logs */
+typedef struct CfStepLog
+{
+	bool		exists;
+	char	   *state;
+	int			attempts;
+	Jsonb	   *metadata;		/* never NULL: '{}' if none */
+} CfStepLog;
+extern CfStepLog cf_step_log_read(const char *step_name);
+extern void cf_step_log_write(const char *step_name, const char *state, int attempts,
+							  Jsonb *metadata_patch, Jsonb *result,
+							  ErrorData *edata);
+extern Jsonb *cf_jsonb_parse(const char *text);
+extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
+
 /* retry.c */
 typedef struct CfRetryDecision
 {
@@ -160,6 +188,8 @@ extern bool cf_step_completed(const char *step_name, Jsonb **result);
 extern void cf_step_remember(const char *step_name, Jsonb *result);
 extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
+extern void cf_stall(const char *step_name, int attempts, ErrorData *edata) pg_attribute_noreturn();
+extern Datum cf_return_result(FunctionCallInfo fcinfo, bool has_result, Jsonb *result);
 extern void cf_save_context_and_check_lock(void);
 extern void cf_commit(void);
 

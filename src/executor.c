@@ -166,6 +166,20 @@ cf_halt(const char *step_name)
 			 errdetail("This is how a pass defers; the run resumes later.")));
 }
 
+/* A step exhausted its policy: the run becomes stalled. */
+void
+cf_stall(const char *step_name, int attempts, ErrorData *edata)
+{
+	cf_pass.outcome = CF_OUTCOME_STALL;
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_STEP_FAILED),
+			 errmsg("step \"%s\" failed after %d attempt%s: %s", step_name, attempts,
+					attempts == 1 ? "" : "s", edata->message),
+			 errdetail("The step's last error was SQLSTATE %s; the run is now stalled.",
+					   unpack_sql_state(edata->sqlerrcode)),
+			 errhint("Fix the cause, then call chrono_forge.retry().")));
+}
+
 /*
  * Inside a step's transaction: write the context if it changed, and prove
  * this pass still owns the run.  A pass that overran and lost its lock

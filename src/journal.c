@@ -155,7 +155,7 @@ cf_sqlstate_text(int sqlerrcode)
 	return pstrdup(unpack_sql_state(sqlerrcode));
 }
 
-/* Insert an error_logs row; returns its id.  Caller is internal. */
+/* Insert an error_logs row; returns its id.  Caller is connected to SPI. */
 int64
 cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 			 ErrorData *edata, Jsonb *context)
@@ -165,6 +165,7 @@ cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 	Datum		values[7];
 	char		nulls[7] = "       ";
 	bool		isnull;
+	CfInternal	st;
 
 	values[0] = Int64GetDatum(workflow_id);
 	if (step_name)
@@ -186,10 +187,119 @@ cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 	else
 		nulls[6] = 'n';
 
+	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"INSERT INTO chrono_forge.error_logs"
 			" (workflow_id, step_name, attempt, error_class, error_message, error_detail, context, created_at)"
 			" VALUES ($1, $2, $3, $4, $5, $6, $7, chrono_forge.now()) RETURNING id",
 			7, types, values, nulls, false, 1);
+	cf_internal_end(&st);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+Jsonb *
+cf_jsonb_parse(const char *text)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/* object->key as a jsonb value of its own, or NULL. */
+Jsonb *
+cf_jsonb_get(Jsonb *object, const char *key)
+{
+	JsonbValue	v;
+
+	if (object == NULL || !JB_ROOT_IS_OBJECT(object) ||
+		!getKeyJsonValueFromContainer(&object->root, key, strlen(key), &v) ||
+		v.type == jbvNull)
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+/* The run's log row for step_name, if any.  Caller is connected to SPI. */
+CfStepLog
+cf_step_log_read(const char *step_name)
+{
+	static SPIPlanPtr plan = NULL;
+	CfStepLog	log = {false, NULL, 0, NULL};
+	CfInternal	st;
+	bool		isnull;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT state::text, attempts, coalesce(metadata, '{}') FROM chrono_forge.execution_logs"
+			" WHERE workflow_id = $1 AND step_name = $2",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step_name)},
+			NULL, true, 1);
+	cf_internal_end(&st);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		log.exists = true;
+		log.state = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		log.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		log.metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	else
+		log.metadata = cf_jsonb_parse("{}");
+	return log;
+}
+
+/*
+ * Create or update the run's log row for step_name: state, attempts,
+ * metadata merged with metadata_patch, result, and the error (class and
+ * message) if any.  Caller is connected to SPI; the caller commits.
+ */
+void
+cf_step_log_write(const char *step_name, const char *state, int attempts,
+				  Jsonb *metadata_patch, Jsonb *result, ErrorData *edata)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	Datum		values[8];
+	char		nulls[9] = "        ";
+
+	values[0] = Int64GetDatum(cf_pass.workflow_id);
+	values[1] = CStringGetTextDatum(step_name);
+	values[2] = CStringGetTextDatum(state);
+	values[3] = Int32GetDatum(attempts);
+	if (metadata_patch)
+		values[4] = JsonbPGetDatum(metadata_patch);
+	else
+		nulls[4] = 'n';
+	if (result)
+		values[5] = JsonbPGetDatum(result);
+	else
+		nulls[5] = 'n';
+	if (edata)
+	{
+		values[6] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		values[7] = CStringGetTextDatum(edata->message ? edata->message : "");
+	}
+	else
+		nulls[6] = nulls[7] = 'n';
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.execution_logs AS l"
+			" (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at,"
+			"  metadata, result, error_class, error_message)"
+			" VALUES ($1, $2, $3::chrono_forge.step_state, $4, chrono_forge.now(), chrono_forge.now(),"
+			"  CASE WHEN $3 = 'completed' THEN chrono_forge.now() END, $5, $6, $7, $8)"
+			" ON CONFLICT (workflow_id, step_name) DO UPDATE SET state = EXCLUDED.state,"
+			"  attempts = EXCLUDED.attempts, last_executed_at = EXCLUDED.last_executed_at,"
+			"  completed_at = EXCLUDED.completed_at,"
+			"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata"
+			"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END,"
+			"  result = EXCLUDED.result, error_class = EXCLUDED.error_class,"
+			"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at",
+			8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
+			values, nulls, false, 0);
+	cf_internal_end(&st);
 }

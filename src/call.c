@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * call.c
+ *	  Calling the user's functions: steps, conditions.
+ *
+ * Owns how a function named by the workflow is found (one jsonb argument,
+ * or none), the bounded cache of plans that call it, and running code in
+ * an internal subtransaction so that a failed attempt rolls back alone.
+ * User functions run as the current user (the run's owner); this file
+ * must never switch identity.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+
+#include "chrono_forge.h"
+
+/* Each plan costs about 9 KB; a backend may meet many distinct steps. */
+#define FUNCTION_PLAN_CACHE_MAX 256
+
+static HTAB *function_plans = NULL;
+
+static void
+function_plans_reset(void)
+{
+	HASH_SEQ_STATUS status;
+	CfFunction *e;
+
+	hash_seq_init(&status, function_plans);
+	while ((e = hash_seq_search(&status)) != NULL)
+		SPI_freeplan(e->plan);
+	hash_destroy(function_plans);
+	function_plans = NULL;
+}
+
+/*
+ * Find the function `name` (what: "step", "condition"), taking one jsonb
+ * argument or none, and a plan that calls it and returns its value as
+ * jsonb (void as NULL).  A missing or unsuitable function is bad input,
+ * reported before anything is written.  Caller is connected to SPI.
+ */
+CfFunction *
+cf_function_lookup(const char *name, const char *what)
+{
+	List	   *names = stringToQualifiedNameList(name);
+	Oid			jsonb_arg[1] = {JSONBOID};
+	Oid			fn;
+	bool		takes_args = true;
+	bool		found;
+	CfFunction *e;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	char	   *call;
+	char	   *sql;
+	Oid			rettype;
+	SPIPlanPtr	plan;
+
+	fn = LookupFuncName(names, 1, jsonb_arg, true);
+	if (!OidIsValid(fn))
+	{
+		takes_args = false;
+		fn = LookupFuncName(names, 0, NULL, true);
+	}
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s function %s does not exist", what, name),
+				 errhint("A %s function takes no argument or one jsonb argument.", what)));
+
+	if (function_plans != NULL)
+	{
+		e = hash_search(function_plans, &fn, HASH_FIND, NULL);
+		if (e != NULL)
+			return e;
+	}
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	rettype = proc->prorettype;
+	if (proc->prokind != PROKIND_FUNCTION || proc->proretset)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s %s must be a function returning a single value", what, name)));
+	}
+	ReleaseSysCache(tup);
+
+	call = psprintf("%s.%s(%s)",
+					quote_identifier(get_namespace_name(get_func_namespace(fn))),
+					quote_identifier(get_func_name(fn)),
+					takes_args ? "$1" : "");
+	if (rettype == VOIDOID)
+		sql = psprintf("SELECT NULL::pg_catalog.jsonb FROM %s", call);
+	else if (rettype == JSONBOID)
+		sql = psprintf("SELECT %s", call);
+	else
+		sql = psprintf("SELECT pg_catalog.to_jsonb(%s)", call);
+
+	plan = SPI_prepare(sql, takes_args ? 1 : 0, jsonb_arg);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare %s %s: %s", what, name,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+
+	if (function_plans != NULL &&
+		hash_get_num_entries(function_plans) >= FUNCTION_PLAN_CACHE_MAX)
+		function_plans_reset();
+	if (function_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CfFunction);
+		ctl.hcxt = TopMemoryContext;
+		function_plans = hash_create("chrono_forge function plans", 64, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(function_plans, &fn, HASH_ENTER, &found);
+	e->plan = plan;
+	e->takes_args = takes_args;
+	e->rettype = rettype;
+	return e;
+}
+
+/*
+ * Call f with args (the workflow's args if NULL); its value as jsonb, in
+ * the pass's memory, or NULL.
+ */
+Jsonb *
+cf_function_call(CfFunction *f, Jsonb *args)
+{
+	Datum		arg = JsonbPGetDatum(args ? args : cf_pass.args);
+	bool		isnull;
+	Datum		d;
+	Jsonb	   *result = NULL;
+	int			rc;
+
+	rc = SPI_execute_plan(f->plan, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "function call returned no row");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
+
+		result = DatumGetJsonbPCopy(d);
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
+/*
+ * Run fn(arg) in an internal subtransaction.  Returns NULL if it
+ * committed into the enclosing transaction, else the error (in the pass's
+ * memory), with everything fn did rolled back.  Caller is connected to
+ * SPI (outside the subtransaction, so its tuples survive a rollback).
+ */
+ErrorData *
+cf_run_guarded(void (*fn) (void *), void *arg)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_cxt);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cf_pass.cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_cxt);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/* Errors that must stop the pass, never count as a failed attempt. */
+bool
+cf_error_is_fatal_to_pass(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_CF_LOCK_LOST ||
+		edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN;
+}
