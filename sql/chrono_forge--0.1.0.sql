@@ -94,6 +94,19 @@ CREATE TABLE chrono_forge.wakeups (
 CREATE INDEX wakeups_due_at_idx ON chrono_forge.wakeups (due_at);
 CREATE INDEX wakeups_workflow_id_idx ON chrono_forge.wakeups (workflow_id);
 
+-- Durable events: kept until an await_event step consumes them.
+CREATE TABLE chrono_forge.events (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id      bigint NOT NULL REFERENCES chrono_forge.workflows ON DELETE CASCADE,
+    name             text NOT NULL,
+    payload          jsonb,
+    sent_at          timestamptz NOT NULL,
+    consumed_at      timestamptz,
+    consumed_by_step text
+);
+CREATE INDEX events_unconsumed_idx ON chrono_forge.events (workflow_id, name, id)
+    WHERE consumed_at IS NULL;
+
 -- Per-workflow defaults (the gem's class-level retry_policy DSL).
 CREATE TABLE chrono_forge.workflow_defaults (
     workflow     text PRIMARY KEY,
@@ -111,6 +124,7 @@ ALTER TABLE chrono_forge.workflows ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chrono_forge.execution_logs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chrono_forge.error_logs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chrono_forge.wakeups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE chrono_forge.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chrono_forge.workflow_defaults ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY workflows_owner ON chrono_forge.workflows FOR SELECT
@@ -121,12 +135,14 @@ CREATE POLICY error_logs_owner ON chrono_forge.error_logs FOR SELECT
     USING (workflow_id IN (SELECT id FROM chrono_forge.workflows));
 CREATE POLICY wakeups_owner ON chrono_forge.wakeups FOR SELECT
     USING (workflow_id IN (SELECT id FROM chrono_forge.workflows));
+CREATE POLICY events_owner ON chrono_forge.events FOR SELECT
+    USING (workflow_id IN (SELECT id FROM chrono_forge.workflows));
 CREATE POLICY workflow_defaults_owner ON chrono_forge.workflow_defaults FOR SELECT
     USING (pg_catalog.pg_has_role(current_user, owner, 'MEMBER'));
 
 GRANT USAGE ON SCHEMA chrono_forge TO PUBLIC;
 GRANT SELECT ON chrono_forge.workflows, chrono_forge.execution_logs,
-    chrono_forge.error_logs, chrono_forge.wakeups,
+    chrono_forge.error_logs, chrono_forge.wakeups, chrono_forge.events,
     chrono_forge.workflow_defaults TO PUBLIC;
 
 -- ---------------------------------------------------------------------
@@ -176,6 +192,11 @@ CREATE FUNCTION chrono_forge.wake(workflow text, key text) RETURNS boolean
 CREATE FUNCTION chrono_forge.retry(workflow text, key text) RETURNS void
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_retry';
+
+CREATE FUNCTION chrono_forge.send_event(workflow text, key text, name text,
+    payload jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_send_event';
 
 CREATE PROCEDURE chrono_forge.run_pending(max_passes integer DEFAULT NULL)
     LANGUAGE c
@@ -279,6 +300,29 @@ CREATE PROCEDURE chrono_forge.durably_execute(step text, INOUT result jsonb,
     name text DEFAULT NULL, args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL)
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_execute';
+
+CREATE PROCEDURE chrono_forge.wait(duration interval, name text)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_wait';
+
+CREATE PROCEDURE chrono_forge.wait_until(condition text,
+    timeout interval DEFAULT '1 hour', check_interval interval DEFAULT '15 minutes',
+    retry_policy jsonb DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_wait_until';
+
+CREATE PROCEDURE chrono_forge.continue_if(condition text, name text DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_continue_if';
+
+CREATE PROCEDURE chrono_forge.await_event(name text, timeout interval DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_await_event';
+
+CREATE PROCEDURE chrono_forge.await_event(name text, INOUT payload jsonb,
+    timeout interval DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_await_event';
 
 -- ---------------------------------------------------------------------
 -- Args and context (from the body and from steps)

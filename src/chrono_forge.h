@@ -106,6 +106,16 @@ extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 extern char *cf_sqlstate_text(int sqlerrcode);
 
+/* control.c, for other client entry points */
+typedef struct CfRunRef
+{
+	int64		id;
+	char	   *state;
+} CfRunRef;
+extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
+extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
+								bool for_update);
+
 /* call.c: the user's functions */
 typedef struct CfFunction
 {
@@ -133,6 +143,15 @@ extern void cf_step_log_write(const char *step_name, const char *state, int atte
 							  ErrorData *edata);
 extern Jsonb *cf_jsonb_parse(const char *text);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
+
+/* wait.c: shared by the waiting primitives */
+extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);
+extern char *cf_json_string(const char *s);
+extern char *cf_json_timestamp(TimestampTz t);
+extern double cf_interval_seconds(Interval *i);
+extern bool cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t);
+extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
+							const char *message) pg_attribute_noreturn();
 
 /* retry.c */
 typedef struct CfRetryDecision

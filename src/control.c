@@ -50,8 +50,8 @@ invalid_argument(const char *msg, const char *hint)
 			 hint ? errhint("%s", hint) : 0));
 }
 
-static char *
-required_text(FunctionCallInfo fcinfo, int n, const char *what)
+char *
+cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
 {
 	char	   *s;
 
@@ -121,8 +121,8 @@ cf_start(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr find_plan = NULL;
-	char	   *workflow = required_text(fcinfo, 0, "workflow");
-	char	   *key = required_text(fcinfo, 1, "key");
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
 	Jsonb	   *args;
 	Jsonb	   *options;
 	char	   *procedure;
@@ -182,7 +182,7 @@ Datum
 cf_configure(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	char	   *workflow = required_text(fcinfo, 0, "workflow");
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
 	Oid			caller = GetUserId();
 	Jsonb	   *policy;
 	CfInternal	st;
@@ -212,12 +212,6 @@ cf_configure(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-typedef struct RunRef
-{
-	int64		id;
-	char	   *state;
-} RunRef;
-
 /*
  * Find a run by (workflow, key); only its owner (or a member of the owner
  * role) may act on it.  The caller's identity is taken before entering the
@@ -225,12 +219,12 @@ typedef struct RunRef
  * otherwise a key-share lock only keeps the run from vanishing, and never
  * waits for a pass in progress.
  */
-static RunRef
-find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
+CfRunRef
+cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr share_plan = NULL;
-	RunRef		run;
+	CfRunRef		run;
 	bool		isnull;
 	Oid			owner;
 
@@ -274,16 +268,16 @@ insert_wakeup(int64 id, TimestampTz due, const char *reason)
 Datum
 cf_wake(PG_FUNCTION_ARGS)
 {
-	char	   *workflow = required_text(fcinfo, 0, "workflow");
-	char	   *key = required_text(fcinfo, 1, "key");
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
 	Oid			caller = GetUserId();
 	CfInternal	st;
-	RunRef		run;
+	CfRunRef		run;
 	bool		woken = false;
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(caller, workflow, key, false);
+	run = cf_find_own_run(caller, workflow, key, false);
 	if (strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0)
 	{
 		insert_wakeup(run.id, cf_clock_now(), "wake");
@@ -298,16 +292,16 @@ Datum
 cf_retry(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	char	   *workflow = required_text(fcinfo, 0, "workflow");
-	char	   *key = required_text(fcinfo, 1, "key");
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
 	Oid			caller = GetUserId();
 	CfInternal	st;
-	RunRef		run;
+	CfRunRef		run;
 	TimestampTz now = cf_clock_now();
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = find_own_run(caller, workflow, key, true);
+	run = cf_find_own_run(caller, workflow, key, true);
 	if (strcmp(run.state, "stalled") != 0 && strcmp(run.state, "failed") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_RETRYABLE),

@@ -376,13 +376,6 @@ cf_policy_for_workflow(const char *workflow)
 	return result;
 }
 
-static double
-interval_seconds(Interval *i)
-{
-	return (double) i->time / USECS_PER_SEC +
-		((double) i->day + (double) i->month * DAYS_PER_MONTH) * SECS_PER_DAY;
-}
-
 Datum
 cf_retry_policy(PG_FUNCTION_ARGS)
 {
@@ -399,8 +392,8 @@ cf_retry_policy(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		policy_error("\"base\", \"cap\" and \"jitter\" must not be NULL.");
-	base = interval_seconds(PG_GETARG_INTERVAL_P(1));
-	cap = interval_seconds(PG_GETARG_INTERVAL_P(2));
+	base = cf_interval_seconds(PG_GETARG_INTERVAL_P(1));
+	cap = cf_interval_seconds(PG_GETARG_INTERVAL_P(2));
 	appendStringInfo(&buf, ", \"base\": %.6f, \"cap\": %.6f, \"jitter\": %s, \"retry_on\": ",
 					 base, cap, PG_GETARG_BOOL(3) ? "true" : "false");
 

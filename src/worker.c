@@ -30,8 +30,6 @@
 
 #include "chrono_forge.h"
 
-#define WORKER_IDLE_TIMEOUT_MS 60000	/* safety net only */
-
 /*
  * Run one SQL statement as a top-level command in its own transaction,
  * through a portal, as postgres.c does for a simple query.
@@ -122,7 +120,8 @@ cf_worker_main(Datum arg)
 				continue;
 		}
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 WORKER_IDLE_TIMEOUT_MS, PG_WAIT_EXTENSION);
+		/* Woken by commits that schedule work, and by the launcher's timers. */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
+						 PG_WAIT_EXTENSION);
 	}
 }

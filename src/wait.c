@@ -1,0 +1,407 @@
+/*-------------------------------------------------------------------------
+ *
+ * wait.c
+ *	  Waiting primitives: wait, wait_until, continue_if.
+ *
+ * Owns how a pass defers on time or on a condition: each primitive is a
+ * durable step that records what it waits for, then halts with at most
+ * one continuation (none for continue_if: wake() resumes it).  A waiting
+ * run holds no worker.  This file must never evaluate a condition outside
+ * a subtransaction, nor retry a condition error unless the per-call policy
+ * says so.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "utils/datetime.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+PG_FUNCTION_INFO_V1(cf_wait);
+PG_FUNCTION_INFO_V1(cf_wait_until);
+PG_FUNCTION_INFO_V1(cf_continue_if);
+
+/* Programming errors in a primitive's arguments fail the run at once. */
+static void
+invalid_argument(const char *msg)
+{
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("%s", msg)));
+}
+
+static bool
+interval_is_negative(Interval *i)
+{
+	return i->month < 0 || i->day < 0 || i->time < 0;
+}
+
+static bool
+interval_is_positive(Interval *i)
+{
+	return !interval_is_negative(i) && (i->month > 0 || i->day > 0 || i->time > 0);
+}
+
+TimestampTz
+cf_timestamp_plus(TimestampTz t, Interval *i)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(t),
+												   IntervalPGetDatum(i)));
+}
+
+/* A string as a JSON string literal. */
+char *
+cf_json_string(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
+}
+
+double
+cf_interval_seconds(Interval *i)
+{
+	return (double) i->time / USECS_PER_SEC +
+		((double) i->day + (double) i->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+}
+
+/* A timestamp as a JSON string in UTC, ISO 8601: readable whatever the
+ * session's DateStyle and TimeZone. */
+char *
+cf_json_timestamp(TimestampTz t)
+{
+	int			utc = 0;
+	char		buf[MAXDATELEN + 1];
+
+	return psprintf("\"%s\"", JsonEncodeDateTime(buf, TimestampTzGetDatum(t),
+												 TIMESTAMPTZOID, &utc));
+}
+
+/* metadata->key as a timestamp; false if absent. */
+bool
+cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t)
+{
+	Jsonb	   *v = cf_jsonb_get(metadata, key);
+	JsonbValue	scalar;
+
+	if (v == NULL || !JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString)
+		return false;
+	*t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+												 CStringGetDatum(pnstrdup(scalar.val.string.val,
+																		  scalar.val.string.len)),
+												 ObjectIdGetDatum(InvalidOid),
+												 Int32GetDatum(-1)));
+	return true;
+}
+
+static Jsonb *
+jsonb_true(void)
+{
+	return cf_jsonb_parse("true");
+}
+
+static bool
+is_true(Jsonb *v)
+{
+	JsonbValue	scalar;
+
+	return v != NULL && JsonbExtractScalar(&v->root, &scalar) &&
+		scalar.type == jbvBool && scalar.val.boolean;
+}
+
+/* A boolean condition function; anything else is bad input. */
+static CfFunction *
+condition_lookup(const char *condition)
+{
+	CfFunction *f = cf_function_lookup(condition, "condition");
+
+	if (f->rettype != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("condition %s must return boolean", condition)));
+	return f;
+}
+
+typedef struct ConditionCall
+{
+	CfFunction *function;
+	Jsonb	   *result;
+} ConditionCall;
+
+static void
+evaluate_condition(void *arg)
+{
+	ConditionCall *c = (ConditionCall *) arg;
+
+	c->result = cf_function_call(c->function, NULL);
+}
+
+/* Complete a waiting step now: log it, commit, remember it. */
+static void
+complete_step(const char *step_name, int attempts, Jsonb *metadata_patch, Jsonb *result)
+{
+	cf_step_log_write(step_name, "completed", attempts, metadata_patch, result, NULL);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	cf_step_remember(step_name, result);
+}
+
+/* Record the step as still waiting, commit, and halt. */
+static void
+defer_step(const char *step_name, int attempts, Jsonb *metadata_patch)
+{
+	cf_step_log_write(step_name, "pending", attempts, metadata_patch, NULL, NULL);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	cf_halt(step_name);
+}
+
+/*
+ * A wait that ran out: the step fails, the error is logged on it, and the
+ * run stalls with CF010.
+ */
+void
+cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
+				const char *message)
+{
+	ErrorData	edata;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.sqlerrcode = ERRCODE_CF_WAIT_CONDITION_NOT_MET;
+	edata.message = (char *) message;
+	cf_log_error(cf_pass.workflow_id, step_name, attempts, &edata, cf_pass.context);
+	cf_step_log_write(step_name, "failed", attempts, metadata_patch, NULL, &edata);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	cf_pass.outcome = CF_OUTCOME_STALL;
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_WAIT_CONDITION_NOT_MET),
+			 errmsg("%s: %s", step_name, message),
+			 errdetail("The run is now stalled."),
+			 errhint("Call chrono_forge.retry() to wait again.")));
+}
+
+/* An error from a condition: per policy, retry later or stall. */
+static void
+condition_failed(const char *step_name, int attempts, Jsonb *metadata_patch,
+				 Jsonb *policy, Jsonb *retry_counts, ErrorData *edata)
+{
+	CfRetryDecision d;
+
+	if (cf_error_is_fatal_to_pass(edata))
+		ReThrowError(edata);
+	d = policy ? cf_policy_decide(policy, edata->sqlerrcode, attempts, retry_counts)
+		: (CfRetryDecision) {false, 0, NULL, 0};
+	cf_log_error(cf_pass.workflow_id, step_name, attempts, edata, cf_pass.context);
+	cf_step_log_write(step_name, d.retry ? "pending" : "failed", attempts,
+					  metadata_patch, NULL, edata);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	if (d.retry)
+	{
+		cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(),
+														(int64) (d.delay_s * 1000)),
+							"retry");
+		cf_halt(step_name);
+	}
+	cf_stall(step_name, attempts, edata);
+}
+
+/* wait(duration interval, name text) */
+Datum
+cf_wait(PG_FUNCTION_ARGS)
+{
+	Interval   *duration;
+	char	   *name;
+	char	   *step_name;
+	Jsonb	   *ignored;
+	CfStepLog	log;
+	TimestampTz now;
+	TimestampTz target;
+
+	cf_require_pass(fcinfo, "wait");
+	if (PG_ARGISNULL(0))
+		invalid_argument("wait duration must not be NULL");
+	duration = PG_GETARG_INTERVAL_P(0);
+	if (interval_is_negative(duration))
+		invalid_argument("wait duration must not be negative");
+	cf_fail_now();
+	name = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	cf_validate_name_segment("wait name", name);
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	step_name = psprintf("wait$%s", name);
+	if (cf_step_completed(step_name, &ignored))
+		PG_RETURN_VOID();
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	log = cf_step_log_read(step_name);
+	now = cf_clock_now();
+
+	/* First seen: the target is fixed now, once. */
+	if (!log.exists || !cf_metadata_timestamp(log.metadata, "wait_until", &target))
+	{
+		Jsonb	   *metadata;
+
+		target = cf_timestamp_plus(now, duration);
+		metadata = cf_jsonb_parse(psprintf("{\"wait_until\": %s}", cf_json_timestamp(target)));
+		if (target <= now)
+			complete_step(step_name, 1, metadata, NULL);
+		else
+		{
+			cf_set_continuation(target, "wait");
+			defer_step(step_name, 1, metadata);
+		}
+		PG_RETURN_VOID();
+	}
+
+	if (now >= target)
+	{
+		complete_step(step_name, log.attempts + 1, NULL, NULL);
+		PG_RETURN_VOID();
+	}
+
+	/* Woken early: sleep the remainder only, writing nothing. */
+	SPI_finish();
+	cf_set_continuation(target, "wait");
+	cf_halt(step_name);
+	PG_RETURN_VOID();			/* not reached */
+}
+
+/* wait_until(condition, timeout, check_interval, retry_policy) */
+Datum
+cf_wait_until(PG_FUNCTION_ARGS)
+{
+	char	   *condition;
+	Interval   *timeout;
+	Interval   *check_interval;
+	Jsonb	   *policy = NULL;
+	char	   *step_name;
+	Jsonb	   *ignored;
+	CfStepLog	log;
+	TimestampTz now;
+	TimestampTz timeout_at;
+	Jsonb	   *metadata = NULL;
+	ConditionCall call;
+	ErrorData  *edata;
+	int			attempts;
+
+	cf_require_pass(fcinfo, "wait_until");
+	cf_fail_now();
+	condition = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_name_segment("condition", condition);
+	if (PG_ARGISNULL(1) || interval_is_negative(PG_GETARG_INTERVAL_P(1)))
+		invalid_argument("wait_until timeout must not be NULL or negative");
+	timeout = PG_GETARG_INTERVAL_P(1);
+	if (PG_ARGISNULL(2) || !interval_is_positive(PG_GETARG_INTERVAL_P(2)))
+		invalid_argument("wait_until check_interval must be positive");
+	check_interval = PG_GETARG_INTERVAL_P(2);
+	if (!PG_ARGISNULL(3))
+		policy = cf_policy_validate(PG_GETARG_JSONB_P(3));
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	step_name = psprintf("wait_until$%s", condition);
+	if (cf_step_completed(step_name, &ignored))
+		PG_RETURN_VOID();
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	call.function = condition_lookup(condition);
+	log = cf_step_log_read(step_name);
+	now = cf_clock_now();
+	if (!cf_metadata_timestamp(log.metadata, "timeout_at", &timeout_at))
+	{
+		timeout_at = cf_timestamp_plus(now, timeout);
+		metadata = cf_jsonb_parse(psprintf("{\"timeout_at\": %s, \"check_interval\": %.6f}",
+										   cf_json_timestamp(timeout_at),
+										   cf_interval_seconds(check_interval)));
+	}
+	attempts = log.attempts + 1;
+
+	/* The condition first, then the timeout (as the gem does). */
+	edata = cf_run_guarded(evaluate_condition, &call);
+	if (edata != NULL)
+		condition_failed(step_name, attempts, metadata,
+						 policy ? policy : cf_policy_builtin("wait"),
+						 cf_jsonb_get(log.metadata, "retry_counts"), edata);
+
+	if (is_true(call.result))
+	{
+		complete_step(step_name, attempts, cf_jsonb_parse("{\"result\": true}"), jsonb_true());
+		PG_RETURN_VOID();
+	}
+	if (now > timeout_at)
+		cf_timeout_step(step_name, attempts,
+						cf_jsonb_parse("{\"result\": \"timed_out\"}"),
+						"wait condition not met before its timeout");
+
+	cf_set_continuation(cf_timestamp_plus(now, check_interval), "poll");
+	defer_step(step_name, attempts, metadata);
+	PG_RETURN_VOID();			/* not reached */
+}
+
+/* continue_if(condition, name): no polling; wake() resumes it. */
+Datum
+cf_continue_if(PG_FUNCTION_ARGS)
+{
+	char	   *condition;
+	char	   *name;
+	char	   *step_name;
+	Jsonb	   *ignored;
+	CfStepLog	log;
+	ConditionCall call;
+	ErrorData  *edata;
+	Jsonb	   *metadata;
+	int			attempts;
+
+	cf_require_pass(fcinfo, "continue_if");
+	cf_fail_now();
+	condition = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_name_segment("condition", condition);
+	name = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (name != NULL)
+		cf_validate_name_segment("continue_if name", name);
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	step_name = psprintf("continue_if$%s", name ? name : condition);
+	if (cf_step_completed(step_name, &ignored))
+		PG_RETURN_VOID();
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	call.function = condition_lookup(condition);
+	log = cf_step_log_read(step_name);
+	attempts = log.attempts + 1;
+	metadata = log.exists ? NULL
+		: cf_jsonb_parse(psprintf("{\"condition\": %s, \"name\": %s}",
+								  cf_json_string(condition),
+								  name ? cf_json_string(name) : "null"));
+
+	edata = cf_run_guarded(evaluate_condition, &call);
+	if (edata != NULL)
+		condition_failed(step_name, attempts, metadata, NULL, NULL, edata);
+	if (is_true(call.result))
+	{
+		complete_step(step_name, attempts, cf_jsonb_parse("{\"result\": true}"), jsonb_true());
+		PG_RETURN_VOID();
+	}
+	/* Halt with no continuation: the run waits for wake(). */
+	defer_step(step_name, attempts, metadata);
+	PG_RETURN_VOID();			/* not reached */
+}
