@@ -9,7 +9,7 @@ CREATE FUNCTION tm_mark(args jsonb) RETURNS void LANGUAGE sql
 CREATE TABLE tm_flag (go boolean);
 INSERT INTO tm_flag VALUES (false);
 CREATE SEQUENCE tm_polls;
-CREATE FUNCTION tm_third_poll() RETURNS boolean LANGUAGE sql AS $$ SELECT nextval('tm_polls') >= 3 $$;
+CREATE FUNCTION tm_third_poll() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RAISE LOG 'TMPOLL %', nextval('tm_polls'); RETURN currval('tm_polls') >= 3; END $$;
 CREATE FUNCTION tm_go() RETURNS boolean LANGUAGE sql AS $$ SELECT go FROM tm_flag $$;
 CREATE PROCEDURE tm_wf(args jsonb) LANGUAGE plpgsql AS $$
 DECLARE p jsonb;
