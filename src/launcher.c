@@ -180,8 +180,12 @@ supervise_workers(bool serving)
 	}
 }
 
+/*
+ * The earliest due wake-up of a run that a worker could claim, after
+ * `after` (DT_NOBEGIN: any), or DT_NOEND if none.
+ */
 static TimestampTz
-next_due_wakeup(void)
+next_due_wakeup(TimestampTz after)
 {
 	TimestampTz due;
 	Interval   *max_duration = palloc0(sizeof(Interval));
@@ -189,9 +193,11 @@ next_due_wakeup(void)
 	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	launcher_exec("SELECT k.due_at FROM chrono_forge.wakeups k"
 				  " JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
-				  " WHERE w.state = 'idle' OR (w.state = 'running' AND w.locked_at < chrono_forge.now() - $1)"
+				  " WHERE k.due_at > $2"
+				  "  AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < chrono_forge.now() - $1))"
 				  " ORDER BY k.due_at LIMIT 1",
-				  1, (Oid[]) {INTERVALOID}, (Datum[]) {IntervalPGetDatum(max_duration)}, &due);
+				  2, (Oid[]) {INTERVALOID, TIMESTAMPTZOID},
+				  (Datum[]) {IntervalPGetDatum(max_duration), TimestampTzGetDatum(after)}, &due);
 	return due;
 }
 
@@ -296,18 +302,22 @@ cf_launcher_main(Datum arg)
 				last_reap = now;
 			}
 
-			due = next_due_wakeup();
+			/*
+			 * Work due now goes to the workers (they drain all of it); we
+			 * sleep until the first wake-up due later.
+			 */
 			now = GetCurrentTimestamp();
+			due = next_due_wakeup(DT_NOBEGIN);
 			if (due <= now)
 			{
-				/* Work is due: the workers drain it; look again soon. */
 				cf_wake_workers();
-				timeout_ms = 1000;
+				due = next_due_wakeup(now);
 			}
-			else if (due != DT_NOEND)
+			if (due != DT_NOEND)
 			{
-				timeout_ms = Min(LAUNCHER_IDLE_TIMEOUT_MS,
-								 TimestampDifferenceMilliseconds(now, due) + 1);
+				now = GetCurrentTimestamp();
+				timeout_ms = due <= now ? 0
+					: Min(LAUNCHER_IDLE_TIMEOUT_MS, TimestampDifferenceMilliseconds(now, due));
 				cf_launcher_set_wake_at(due);
 			}
 		}
