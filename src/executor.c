@@ -488,7 +488,9 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 		}
 	}
 
-	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+	/* Each branch ends with one row (owned?, next due) or none (not owned). */
+	if (SPI_processed == 0 ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
 	{
 		cf_internal_end(&st);
 		ereport(LOG,
