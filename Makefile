@@ -37,3 +37,4 @@ demo:
 	bash demo/run
 bench:
 	bash test/bench/run
+	bash test/bench/timers

@@ -322,6 +322,7 @@ cf_launcher_main(Datum arg)
 			}
 		}
 
+		pgstat_report_stat(false);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout_ms, PG_WAIT_EXTENSION);
 	}

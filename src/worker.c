@@ -117,8 +117,17 @@ cf_worker_main(Datum arg)
 			pfree(sql);
 			/* A full batch: more may be due; check config, then go on. */
 			if (cf_last_drain_passes >= cf_worker_batch)
+			{
+				pgstat_report_stat(false);
 				continue;
+			}
 		}
+
+		/*
+		 * A background worker must report its own statistics: without them
+		 * autovacuum and autoanalyze never see what the passes write.
+		 */
+		pgstat_report_stat(false);
 
 		/* Woken by commits that schedule work, and by the launcher's timers. */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
