@@ -188,21 +188,26 @@ cf_stall(const char *step_name, int attempts, ErrorData *edata)
 void
 cf_save_context_and_check_lock(void)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[4] = {INT8OID, TEXTOID, BOOLOID, JSONBOID};
-	Datum		values[4];
+	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	Datum		values[3];
 	CfInternal	st;
 
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(cf_pass.lock_token);
-	values[2] = BoolGetDatum(cf_pass.context_dirty);
-	values[3] = JsonbPGetDatum(cf_pass.context);
+	values[2] = JsonbPGetDatum(cf_pass.context);
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"UPDATE chrono_forge.workflows SET updated_at = chrono_forge.now(),"
-			" context = CASE WHEN $3 THEN $4 ELSE context END"
-			" WHERE id = $1 AND locked_by = $2",
-			4, types, values, NULL, false, 0);
+	/* The row lock holds until commit: a stealer waits for this step. */
+	if (cf_pass.context_dirty)
+		cf_exec(&update_plan,
+				"UPDATE chrono_forge.workflows SET updated_at = chrono_forge.now(), context = $3"
+				" WHERE id = $1 AND locked_by = $2",
+				3, (Oid[]) {INT8OID, TEXTOID, JSONBOID}, values, NULL, false, 0);
+	else
+		cf_exec(&lock_plan,
+				"SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $2"
+				" FOR NO KEY UPDATE",
+				2, (Oid[]) {INT8OID, TEXTOID}, values, NULL, false, 0);
 	cf_internal_end(&st);
 	if (SPI_processed != 1)
 		ereport(ERROR,

@@ -23,8 +23,8 @@ SELECT 'idle'::chrono_forge.workflow_state = 'idle' AS same;
 \set VERBOSITY terse
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
 VALUES ('w', '', 'public.w', current_user::regrole);
-INSERT INTO chrono_forge.workflows (workflow, key, procedure, args, owner)
-VALUES ('w', 'k', 'public.w', '[1]', current_user::regrole);
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner, locked_by)
+VALUES ('w', 'k', 'public.w', current_user::regrole, 'someone');
 \set VERBOSITY default
 
 -- Every SQL-language function pins its search path (C ones pin it
