@@ -31,8 +31,7 @@
 
 #include "chrono_forge.h"
 
-#define LAUNCHER_IDLE_TIMEOUT_MS	60000	/* safety net only */
-#define LAUNCHER_REAP_INTERVAL_MS	60000
+#define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 
 static BackgroundWorkerHandle *worker_handles[CF_MAX_WORKERS];
 
@@ -235,7 +234,7 @@ cf_launcher_main(Datum arg)
 {
 	bool		serving = false;
 	bool		recovered = false;
-	TimestampTz last_reap = 0;
+	TimestampTz last_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -249,7 +248,7 @@ cf_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		long		timeout_ms = LAUNCHER_IDLE_TIMEOUT_MS;
+		long		timeout_ms = -1;	/* until something wakes us */
 
 		/*
 		 * Publish "no planned wake" before looking: a commit that lands
@@ -285,8 +284,17 @@ cf_launcher_main(Datum arg)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			TimestampTz due;
+			TimestampTz oldest_lock;
 
-			if (TimestampDifferenceExceeds(last_reap, now, LAUNCHER_REAP_INTERVAL_MS))
+			/*
+			 * Maintenance only matters while some run is running (a lock
+			 * to reap, a session that may have died mid-pass): with every
+			 * run parked, nothing wakes us but our timers and commits.
+			 */
+			launcher_exec("SELECT min(locked_at) FROM chrono_forge.workflows WHERE state = 'running'",
+						  0, NULL, NULL, &oldest_lock);
+			if (oldest_lock != DT_NOEND &&
+				TimestampDifferenceExceeds(last_maintenance, now, LAUNCHER_MAINTENANCE_MS))
 			{
 				launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
 				/* Passes of run_pending() sessions that have disconnected. */
@@ -299,8 +307,10 @@ cf_launcher_main(Datum arg)
 							  " WHERE w.id = k.workflow_id"
 							  " AND w.state IN ('completed', 'failed', 'stalled', 'cancelled')",
 							  0, NULL, NULL, NULL);
-				last_reap = now;
+				last_maintenance = now;
 			}
+			if (oldest_lock != DT_NOEND)
+				timeout_ms = LAUNCHER_MAINTENANCE_MS;
 
 			/*
 			 * Work due now goes to the workers (they drain all of it); we
@@ -315,15 +325,18 @@ cf_launcher_main(Datum arg)
 			}
 			if (due != DT_NOEND)
 			{
+				long		until_due;
+
 				now = GetCurrentTimestamp();
-				timeout_ms = due <= now ? 0
-					: Min(LAUNCHER_IDLE_TIMEOUT_MS, TimestampDifferenceMilliseconds(now, due));
+				until_due = due <= now ? 0 : TimestampDifferenceMilliseconds(now, due);
+				timeout_ms = timeout_ms < 0 ? until_due : Min(timeout_ms, until_due);
 				cf_launcher_set_wake_at(due);
 			}
 		}
 
 		pgstat_report_stat(false);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout_ms >= 0 ? WL_TIMEOUT : 0),
 						 timeout_ms, PG_WAIT_EXTENSION);
 	}
 
