@@ -209,6 +209,8 @@ extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
 extern void cf_stall(const char *step_name, int attempts, ErrorData *edata) pg_attribute_noreturn();
 extern Datum cf_return_result(FunctionCallInfo fcinfo, bool has_result, Jsonb *result);
+extern void cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
+						   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata) pg_attribute_noreturn();
 extern void cf_save_context_and_check_lock(void);
 extern void cf_commit(void);
 

@@ -84,6 +84,47 @@ retry_counts_patch(Jsonb *metadata, CfRetryDecision *d)
 }
 
 /*
+ * A step's attempt failed (its writes already rolled back): record the
+ * attempt, its error and its budget, commit, then halt for a retry after
+ * the policy's backoff, or stall the run.  A NULL policy retries nothing.
+ * Errors that stop the pass (lock lost, cancel) are re-thrown unrecorded.
+ */
+void
+cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
+			   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata)
+{
+	CfRetryDecision d = {false, 0, NULL, 0};
+	Jsonb	   *patch;
+
+	if (cf_error_is_fatal_to_pass(edata))
+		ReThrowError(edata);
+	if (policy != NULL)
+		d = cf_policy_decide(policy, edata->sqlerrcode, attempts,
+							 cf_jsonb_get(log_metadata, "retry_counts"));
+	patch = retry_counts_patch(log_metadata, &d);
+	if (patch == NULL)
+		patch = metadata_patch;
+	else if (metadata_patch != NULL)
+		patch = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata_patch),
+												   JsonbPGetDatum(patch)));
+
+	cf_log_error(cf_pass.workflow_id, step_name, attempts, edata, cf_pass.context);
+	cf_step_log_write(step_name, d.retry ? "pending" : "failed", attempts, patch, NULL, edata);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+
+	if (d.retry)
+	{
+		cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(),
+														(int64) (d.delay_s * 1000)),
+							"retry");
+		cf_halt(step_name);
+	}
+	cf_stall(step_name, attempts, edata);
+}
+
+/*
  * durably_execute(step, name, args, retry_policy) and
  * durably_execute(step, INOUT result, name, args, retry_policy).
  */
@@ -102,7 +143,6 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	CfStepLog	log;
 	StepAttempt attempt;
 	ErrorData  *edata;
-	CfRetryDecision d;
 
 	cf_require_pass(fcinfo, "durably_execute");
 
@@ -150,25 +190,6 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	/* The attempt failed: its writes and context changes are gone. */
 	cf_pass.context = context_before;
 	cf_pass.context_dirty = dirty_before;
-	if (cf_error_is_fatal_to_pass(edata))
-		ReThrowError(edata);
-
-	d = cf_policy_decide(policy, edata->sqlerrcode, attempt.attempt,
-						 cf_jsonb_get(log.metadata, "retry_counts"));
-	cf_log_error(cf_pass.workflow_id, step_name, attempt.attempt, edata, cf_pass.context);
-	cf_step_log_write(step_name, d.retry ? "pending" : "failed", attempt.attempt,
-					  retry_counts_patch(log.metadata, &d), NULL, edata);
-	cf_save_context_and_check_lock();
-	cf_commit();
-	SPI_finish();
-
-	if (d.retry)
-	{
-		cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(),
-														(int64) (d.delay_s * 1000)),
-							"retry");
-		cf_halt(step_name);
-	}
-	cf_stall(step_name, attempt.attempt, edata);
+	cf_step_failed(step_name, attempt.attempt, log.metadata, NULL, policy, edata);
 	PG_RETURN_VOID();			/* not reached */
 }

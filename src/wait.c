@@ -195,33 +195,6 @@ cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
 			 errhint("Call chrono_forge.retry() to wait again.")));
 }
 
-/* An error from a condition: per policy, retry later or stall. */
-static void
-condition_failed(const char *step_name, int attempts, Jsonb *metadata_patch,
-				 Jsonb *policy, Jsonb *retry_counts, ErrorData *edata)
-{
-	CfRetryDecision d;
-
-	if (cf_error_is_fatal_to_pass(edata))
-		ReThrowError(edata);
-	d = policy ? cf_policy_decide(policy, edata->sqlerrcode, attempts, retry_counts)
-		: (CfRetryDecision) {false, 0, NULL, 0};
-	cf_log_error(cf_pass.workflow_id, step_name, attempts, edata, cf_pass.context);
-	cf_step_log_write(step_name, d.retry ? "pending" : "failed", attempts,
-					  metadata_patch, NULL, edata);
-	cf_save_context_and_check_lock();
-	cf_commit();
-	SPI_finish();
-	if (d.retry)
-	{
-		cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(),
-														(int64) (d.delay_s * 1000)),
-							"retry");
-		cf_halt(step_name);
-	}
-	cf_stall(step_name, attempts, edata);
-}
-
 /* wait(duration interval, name text) */
 Datum
 cf_wait(PG_FUNCTION_ARGS)
@@ -337,9 +310,8 @@ cf_wait_until(PG_FUNCTION_ARGS)
 	/* The condition first, then the timeout (as the gem does). */
 	edata = cf_run_guarded(evaluate_condition, &call);
 	if (edata != NULL)
-		condition_failed(step_name, attempts, metadata,
-						 policy ? policy : cf_policy_builtin("wait"),
-						 cf_jsonb_get(log.metadata, "retry_counts"), edata);
+		cf_step_failed(step_name, attempts, log.metadata, metadata,
+					   policy ? policy : cf_policy_builtin("wait"), edata);
 
 	if (is_true(call.result))
 	{
@@ -395,7 +367,7 @@ cf_continue_if(PG_FUNCTION_ARGS)
 
 	edata = cf_run_guarded(evaluate_condition, &call);
 	if (edata != NULL)
-		condition_failed(step_name, attempts, metadata, NULL, NULL, edata);
+		cf_step_failed(step_name, attempts, log.metadata, metadata, NULL, edata);
 	if (is_true(call.result))
 	{
 		complete_step(step_name, attempts, cf_jsonb_parse("{\"result\": true}"), jsonb_true());
