@@ -94,6 +94,7 @@ typedef struct CfInternal
 } CfInternal;
 extern void cf_internal_begin(CfInternal *st);
 extern void cf_internal_end(CfInternal *st);
+extern void cf_spi_connect(void);
 extern SPIPlanPtr cf_prepare_cached(SPIPlanPtr *slot, const char *sql,
 									int nargs, Oid *argtypes);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,

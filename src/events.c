@@ -151,8 +151,7 @@ cf_await_event(PG_FUNCTION_ARGS)
 	if (cf_step_completed(step_name, &payload))
 		return cf_return_result(fcinfo, has_payload, payload);
 
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	log = cf_step_log_read(step_name);
 	now = cf_clock_now();
 	has_timeout = cf_metadata_timestamp(log.metadata, "timeout_at", &timeout_at);

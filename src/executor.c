@@ -567,8 +567,7 @@ abort_and_restart(MemoryContext proc_cxt)
 	AbortCurrentTransaction();
 	StartTransactionCommand();
 	MemoryContextSwitchTo(proc_cxt);
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 }
 
 /*
@@ -748,8 +747,7 @@ drain(int max_passes, Oid only_owner)
 	MemoryContext proc_cxt = CurrentMemoryContext;
 	int			passes = 0;
 
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	while (max_passes <= 0 || passes < max_passes)
 	{
 		CHECK_FOR_INTERRUPTS();

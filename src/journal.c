@@ -99,6 +99,14 @@ cf_internal_end(CfInternal *st)
 	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
 }
 
+/* Connect to SPI in non-atomic mode: what commits inside a pass need. */
+void
+cf_spi_connect(void)
+{
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
 SPIPlanPtr
 cf_prepare_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {

@@ -162,8 +162,7 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 		return cf_return_result(fcinfo, has_result, result);
 
 	/* Every SPI call below is on our own connection. */
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	if (policy == NULL)
 		policy = cf_policy_for_workflow(cf_pass.workflow);
 	if (policy == NULL)

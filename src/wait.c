@@ -222,8 +222,7 @@ cf_wait(PG_FUNCTION_ARGS)
 	if (cf_step_completed(step_name, &ignored))
 		PG_RETURN_VOID();
 
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	log = cf_step_log_read(step_name);
 	now = cf_clock_now();
 
@@ -293,8 +292,7 @@ cf_wait_until(PG_FUNCTION_ARGS)
 	if (cf_step_completed(step_name, &ignored))
 		PG_RETURN_VOID();
 
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	call.function = condition_lookup(condition);
 	log = cf_step_log_read(step_name);
 	now = cf_clock_now();
@@ -355,8 +353,7 @@ cf_continue_if(PG_FUNCTION_ARGS)
 	if (cf_step_completed(step_name, &ignored))
 		PG_RETURN_VOID();
 
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	cf_spi_connect();
 	call.function = condition_lookup(condition);
 	log = cf_step_log_read(step_name);
 	attempts = log.attempts + 1;
