@@ -37,7 +37,6 @@
 #define ERRCODE_CF_NOT_IN_PASS			MAKE_SQLSTATE('C','F','0','1','3')
 #define ERRCODE_CF_UNKNOWN_RUN			MAKE_SQLSTATE('C','F','0','1','4')
 #define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
-#define ERRCODE_CF_PERMISSION			MAKE_SQLSTATE('C','F','0','1','6')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
@@ -95,17 +94,13 @@ typedef struct CfInternal
 extern void cf_internal_begin(CfInternal *st);
 extern void cf_internal_end(CfInternal *st);
 extern void cf_spi_connect(void);
-extern SPIPlanPtr cf_prepare_cached(SPIPlanPtr *slot, const char *sql,
-									int nargs, Oid *argtypes);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
 					bool read_only, long count);
-extern Oid	cf_extension_owner(void);
 extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
-extern char *cf_sqlstate_text(int sqlerrcode);
 
 /* control.c, for other client entry points */
 typedef struct CfRunRef

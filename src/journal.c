@@ -34,7 +34,7 @@ static Oid	cf_owner_cache = InvalidOid;
 static Oid	cf_owner_ext = InvalidOid;
 
 /* The role that owns the extension (a superuser: see the control file). */
-Oid
+static Oid
 cf_extension_owner(void)
 {
 	Oid			ext = get_extension_oid("chrono_forge", false);
@@ -107,7 +107,7 @@ cf_spi_connect(void)
 		elog(ERROR, "SPI_connect failed");
 }
 
-SPIPlanPtr
+static SPIPlanPtr
 cf_prepare_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan;
@@ -155,12 +155,6 @@ cf_validate_name_segment(const char *what, const char *segment)
 				(errcode(ERRCODE_CF_INVALID_STEP_NAME),
 				 errmsg("invalid step name: %s \"%s\" contains \"$\"", what, segment),
 				 errhint("\"$\" separates the parts of step names; choose another name.")));
-}
-
-char *
-cf_sqlstate_text(int sqlerrcode)
-{
-	return pstrdup(unpack_sql_state(sqlerrcode));
 }
 
 /* Insert an error_logs row; returns its id.  Caller is connected to SPI. */
