@@ -1,0 +1,25 @@
+-- The upgrade path: a database on 0.1.0 with runs in it moves to the
+-- current version, its data intact and the new API usable.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+CREATE FUNCTION up_step() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": 1}'::jsonb $$;
+CREATE PROCEDURE up_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('up_step');
+    CALL chrono_forge.wait('1 hour', 'later');
+END $$;
+SELECT chrono_forge.start('up_wf', 'u1') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state FROM chrono_forge.workflows WHERE key = 'u1';
+
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+
+-- The run parked on 0.1.0 finishes on the new version.
+SELECT step_name, state, result FROM chrono_forge.execution_logs
+ WHERE workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'u1') ORDER BY id;
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT key, state FROM chrono_forge.workflows WHERE key = 'u1';
