@@ -8,6 +8,15 @@
 -- Periodic work
 -- =====================================================================
 
+-- durably_repeat: a step run once per tick.  A C procedure that commits,
+-- so no SET clause (see the 0.1.0 script); it pins its own search path.
+CREATE PROCEDURE chrono_forge.durably_repeat(step text, every interval, till text,
+    start_at timestamptz DEFAULT NULL, retry_policy jsonb DEFAULT NULL,
+    timeout interval DEFAULT '1 hour', on_error text DEFAULT 'continue',
+    name text DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_durably_repeat';
+
 -- (end of periodic work)
 
 -- =====================================================================

@@ -49,17 +49,18 @@ function_plans_reset(void)
 
 /*
  * Find the function `name` (what: "step", "condition"), taking one jsonb
- * argument or none, and a plan that calls it and returns its value as
- * jsonb (void as NULL).  A missing or unsuitable function is bad input,
- * reported before anything is written.  Caller is connected to SPI.
+ * argument, one timestamptz argument (only if takes_time: a repeated
+ * step's scheduled time) or none, and a plan that calls it and returns
+ * its value as jsonb (void as NULL).  A missing or unsuitable function is
+ * bad input, reported before anything is written.  Caller is connected
+ * to SPI.
  */
 CfFunction *
-cf_function_lookup(const char *name, const char *what)
+cf_function_lookup(const char *name, const char *what, bool takes_time)
 {
 	List	   *names = stringToQualifiedNameList(name);
-	Oid			jsonb_arg[1] = {JSONBOID};
+	Oid			argtype = JSONBOID;
 	Oid			fn;
-	bool		takes_args = true;
 	bool		found;
 	CfFunction *e;
 	HeapTuple	tup;
@@ -69,17 +70,23 @@ cf_function_lookup(const char *name, const char *what)
 	Oid			rettype;
 	SPIPlanPtr	plan;
 
-	fn = LookupFuncName(names, 1, jsonb_arg, true);
+	fn = LookupFuncName(names, 1, &argtype, true);
+	if (!OidIsValid(fn) && takes_time)
+	{
+		argtype = TIMESTAMPTZOID;
+		fn = LookupFuncName(names, 1, &argtype, true);
+	}
 	if (!OidIsValid(fn))
 	{
-		takes_args = false;
+		argtype = InvalidOid;
 		fn = LookupFuncName(names, 0, NULL, true);
 	}
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("%s function %s does not exist", what, name),
-				 errhint("A %s function takes no argument or one jsonb argument.", what)));
+				 errhint("A %s function takes no argument or one jsonb argument%s.", what,
+						 takes_time ? " (or its scheduled time, a timestamptz)" : "")));
 
 	if (function_plans != NULL)
 	{
@@ -105,7 +112,7 @@ cf_function_lookup(const char *name, const char *what)
 	call = psprintf("%s.%s(%s)",
 					quote_identifier(get_namespace_name(get_func_namespace(fn))),
 					quote_identifier(get_func_name(fn)),
-					takes_args ? "$1" : "");
+					OidIsValid(argtype) ? "$1" : "");
 	if (rettype == VOIDOID)
 		sql = psprintf("SELECT NULL::pg_catalog.jsonb FROM %s", call);
 	else if (rettype == JSONBOID)
@@ -113,7 +120,7 @@ cf_function_lookup(const char *name, const char *what)
 	else
 		sql = psprintf("SELECT pg_catalog.to_jsonb(%s)", call);
 
-	plan = SPI_prepare(sql, takes_args ? 1 : 0, jsonb_arg);
+	plan = SPI_prepare(sql, OidIsValid(argtype) ? 1 : 0, &argtype);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare %s %s: %s", what, name,
 			 SPI_result_code_string(SPI_result));
@@ -134,19 +141,21 @@ cf_function_lookup(const char *name, const char *what)
 	}
 	e = hash_search(function_plans, &fn, HASH_ENTER, &found);
 	e->plan = plan;
-	e->takes_args = takes_args;
+	e->argtype = argtype;
 	e->rettype = rettype;
 	return e;
 }
 
 /*
- * Call f with args (the workflow's args if NULL); its value as jsonb, in
- * the pass's memory, or NULL.
+ * Call f with args (the workflow's args if NULL) or, if it takes its
+ * scheduled time, with at; its value as jsonb, in the pass's memory, or
+ * NULL.
  */
 Jsonb *
-cf_function_call(CfFunction *f, Jsonb *args)
+cf_function_call(CfFunction *f, Jsonb *args, TimestampTz at)
 {
-	Datum		arg = JsonbPGetDatum(args ? args : cf_pass.args);
+	Datum		arg = (f->argtype == TIMESTAMPTZOID) ? TimestampTzGetDatum(at)
+		: JsonbPGetDatum(args ? args : cf_pass.args);
 	bool		isnull;
 	Datum		d;
 	Jsonb	   *result = NULL;

@@ -37,6 +37,8 @@
 #define ERRCODE_CF_NOT_IN_PASS			MAKE_SQLSTATE('C','F','0','1','3')
 #define ERRCODE_CF_UNKNOWN_RUN			MAKE_SQLSTATE('C','F','0','1','4')
 #define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
+#define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
+#define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
@@ -117,11 +119,12 @@ typedef struct CfFunction
 {
 	Oid			fn;				/* hash key */
 	SPIPlanPtr	plan;
-	bool		takes_args;
+	Oid			argtype;		/* JSONBOID, TIMESTAMPTZOID or none */
 	Oid			rettype;
 } CfFunction;
-extern CfFunction *cf_function_lookup(const char *name, const char *what);
-extern Jsonb *cf_function_call(CfFunction *f, Jsonb *args);
+extern CfFunction *cf_function_lookup(const char *name, const char *what,
+									  bool takes_time);
+extern Jsonb *cf_function_call(CfFunction *f, Jsonb *args, TimestampTz at);
 extern ErrorData *cf_run_guarded(void (*fn) (void *), void *arg);
 extern bool cf_error_is_fatal_to_pass(ErrorData *edata);
 
@@ -129,12 +132,13 @@ extern bool cf_error_is_fatal_to_pass(ErrorData *edata);
 typedef struct CfStepLog
 {
 	bool		exists;
+	int64		id;
 	char	   *state;
 	int			attempts;
 	Jsonb	   *metadata;		/* never NULL: '{}' if none */
 } CfStepLog;
 extern CfStepLog cf_step_log_read(const char *step_name);
-extern void cf_step_log_write(const char *step_name, const char *state, int attempts,
+extern int64 cf_step_log_write(const char *step_name, const char *state, int attempts,
 							  Jsonb *metadata_patch, Jsonb *result,
 							  ErrorData *edata);
 extern Jsonb *cf_jsonb_parse(const char *text);
@@ -146,6 +150,8 @@ extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
 extern double cf_interval_seconds(Interval *i);
 extern bool cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t);
+extern CfFunction *cf_condition_lookup(const char *condition, const char *what);
+extern bool cf_jsonb_is_true(Jsonb *v);
 extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
 							const char *message) pg_attribute_noreturn();
 
@@ -205,6 +211,10 @@ extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
 extern void cf_stall(const char *step_name, int attempts, ErrorData *edata) pg_attribute_noreturn();
 extern Datum cf_return_result(FunctionCallInfo fcinfo, bool has_result, Jsonb *result);
+extern CfRetryDecision cf_step_failure_record(const char *step_name, int attempts,
+											  Jsonb *log_metadata, Jsonb *metadata_patch,
+											  Jsonb *policy, ErrorData *edata);
+extern void cf_commit_and_retry_after(const char *step_name, double delay_s) pg_attribute_noreturn();
 extern void cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
 						   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata) pg_attribute_noreturn();
 extern void cf_save_context_and_check_lock(void);

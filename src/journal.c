@@ -223,14 +223,14 @@ CfStepLog
 cf_step_log_read(const char *step_name)
 {
 	static SPIPlanPtr plan = NULL;
-	CfStepLog	log = {false, NULL, 0, NULL};
+	CfStepLog	log = {false, 0, NULL, 0, NULL};
 	CfInternal	st;
 	bool		isnull;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT state::text, attempts, coalesce(metadata, '{}') FROM chrono_forge.execution_logs"
+			"SELECT state::text, attempts, coalesce(metadata, '{}'), id FROM chrono_forge.execution_logs"
 			" WHERE workflow_id = $1 AND step_name = $2",
 			2, (Oid[]) {INT8OID, TEXTOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step_name)},
@@ -246,6 +246,7 @@ cf_step_log_read(const char *step_name)
 		log.state = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 		log.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		log.metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+		log.id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	else
@@ -256,9 +257,10 @@ cf_step_log_read(const char *step_name)
 /*
  * Create or update the run's log row for step_name: state, attempts,
  * metadata merged with metadata_patch, result, and the error (class and
- * message) if any.  Caller is connected to SPI; the caller commits.
+ * message) if any.  Returns the row's id.  Caller is connected to SPI;
+ * the caller commits.
  */
-void
+int64
 cf_step_log_write(const char *step_name, const char *state, int attempts,
 				  Jsonb *metadata_patch, Jsonb *result, ErrorData *edata)
 {
@@ -266,6 +268,7 @@ cf_step_log_write(const char *step_name, const char *state, int attempts,
 	CfInternal	st;
 	Datum		values[8];
 	char		nulls[9] = "        ";
+	bool		isnull;
 
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(step_name);
@@ -300,8 +303,10 @@ cf_step_log_write(const char *step_name, const char *state, int attempts,
 			"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata"
 			"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END,"
 			"  result = EXCLUDED.result, error_class = EXCLUDED.error_class,"
-			"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at",
+			"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at"
+			" RETURNING id",
 			8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
 			values, nulls, false, 0);
 	cf_internal_end(&st);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

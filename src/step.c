@@ -38,7 +38,7 @@ attempt_step(void *arg)
 {
 	StepAttempt *a = (StepAttempt *) arg;
 
-	a->result = cf_function_call(a->function, a->args);
+	a->result = cf_function_call(a->function, a->args, 0);
 	cf_step_log_write(a->step_name, "completed", a->attempt, NULL, a->result, NULL);
 	cf_save_context_and_check_lock();
 }
@@ -85,13 +85,14 @@ retry_counts_patch(Jsonb *metadata, CfRetryDecision *d)
 
 /*
  * A step's attempt failed (its writes already rolled back): record the
- * attempt, its error and its budget, commit, then halt for a retry after
- * the policy's backoff, or stall the run.  A NULL policy retries nothing.
- * Errors that stop the pass (lock lost, cancel) are re-thrown unrecorded.
+ * attempt, its error and its budget, and decide whether the policy grants
+ * another attempt (a NULL policy grants none).  The row is left pending
+ * for a retry, else failed.  The caller commits.  Errors that stop the
+ * pass (lock lost, cancel) are re-thrown unrecorded.
  */
-void
-cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
-			   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata)
+CfRetryDecision
+cf_step_failure_record(const char *step_name, int attempts, Jsonb *log_metadata,
+					   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata)
 {
 	CfRetryDecision d = {false, 0, NULL, 0};
 	Jsonb	   *patch;
@@ -111,16 +112,35 @@ cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
 	cf_log_error(cf_pass.workflow_id, step_name, attempts, edata, cf_pass.context);
 	cf_step_log_write(step_name, d.retry ? "pending" : "failed", attempts, patch, NULL, edata);
 	cf_save_context_and_check_lock();
+	return d;
+}
+
+/* Commit, then halt until the backoff has passed. */
+void
+cf_commit_and_retry_after(const char *step_name, double delay_s)
+{
 	cf_commit();
 	SPI_finish();
+	cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(), (int64) (delay_s * 1000)),
+						"retry");
+	cf_halt(step_name);
+}
+
+/*
+ * A step's attempt failed: record it, commit, then halt for a retry after
+ * the policy's backoff, or stall the run.
+ */
+void
+cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
+			   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata)
+{
+	CfRetryDecision d = cf_step_failure_record(step_name, attempts, log_metadata,
+											   metadata_patch, policy, edata);
 
 	if (d.retry)
-	{
-		cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(),
-														(int64) (d.delay_s * 1000)),
-							"retry");
-		cf_halt(step_name);
-	}
+		cf_commit_and_retry_after(step_name, d.delay_s);
+	cf_commit();
+	SPI_finish();
 	cf_stall(step_name, attempts, edata);
 }
 
@@ -169,7 +189,7 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 		policy = cf_policy_builtin("step");
 
 	attempt.step_name = step_name;
-	attempt.function = cf_function_lookup(step, "step");
+	attempt.function = cf_function_lookup(step, "step", false);
 	attempt.args = PG_ARGISNULL(2 + a) ? NULL : PG_GETARG_JSONB_P(2 + a);
 	log = cf_step_log_read(step_name);
 	attempt.attempt = log.attempts + 1;

@@ -111,8 +111,8 @@ jsonb_true(void)
 	return cf_jsonb_parse("true");
 }
 
-static bool
-is_true(Jsonb *v)
+bool
+cf_jsonb_is_true(Jsonb *v)
 {
 	JsonbValue	scalar;
 
@@ -121,15 +121,15 @@ is_true(Jsonb *v)
 }
 
 /* A boolean condition function; anything else is bad input. */
-static CfFunction *
-condition_lookup(const char *condition)
+CfFunction *
+cf_condition_lookup(const char *condition, const char *what)
 {
-	CfFunction *f = cf_function_lookup(condition, "condition");
+	CfFunction *f = cf_function_lookup(condition, what, false);
 
 	if (f->rettype != BOOLOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("condition %s must return boolean", condition)));
+				 errmsg("%s %s must return boolean", what, condition)));
 	return f;
 }
 
@@ -144,7 +144,7 @@ evaluate_condition(void *arg)
 {
 	ConditionCall *c = (ConditionCall *) arg;
 
-	c->result = cf_function_call(c->function, NULL);
+	c->result = cf_function_call(c->function, NULL, 0);
 }
 
 /* Complete a waiting step now: log it, commit, remember it. */
@@ -293,7 +293,7 @@ cf_wait_until(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 
 	cf_spi_connect();
-	call.function = condition_lookup(condition);
+	call.function = cf_condition_lookup(condition, "condition");
 	log = cf_step_log_read(step_name);
 	now = cf_clock_now();
 	if (!cf_metadata_timestamp(log.metadata, "timeout_at", &timeout_at))
@@ -311,7 +311,7 @@ cf_wait_until(PG_FUNCTION_ARGS)
 		cf_step_failed(step_name, attempts, log.metadata, metadata,
 					   policy ? policy : cf_policy_builtin("wait"), edata);
 
-	if (is_true(call.result))
+	if (cf_jsonb_is_true(call.result))
 	{
 		complete_step(step_name, attempts, cf_jsonb_parse("{\"result\": true}"), jsonb_true());
 		PG_RETURN_VOID();
@@ -354,7 +354,7 @@ cf_continue_if(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 
 	cf_spi_connect();
-	call.function = condition_lookup(condition);
+	call.function = cf_condition_lookup(condition, "condition");
 	log = cf_step_log_read(step_name);
 	attempts = log.attempts + 1;
 	metadata = log.exists ? NULL
@@ -365,7 +365,7 @@ cf_continue_if(PG_FUNCTION_ARGS)
 	edata = cf_run_guarded(evaluate_condition, &call);
 	if (edata != NULL)
 		cf_step_failed(step_name, attempts, log.metadata, metadata, NULL, edata);
-	if (is_true(call.result))
+	if (cf_jsonb_is_true(call.result))
 	{
 		complete_step(step_name, attempts, cf_jsonb_parse("{\"result\": true}"), jsonb_true());
 		PG_RETURN_VOID();

@@ -1,0 +1,406 @@
+/*-------------------------------------------------------------------------
+ *
+ * repeat.c
+ *	  durably_repeat: a step run once per tick of a schedule.
+ *
+ * Owns the repetition protocol: a coordination log fixes the grid's anchor
+ * at the first pass and records the last tick handled; each tick has its
+ * own log, completed in the same transaction as the coordination update;
+ * `till` is evaluated on every pass before any tick; ticks that expired
+ * while nothing ran are skipped in closed form and summarised by one row.
+ * A resume reads only the coordination log and the current tick's log:
+ * this file must never read or write the other ticks' logs, nor walk the
+ * skipped ticks one by one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/int.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+PG_FUNCTION_INFO_V1(cf_durably_repeat);
+
+/*
+ * Months-based intervals step the calendar one tick at a time for this
+ * many ticks before jumping: by then the day of month has settled (Jan 31
+ * + 1 month lands on Feb 28 and stays on the 28th), so a jump of n ticks
+ * lands where n single steps would.
+ */
+#define CALENDAR_SETTLE_TICKS 48
+
+typedef struct Repeat
+{
+	char	   *coord_name;		/* durably_repeat$<name> */
+	int64		coord_id;
+	int			coord_attempts;
+	Interval   *every;
+	Interval   *timeout;
+	CfFunction *step;
+	Jsonb	   *policy;
+	bool		fail_workflow;	/* on_error => 'fail_workflow' */
+	bool		dirty;			/* written something not yet committed? */
+} Repeat;
+
+static void
+invalid_argument(const char *msg)
+{
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("%s", msg)));
+}
+
+/* Seconds since the Unix epoch, rounded down: names a tick's log. */
+static int64
+epoch_seconds(TimestampTz t)
+{
+	int64		s = t / USECS_PER_SEC;
+
+	if (t % USECS_PER_SEC < 0)
+		s--;
+	return s + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+}
+
+static char *
+tick_name(Repeat *r, TimestampTz tick)
+{
+	return psprintf("%s$%lld", r->coord_name, (long long) epoch_seconds(tick));
+}
+
+/* t + n * every, each field multiplied (the calendar arithmetic of +). */
+static TimestampTz
+grid_step(TimestampTz t, Interval *every, int64 n)
+{
+	Interval	span;
+	int32		n32 = (int32) n;
+
+	if (n != n32 ||
+		pg_mul_s32_overflow(every->month, n32, &span.month) ||
+		pg_mul_s32_overflow(every->day, n32, &span.day) ||
+		pg_mul_s64_overflow(every->time, n, &span.time))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("durably_repeat: tick out of range")));
+	return cf_timestamp_plus(t, &span);
+}
+
+/*
+ * The first tick of the grid next, next + every, ... that has not expired
+ * (>= cutoff), given next < cutoff; *skipped counts the ticks before it,
+ * *last_skipped is the one just before it.  Closed form: an estimate of
+ * the count from the interval's length, corrected by a step or two.
+ * Intervals mixing months with days or time are walked tick by tick (no
+ * jump is exact for them); months-only ones settle first (see above).
+ */
+static TimestampTz
+first_unexpired_tick(TimestampTz next, Interval *every, TimestampTz cutoff,
+					 int64 *skipped, TimestampTz *last_skipped)
+{
+	TimestampTz t = next;
+	TimestampTz prev = next;
+	int64		count = 0;
+	int64		walk_limit = 0;
+
+	if (every->month != 0)
+		walk_limit = (every->day != 0 || every->time != 0) ? PG_INT64_MAX : CALENDAR_SETTLE_TICKS;
+	while (t < cutoff && count < walk_limit)
+	{
+		CHECK_FOR_INTERRUPTS();
+		prev = t;
+		t = grid_step(t, every, 1);
+		count++;
+	}
+	if (t < cutoff)
+	{
+		double		span_us = (double) cutoff - (double) t;
+		double		every_us = cf_interval_seconds(every) * USECS_PER_SEC;
+		int64		n = Max(1, (int64) (span_us / every_us));
+
+		while (n > 1 && grid_step(t, every, n - 1) >= cutoff)
+			n--;
+		while (grid_step(t, every, n) < cutoff)
+			n++;
+		prev = grid_step(t, every, n - 1);
+		t = grid_step(t, every, n);
+		count += n;
+	}
+	*skipped = count;
+	*last_skipped = prev;
+	return t;
+}
+
+/* Record the last tick handled on the coordination log (uncommitted). */
+static void
+set_last_tick(Repeat *r, TimestampTz tick)
+{
+	cf_step_log_write(r->coord_name, "pending", r->coord_attempts,
+					  cf_jsonb_parse(psprintf("{\"last_execution_at\": %s}",
+											  cf_json_timestamp(tick))),
+					  NULL, NULL);
+	r->dirty = true;
+}
+
+/* A tick's own metadata. */
+static Jsonb *
+tick_metadata(Repeat *r, TimestampTz tick, const char *extra)
+{
+	return cf_jsonb_parse(psprintf("{\"scheduled_for\": %s, \"timeout_at\": %s, \"parent_id\": " INT64_FORMAT "%s}",
+								   cf_json_timestamp(tick),
+								   cf_json_timestamp(cf_timestamp_plus(tick, r->timeout)),
+								   r->coord_id, extra ? extra : ""));
+}
+
+/* A failed tick row with an expiry error (no attempt was made for it). */
+static void
+write_expired_tick(Repeat *r, const char *name, int attempts, Jsonb *metadata,
+				   const char *message)
+{
+	ErrorData	edata;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.sqlerrcode = ERRCODE_CF_TICK_EXPIRED;
+	edata.message = (char *) message;
+	cf_step_log_write(name, "failed", attempts, metadata, NULL, &edata);
+	r->dirty = true;
+}
+
+/*
+ * Stop this pass until `at`: commit what this call wrote (nothing need
+ * commit if it wrote nothing) and halt.
+ */
+static void
+wait_for(Repeat *r, TimestampTz at, const char *step_name)
+{
+	if (r->dirty)
+	{
+		cf_save_context_and_check_lock();
+		cf_commit();
+	}
+	SPI_finish();
+	cf_set_continuation(at, "repeat");
+	cf_halt(step_name);
+}
+
+/* After a tick: the next one is due at tick + every (maybe already). */
+static void
+wait_for_next(Repeat *r, TimestampTz tick, const char *step_name)
+{
+	TimestampTz next = cf_timestamp_plus(tick, r->every);
+	TimestampTz now = cf_clock_now();
+
+	wait_for(r, next > now ? next : now, step_name);
+}
+
+typedef struct TickAttempt
+{
+	Repeat	   *repeat;
+	const char *name;
+	TimestampTz tick;
+	int			attempt;
+	Jsonb	   *metadata;
+} TickAttempt;
+
+/* Inside the subtransaction: the step, its tick log, the coordination. */
+static void
+attempt_tick(void *arg)
+{
+	TickAttempt *a = (TickAttempt *) arg;
+	Jsonb	   *result = cf_function_call(a->repeat->step, NULL, a->tick);
+
+	cf_step_log_write(a->name, "completed", a->attempt, a->metadata, result, NULL);
+	set_last_tick(a->repeat, a->tick);
+	cf_save_context_and_check_lock();
+}
+
+/* Run a due tick; never returns (the pass halts until the next tick). */
+static void
+run_tick(Repeat *r, const char *name, TimestampTz tick, CfStepLog *log)
+{
+	TickAttempt a;
+	Jsonb	   *context_before = cf_pass.context;
+	bool		dirty_before = cf_pass.context_dirty;
+	ErrorData  *edata;
+	CfRetryDecision d;
+
+	a.repeat = r;
+	a.name = name;
+	a.tick = tick;
+	a.attempt = log->attempts + 1;
+	a.metadata = tick_metadata(r, tick, NULL);
+	edata = cf_run_guarded(attempt_tick, &a);
+	if (edata == NULL)
+	{
+		cf_commit();
+		r->dirty = false;
+		wait_for_next(r, tick, name);
+	}
+
+	/* The attempt failed: its writes and context changes are gone. */
+	cf_pass.context = context_before;
+	cf_pass.context_dirty = dirty_before;
+	d = cf_step_failure_record(name, a.attempt, log->metadata, a.metadata, r->policy, edata);
+	if (d.retry)
+		cf_commit_and_retry_after(name, d.delay_s);
+	if (r->fail_workflow)
+	{
+		cf_commit();
+		SPI_finish();
+		cf_stall(name, a.attempt, edata);
+	}
+	/* on_error => 'continue': this tick is done with, failed. */
+	set_last_tick(r, tick);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	r->dirty = false;
+	wait_for_next(r, tick, name);
+}
+
+/*
+ * durably_repeat(step, every, till, start_at, retry_policy, timeout,
+ *				  on_error, name)
+ */
+Datum
+cf_durably_repeat(PG_FUNCTION_ARGS)
+{
+	Repeat		r;
+	char	   *step;
+	char	   *till;
+	char	   *name;
+	char	   *on_error;
+	CfFunction *till_fn;
+	Jsonb	   *ignored;
+	CfStepLog	coord;
+	TimestampTz now;
+	TimestampTz anchor;
+	TimestampTz last = 0;
+	bool		has_last;
+
+	cf_require_pass(fcinfo, "durably_repeat");
+	cf_fail_now();
+	memset(&r, 0, sizeof(r));
+	step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_name_segment("step", step);
+	if (PG_ARGISNULL(1))
+		invalid_argument("durably_repeat every must not be NULL");
+	r.every = PG_GETARG_INTERVAL_P(1);
+	if (r.every->month < 0 || r.every->day < 0 || r.every->time < 0 ||
+		(r.every->month == 0 && r.every->day == 0 && r.every->time < USECS_PER_SEC))
+		invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
+	if (PG_ARGISNULL(2))
+		invalid_argument("durably_repeat till must not be NULL");
+	till = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!PG_ARGISNULL(4))
+		r.policy = cf_policy_validate(PG_GETARG_JSONB_P(4));
+	if (PG_ARGISNULL(5))
+		invalid_argument("durably_repeat timeout must not be NULL");
+	r.timeout = PG_GETARG_INTERVAL_P(5);
+	if (r.timeout->month < 0 || r.timeout->day < 0 || r.timeout->time < 0)
+		invalid_argument("durably_repeat timeout must not be negative");
+	on_error = PG_ARGISNULL(6) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(6));
+	if (strcmp(on_error, "continue") != 0 && strcmp(on_error, "fail_workflow") != 0)
+		invalid_argument("durably_repeat on_error must be 'continue' or 'fail_workflow'");
+	r.fail_workflow = (strcmp(on_error, "fail_workflow") == 0);
+	name = PG_ARGISNULL(7) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(7));
+	if (name != NULL)
+		cf_validate_name_segment("durably_repeat name", name);
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	r.coord_name = psprintf("durably_repeat$%s", name ? name : step);
+	if (cf_step_completed(r.coord_name, &ignored))
+		PG_RETURN_VOID();
+
+	cf_spi_connect();
+	r.step = cf_function_lookup(step, "step", true);
+	till_fn = cf_condition_lookup(till, "till");
+	if (r.policy == NULL)
+		r.policy = cf_policy_for_workflow(cf_pass.workflow);
+	if (r.policy == NULL)
+		r.policy = cf_policy_builtin("step");
+
+	coord = cf_step_log_read(r.coord_name);
+	now = cf_clock_now();
+	if (!coord.exists || !cf_metadata_timestamp(coord.metadata, "anchor", &anchor))
+	{
+		/* First pass: the grid is fixed now, once. */
+		anchor = PG_ARGISNULL(3)
+			? cf_timestamp_plus(now - (now % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC, r.every)
+			: PG_GETARG_TIMESTAMPTZ(3);
+		r.coord_attempts = 1;
+		r.coord_id = cf_step_log_write(r.coord_name, "pending", 1,
+									   cf_jsonb_parse(psprintf("{\"anchor\": %s, \"every\": %s, \"timeout\": %s, \"last_execution_at\": null}",
+															   cf_json_timestamp(anchor),
+															   cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r.every)))),
+															   cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r.timeout)))))),
+									   NULL, NULL);
+		r.dirty = true;
+		has_last = false;
+	}
+	else
+	{
+		r.coord_id = coord.id;
+		r.coord_attempts = coord.attempts;
+		has_last = cf_metadata_timestamp(coord.metadata, "last_execution_at", &last);
+	}
+
+	/* till, before any tick, on every pass; its errors are the run's. */
+	if (cf_jsonb_is_true(cf_function_call(till_fn, NULL, 0)))
+	{
+		cf_step_log_write(r.coord_name, "completed", r.coord_attempts, NULL, NULL, NULL);
+		cf_save_context_and_check_lock();
+		cf_commit();
+		SPI_finish();
+		cf_step_remember(r.coord_name, NULL);
+		PG_RETURN_VOID();
+	}
+
+	for (;;)
+	{
+		TimestampTz tick = has_last ? cf_timestamp_plus(last, r.every) : anchor;
+		char	   *name_of_tick = tick_name(&r, tick);
+		CfStepLog	log = cf_step_log_read(name_of_tick);
+		bool		expired = now > cf_timestamp_plus(tick, r.timeout);
+
+		CHECK_FOR_INTERRUPTS();
+		if (log.exists && (strcmp(log.state, "completed") == 0 ||
+						   (expired && strcmp(log.state, "failed") == 0)))
+		{
+			/* Done with already (its coordination update was lost). */
+		}
+		else if (log.exists && expired)
+			write_expired_tick(&r, name_of_tick, log.attempts, NULL,
+							   "tick expired before it could complete");
+		else if (expired)
+		{
+			/* Dormant past whole ticks: skip them all, leave one summary row. */
+			TimestampTz cutoff = cf_timestamp_plus(now, DatumGetIntervalP(DirectFunctionCall1(interval_um, IntervalPGetDatum(r.timeout))));
+			int64		skipped;
+			TimestampTz last_skipped;
+
+			(void) first_unexpired_tick(tick, r.every, cutoff, &skipped, &last_skipped);
+			name_of_tick = tick_name(&r, last_skipped);
+			write_expired_tick(&r, name_of_tick, 0,
+							   tick_metadata(&r, last_skipped,
+											 psprintf(", \"fast_forwarded\": " INT64_FORMAT ", \"from\": %s, \"to\": %s",
+													  skipped, cf_json_timestamp(tick),
+													  cf_json_timestamp(last_skipped))),
+							   psprintf("Fast-forwarded " INT64_FORMAT " expired tick(s)", skipped));
+			tick = last_skipped;
+		}
+		else if (tick > now)
+			wait_for(&r, tick, r.coord_name);
+		else
+			run_tick(&r, name_of_tick, tick, &log);
+
+		set_last_tick(&r, tick);
+		last = tick;
+		has_last = true;
+	}
+	PG_RETURN_VOID();			/* not reached */
+}
