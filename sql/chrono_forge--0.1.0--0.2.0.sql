@@ -17,6 +17,62 @@ CREATE PROCEDURE chrono_forge.durably_repeat(step text, every interval, till tex
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_repeat';
 
+-- Cron expressions (UTC minutes, as pg_cron 1.4 fires them).
+CREATE FUNCTION chrono_forge.cron_next(cron text, after timestamptz) RETURNS timestamptz
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'cf_cron_next_sql';
+CREATE FUNCTION chrono_forge.cron_prev(cron text, at timestamptz) RETURNS timestamptz
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'cf_cron_prev_sql';
+
+-- Schedules: pg_cron jobs that start one run per tick.  last_tick is the
+-- newest tick handled (started or skipped by the catch-up policy).
+CREATE TABLE chrono_forge.schedules (
+    name          text PRIMARY KEY,
+    cron          text NOT NULL,
+    workflow      text NOT NULL,
+    args          jsonb NOT NULL DEFAULT '{}',
+    catch_up      text NOT NULL,
+    owner         regrole NOT NULL,   -- the jobs and the runs are this role's
+    jobid         bigint,             -- cron.job: the ticks
+    reboot_jobid  bigint,             -- cron.job: catch-up at pg_cron's start
+    last_tick     timestamptz NOT NULL,
+    last_fired_at timestamptz,
+    runs_started  bigint NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT schedules_name_check CHECK (name <> ''),
+    CONSTRAINT schedules_catch_up_check CHECK (catch_up IN ('none', 'latest', 'all'))
+);
+ALTER TABLE chrono_forge.schedules ENABLE ROW LEVEL SECURITY;
+CREATE POLICY schedules_owner ON chrono_forge.schedules FOR SELECT
+    USING (pg_catalog.pg_has_role(current_user, owner, 'MEMBER'));
+GRANT SELECT ON chrono_forge.schedules TO PUBLIC;
+
+CREATE FUNCTION chrono_forge.schedule(name text, cron text, workflow text,
+    args jsonb DEFAULT '{}', catch_up text DEFAULT 'latest') RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_schedule';
+CREATE FUNCTION chrono_forge.unschedule(name text) RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_unschedule';
+-- What the pg_cron jobs call; only the schedule's owner may.
+CREATE FUNCTION chrono_forge.schedule_fire(name text, reboot boolean DEFAULT false)
+    RETURNS integer
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_schedule_fire';
+
+-- Schedules with their last and next tick and the last tick's run.
+CREATE VIEW chrono_forge.schedule_status WITH (security_invoker = true) AS
+SELECT s.name, s.cron, s.workflow, s.args, s.catch_up, s.owner, s.last_tick,
+       chrono_forge.cron_next(s.cron, GREATEST(s.last_tick, chrono_forge.now())) AS next_tick,
+       s.last_fired_at, s.runs_started, r.id AS last_run_id, r.state AS last_run_state,
+       s.jobid, s.reboot_jobid
+  FROM chrono_forge.schedules s
+  LEFT JOIN chrono_forge.workflows r
+    ON r.workflow = s.workflow
+   AND r.key = s.name || '@' || pg_catalog.to_char(s.last_tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"');
+GRANT SELECT ON chrono_forge.schedule_status TO PUBLIC;
+
 -- (end of periodic work)
 
 -- =====================================================================

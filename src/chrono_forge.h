@@ -51,6 +51,7 @@ extern int	cf_reap_stale_after_s;
 extern bool cf_enabled;
 extern int	cf_max_recoveries;
 extern int	cf_worker_batch;
+extern int	cf_max_catch_up_runs;
 extern bool cf_fake_now_set;
 extern TimestampTz cf_fake_now_value;
 extern void cf_define_gucs(void);
@@ -95,6 +96,7 @@ typedef struct CfInternal
 } CfInternal;
 extern void cf_internal_begin(CfInternal *st);
 extern void cf_internal_end(CfInternal *st);
+extern void cf_push_catalog_path(void);
 extern void cf_spi_connect(void);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
@@ -111,6 +113,7 @@ typedef struct CfRunRef
 	char	   *state;
 } CfRunRef;
 extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
+extern char *cf_resolve_workflow(const char *workflow, bool must_own);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 
@@ -154,6 +157,22 @@ extern CfFunction *cf_condition_lookup(const char *condition, const char *what);
 extern bool cf_jsonb_is_true(Jsonb *v);
 extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
 							const char *message) pg_attribute_noreturn();
+
+/* cron.c: cron expressions, ticks in UTC minutes */
+typedef struct CfCron
+{
+	uint64		minutes;		/* bit n: minute n */
+	uint32		hours;
+	uint32		days;			/* bits 1-31 */
+	uint32		months;			/* bits 1-12 */
+	uint8		weekdays;		/* bit 0: Sunday */
+	bool		days_star;		/* day-of-month field began with '*' */
+	bool		weekdays_star;
+} CfCron;
+extern void cf_cron_parse(const char *expr, CfCron *cron);
+extern void cf_cron_parse_firing(const char *expr, CfCron *cron);
+extern bool cf_cron_prev(const CfCron *cron, TimestampTz t, TimestampTz *tick);
+extern bool cf_cron_next(const CfCron *cron, TimestampTz t, TimestampTz *tick);
 
 /* retry.c */
 typedef struct CfRetryDecision

@@ -68,8 +68,8 @@ cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
  * commit) has no SET clause and is not SECURITY DEFINER.  Returns the
  * schema-qualified name the executor CALLs.
  */
-static char *
-resolve_workflow_procedure(const char *workflow, bool must_own)
+char *
+cf_resolve_workflow(const char *workflow, bool must_own)
 {
 	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
 	Oid			proc;
@@ -138,7 +138,7 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("options must be a JSON object", NULL);
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
-	procedure = resolve_workflow_procedure(workflow, false);
+	procedure = cf_resolve_workflow(workflow, false);
 
 	values[0] = CStringGetTextDatum(workflow);
 	values[1] = CStringGetTextDatum(key);
@@ -190,7 +190,7 @@ cf_configure(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		invalid_argument("retry_policy must not be NULL", "Build one with chrono_forge.retry_policy().");
 	policy = cf_policy_validate(PG_GETARG_JSONB_P(1));
-	(void) resolve_workflow_procedure(workflow, true);
+	(void) cf_resolve_workflow(workflow, true);
 
 	SPI_connect();
 	cf_internal_begin(&st);

@@ -22,6 +22,7 @@ int			cf_max_duration_s = 600;
 int			cf_reap_stale_after_s = -1;
 bool		cf_enabled = true;
 int			cf_max_recoveries = 3;
+int			cf_max_catch_up_runs = 100;
 int			cf_worker_batch = 100;
 
 static char *cf_fake_now_text = NULL;
@@ -145,6 +146,15 @@ cf_define_gucs(void)
 							&cf_worker_batch,
 							100, 1, 100000,
 							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.max_catch_up_runs",
+							"Most missed ticks of one schedule that catch_up => 'all' starts at once.",
+							NULL,
+							&cf_max_catch_up_runs,
+							100, 1, 100000,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 

@@ -79,12 +79,24 @@ cf_extension_installed(void)
 void
 cf_internal_begin(CfInternal *st)
 {
-	OverrideSearchPath path;
 	Oid			owner = cf_extension_owner();
 
 	GetUserIdAndSecContext(&st->save_userid, &st->save_sec_context);
 	SetUserIdAndSecContext(owner,
 						   st->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	cf_push_catalog_path();
+}
+
+/*
+ * Resolve names in pg_catalog only until PopOverrideSearchPath(): for
+ * statements that name every object by schema, so that no user object
+ * can stand in for a catalog one.
+ */
+void
+cf_push_catalog_path(void)
+{
+	OverrideSearchPath path;
+
 	path.schemas = NIL;
 	path.addCatalog = true;
 	path.addTemp = false;
