@@ -17,6 +17,13 @@ CREATE PROCEDURE chrono_forge.durably_repeat(step text, every interval, till tex
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_repeat';
 
+-- The replay cache reads a run's step logs but never its repeat ticks:
+-- without this index that read would walk every tick the run ever had.
+-- The predicate names step_name only (fixed per row), so updates of a log
+-- stay HOT; it must match the executor's query word for word.
+CREATE INDEX execution_logs_replay_idx ON chrono_forge.execution_logs (workflow_id)
+    WHERE step_name NOT LIKE 'durably\_repeat$%$%';
+
 -- Cron expressions (UTC minutes, as pg_cron 1.4 fires them).
 CREATE FUNCTION chrono_forge.cron_next(cron text, after timestamptz) RETURNS timestamptz
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE

@@ -363,6 +363,43 @@ SELECT count(*) AS repeat_logs_written FROM chrono_forge.execution_logs l
   JOIN chrono_forge.workflows w ON w.id = l.workflow_id
  WHERE w.workflow = 'rp_bad_wf' AND l.step_name LIKE 'durably\_repeat%';
 
+-- A resume reads the coordination log and the current tick, never the
+-- ticks behind it: the step-log rows a pass reads (by index or scan) are
+-- as many with 1 past tick as with 3,001 (3,000 added by hand).  The two runs'
+-- grids are 30 s apart, so each pass below is due alone.
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'rp\_%';
+SET chrono_forge.fake_now = '2035-01-01 00:00:40+00';
+CREATE PROCEDURE rp_reads_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_repeat('rp_record', '1 minute', 'rp_never',
+        start_at => (args->>'start')::timestamptz);
+END $$;
+SELECT chrono_forge.start('rp_reads_wf', 'few', '{"start": "2035-01-01 00:00:00+00"}') > 0 AS started,
+       chrono_forge.start('rp_reads_wf', 'many', '{"start": "2035-01-01 00:00:30+00"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, attempts)
+SELECT id, 'durably_repeat$rp_record$' || (1000000 + g), 'completed', 1
+  FROM chrono_forge.workflows, generate_series(1, 3000) g WHERE key = 'many';
+ANALYZE chrono_forge.execution_logs;
+SET stats_fetch_consistency = none;
+CREATE FUNCTION rp_log_rows_read() RETURNS bigint LANGUAGE sql AS $$
+    SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables
+     WHERE relid = 'chrono_forge.execution_logs'::regclass $$;
+SELECT pg_stat_force_next_flush();
+SELECT rp_log_rows_read() AS before_few \gset
+SET chrono_forge.fake_now = '2035-01-01 00:01:10+00';
+CALL chrono_forge.run_pending();
+SELECT pg_stat_force_next_flush();
+SELECT rp_log_rows_read() AS before_many \gset
+SET chrono_forge.fake_now = '2035-01-01 00:01:40+00';
+CALL chrono_forge.run_pending();
+SELECT pg_stat_force_next_flush();
+SELECT rp_log_rows_read() AS after_many \gset
+SELECT :before_many - :before_few AS reads_few, :after_many - :before_many AS reads_many,
+       :before_many - :before_few = :after_many - :before_many AS same_cost;
+SELECT key, (SELECT count(*) FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS logs
+  FROM chrono_forge.workflows w WHERE workflow = 'rp_reads_wf' ORDER BY key;
+
 -- Outside a pass, durably_repeat refuses to run.
 \set VERBOSITY sqlstate
 CALL chrono_forge.durably_repeat('rp_record', '1 hour', 'rp_never');
