@@ -21,7 +21,6 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
@@ -188,11 +187,12 @@ cf_schedule(PG_FUNCTION_ARGS)
 }
 
 /*
- * The schedule's row, locked; its owner must be the caller (exactly, for
- * firing: runs are started as the caller) or one of the caller's roles.
+ * The schedule's row, locked.  Its owner must be the caller: runs are
+ * started as the caller, and pg_cron lets only a job's own role remove
+ * it.  A superuser may also remove it (not fire it).
  */
 static HeapTuple
-lock_schedule(const char *name, bool exact_owner, TupleDesc *desc)
+lock_schedule(const char *name, bool firing, TupleDesc *desc)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1] = {CStringGetTextDatum(name)};
@@ -212,7 +212,7 @@ lock_schedule(const char *name, bool exact_owner, TupleDesc *desc)
 				 errmsg("schedule \"%s\" does not exist", name)));
 	*desc = SPI_tuptable->tupdesc;
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], *desc, 1, &isnull));
-	if (exact_owner ? owner != GetUserId() : !has_privs_of_role(GetUserId(), owner))
+	if (owner != GetUserId() && (firing || !superuser()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for schedule \"%s\"", name),

@@ -96,10 +96,12 @@ SELECT chrono_forge.schedule_fire('h_all', reboot => true) AS started;
 SELECT key FROM sc_runs WHERE key LIKE 'h\_all@2030-01-06%';
 RESET chrono_forge.max_catch_up_runs;
 
--- Who may see, fire and remove a schedule: its owner's roles only.
+-- Who may see, fire and remove a schedule: its owner (a superuser may
+-- remove it too); not even a member of the owner's role.
 -- pg_cron lets a role schedule once granted its schema.
 CREATE ROLE sc_alice;
 CREATE ROLE sc_bob;
+GRANT sc_alice TO sc_bob;
 GRANT USAGE ON SCHEMA cron TO sc_alice, sc_bob;
 GRANT INSERT, SELECT ON sc_log TO sc_alice, sc_bob;
 SET ROLE sc_alice;
@@ -110,7 +112,7 @@ SET chrono_forge.fake_now = '2030-01-06 10:35:00+00';
 SET ROLE sc_alice;
 SELECT chrono_forge.schedule_fire('alice_job');
 SET ROLE sc_bob;
-SELECT name FROM chrono_forge.schedule_status;
+SELECT name FROM chrono_forge.schedule_status;  -- a member sees it
 \set VERBOSITY sqlstate
 SELECT chrono_forge.schedule_fire('alice_job');
 SELECT chrono_forge.unschedule('alice_job');
@@ -124,7 +126,9 @@ SELECT chrono_forge.schedule_fire('alice_job');
 \set VERBOSITY default
 SET ROLE sc_alice;
 SELECT chrono_forge.unschedule('alice_job');
+SELECT chrono_forge.schedule('alice_job2', '0 * * * *', 'sc_wf') > 0 AS scheduled;
 RESET ROLE;
+SELECT chrono_forge.unschedule('alice_job2');  -- a superuser may remove it
 SELECT count(*) AS alice_jobs FROM cron.job WHERE username = 'sc_alice';
 
 -- unschedule: the schedule and its jobs go; an unknown name is an error.
