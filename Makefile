@@ -29,6 +29,8 @@ src/errcode_names.h: $(ERRCODES_TXT)
 	awk '/^[0-9A-Z][0-9A-Z][0-9A-Z][0-9A-Z][0-9A-Z][ \t]/ && NF >= 4 { printf "{\"%s\", \"%s\"},\n", $$4, $$1 }' $< > $@
 
 src/retry.o: src/errcode_names.h
+# Every subsystem includes the shared header: a change to it rebuilds all.
+$(OBJS): src/chrono_forge.h
 
 .PHONY: check-all demo bench
 check-all:

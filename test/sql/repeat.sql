@@ -404,3 +404,7 @@ SELECT key, (SELECT count(*) FROM chrono_forge.execution_logs l WHERE l.workflow
 \set VERBOSITY sqlstate
 CALL chrono_forge.durably_repeat('rp_record', '1 hour', 'rp_never');
 \set VERBOSITY default
+
+-- Leave nothing behind for the suites that follow.
+DROP VIEW rp_logs, rp_runs;
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'rp\_%';

@@ -144,3 +144,7 @@ SELECT cron.unschedule('chrono_forge:manual');
 SELECT chrono_forge.unschedule('manual');
 SELECT (SELECT count(*) FROM chrono_forge.schedules) AS schedules, (SELECT count(*) FROM cron.job) AS jobs;
 DROP EXTENSION pg_cron;
+
+-- Leave nothing behind for the suites that follow.
+DROP VIEW sc_runs;
+DELETE FROM chrono_forge.workflows WHERE workflow = 'public.sc_wf';
