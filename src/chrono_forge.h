@@ -187,6 +187,7 @@ extern Jsonb *cf_policy_builtin(const char *which);
 extern CfRetryDecision cf_policy_decide(Jsonb *policy, int sqlerrcode,
 										int attempts, Jsonb *retry_counts);
 extern Jsonb *cf_policy_for_workflow(const char *workflow);
+extern Jsonb *cf_step_policy(Jsonb *per_call);
 
 /* executor.c: the pass */
 typedef enum CfOutcome

@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -32,17 +33,26 @@
 
 static Oid	cf_owner_cache = InvalidOid;
 static Oid	cf_owner_ext = InvalidOid;
+static LocalTransactionId cf_owner_lxid = InvalidLocalTransactionId;
 
-/* The role that owns the extension (a superuser: see the control file). */
+/*
+ * The role that owns the extension (a superuser: see the control file).
+ * Looked up once per transaction: every internal statement needs it, and
+ * the lookup is two catalog index scans.
+ */
 static Oid
 cf_extension_owner(void)
 {
-	Oid			ext = get_extension_oid("chrono_forge", false);
+	Oid			ext;
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 
+	if (cf_owner_lxid == MyProc->lxid && OidIsValid(cf_owner_cache))
+		return cf_owner_cache;
+	ext = get_extension_oid("chrono_forge", false);
+	cf_owner_lxid = MyProc->lxid;
 	if (ext == cf_owner_ext && OidIsValid(cf_owner_cache))
 		return cf_owner_cache;
 

@@ -43,7 +43,7 @@ typedef struct Repeat
 	Interval   *every;
 	Interval   *timeout;
 	CfFunction *step;
-	Jsonb	   *policy;
+	Jsonb	   *policy;			/* per call; NULL: resolved on failure */
 	bool		fail_workflow;	/* on_error => 'fail_workflow' */
 	bool		dirty;			/* written something not yet committed? */
 } Repeat;
@@ -245,7 +245,8 @@ run_tick(Repeat *r, const char *name, TimestampTz tick, CfStepLog *log)
 	/* The attempt failed: its writes and context changes are gone. */
 	cf_pass.context = context_before;
 	cf_pass.context_dirty = dirty_before;
-	d = cf_step_failure_record(name, a.attempt, log->metadata, a.metadata, r->policy, edata);
+	d = cf_step_failure_record(name, a.attempt, log->metadata, a.metadata,
+							   cf_step_policy(r->policy), edata);
 	if (d.retry)
 		cf_commit_and_retry_after(name, d.delay_s);
 	if (r->fail_workflow)
@@ -319,10 +320,6 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	cf_spi_connect();
 	r.step = cf_function_lookup(step, "step", true);
 	till_fn = cf_condition_lookup(till, "till");
-	if (r.policy == NULL)
-		r.policy = cf_policy_for_workflow(cf_pass.workflow);
-	if (r.policy == NULL)
-		r.policy = cf_policy_builtin("step");
 
 	coord = cf_step_log_read(r.coord_name);
 	now = cf_clock_now();

@@ -376,6 +376,23 @@ cf_policy_for_workflow(const char *workflow)
 	return result;
 }
 
+/*
+ * The policy for a failed step: the call's own, else the workflow's
+ * configure() default, else the built-in one.  Looked up only when a
+ * step fails: a step that succeeds never needs it.
+ */
+Jsonb *
+cf_step_policy(Jsonb *per_call)
+{
+	Jsonb	   *policy = per_call;
+
+	if (policy == NULL)
+		policy = cf_policy_for_workflow(cf_pass.workflow);
+	if (policy == NULL)
+		policy = cf_policy_builtin("step");
+	return policy;
+}
+
 Datum
 cf_retry_policy(PG_FUNCTION_ARGS)
 {

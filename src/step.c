@@ -183,10 +183,6 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 
 	/* Every SPI call below is on our own connection. */
 	cf_spi_connect();
-	if (policy == NULL)
-		policy = cf_policy_for_workflow(cf_pass.workflow);
-	if (policy == NULL)
-		policy = cf_policy_builtin("step");
 
 	attempt.step_name = step_name;
 	attempt.function = cf_function_lookup(step, "step", false);
@@ -209,6 +205,6 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	/* The attempt failed: its writes and context changes are gone. */
 	cf_pass.context = context_before;
 	cf_pass.context_dirty = dirty_before;
-	cf_step_failed(step_name, attempt.attempt, log.metadata, NULL, policy, edata);
+	cf_step_failed(step_name, attempt.attempt, log.metadata, NULL, cf_step_policy(policy), edata);
 	PG_RETURN_VOID();			/* not reached */
 }
