@@ -1,5 +1,6 @@
 /* chrono_forge 0.1.0 -> 0.2.0: periodic work (durably_repeat, pg_cron
- * schedules) and operations (retention, views, actions, the admin role).
+ * schedules), operations (retention, views, actions, the admin role) and
+ * fan-out (branches, spawns, merges).
  * A fresh CREATE EXTENSION runs the 0.1.0 script and then this one. */
 
 \echo Use "ALTER EXTENSION chrono_forge UPDATE TO '0.2.0'" to load this file. \quit
@@ -87,3 +88,9 @@ GRANT SELECT ON chrono_forge.schedule_status TO PUBLIC;
 -- =====================================================================
 
 -- (end of operations)
+
+-- =====================================================================
+-- Fan-out
+-- =====================================================================
+
+-- (end of fan-out)
