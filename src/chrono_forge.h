@@ -153,6 +153,7 @@ extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
 extern double cf_interval_seconds(Interval *i);
 extern bool cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t);
+extern void cf_primitive_invalid_argument(const char *msg) pg_attribute_noreturn();
 extern CfFunction *cf_condition_lookup(const char *condition, const char *what);
 extern bool cf_jsonb_is_true(Jsonb *v);
 extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,

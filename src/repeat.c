@@ -48,15 +48,6 @@ typedef struct Repeat
 	bool		dirty;			/* written something not yet committed? */
 } Repeat;
 
-static void
-invalid_argument(const char *msg)
-{
-	cf_fail_now();
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-			 errmsg("%s", msg)));
-}
-
 /* Seconds since the Unix epoch, rounded down: names a tick's log. */
 static int64
 epoch_seconds(TimestampTz t)
@@ -289,24 +280,24 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	cf_validate_name_segment("step", step);
 	if (PG_ARGISNULL(1))
-		invalid_argument("durably_repeat every must not be NULL");
+		cf_primitive_invalid_argument("durably_repeat every must not be NULL");
 	r.every = PG_GETARG_INTERVAL_P(1);
 	if (r.every->month < 0 || r.every->day < 0 || r.every->time < 0 ||
 		(r.every->month == 0 && r.every->day == 0 && r.every->time < USECS_PER_SEC))
-		invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
+		cf_primitive_invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
 	if (PG_ARGISNULL(2))
-		invalid_argument("durably_repeat till must not be NULL");
+		cf_primitive_invalid_argument("durably_repeat till must not be NULL");
 	till = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (!PG_ARGISNULL(4))
 		r.policy = cf_policy_validate(PG_GETARG_JSONB_P(4));
 	if (PG_ARGISNULL(5))
-		invalid_argument("durably_repeat timeout must not be NULL");
+		cf_primitive_invalid_argument("durably_repeat timeout must not be NULL");
 	r.timeout = PG_GETARG_INTERVAL_P(5);
 	if (r.timeout->month < 0 || r.timeout->day < 0 || r.timeout->time < 0)
-		invalid_argument("durably_repeat timeout must not be negative");
+		cf_primitive_invalid_argument("durably_repeat timeout must not be negative");
 	on_error = PG_ARGISNULL(6) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(6));
 	if (strcmp(on_error, "continue") != 0 && strcmp(on_error, "fail_workflow") != 0)
-		invalid_argument("durably_repeat on_error must be 'continue' or 'fail_workflow'");
+		cf_primitive_invalid_argument("durably_repeat on_error must be 'continue' or 'fail_workflow'");
 	r.fail_workflow = (strcmp(on_error, "fail_workflow") == 0);
 	name = PG_ARGISNULL(7) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(7));
 	if (name != NULL)

@@ -29,8 +29,8 @@ PG_FUNCTION_INFO_V1(cf_wait_until);
 PG_FUNCTION_INFO_V1(cf_continue_if);
 
 /* Programming errors in a primitive's arguments fail the run at once. */
-static void
-invalid_argument(const char *msg)
+void
+cf_primitive_invalid_argument(const char *msg)
 {
 	cf_fail_now();
 	ereport(ERROR,
@@ -209,10 +209,10 @@ cf_wait(PG_FUNCTION_ARGS)
 
 	cf_require_pass(fcinfo, "wait");
 	if (PG_ARGISNULL(0))
-		invalid_argument("wait duration must not be NULL");
+		cf_primitive_invalid_argument("wait duration must not be NULL");
 	duration = PG_GETARG_INTERVAL_P(0);
 	if (interval_is_negative(duration))
-		invalid_argument("wait duration must not be negative");
+		cf_primitive_invalid_argument("wait duration must not be negative");
 	cf_fail_now();
 	name = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	cf_validate_name_segment("wait name", name);
@@ -279,10 +279,10 @@ cf_wait_until(PG_FUNCTION_ARGS)
 	condition = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	cf_validate_name_segment("condition", condition);
 	if (PG_ARGISNULL(1) || interval_is_negative(PG_GETARG_INTERVAL_P(1)))
-		invalid_argument("wait_until timeout must not be NULL or negative");
+		cf_primitive_invalid_argument("wait_until timeout must not be NULL or negative");
 	timeout = PG_GETARG_INTERVAL_P(1);
 	if (PG_ARGISNULL(2) || !interval_is_positive(PG_GETARG_INTERVAL_P(2)))
-		invalid_argument("wait_until check_interval must be positive");
+		cf_primitive_invalid_argument("wait_until check_interval must be positive");
 	check_interval = PG_GETARG_INTERVAL_P(2);
 	if (!PG_ARGISNULL(3))
 		policy = cf_policy_validate(PG_GETARG_JSONB_P(3));
