@@ -141,6 +141,9 @@ typedef struct CfStepLog
 	Jsonb	   *metadata;		/* never NULL: '{}' if none */
 } CfStepLog;
 extern CfStepLog cf_step_log_read(const char *step_name);
+extern int64 cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
+									 Jsonb *metadata_patch, Jsonb *result,
+									 ErrorData *edata);
 extern int64 cf_step_log_write(const char *step_name, const char *state, int attempts,
 							  Jsonb *metadata_patch, Jsonb *result,
 							  ErrorData *edata);
@@ -227,6 +230,8 @@ extern CfPass cf_pass;
 extern void cf_require_pass(FunctionCallInfo fcinfo, const char *primitive);
 extern void cf_fail_now(void);
 extern bool cf_step_completed(const char *step_name, Jsonb **result);
+extern bool cf_step_log_cached(const char *step_name, CfStepLog *log);
+extern void cf_step_log_forget(const char *step_name);
 extern void cf_step_remember(const char *step_name, Jsonb *result);
 extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
@@ -239,6 +244,7 @@ extern void cf_commit_and_retry_after(const char *step_name, double delay_s) pg_
 extern void cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
 						   Jsonb *metadata_patch, Jsonb *policy, ErrorData *edata) pg_attribute_noreturn();
 extern void cf_save_context_and_check_lock(void);
+extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
 
 #endif							/* CHRONO_FORGE_H */

@@ -53,6 +53,30 @@ static CompletedStep *completed_steps = NULL;
 static int	n_completed_steps = 0;
 static int	max_completed_steps = 0;
 
+/*
+ * Read with them, the run's other step logs (pending or failed), sorted by
+ * name: a step's first attempt needs no query to learn that it has no log
+ * yet.  Names this pass has written since are read again from the table.
+ */
+typedef struct OpenStep
+{
+	char	   *name;
+	CfStepLog	log;
+} OpenStep;
+static OpenStep *open_steps = NULL;
+static int	n_open_steps = 0;
+static List *written_steps = NIL;
+
+static void
+replay_cache_reset(void)
+{
+	completed_steps = NULL;
+	n_completed_steps = max_completed_steps = 0;
+	open_steps = NULL;
+	n_open_steps = 0;
+	written_steps = NIL;
+}
+
 /* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
 static Datum claimed_wakeups = (Datum) 0;
 
@@ -119,6 +143,64 @@ cf_step_completed(const char *step_name, Jsonb **result)
 		return false;
 	*result = found->result;
 	return true;
+}
+
+static int
+open_step_cmp(const void *a, const void *b)
+{
+	return strcmp(((const OpenStep *) a)->name, ((const OpenStep *) b)->name);
+}
+
+/* A repeat tick's log (never in the cache): durably_repeat$<name>$<epoch>. */
+static bool
+is_repeat_tick(const char *step_name)
+{
+	return strncmp(step_name, "durably_repeat$", 15) == 0 &&
+		strchr(step_name + 15, CF_STEP_DELIMITER) != NULL;
+}
+
+/*
+ * The step's log as the pass's cache knows it; false if the cache cannot
+ * tell (a tick, a completed step, or a name written during this pass).
+ */
+bool
+cf_step_log_cached(const char *step_name, CfStepLog *log)
+{
+	OpenStep	key;
+	OpenStep   *found;
+	Jsonb	   *ignored;
+	ListCell   *lc;
+
+	if (!cf_pass.active || is_repeat_tick(step_name) ||
+		cf_step_completed(step_name, &ignored))
+		return false;
+	foreach(lc, written_steps)
+		if (strcmp((char *) lfirst(lc), step_name) == 0)
+			return false;
+	key.name = (char *) step_name;
+	found = n_open_steps == 0 ? NULL
+		: bsearch(&key, open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
+	if (found != NULL)
+		*log = found->log;
+	else
+	{
+		memset(log, 0, sizeof(*log));
+		log->metadata = cf_jsonb_parse("{}");
+	}
+	return true;
+}
+
+/* The pass wrote step_name's log: the cache no longer knows it. */
+void
+cf_step_log_forget(const char *step_name)
+{
+	MemoryContext old;
+
+	if (!cf_pass.active || cf_pass.cxt == NULL)
+		return;
+	old = MemoryContextSwitchTo(cf_pass.cxt);
+	written_steps = lappend(written_steps, pstrdup(step_name));
+	MemoryContextSwitchTo(old);
 }
 
 /* Record a step completed during this pass (keeps the array sorted). */
@@ -210,12 +292,18 @@ cf_save_context_and_check_lock(void)
 				2, (Oid[]) {INT8OID, TEXTOID}, values, NULL, false, 0);
 	cf_internal_end(&st);
 	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_LOCK_LOST),
-				 errmsg("workflow run %lld ran longer than chrono_forge.max_duration and lost its lock",
-						(long long) cf_pass.workflow_id),
-				 errdetail("Its step was rolled back; the pass that holds the lock now carries on.")));
+		cf_lock_lost();
 	cf_pass.context_dirty = false;
+}
+
+void
+cf_lock_lost(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_LOCK_LOST),
+			 errmsg("workflow run %lld ran longer than chrono_forge.max_duration and lost its lock",
+					(long long) cf_pass.workflow_id),
+			 errdetail("Its step was rolled back; the pass that holds the lock now carries on.")));
 }
 
 /*
@@ -331,7 +419,11 @@ claim_and_lock(Oid only_owner)
 	return true;
 }
 
-/* One read of every completed step of the run (repetition logs excluded). */
+/*
+ * One read of every step log of the run (repetition ticks excluded, by
+ * the partial index whose predicate this query repeats): the completed
+ * ones are the replay cache, the others the open steps.
+ */
 static void
 load_replay_cache(void)
 {
@@ -341,13 +433,14 @@ load_replay_cache(void)
 	CfInternal	st;
 	MemoryContext old;
 	uint64		n;
+	int			n_open = 0;
 
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT step_name, result FROM chrono_forge.execution_logs"
-			" WHERE workflow_id = $1 AND state = 'completed'"
-			" AND step_name NOT LIKE 'durably\\_repeat$%$%'",
+			"SELECT step_name, result, state = 'completed', state::text, attempts,"
+			"  coalesce(metadata, '{}'), id FROM chrono_forge.execution_logs"
+			" WHERE workflow_id = $1 AND step_name NOT LIKE 'durably\\_repeat$%$%'",
 			1, types, values, NULL, true, 0);
 	cf_internal_end(&st);
 
@@ -355,17 +448,37 @@ load_replay_cache(void)
 	old = MemoryContextSwitchTo(cf_pass.cxt);
 	max_completed_steps = Max(16, (int) n);
 	completed_steps = palloc(sizeof(CompletedStep) * max_completed_steps);
+	open_steps = palloc(sizeof(OpenStep) * Max(1, (int) n));
 	for (uint64 i = 0; i < n; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Datum		r;
+		char	   *name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 
-		completed_steps[i].name = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		r = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
-		completed_steps[i].result = isnull ? NULL : DatumGetJsonbPCopy(r);
+		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+		{
+			Datum		r = SPI_getbinval(tup, desc, 2, &isnull);
+
+			completed_steps[n_completed_steps].name = name;
+			completed_steps[n_completed_steps].result = isnull ? NULL : DatumGetJsonbPCopy(r);
+			n_completed_steps++;
+		}
+		else
+		{
+			OpenStep   *o = &open_steps[n_open++];
+
+			o->name = name;
+			o->log.exists = true;
+			o->log.state = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+			o->log.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+			o->log.metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+			o->log.id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		}
 	}
-	n_completed_steps = (int) n;
+	n_open_steps = n_open;
 	qsort(completed_steps, n_completed_steps, sizeof(CompletedStep), completed_cmp);
+	qsort(open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
 	MemoryContextSwitchTo(old);
 }
 
@@ -648,8 +761,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
 										ALLOCSET_DEFAULT_SIZES);
-	completed_steps = NULL;
-	n_completed_steps = max_completed_steps = 0;
+	replay_cache_reset();
 	claimed_wakeups = (Datum) 0;
 
 	if (!claim_and_lock(only_owner))
@@ -710,8 +822,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		{
 			MemoryContextSetParent(cf_pass.cxt, proc_cxt);
 			memset(&cf_pass, 0, sizeof(cf_pass));
-			completed_steps = NULL;
-			n_completed_steps = max_completed_steps = 0;
+			replay_cache_reset();
 			ReThrowError(edata);
 		}
 	}
@@ -720,8 +831,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		cf_worker_set_current_run(cf_worker_slot, 0);
 	MemoryContextDelete(cf_pass.cxt);
 	memset(&cf_pass, 0, sizeof(cf_pass));
-	completed_steps = NULL;
-	n_completed_steps = max_completed_steps = 0;
+	replay_cache_reset();
 	return true;
 }
 

@@ -250,6 +250,8 @@ cf_step_log_read(const char *step_name)
 	bool		isnull;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	if (cf_step_log_cached(step_name, &log))
+		return log;
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"SELECT state::text, attempts, coalesce(metadata, '{}'), id FROM chrono_forge.execution_logs"
@@ -276,22 +278,43 @@ cf_step_log_read(const char *step_name)
 	return log;
 }
 
+#define STEP_LOG_COLUMNS \
+	" (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at," \
+	"  metadata, result, error_class, error_message)"
+#define STEP_LOG_VALUES \
+	" $1, $2, $3::chrono_forge.step_state, $4, chrono_forge.now(), chrono_forge.now()," \
+	"  CASE WHEN $3 = 'completed' THEN chrono_forge.now() END, $5, $6, $7, $8"
+#define STEP_LOG_UPSERT \
+	" ON CONFLICT (workflow_id, step_name) DO UPDATE SET state = EXCLUDED.state," \
+	"  attempts = EXCLUDED.attempts, last_executed_at = EXCLUDED.last_executed_at," \
+	"  completed_at = EXCLUDED.completed_at," \
+	"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata" \
+	"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END," \
+	"  result = EXCLUDED.result, error_class = EXCLUDED.error_class," \
+	"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at" \
+	" RETURNING id"
+
 /*
  * Create or update the run's log row for step_name: state, attempts,
  * metadata merged with metadata_patch, result, and the error (class and
- * message) if any.  Returns the row's id.  Caller is connected to SPI;
- * the caller commits.
+ * message) if any.  With prove_lock, the same statement also takes the
+ * run's row lock and writes nothing unless this pass still holds the run
+ * (what cf_save_context_and_check_lock() does in a statement of its own).
+ * Returns the row's id, or 0 if the lock was not ours.  Caller is
+ * connected to SPI; the caller commits.
  */
-int64
-cf_step_log_write(const char *step_name, const char *state, int attempts,
-				  Jsonb *metadata_patch, Jsonb *result, ErrorData *edata)
+static int64
+step_log_upsert(const char *step_name, const char *state, int attempts,
+				Jsonb *metadata_patch, Jsonb *result, ErrorData *edata, bool prove_lock)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr locked_plan = NULL;
 	CfInternal	st;
-	Datum		values[8];
-	char		nulls[9] = "        ";
+	Datum		values[9];
+	char		nulls[10] = "         ";
 	bool		isnull;
 
+	cf_step_log_forget(step_name);
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(step_name);
 	values[2] = CStringGetTextDatum(state);
@@ -311,24 +334,55 @@ cf_step_log_write(const char *step_name, const char *state, int attempts,
 	}
 	else
 		nulls[6] = nulls[7] = 'n';
+	values[8] = CStringGetTextDatum(cf_pass.lock_token ? cf_pass.lock_token : "");
 
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.execution_logs AS l"
-			" (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at,"
-			"  metadata, result, error_class, error_message)"
-			" VALUES ($1, $2, $3::chrono_forge.step_state, $4, chrono_forge.now(), chrono_forge.now(),"
-			"  CASE WHEN $3 = 'completed' THEN chrono_forge.now() END, $5, $6, $7, $8)"
-			" ON CONFLICT (workflow_id, step_name) DO UPDATE SET state = EXCLUDED.state,"
-			"  attempts = EXCLUDED.attempts, last_executed_at = EXCLUDED.last_executed_at,"
-			"  completed_at = EXCLUDED.completed_at,"
-			"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata"
-			"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END,"
-			"  result = EXCLUDED.result, error_class = EXCLUDED.error_class,"
-			"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at"
-			" RETURNING id",
-			8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
-			values, nulls, false, 0);
+	if (prove_lock)
+		cf_exec(&locked_plan,
+				"WITH lk AS (SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $9"
+				"  FOR NO KEY UPDATE)"
+				" INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS
+				" SELECT" STEP_LOG_VALUES " FROM lk" STEP_LOG_UPSERT,
+				9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID},
+				values, nulls, false, 0);
+	else
+		cf_exec(&plan,
+				"INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS
+				" VALUES (" STEP_LOG_VALUES ")" STEP_LOG_UPSERT,
+				8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
+				values, nulls, false, 0);
 	cf_internal_end(&st);
+	if (SPI_processed == 0)
+		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+int64
+cf_step_log_write(const char *step_name, const char *state, int attempts,
+				  Jsonb *metadata_patch, Jsonb *result, ErrorData *edata)
+{
+	return step_log_upsert(step_name, state, attempts, metadata_patch, result, edata, false);
+}
+
+/*
+ * cf_step_log_write(), then cf_save_context_and_check_lock(): in one
+ * statement when the context has not changed (the common case: a step's
+ * commit costs one statement less).
+ */
+int64
+cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
+						Jsonb *metadata_patch, Jsonb *result, ErrorData *edata)
+{
+	int64		id;
+
+	if (cf_pass.context_dirty)
+	{
+		id = cf_step_log_write(step_name, state, attempts, metadata_patch, result, edata);
+		cf_save_context_and_check_lock();
+		return id;
+	}
+	id = step_log_upsert(step_name, state, attempts, metadata_patch, result, edata, true);
+	if (id == 0)
+		cf_lock_lost();
+	return id;
 }

@@ -39,8 +39,7 @@ attempt_step(void *arg)
 	StepAttempt *a = (StepAttempt *) arg;
 
 	a->result = cf_function_call(a->function, a->args, 0);
-	cf_step_log_write(a->step_name, "completed", a->attempt, NULL, a->result, NULL);
-	cf_save_context_and_check_lock();
+	cf_step_log_write_owned(a->step_name, "completed", a->attempt, NULL, a->result, NULL);
 }
 
 /*

@@ -151,8 +151,7 @@ evaluate_condition(void *arg)
 static void
 complete_step(const char *step_name, int attempts, Jsonb *metadata_patch, Jsonb *result)
 {
-	cf_step_log_write(step_name, "completed", attempts, metadata_patch, result, NULL);
-	cf_save_context_and_check_lock();
+	cf_step_log_write_owned(step_name, "completed", attempts, metadata_patch, result, NULL);
 	cf_commit();
 	SPI_finish();
 	cf_step_remember(step_name, result);
@@ -162,8 +161,7 @@ complete_step(const char *step_name, int attempts, Jsonb *metadata_patch, Jsonb 
 static void
 defer_step(const char *step_name, int attempts, Jsonb *metadata_patch)
 {
-	cf_step_log_write(step_name, "pending", attempts, metadata_patch, NULL, NULL);
-	cf_save_context_and_check_lock();
+	cf_step_log_write_owned(step_name, "pending", attempts, metadata_patch, NULL, NULL);
 	cf_commit();
 	SPI_finish();
 	cf_halt(step_name);
