@@ -83,7 +83,6 @@ consume_event(const char *name, const char *step_name, Jsonb **payload)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	bool		isnull;
-	MemoryContext cxt = CurrentMemoryContext;
 	bool		found;
 
 	cf_internal_begin(&st);
@@ -106,7 +105,8 @@ consume_event(const char *name, const char *step_name, Jsonb **payload)
 
 		if (!isnull)
 		{
-			MemoryContext old = MemoryContextSwitchTo(cxt);
+			/* In the pass's memory: it is returned after SPI_finish(). */
+			MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
 
 			*payload = DatumGetJsonbPCopy(d);
 			MemoryContextSwitchTo(old);

@@ -204,5 +204,28 @@ SELECT w.key, w.state, e.error_class, e.error_message,
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
  WHERE w.workflow = 'wt_bad_wf' ORDER BY w.id;
 
+-- The payload an event step returns is used by the next step of the same
+-- pass (it once pointed into memory freed at the step's end).
+CREATE TABLE wt_gate (open boolean);
+INSERT INTO wt_gate VALUES (false);
+CREATE FUNCTION wt_gate_open() RETURNS boolean LANGUAGE sql AS $$ SELECT open FROM wt_gate $$;
+CREATE PROCEDURE wt_payload_wf(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE p jsonb;
+BEGIN
+    CALL chrono_forge.continue_if('wt_gate_open');
+    CALL chrono_forge.await_event('go', p);
+    CALL chrono_forge.durably_execute('wt_note', name => 'after_event',
+        args => jsonb_build_object('what', 'payload ' || (p->>'what')));
+END $$;
+SELECT chrono_forge.start('wt_payload_wf', 'p') > 0 AS started;
+CALL chrono_forge.run_pending();
+UPDATE wt_gate SET open = true;
+SELECT chrono_forge.wake('wt_payload_wf', 'p');
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.send_event('wt_payload_wf', 'p', 'go', '{"what": "delivered"}');
+CALL chrono_forge.run_pending();
+SELECT state FROM chrono_forge.workflows WHERE workflow = 'wt_payload_wf';
+SELECT what FROM wt_log WHERE what LIKE 'payload%';
+
 DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'wt\_%';
 DELETE FROM chrono_forge.workflow_defaults;
