@@ -153,8 +153,9 @@ complete_step(const char *step_name, int attempts, Jsonb *metadata_patch, Jsonb 
 {
 	cf_step_log_write_owned(step_name, "completed", attempts, metadata_patch, result, NULL);
 	cf_commit();
-	SPI_finish();
+	/* Before SPI_finish(): result may live in the SPI connection's memory. */
 	cf_step_remember(step_name, result);
+	SPI_finish();
 }
 
 /* Record the step as still waiting, commit, and halt. */
