@@ -112,6 +112,9 @@ extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 
+/* operations.c */
+extern bool cf_is_admin(Oid role);
+
 /* call.c: the user's functions */
 typedef struct CfFunction
 {
