@@ -522,6 +522,20 @@ CREATE FUNCTION chrono_forge.run_counts(
 $$;
 
 -- The run list, newest first; the next page passes the last id as before_id.
+-- A page size, checked (used as the LIMIT, so it is checked even when
+-- nothing else runs).
+CREATE FUNCTION chrono_forge.page_limit(page_size integer) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 1000 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 1000' USING ERRCODE = 'CF012';
+    END IF;
+    RETURN page_size;
+END
+$$;
+
 CREATE FUNCTION chrono_forge.runs(
     state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
     created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
@@ -531,41 +545,31 @@ CREATE FUNCTION chrono_forge.runs(
                    owner regrole, created_at timestamptz, started_at timestamptz,
                    ended_at timestamptz, duration interval, locked_by text,
                    stranded boolean, parent_execution_log_id bigint)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    states chrono_forge.workflow_state[] := chrono_forge.state_filter(runs.state);
-    ts timestamptz := chrono_forge.now();
-    stale interval := chrono_forge.reap_stale_after();
-BEGIN
-    IF page_size IS NULL OR page_size < 1 OR page_size > 1000 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 1000' USING ERRCODE = 'CF012';
-    END IF;
     -- One ordered index range per state, merged: never more than
     -- page_size rows read per state (plus what the filters skip).
-    RETURN QUERY
     SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
-           CASE WHEN w.state = 'running' THEN ts - w.started_at
+           CASE WHEN w.state = 'running' THEN chrono_forge.now() - w.started_at
                 WHEN w.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
                      coalesce(w.ended_at, w.updated_at) - w.started_at END,
            w.locked_by,
-           w.state = 'running' AND w.locked_at < ts - stale,
+           w.state = 'running' AND w.locked_at < chrono_forge.now() - chrono_forge.reap_stale_after(),
            w.parent_execution_log_id
-      FROM pg_catalog.unnest(states) AS s(st)
+      FROM pg_catalog.unnest(chrono_forge.state_filter(runs.state)) AS s(st)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
          WHERE t.state = s.st
-           AND (before_id IS NULL OR t.id < before_id)
+           AND (runs.before_id IS NULL OR t.id < runs.before_id)
            AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
-           AND (key_prefix IS NULL OR pg_catalog.starts_with(t.key, key_prefix))
-           AND (created_from IS NULL OR t.created_at >= created_from)
-           AND (created_to IS NULL OR t.created_at < created_to)
-           AND (include_children OR t.parent_execution_log_id IS NULL)
-         ORDER BY t.id DESC LIMIT page_size) w
+           AND (runs.key_prefix IS NULL OR pg_catalog.starts_with(t.key, runs.key_prefix))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id DESC LIMIT runs.page_size) w
      ORDER BY w.id DESC
-     LIMIT page_size;
-END
+     LIMIT chrono_forge.page_limit(runs.page_size)
 $$;
 
 -- One run's timeline: its steps in the order they started, with attempts,
@@ -621,6 +625,9 @@ BEGIN
            NULL
       FROM (SELECT * FROM chrono_forge.error_logs e
              WHERE e.workflow_id = run.id AND e.step_name IS NULL
+               AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs m
+                                WHERE m.workflow_id = run.id
+                                  AND m.step_name = '$workflow_failure$' || e.id::text)
              ORDER BY e.id DESC LIMIT max_errors) e
     HAVING pg_catalog.count(*) > 0
     ORDER BY 1 NULLS LAST;
@@ -678,8 +685,8 @@ BEGIN
            (b.poll->>'last_polled_at')::timestamptz, (b.poll->>'next_poll_at')::timestamptz,
            (b.poll->>'polls')::bigint, (b.poll->>'rate')::double precision,
            (b.poll->>'eta_seconds')::double precision,
-           NOT coalesce(mm.state = 'completed', false)
-               AND (b.poll->>'next_poll_at')::timestamptz < ts - grace,
+           coalesce(NOT coalesce(mm.state = 'completed', false)
+               AND (b.poll->>'next_poll_at')::timestamptz < ts - grace, false),
            b.poll
       FROM b
       LEFT JOIN LATERAL (SELECT m.step_name, m.state FROM m WHERE b.name = ANY (m.names)
@@ -690,43 +697,48 @@ $$;
 
 -- A branch's children, blocked (failed, stalled) first, then by id.
 -- Keyset: pass the last row's (blocked, id) as after_blocked, after_id.
-CREATE FUNCTION chrono_forge.branch_children(workflow text, key text, branch text,
-    state text DEFAULT 'all', after_blocked boolean DEFAULT NULL, after_id bigint DEFAULT NULL,
-    page_size integer DEFAULT 50)
-    RETURNS TABLE (blocked boolean, id bigint, workflow text, key text,
-                   state chrono_forge.workflow_state, owner regrole, created_at timestamptz,
-                   started_at timestamptz, ended_at timestamptz, locked_by text)
+CREATE FUNCTION chrono_forge.branch_log(workflow text, key text, branch text) RETURNS bigint
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     run chrono_forge.workflows := chrono_forge.visible_run(workflow, key);
-    states chrono_forge.workflow_state[] := chrono_forge.state_filter(branch_children.state);
     log_id bigint;
 BEGIN
-    IF page_size IS NULL OR page_size < 1 OR page_size > 1000 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 1000' USING ERRCODE = 'CF012';
-    END IF;
     SELECT l.id INTO log_id FROM chrono_forge.execution_logs l
      WHERE l.workflow_id = run.id AND l.step_name = 'branch$' || branch;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'workflow run (%, %) has no branch "%"', workflow, key, branch
             USING ERRCODE = 'CF008';
     END IF;
-    RETURN QUERY
+    RETURN log_id;
+END
+$$;
+
+CREATE FUNCTION chrono_forge.branch_children(workflow text, key text, branch text,
+    state text DEFAULT 'all', after_blocked boolean DEFAULT NULL, after_id bigint DEFAULT NULL,
+    page_size integer DEFAULT 50)
+    RETURNS TABLE (blocked boolean, id bigint, workflow text, key text,
+                   state chrono_forge.workflow_state, owner regrole, created_at timestamptz,
+                   started_at timestamptz, ended_at timestamptz, locked_by text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    WITH b AS (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
+                                              branch_children.branch) AS log_id)
     SELECT c.st IN ('failed', 'stalled'), w.id, w.workflow, w.key, w.state, w.owner,
            w.created_at, w.started_at, w.ended_at, w.locked_by
-      FROM pg_catalog.unnest(states) AS c(st)
+      FROM b, pg_catalog.unnest(chrono_forge.state_filter(branch_children.state)) AS c(st)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
-         WHERE t.parent_execution_log_id = log_id AND t.state = c.st
-           AND (after_id IS NULL
-                OR (c.st IN ('failed', 'stalled')) < after_blocked
-                OR ((c.st IN ('failed', 'stalled')) = after_blocked AND t.id > after_id))
-         ORDER BY t.id LIMIT page_size) w
+         WHERE t.parent_execution_log_id = b.log_id AND t.state = c.st
+           AND (branch_children.after_id IS NULL
+                OR (c.st IN ('failed', 'stalled')) < branch_children.after_blocked
+                OR ((c.st IN ('failed', 'stalled')) = branch_children.after_blocked
+                    AND t.id > branch_children.after_id))
+         ORDER BY t.id LIMIT branch_children.page_size) w
      ORDER BY 1 DESC, w.id
-     LIMIT page_size;
-END
+     LIMIT chrono_forge.page_limit(branch_children.page_size)
 $$;
 
 -- A child's ancestry, nearest parent first: the branch that spawned it
@@ -799,24 +811,21 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
                    every text, last_tick_at timestamptz, next_tick_at timestamptz,
                    late_by interval, missed_ticks bigint, failed_ticks bigint,
                    avg_lateness interval)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    only_id bigint;
-    ts timestamptz := chrono_forge.now();
-BEGIN
-    IF periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL THEN
-        only_id := (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id;
-    END IF;
-    RETURN QUERY
+    WITH only_run AS (
+        SELECT CASE WHEN periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL
+                    THEN (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id
+               END AS id)
     SELECT w.id, w.workflow, w.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
            (c.metadata->>'last_execution_at')::timestamptz,
            nx.next_at,
-           CASE WHEN nx.next_at < ts THEN ts - nx.next_at ELSE interval '0' END,
+           CASE WHEN nx.next_at < chrono_forge.now() THEN chrono_forge.now() - nx.next_at
+                ELSE interval '0' END,
            ms.missed, ms.failed, lt.avg_late
-      FROM chrono_forge.execution_logs c
+      FROM only_run o, chrono_forge.execution_logs c
       JOIN chrono_forge.workflows w ON w.id = c.workflow_id
       LEFT JOIN LATERAL (
           SELECT pg_catalog.max((t.metadata->>'scheduled_for')::timestamptz) AS next_at
@@ -825,7 +834,7 @@ BEGIN
              AND pg_catalog.starts_with(t.step_name, c.step_name || '$')) nx ON true
       LEFT JOIN LATERAL (
           SELECT coalesce(pg_catalog.sum(coalesce((f.metadata->>'fast_forwarded')::bigint, 1))
-                          FILTER (WHERE f.error_class = 'CF016'), 0) AS missed,
+                          FILTER (WHERE f.error_class = 'CF016'), 0)::bigint AS missed,
                  pg_catalog.count(*) FILTER (WHERE f.error_class IS DISTINCT FROM 'CF016') AS failed
             FROM (SELECT t.metadata, t.error_class FROM chrono_forge.execution_logs t
                    WHERE t.workflow_id = c.workflow_id AND t.state = 'failed'
@@ -838,11 +847,10 @@ BEGIN
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
                    ORDER BY t.id DESC LIMIT 20) r) lt ON true
      WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
-       AND (only_id IS NULL OR c.workflow_id = only_id)
-       AND (only_id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
+       AND (o.id IS NULL OR c.workflow_id = o.id)
+       AND (o.id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
      ORDER BY c.workflow_id, c.id
-     LIMIT max_rows;
-END
+     LIMIT periodic_health.max_rows
 $$;
 
 -- Outcomes per day over a window: runs completed and failed (by when they
