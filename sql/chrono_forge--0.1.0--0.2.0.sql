@@ -536,28 +536,41 @@ BEGIN
 END
 $$;
 
+CREATE TYPE chrono_forge.run_row AS (
+    id bigint, workflow text, key text, state chrono_forge.workflow_state,
+    owner regrole, created_at timestamptz, started_at timestamptz,
+    ended_at timestamptz, duration interval, locked_by text,
+    stranded boolean, parent_execution_log_id bigint);
+
+-- PL/pgSQL (not SQL) so that each call is planned for its own filters:
+-- an absent filter drops out instead of defeating the index.
 CREATE FUNCTION chrono_forge.runs(
     state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
     created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
     include_children boolean DEFAULT false,
     before_id bigint DEFAULT NULL, page_size integer DEFAULT 50)
-    RETURNS TABLE (id bigint, workflow text, key text, state chrono_forge.workflow_state,
-                   owner regrole, created_at timestamptz, started_at timestamptz,
-                   ended_at timestamptz, duration interval, locked_by text,
-                   stranded boolean, parent_execution_log_id bigint)
-    LANGUAGE sql STABLE
+    RETURNS SETOF chrono_forge.run_row
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
+DECLARE
+    states chrono_forge.workflow_state[] := chrono_forge.state_filter(runs.state);
+    lim integer := chrono_forge.page_limit(runs.page_size);
+    ts timestamptz := chrono_forge.now();
+    stale interval := chrono_forge.reap_stale_after();
+BEGIN
     -- One ordered index range per state, merged: never more than
     -- page_size rows read per state (plus what the filters skip).
+    RETURN QUERY
     SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
-           CASE WHEN w.state = 'running' THEN chrono_forge.now() - w.started_at
+           CASE WHEN w.state = 'running' THEN ts - w.started_at
                 WHEN w.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
                      coalesce(w.ended_at, w.updated_at) - w.started_at END,
            w.locked_by,
-           w.state = 'running' AND w.locked_at < chrono_forge.now() - chrono_forge.reap_stale_after(),
+           w.state = 'running' AND w.locked_at < ts - stale,
            w.parent_execution_log_id
-      FROM pg_catalog.unnest(chrono_forge.state_filter(runs.state)) AS s(st)
+      FROM pg_catalog.unnest(states) AS s(st)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
          WHERE t.state = s.st
@@ -567,9 +580,10 @@ CREATE FUNCTION chrono_forge.runs(
            AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
            AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
            AND (runs.include_children OR t.parent_execution_log_id IS NULL)
-         ORDER BY t.id DESC LIMIT runs.page_size) w
+         ORDER BY t.id DESC LIMIT lim) w
      ORDER BY w.id DESC
-     LIMIT chrono_forge.page_limit(runs.page_size)
+     LIMIT lim;
+END
 $$;
 
 -- One run's timeline: its steps in the order they started, with attempts,
@@ -805,27 +819,34 @@ $$;
 -- Periodic-task health, one row per durably_repeat coordination of a run
 -- still in flight (or of the given run): last tick, next tick, missed
 -- ticks (fast-forwarded, over the last 1,000 summaries), lateness.
+CREATE TYPE chrono_forge.periodic_row AS (
+    id bigint, workflow text, key text, task text, state text,
+    every text, last_tick_at timestamptz, next_tick_at timestamptz,
+    late_by interval, missed_ticks bigint, failed_ticks bigint,
+    avg_lateness interval);
+
 CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key text DEFAULT NULL,
     max_rows integer DEFAULT 500)
-    RETURNS TABLE (id bigint, workflow text, key text, task text, state text,
-                   every text, last_tick_at timestamptz, next_tick_at timestamptz,
-                   late_by interval, missed_ticks bigint, failed_ticks bigint,
-                   avg_lateness interval)
-    LANGUAGE sql STABLE
+    RETURNS SETOF chrono_forge.periodic_row
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
-    WITH only_run AS (
-        SELECT CASE WHEN periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL
-                    THEN (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id
-               END AS id)
+DECLARE
+    only_id bigint;
+    ts timestamptz := chrono_forge.now();
+BEGIN
+    IF periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL THEN
+        only_id := (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id;
+    END IF;
+    RETURN QUERY
     SELECT w.id, w.workflow, w.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
            (c.metadata->>'last_execution_at')::timestamptz,
            nx.next_at,
-           CASE WHEN nx.next_at < chrono_forge.now() THEN chrono_forge.now() - nx.next_at
-                ELSE interval '0' END,
+           CASE WHEN nx.next_at < ts THEN ts - nx.next_at ELSE interval '0' END,
            ms.missed, ms.failed, lt.avg_late
-      FROM only_run o, chrono_forge.execution_logs c
+      FROM chrono_forge.execution_logs c
       JOIN chrono_forge.workflows w ON w.id = c.workflow_id
       LEFT JOIN LATERAL (
           SELECT pg_catalog.max((t.metadata->>'scheduled_for')::timestamptz) AS next_at
@@ -847,10 +868,11 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
                    ORDER BY t.id DESC LIMIT 20) r) lt ON true
      WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
-       AND (o.id IS NULL OR c.workflow_id = o.id)
-       AND (o.id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
+       AND (only_id IS NULL OR c.workflow_id = only_id)
+       AND (only_id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
      ORDER BY c.workflow_id, c.id
-     LIMIT periodic_health.max_rows
+     LIMIT periodic_health.max_rows;
+END
 $$;
 
 -- Outcomes per day over a window: runs completed and failed (by when they

@@ -1,5 +1,7 @@
 -- Retention: cleanup() deletes terminal runs by the time they ended, in
 -- batches, and prunes repetition logs behind their frontier.
+-- Start from no runs (earlier suites in this database leave theirs).
+DELETE FROM chrono_forge.workflows;
 SET chrono_forge.fake_now = '2029-01-01 00:00:00+00';
 CREATE FUNCTION cl_ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '1'::jsonb $$;
 CREATE FUNCTION cl_boom() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom'; END $$;
@@ -156,3 +158,7 @@ SELECT chrono_forge.cleanup(prune_repetition_logs_older_than => '-1 day');
 CALL chrono_forge.cleanup_in_batches(batch_size => -1);
 -- older_than may be NULL when both specific thresholds are given.
 SELECT chrono_forge.cleanup(NULL, '1000 days', '1000 days');
+
+-- Leave no runs behind.
+RESET ROLE;
+DELETE FROM chrono_forge.workflows;

@@ -1,6 +1,8 @@
 -- Observability: each view and function on a small fixture.  Runs that
 -- the engine can produce today are real; branches and repeats (issues 6
 -- and 5) are inserted as rows in their documented shape.
+-- Start from no runs (earlier suites in this database leave theirs).
+DELETE FROM chrono_forge.workflows;
 SET chrono_forge.fake_now = '2030-01-10 12:00:00+00';
 CREATE FUNCTION vw_ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": true}'::jsonb $$;
 CREATE FUNCTION vw_boom() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom' USING ERRCODE = 'P0001'; END $$;
@@ -77,7 +79,8 @@ SELECT key FROM chrono_forge.branch_children('vw_wf', 'parent', 'a', page_size =
 SELECT seq, step_name, kind, state, attempts, duration, result, error_class,
        jsonb_path_query_array(errors, '$[*].error_class') AS errors
   FROM chrono_forge.timeline('vw_wf', 'stalled-1');
-SELECT seq, step_name, kind, state, jsonb_array_length(errors) AS errors
+SELECT seq, regexp_replace(step_name, '[0-9]+$', 'N') AS step_name, kind, state,
+       jsonb_array_length(errors) AS errors
   FROM chrono_forge.timeline('vw_wf', 'failed-1');
 SELECT * FROM chrono_forge.timeline('vw_wf', 'nope');
 
@@ -172,3 +175,7 @@ SELECT key, task, state, every, last_tick_at, next_tick_at, late_by, missed_tick
 SELECT key, task FROM chrono_forge.periodic_tasks;
 SELECT count(*) FROM chrono_forge.periodic_health('vw_wf', 'done-1');
 SELECT step_name, state, repetitions FROM chrono_forge.timeline('vw_wf', 'ticker');
+
+-- Leave no runs behind.
+RESET ROLE;
+DELETE FROM chrono_forge.workflows;
