@@ -341,8 +341,8 @@ END
 $$;
 
 -- The same, committing after every batch (CALL it outside a transaction
--- block): no lock outlives one batch.  No SET clause (it would forbid the
--- COMMIT); it only calls the pinned functions above, by qualified name.
+-- block): no lock outlives one batch.  (In C: a procedure that commits
+-- cannot carry a SET search_path clause.)
 CREATE PROCEDURE chrono_forge.cleanup_in_batches(
     older_than interval DEFAULT '90 days',
     completed_older_than interval DEFAULT NULL,
@@ -350,25 +350,8 @@ CREATE PROCEDURE chrono_forge.cleanup_in_batches(
     prune_repetition_logs_older_than interval DEFAULT NULL,
     batch_size integer DEFAULT 1000,
     INOUT counts jsonb DEFAULT NULL)
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    c record;
-    b jsonb;
-BEGIN
-    c := chrono_forge.cleanup_cutoffs(older_than, completed_older_than, failed_older_than,
-                                      prune_repetition_logs_older_than, batch_size);
-    counts := '{"workflows": 0, "execution_logs": 0, "error_logs": 0, "wakeups": 0,
-                "events": 0, "repetition_logs": 0, "orphaned_children": 0, "batches": 0}';
-    LOOP
-        b := chrono_forge.cleanup_batch(c.completed_before, c.failed_before,
-                                        c.repetitions_before, batch_size);
-        COMMIT;
-        EXIT WHEN (b->>'workflows')::bigint = 0 AND (b->>'repetition_logs')::bigint = 0;
-        counts := chrono_forge.cleanup_add(counts, b || '{"batches": 1}');
-    END LOOP;
-END
-$$;
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_cleanup_in_batches';
 
 REVOKE ALL ON FUNCTION chrono_forge.cleanup_batch(timestamptz, timestamptz, timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION chrono_forge.cleanup(interval, interval, interval, interval, integer) FROM PUBLIC;

@@ -3,7 +3,8 @@
  * operations.c
  *	  Operator actions on runs: cancel (with or without its children), reap
  *	  one stranded run, force-unlock, retry every blocked child of a
- *	  branch; and who counts as an admin.
+ *	  branch; retention one committed batch at a time; and who counts as
+ *	  an admin.
  *
  * Like control.c, each action takes the caller's identity before entering
  * the engine's, and acts only on runs the caller owns (is a member of the
@@ -14,8 +15,11 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -26,6 +30,7 @@ PG_FUNCTION_INFO_V1(cf_cancel);
 PG_FUNCTION_INFO_V1(cf_reap);
 PG_FUNCTION_INFO_V1(cf_force_unlock);
 PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
+PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
 
 /* Members of chrono_forge_admin (and superusers) act on every run. */
 bool
@@ -280,4 +285,94 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 	if (n > 0)
 		cf_queue_wakeup(now);
 	PG_RETURN_INT32(n);
+}
+
+/*
+ * CALL cleanup_in_batches(older_than, completed_older_than,
+ * failed_older_than, prune_repetition_logs_older_than, batch_size,
+ * INOUT counts): cleanup(), committing after every batch, so that no row
+ * lock outlives one batch.  C rather than PL/pgSQL because a procedure
+ * that commits cannot carry a SET search_path clause; the statements here
+ * run on the engine's pinned path.  The caller needs EXECUTE on this
+ * procedure (chrono_forge_admin); the batches run as the engine.
+ */
+#define CF_CLEANUP_COUNTS 7
+static const char *const cleanup_keys[CF_CLEANUP_COUNTS] = {
+	"workflows", "execution_logs", "error_logs", "wakeups", "events",
+	"repetition_logs", "orphaned_children"
+};
+
+Datum
+cf_cleanup_in_batches(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr cutoffs_plan = NULL;
+	static SPIPlanPtr batch_plan = NULL;
+	CallContext *cc = (CallContext *) fcinfo->context;
+	Datum		args[5];
+	char		nulls[5];
+	Datum		cutoffs[4];
+	char		cutoff_nulls[4];
+	int64		totals[CF_CLEANUP_COUNTS] = {0};
+	int64		batches = 0;
+	CfInternal	st;
+	StringInfoData json;
+	bool		isnull;
+
+	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("chrono_forge.cleanup_in_batches() must be called with CALL outside a transaction block"),
+				 errdetail("It commits after every batch; use chrono_forge.cleanup() inside a transaction.")));
+
+	for (int i = 0; i < 5; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+
+	cf_spi_connect();
+	cf_internal_begin(&st);
+	cf_exec(&cutoffs_plan,
+			"SELECT completed_before, failed_before, repetitions_before, $5"
+			" FROM chrono_forge.cleanup_cutoffs($1, $2, $3, $4, $5)",
+			5, (Oid[]) {INTERVALOID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID},
+			args, nulls, true, 0);
+	for (int i = 0; i < 4; i++)
+	{
+		cutoffs[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+		cutoff_nulls[i] = isnull ? 'n' : ' ';
+	}
+	cf_internal_end(&st);
+
+	for (;;)
+	{
+		int64		n[CF_CLEANUP_COUNTS];
+
+		CHECK_FOR_INTERRUPTS();
+		cf_internal_begin(&st);
+		cf_exec(&batch_plan,
+				"SELECT (b->>'workflows')::bigint, (b->>'execution_logs')::bigint,"
+				" (b->>'error_logs')::bigint, (b->>'wakeups')::bigint, (b->>'events')::bigint,"
+				" (b->>'repetition_logs')::bigint, (b->>'orphaned_children')::bigint"
+				" FROM chrono_forge.cleanup_batch($1, $2, $3, $4) AS b",
+				4, (Oid[]) {TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID},
+				cutoffs, cutoff_nulls, false, 0);
+		for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+			n[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull));
+		cf_internal_end(&st);
+		SPI_commit();
+		if (n[0] == 0 && n[5] == 0)
+			break;
+		for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+			totals[i] += n[i];
+		batches++;
+	}
+	SPI_finish();
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+		appendStringInfo(&json, "\"%s\": " INT64_FORMAT ", ", cleanup_keys[i], totals[i]);
+	appendStringInfo(&json, "\"batches\": " INT64_FORMAT "}", batches);
+	return cf_return_result(fcinfo, true, cf_jsonb_parse(json.data));
 }

@@ -136,3 +136,4 @@ SELECT chrono_forge.retry_blocked_children('ac_wf', 'p3', NULL);
 -- Leave no runs behind.
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;
+DELETE FROM chrono_forge.workflow_defaults;

@@ -156,9 +156,14 @@ SELECT chrono_forge.cleanup(older_than => NULL);
 SELECT chrono_forge.cleanup(older_than => '-1 day');
 SELECT chrono_forge.cleanup(prune_repetition_logs_older_than => '-1 day');
 CALL chrono_forge.cleanup_in_batches(batch_size => -1);
+-- The committing form refuses to run inside a transaction block.
+BEGIN;
+CALL chrono_forge.cleanup_in_batches();
+ROLLBACK;
 -- older_than may be NULL when both specific thresholds are given.
 SELECT chrono_forge.cleanup(NULL, '1000 days', '1000 days');
 
 -- Leave no runs behind.
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;
+DELETE FROM chrono_forge.workflow_defaults;

@@ -179,3 +179,4 @@ SELECT step_name, state, repetitions FROM chrono_forge.timeline('vw_wf', 'ticker
 -- Leave no runs behind.
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;
+DELETE FROM chrono_forge.workflow_defaults;
