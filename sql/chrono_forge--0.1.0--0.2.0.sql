@@ -41,6 +41,16 @@ CREATE POLICY events_admin ON chrono_forge.events FOR SELECT
 CREATE POLICY workflow_defaults_admin ON chrono_forge.workflow_defaults FOR SELECT
     TO chrono_forge_admin USING (true);
 
+-- The owner policy tested membership row by row (pg_has_role() per run,
+-- a role-name lookup each time); the roles the caller is a member of are
+-- now computed once per query and each row compared with that short list.
+ALTER POLICY workflows_owner ON chrono_forge.workflows
+    USING (owner = ANY (ARRAY(SELECT r.oid::regrole FROM pg_catalog.pg_roles r
+                               WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))));
+ALTER POLICY workflow_defaults_owner ON chrono_forge.workflow_defaults
+    USING (owner = ANY (ARRAY(SELECT r.oid::regrole FROM pg_catalog.pg_roles r
+                               WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))));
+
 -- The owner policies of the logs looked the run up with an uncorrelated
 -- IN (a hash of every visible run per query); a correlated EXISTS is one
 -- index probe per log row, which is what the per-run views read.
@@ -100,6 +110,11 @@ CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state, id);
 -- list filtered by workflow.
 CREATE INDEX workflows_workflow_state_id_idx ON chrono_forge.workflows (workflow, state, id)
     INCLUDE (owner);
+-- Run list by key prefix (LIKE 'prefix%' with any collation).
+CREATE INDEX workflows_key_pattern_idx ON chrono_forge.workflows (key text_pattern_ops);
+-- Run list by creation time: runs are inserted in time order, so a BRIN
+-- index is small and costs inserts next to nothing.
+CREATE INDEX workflows_created_at_brin ON chrono_forge.workflows USING brin (created_at);
 -- A branch's children by state, in id order (top-level runs stay out).
 CREATE INDEX workflows_children_idx ON chrono_forge.workflows (parent_execution_log_id, state, id)
     WHERE parent_execution_log_id IS NOT NULL;
@@ -542,6 +557,9 @@ DECLARE
     lim integer := chrono_forge.page_limit(runs.page_size);
     ts timestamptz := chrono_forge.now();
     stale interval := chrono_forge.reap_stale_after();
+    -- key_prefix as a LIKE pattern (escaped), which the key index serves.
+    pattern text := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+        runs.key_prefix, '\', '\\'), '%', '\%'), '_', '\_') || '%';
 BEGIN
     -- One ordered index range per state, merged: never more than
     -- page_size rows read per state (plus what the filters skip).
@@ -559,7 +577,8 @@ BEGIN
          WHERE t.state = s.st
            AND (runs.before_id IS NULL OR t.id < runs.before_id)
            AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
-           AND (runs.key_prefix IS NULL OR pg_catalog.starts_with(t.key, runs.key_prefix))
+           AND (runs.key_prefix IS NULL
+                OR (t.key LIKE pattern AND pg_catalog.starts_with(t.key, runs.key_prefix)))
            AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
            AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
            AND (runs.include_children OR t.parent_execution_log_id IS NULL)
@@ -809,7 +828,7 @@ CREATE TYPE chrono_forge.periodic_row AS (
     avg_lateness interval);
 
 CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key text DEFAULT NULL,
-    max_rows integer DEFAULT 500)
+    max_rows integer DEFAULT 500, tick_window integer DEFAULT NULL)
     RETURNS SETOF chrono_forge.periodic_row
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -818,10 +837,17 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
 DECLARE
     only_id bigint;
     ts timestamptz := chrono_forge.now();
+    -- Ticks read per task for missed/failed counts: the latest 1,000 for
+    -- one run, the latest 100 for the list of every task.
+    window_ integer;
 BEGIN
     IF periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL THEN
         only_id := (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id;
     END IF;
+    window_ := coalesce(tick_window, CASE WHEN only_id IS NULL THEN 100 ELSE 1000 END);
+    -- A task's ticks are named <coordination>$<epoch seconds>: within the
+    -- run they sort by time on the (workflow_id, step_name) index, so the
+    -- latest ones are read backwards from it, never the whole history.
     RETURN QUERY
     SELECT w.id, w.workflow, w.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
@@ -832,24 +858,26 @@ BEGIN
       FROM chrono_forge.execution_logs c
       JOIN chrono_forge.workflows w ON w.id = c.workflow_id
       LEFT JOIN LATERAL (
-          SELECT pg_catalog.max((t.metadata->>'scheduled_for')::timestamptz) AS next_at
+          SELECT (t.metadata->>'scheduled_for')::timestamptz AS next_at
             FROM chrono_forge.execution_logs t
-           WHERE t.workflow_id = c.workflow_id AND t.state = 'pending'
-             AND pg_catalog.starts_with(t.step_name, c.step_name || '$')) nx ON true
+           WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
+             AND pg_catalog.starts_with(t.step_name, c.step_name || '$') AND t.state = 'pending'
+           ORDER BY t.step_name DESC LIMIT 1) nx ON true
       LEFT JOIN LATERAL (
           SELECT coalesce(pg_catalog.sum(coalesce((f.metadata->>'fast_forwarded')::bigint, 1))
-                          FILTER (WHERE f.error_class = 'CF016'), 0)::bigint AS missed,
-                 pg_catalog.count(*) FILTER (WHERE f.error_class IS DISTINCT FROM 'CF016') AS failed
-            FROM (SELECT t.metadata, t.error_class FROM chrono_forge.execution_logs t
-                   WHERE t.workflow_id = c.workflow_id AND t.state = 'failed'
+                          FILTER (WHERE f.state = 'failed' AND f.error_class = 'CF016'), 0)::bigint AS missed,
+                 pg_catalog.count(*) FILTER (WHERE f.state = 'failed'
+                                               AND f.error_class IS DISTINCT FROM 'CF016') AS failed
+            FROM (SELECT t.state, t.metadata, t.error_class FROM chrono_forge.execution_logs t
+                   WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
-                   ORDER BY t.id DESC LIMIT 1000) f) ms ON true
+                   ORDER BY t.step_name DESC LIMIT window_) f) ms ON true
       LEFT JOIN LATERAL (
           SELECT pg_catalog.avg(r.started_at - (r.metadata->>'scheduled_for')::timestamptz) AS avg_late
             FROM (SELECT t.started_at, t.metadata FROM chrono_forge.execution_logs t
-                   WHERE t.workflow_id = c.workflow_id AND t.state = 'completed'
-                     AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
-                   ORDER BY t.id DESC LIMIT 20) r) lt ON true
+                   WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
+                     AND pg_catalog.starts_with(t.step_name, c.step_name || '$') AND t.state = 'completed'
+                   ORDER BY t.step_name DESC LIMIT 20) r) lt ON true
      WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
        AND (only_id IS NULL OR c.workflow_id = only_id)
        AND (only_id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
@@ -917,7 +945,7 @@ CREATE VIEW chrono_forge.stranded_runs WITH (security_invoker = true) AS
 CREATE VIEW chrono_forge.waiting_runs WITH (security_invoker = true) AS
     SELECT * FROM chrono_forge.waiting(500);
 CREATE VIEW chrono_forge.periodic_tasks WITH (security_invoker = true) AS
-    SELECT * FROM chrono_forge.periodic_health(NULL, NULL, 500);
+    SELECT * FROM chrono_forge.periodic_health(NULL, NULL, 500, NULL);
 GRANT SELECT ON chrono_forge.overview, chrono_forge.stranded_runs,
     chrono_forge.waiting_runs, chrono_forge.periodic_tasks TO PUBLIC;
 

@@ -63,6 +63,9 @@ SELECT key FROM chrono_forge.runs(state => 'blocked');
 SELECT key FROM chrono_forge.runs(state => 'in_flight', workflow => 'vw_wf');
 SELECT key FROM chrono_forge.runs(key_prefix => 'done-');
 SELECT key FROM chrono_forge.runs(key_prefix => 'one-');
+-- A prefix, not a pattern: _ and % are literal.
+SELECT key FROM chrono_forge.runs(key_prefix => 'done_');
+SELECT key FROM chrono_forge.runs(key_prefix => '%');
 SELECT key FROM chrono_forge.runs(created_from => '2030-01-09', created_to => '2030-01-10');
 SELECT key FROM chrono_forge.runs(page_size => 3);
 SELECT key FROM chrono_forge.runs(page_size => 3,
