@@ -599,6 +599,7 @@ CREATE FUNCTION chrono_forge.timeline(workflow text, key text, max_errors intege
                    errors jsonb, repetitions jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
     run chrono_forge.workflows := chrono_forge.visible_run(workflow, key);
@@ -664,6 +665,7 @@ CREATE FUNCTION chrono_forge.branches(workflow text, key text,
                    poll_overdue boolean, poll jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
     run chrono_forge.workflows := chrono_forge.visible_run(workflow, key);
@@ -837,47 +839,45 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
 DECLARE
     only_id bigint;
     ts timestamptz := chrono_forge.now();
-    -- Ticks read per task for missed/failed counts: the latest 1,000 for
-    -- one run, the latest 100 for the list of every task.
+    -- Ticks read per task: the latest 1,000 for one run, the latest 50
+    -- for the list of every task.
     window_ integer;
 BEGIN
     IF periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL THEN
         only_id := (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id;
     END IF;
-    window_ := coalesce(tick_window, CASE WHEN only_id IS NULL THEN 100 ELSE 1000 END);
+    window_ := coalesce(tick_window, CASE WHEN only_id IS NULL THEN 50 ELSE 1000 END);
+    IF window_ < 1 THEN
+        RAISE EXCEPTION 'tick_window must be at least 1' USING ERRCODE = 'CF012';
+    END IF;
     -- A task's ticks are named <coordination>$<epoch seconds>: within the
     -- run they sort by time on the (workflow_id, step_name) index, so the
     -- latest ones are read backwards from it, never the whole history.
+    -- The next tick is the pending one (the latest); missed ticks, failed
+    -- ticks and lateness are counted over the window.
     RETURN QUERY
     SELECT w.id, w.workflow, w.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
            (c.metadata->>'last_execution_at')::timestamptz,
-           nx.next_at,
-           CASE WHEN nx.next_at < ts THEN ts - nx.next_at ELSE interval '0' END,
-           ms.missed, ms.failed, lt.avg_late
+           f.next_at,
+           CASE WHEN f.next_at < ts THEN ts - f.next_at ELSE interval '0' END,
+           f.missed, f.failed, f.avg_late
       FROM chrono_forge.execution_logs c
       JOIN chrono_forge.workflows w ON w.id = c.workflow_id
       LEFT JOIN LATERAL (
-          SELECT (t.metadata->>'scheduled_for')::timestamptz AS next_at
-            FROM chrono_forge.execution_logs t
-           WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
-             AND pg_catalog.starts_with(t.step_name, c.step_name || '$') AND t.state = 'pending'
-           ORDER BY t.step_name DESC LIMIT 1) nx ON true
-      LEFT JOIN LATERAL (
-          SELECT coalesce(pg_catalog.sum(coalesce((f.metadata->>'fast_forwarded')::bigint, 1))
-                          FILTER (WHERE f.state = 'failed' AND f.error_class = 'CF016'), 0)::bigint AS missed,
-                 pg_catalog.count(*) FILTER (WHERE f.state = 'failed'
-                                               AND f.error_class IS DISTINCT FROM 'CF016') AS failed
-            FROM (SELECT t.state, t.metadata, t.error_class FROM chrono_forge.execution_logs t
+          SELECT pg_catalog.max((t.metadata->>'scheduled_for')::timestamptz)
+                     FILTER (WHERE t.state = 'pending') AS next_at,
+                 coalesce(pg_catalog.sum(coalesce((t.metadata->>'fast_forwarded')::bigint, 1))
+                          FILTER (WHERE t.state = 'failed' AND t.error_class = 'CF016'), 0)::bigint AS missed,
+                 pg_catalog.count(*) FILTER (WHERE t.state = 'failed'
+                                               AND t.error_class IS DISTINCT FROM 'CF016') AS failed,
+                 pg_catalog.avg(t.started_at - (t.metadata->>'scheduled_for')::timestamptz)
+                     FILTER (WHERE t.state = 'completed') AS avg_late
+            FROM (SELECT t.state, t.metadata, t.error_class, t.started_at
+                    FROM chrono_forge.execution_logs t
                    WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
-                   ORDER BY t.step_name DESC LIMIT window_) f) ms ON true
-      LEFT JOIN LATERAL (
-          SELECT pg_catalog.avg(r.started_at - (r.metadata->>'scheduled_for')::timestamptz) AS avg_late
-            FROM (SELECT t.started_at, t.metadata FROM chrono_forge.execution_logs t
-                   WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
-                     AND pg_catalog.starts_with(t.step_name, c.step_name || '$') AND t.state = 'completed'
-                   ORDER BY t.step_name DESC LIMIT 20) r) lt ON true
+                   ORDER BY t.step_name DESC LIMIT window_) t) f ON true
      WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
        AND (only_id IS NULL OR c.workflow_id = only_id)
        AND (only_id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
