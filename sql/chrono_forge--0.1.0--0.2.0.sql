@@ -102,8 +102,10 @@ CREATE TRIGGER workflows_ended_at BEFORE UPDATE OF state ON chrono_forge.workflo
 -- of one of these; none counts or skips without a bound).
 -- ---------------------------------------------------------------------
 
--- Retention and analytics: terminal runs by when they ended.
-CREATE INDEX workflows_state_ended_at_idx ON chrono_forge.workflows (state, ended_at);
+-- Retention and analytics: terminal runs by when they ended.  Partial: a
+-- run in flight has no entry, so a pass's own updates never touch it.
+CREATE INDEX workflows_state_ended_at_idx ON chrono_forge.workflows (state, ended_at)
+    WHERE ended_at IS NOT NULL;
 -- Run list by state, newest first (keyset on id).
 CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state, id);
 -- Overview (capped counts per workflow and state, index-only) and the run
