@@ -97,6 +97,17 @@ CREATE TRIGGER workflows_ended_at BEFORE UPDATE OF state ON chrono_forge.workflo
           IS DISTINCT FROM (OLD.state IN ('completed', 'failed', 'cancelled')))
     EXECUTE FUNCTION chrono_forge.workflows_ended_at();
 
+-- The state as a small integer (1..6, in the enum's order), kept by the
+-- table itself.  The views filter and index on it rather than on the enum:
+-- under row-level security a non-leakproof comparison (enum equality is
+-- not marked leakproof) cannot be an index condition ahead of the policy,
+-- so every view would scan all of a caller's runs; smallint equality is
+-- leakproof.
+ALTER TABLE chrono_forge.workflows ADD COLUMN state_code smallint
+    GENERATED ALWAYS AS (CASE state WHEN 'idle' THEN 1 WHEN 'running' THEN 2
+                                    WHEN 'completed' THEN 3 WHEN 'failed' THEN 4
+                                    WHEN 'stalled' THEN 5 WHEN 'cancelled' THEN 6 END) STORED;
+
 -- ---------------------------------------------------------------------
 -- Indexes for retention and the views (each view reads a bounded range
 -- of one of these; none counts or skips without a bound).
@@ -104,13 +115,13 @@ CREATE TRIGGER workflows_ended_at BEFORE UPDATE OF state ON chrono_forge.workflo
 
 -- Retention and analytics: terminal runs by when they ended.  Partial: a
 -- run in flight has no entry, so a pass's own updates never touch it.
-CREATE INDEX workflows_state_ended_at_idx ON chrono_forge.workflows (state, ended_at)
-    WHERE ended_at IS NOT NULL;
+CREATE INDEX workflows_state_ended_at_idx ON chrono_forge.workflows (state_code, ended_at)
+    INCLUDE (owner) WHERE ended_at IS NOT NULL;
 -- Run list by state, newest first (keyset on id).
-CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state, id);
+CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state_code, id);
 -- Overview (capped counts per workflow and state, index-only) and the run
 -- list filtered by workflow.
-CREATE INDEX workflows_workflow_state_id_idx ON chrono_forge.workflows (workflow, state, id)
+CREATE INDEX workflows_workflow_state_id_idx ON chrono_forge.workflows (workflow, state_code, id)
     INCLUDE (owner);
 -- Run list by key prefix (LIKE 'prefix%' with any collation).
 CREATE INDEX workflows_key_pattern_idx ON chrono_forge.workflows (key text_pattern_ops);
@@ -118,7 +129,7 @@ CREATE INDEX workflows_key_pattern_idx ON chrono_forge.workflows (key text_patte
 -- index is small and costs inserts next to nothing.
 CREATE INDEX workflows_created_at_brin ON chrono_forge.workflows USING brin (created_at);
 -- A branch's children by state, in id order (top-level runs stay out).
-CREATE INDEX workflows_children_idx ON chrono_forge.workflows (parent_execution_log_id, state, id)
+CREATE INDEX workflows_children_idx ON chrono_forge.workflows (parent_execution_log_id, state_code, id)
     WHERE parent_execution_log_id IS NOT NULL;
 -- Runs parked on a condition or an event, oldest first.
 CREATE INDEX execution_logs_pending_waits_idx ON chrono_forge.execution_logs (started_at, id)
@@ -174,6 +185,16 @@ BEGIN
 END
 $$;
 
+-- The same as state_code values.
+CREATE FUNCTION chrono_forge.state_codes(state text) RETURNS smallint[]
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT pg_catalog.array_agg(pg_catalog.array_position(
+               pg_catalog.enum_range(NULL::chrono_forge.workflow_state), s)::smallint ORDER BY 1)
+      FROM pg_catalog.unnest(chrono_forge.state_filter(state)) AS s
+$$;
+
 -- A run the caller may see (row-level security decides), by (workflow, key).
 CREATE FUNCTION chrono_forge.visible_run(workflow text, key text) RETURNS chrono_forge.workflows
     LANGUAGE plpgsql STABLE
@@ -223,15 +244,15 @@ BEGIN
         SELECT w.id FROM chrono_forge.workflows w
          WHERE w.id IN (
             (SELECT c.id FROM chrono_forge.workflows c
-              WHERE c.state = 'completed' AND c.ended_at <= completed_before
+              WHERE c.state_code = 3 AND c.ended_at <= completed_before
               ORDER BY c.ended_at LIMIT batch_size)
             UNION ALL
             (SELECT f.id FROM chrono_forge.workflows f
-              WHERE f.state = 'failed' AND f.ended_at <= failed_before
+              WHERE f.state_code = 4 AND f.ended_at <= failed_before
               ORDER BY f.ended_at LIMIT batch_size)
             UNION ALL
             (SELECT x.id FROM chrono_forge.workflows x
-              WHERE x.state = 'cancelled' AND x.ended_at <= failed_before
+              WHERE x.state_code = 6 AND x.ended_at <= failed_before
               ORDER BY x.ended_at LIMIT batch_size))
            AND w.state IN ('completed', 'failed', 'cancelled')
          ORDER BY w.state <> 'completed', w.ended_at
@@ -479,23 +500,30 @@ GRANT EXECUTE ON FUNCTION chrono_forge.unschedule_maintenance() TO chrono_forge_
 -- Runs per workflow and state (capped counts).
 CREATE FUNCTION chrono_forge.overview(cap integer DEFAULT 5000)
     RETURNS TABLE (workflow text, state chrono_forge.workflow_state, runs text, capped boolean)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
+DECLARE
+    states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
+BEGIN
+    RETURN QUERY
     WITH RECURSIVE names(name) AS (
         (SELECT w.workflow FROM chrono_forge.workflows w ORDER BY w.workflow LIMIT 1)
         UNION ALL
         SELECT (SELECT w.workflow FROM chrono_forge.workflows w WHERE w.workflow > n.name
                  ORDER BY w.workflow LIMIT 1)
           FROM names n WHERE n.name IS NOT NULL)
-    SELECT n.name, s.state, chrono_forge.capped_count(c.n, cap), c.n > cap
+    SELECT n.name, states[s.code],
+           CASE WHEN c.n > cap THEN cap::text || '+' ELSE c.n::text END, c.n > cap
       FROM names n
-     CROSS JOIN pg_catalog.unnest(pg_catalog.enum_range(NULL::chrono_forge.workflow_state)) AS s(state)
+     CROSS JOIN pg_catalog.unnest('{1,2,3,4,5,6}'::smallint[]) AS s(code)
      CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM
                   (SELECT 1 FROM chrono_forge.workflows w
-                    WHERE w.workflow = n.name AND w.state = s.state LIMIT cap + 1) x) c
+                    WHERE w.workflow = n.name AND w.state_code = s.code LIMIT cap + 1) x) c
      WHERE n.name IS NOT NULL AND c.n > 0
-     ORDER BY n.name, s.state
+     ORDER BY n.name, s.code;
+END
 $$;
 
 -- Capped counts per state for a run-list filter (same filters as runs()).
@@ -504,24 +532,32 @@ CREATE FUNCTION chrono_forge.run_counts(
     created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
     include_children boolean DEFAULT false, cap integer DEFAULT 5000)
     RETURNS TABLE (state chrono_forge.workflow_state, runs text, capped boolean)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
-    SELECT s.state, chrono_forge.capped_count(c.n, cap), c.n > cap
-      FROM pg_catalog.unnest(pg_catalog.enum_range(NULL::chrono_forge.workflow_state)) AS s(state)
+DECLARE
+    states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
+    pattern text := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+        run_counts.key_prefix, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+BEGIN
+    RETURN QUERY
+    SELECT states[s.code], CASE WHEN c.n > cap THEN cap::text || '+' ELSE c.n::text END, c.n > cap
+      FROM pg_catalog.unnest('{1,2,3,4,5,6}'::smallint[]) AS s(code)
      CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM
             (SELECT 1 FROM chrono_forge.workflows w
-              WHERE w.state = s.state
+              WHERE w.state_code = s.code
                 AND (run_counts.workflow IS NULL OR w.workflow = run_counts.workflow)
-                AND (key_prefix IS NULL OR pg_catalog.starts_with(w.key, key_prefix))
-                AND (created_from IS NULL OR w.created_at >= created_from)
-                AND (created_to IS NULL OR w.created_at < created_to)
-                AND (include_children OR w.parent_execution_log_id IS NULL)
+                AND (run_counts.key_prefix IS NULL
+                     OR (w.key LIKE pattern AND pg_catalog.starts_with(w.key, run_counts.key_prefix)))
+                AND (run_counts.created_from IS NULL OR w.created_at >= run_counts.created_from)
+                AND (run_counts.created_to IS NULL OR w.created_at < run_counts.created_to)
+                AND (run_counts.include_children OR w.parent_execution_log_id IS NULL)
               LIMIT cap + 1) x) c
-     ORDER BY s.state
+     ORDER BY s.code;
+END
 $$;
 
--- The run list, newest first; the next page passes the last id as before_id.
 -- A page size, checked (used as the LIMIT, so it is checked even when
 -- nothing else runs).
 CREATE FUNCTION chrono_forge.page_limit(page_size integer) RETURNS integer
@@ -555,8 +591,9 @@ CREATE FUNCTION chrono_forge.runs(
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
-    states chrono_forge.workflow_state[] := chrono_forge.state_filter(runs.state);
+    codes smallint[] := chrono_forge.state_codes(runs.state);
     lim integer := chrono_forge.page_limit(runs.page_size);
+    by_time boolean := runs.created_from IS NOT NULL OR runs.created_to IS NOT NULL;
     ts timestamptz := chrono_forge.now();
     stale interval := chrono_forge.reap_stale_after();
     -- key_prefix as a LIKE pattern (escaped), which the key index serves.
@@ -573,10 +610,10 @@ BEGIN
            w.locked_by,
            w.state = 'running' AND w.locked_at < ts - stale,
            w.parent_execution_log_id
-      FROM pg_catalog.unnest(states) AS s(st)
+      FROM pg_catalog.unnest(codes) AS s(code)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
-         WHERE t.state = s.st
+         WHERE t.state_code = s.code
            AND (runs.before_id IS NULL OR t.id < runs.before_id)
            AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
            AND (runs.key_prefix IS NULL
@@ -584,7 +621,11 @@ BEGIN
            AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
            AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
            AND (runs.include_children OR t.parent_execution_log_id IS NULL)
-         ORDER BY t.id DESC LIMIT lim) w
+         -- With a created range, read the range (BRIN) and keep the top
+         -- rows, rather than walk the state's runs from the newest: a
+         -- range far in the past would make that walk skip everything
+         -- newer.  (id + 0 hides the id order from the planner.)
+         ORDER BY CASE WHEN by_time THEN t.id + 0 ELSE t.id END DESC LIMIT lim) w
      ORDER BY w.id DESC
      LIMIT lim;
 END
@@ -693,15 +734,15 @@ BEGIN
                 THEN b.poll->>'pending'
                 ELSE chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
                         (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
-                            AND c.state <> 'completed' LIMIT cap + 1) x), cap) END,
+                            AND c.state_code <> 3 LIMIT cap + 1) x), cap) END,
            CASE WHEN b.poll ? 'never_started' AND NOT coalesce(mm.state = 'completed', false)
                 THEN b.poll->>'never_started'
                 ELSE chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
                         (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
-                            AND c.state = 'idle' AND c.started_at IS NULL LIMIT cap + 1) x), cap) END,
+                            AND c.state_code = 1 AND c.started_at IS NULL LIMIT cap + 1) x), cap) END,
            chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
                 (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
-                    AND c.state IN ('failed', 'stalled') LIMIT cap + 1) x), cap),
+                    AND c.state_code IN (4, 5) LIMIT cap + 1) x), cap),
            (b.poll->>'last_polled_at')::timestamptz, (b.poll->>'next_poll_at')::timestamptz,
            (b.poll->>'polls')::bigint, (b.poll->>'rate')::double precision,
            (b.poll->>'eta_seconds')::double precision,
@@ -744,17 +785,17 @@ CREATE FUNCTION chrono_forge.branch_children(workflow text, key text, branch tex
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    WITH b AS (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
+    WITH b AS MATERIALIZED (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
                                               branch_children.branch) AS log_id)
-    SELECT c.st IN ('failed', 'stalled'), w.id, w.workflow, w.key, w.state, w.owner,
+    SELECT c.code IN (4, 5), w.id, w.workflow, w.key, w.state, w.owner,
            w.created_at, w.started_at, w.ended_at, w.locked_by
-      FROM b, pg_catalog.unnest(chrono_forge.state_filter(branch_children.state)) AS c(st)
+      FROM b, pg_catalog.unnest(chrono_forge.state_codes(branch_children.state)) AS c(code)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
-         WHERE t.parent_execution_log_id = b.log_id AND t.state = c.st
+         WHERE t.parent_execution_log_id = b.log_id AND t.state_code = c.code
            AND (branch_children.after_id IS NULL
-                OR (c.st IN ('failed', 'stalled')) < branch_children.after_blocked
-                OR ((c.st IN ('failed', 'stalled')) = branch_children.after_blocked
+                OR (c.code IN (4, 5)) < branch_children.after_blocked
+                OR ((c.code IN (4, 5)) = branch_children.after_blocked
                     AND t.id > branch_children.after_id))
          ORDER BY t.id LIMIT branch_children.page_size) w
      ORDER BY 1 DESC, w.id
@@ -899,15 +940,15 @@ CREATE FUNCTION chrono_forge.daily_outcomes(window_ interval DEFAULT '7 days',
     SET search_path = pg_catalog, pg_temp
     AS $$
     WITH d AS (
-        SELECT (w.ended_at AT TIME ZONE 'UTC')::date AS day, w.state
+        SELECT (w.ended_at AT TIME ZONE 'UTC')::date AS day, w.state_code AS code
           FROM chrono_forge.workflows w
-         WHERE w.state IN ('completed', 'failed', 'cancelled')
+         WHERE w.state_code IN (3, 4, 6)
            AND w.ended_at > chrono_forge.now() - window_
            AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow)),
     g AS (
-        SELECT d.day, pg_catalog.count(*) FILTER (WHERE d.state = 'completed') AS completed,
-               pg_catalog.count(*) FILTER (WHERE d.state = 'failed') AS failed,
-               pg_catalog.count(*) FILTER (WHERE d.state = 'cancelled') AS cancelled
+        SELECT d.day, pg_catalog.count(*) FILTER (WHERE d.code = 3) AS completed,
+               pg_catalog.count(*) FILTER (WHERE d.code = 4) AS failed,
+               pg_catalog.count(*) FILTER (WHERE d.code = 6) AS cancelled
           FROM d GROUP BY d.day)
     SELECT g.day, g.completed, g.failed, g.cancelled,
            g.completed::double precision / NULLIF(g.completed + g.failed, 0),
