@@ -497,8 +497,9 @@ GRANT EXECUTE ON FUNCTION chrono_forge.unschedule_maintenance() TO chrono_forge_
 -- lists are keyset-paginated and bounded.
 -- ---------------------------------------------------------------------
 
--- Runs per workflow and state (capped counts).
-CREATE FUNCTION chrono_forge.overview(cap integer DEFAULT 5000)
+-- Runs per workflow and state (capped counts; the grid's default cap is
+-- 1,000 per cell, run_counts()' 5,000 per state).
+CREATE FUNCTION chrono_forge.overview(cap integer DEFAULT 1000)
     RETURNS TABLE (workflow text, state chrono_forge.workflow_state, runs text, capped boolean)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -527,6 +528,8 @@ END
 $$;
 
 -- Capped counts per state for a run-list filter (same filters as runs()).
+-- One statement per state, each planned for its state (a rare state is
+-- read from the index, a common one scanned until the cap).
 CREATE FUNCTION chrono_forge.run_counts(
     workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
     created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
@@ -540,21 +543,24 @@ DECLARE
     states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
     pattern text := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
         run_counts.key_prefix, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    n bigint;
 BEGIN
-    RETURN QUERY
-    SELECT states[s.code], CASE WHEN c.n > cap THEN cap::text || '+' ELSE c.n::text END, c.n > cap
-      FROM pg_catalog.unnest('{1,2,3,4,5,6}'::smallint[]) AS s(code)
-     CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM
+    FOR code IN 1..6 LOOP
+        SELECT pg_catalog.count(*) INTO n FROM
             (SELECT 1 FROM chrono_forge.workflows w
-              WHERE w.state_code = s.code
+              WHERE w.state_code = code::smallint
                 AND (run_counts.workflow IS NULL OR w.workflow = run_counts.workflow)
                 AND (run_counts.key_prefix IS NULL
                      OR (w.key LIKE pattern AND pg_catalog.starts_with(w.key, run_counts.key_prefix)))
                 AND (run_counts.created_from IS NULL OR w.created_at >= run_counts.created_from)
                 AND (run_counts.created_to IS NULL OR w.created_at < run_counts.created_to)
                 AND (run_counts.include_children OR w.parent_execution_log_id IS NULL)
-              LIMIT cap + 1) x) c
-     ORDER BY s.code;
+              LIMIT cap + 1) x;
+        state := states[code];
+        runs := CASE WHEN n > cap THEN cap::text || '+' ELSE n::text END;
+        capped := n > cap;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
 
@@ -602,6 +608,32 @@ DECLARE
 BEGIN
     -- One ordered index range per state, merged: never more than
     -- page_size rows read per state (plus what the filters skip).
+    IF by_time THEN
+        -- A created range: read the range (BRIN) once, for every state,
+        -- and keep the newest rows; walking each state's runs from the
+        -- newest would skip everything created after a range in the past.
+        -- (state_code + 0 and id + 0 keep the planner on the BRIN range.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM chrono_forge.workflows t
+         WHERE t.state_code + 0 = ANY (codes)
+           AND (runs.before_id IS NULL OR t.id + 0 < runs.before_id)
+           AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+           AND (runs.key_prefix IS NULL
+                OR (t.key LIKE pattern AND pg_catalog.starts_with(t.key, runs.key_prefix)))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id + 0 DESC
+         LIMIT lim;
+        RETURN;
+    END IF;
     RETURN QUERY
     SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
            CASE WHEN w.state = 'running' THEN ts - w.started_at
@@ -621,11 +653,7 @@ BEGIN
            AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
            AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
            AND (runs.include_children OR t.parent_execution_log_id IS NULL)
-         -- With a created range, read the range (BRIN) and keep the top
-         -- rows, rather than walk the state's runs from the newest: a
-         -- range far in the past would make that walk skip everything
-         -- newer.  (id + 0 hides the id order from the planner.)
-         ORDER BY CASE WHEN by_time THEN t.id + 0 ELSE t.id END DESC LIMIT lim) w
+         ORDER BY t.id DESC LIMIT lim) w
      ORDER BY w.id DESC
      LIMIT lim;
 END
@@ -898,15 +926,30 @@ BEGIN
     -- latest ones are read backwards from it, never the whole history.
     -- The next tick is the pending one (the latest); missed ticks, failed
     -- ticks and lateness are counted over the window.
+    -- The tasks first (coordination logs, from their partial index; in
+    -- the list only those still repeating), then their runs, then the
+    -- latest ticks of each: the planner is not left to guess how rare
+    -- coordination logs are.
     RETURN QUERY
-    SELECT w.id, w.workflow, w.key, pg_catalog.substr(c.step_name, 16), c.state::text,
+    WITH coord AS MATERIALIZED (
+        SELECT c.id, c.workflow_id, c.step_name, c.state, c.metadata
+          FROM chrono_forge.execution_logs c
+         WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
+           AND (only_id IS NULL OR c.workflow_id = only_id)
+           AND (only_id IS NOT NULL OR c.state = 'pending')),
+    sel AS MATERIALIZED (
+        SELECT c.*, w.workflow, w.key FROM coord c
+          JOIN chrono_forge.workflows w ON w.id = c.workflow_id
+         WHERE only_id IS NOT NULL OR w.state_code IN (1, 2, 5)
+         ORDER BY c.workflow_id, c.id
+         LIMIT periodic_health.max_rows)
+    SELECT c.workflow_id, c.workflow, c.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
            (c.metadata->>'last_execution_at')::timestamptz,
            f.next_at,
            CASE WHEN f.next_at < ts THEN ts - f.next_at ELSE interval '0' END,
            f.missed, f.failed, f.avg_late
-      FROM chrono_forge.execution_logs c
-      JOIN chrono_forge.workflows w ON w.id = c.workflow_id
+      FROM sel c
       LEFT JOIN LATERAL (
           SELECT pg_catalog.max((t.metadata->>'scheduled_for')::timestamptz)
                      FILTER (WHERE t.state = 'pending') AS next_at,
@@ -921,11 +964,7 @@ BEGIN
                    WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
                    ORDER BY t.step_name DESC LIMIT window_) t) f ON true
-     WHERE c.step_name LIKE 'durably\_repeat$%' AND c.step_name NOT LIKE 'durably\_repeat$%$%'
-       AND (only_id IS NULL OR c.workflow_id = only_id)
-       AND (only_id IS NOT NULL OR w.state IN ('idle', 'running', 'stalled'))
-     ORDER BY c.workflow_id, c.id
-     LIMIT periodic_health.max_rows;
+     ORDER BY c.workflow_id, c.id;
 END
 $$;
 
@@ -936,25 +975,31 @@ CREATE FUNCTION chrono_forge.daily_outcomes(window_ interval DEFAULT '7 days',
     RETURNS TABLE (day date, completed bigint, failed bigint, cancelled bigint,
                    completion_rate double precision, failure_rate double precision,
                    spike boolean)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
     AS $$
+DECLARE
+    since timestamptz := chrono_forge.now() - window_;
+BEGIN
+    RETURN QUERY
     WITH d AS (
-        SELECT (w.ended_at AT TIME ZONE 'UTC')::date AS day, w.state_code AS code
+        SELECT (w.ended_at AT TIME ZONE 'UTC')::date AS d_day, w.state_code AS code
           FROM chrono_forge.workflows w
          WHERE w.state_code IN (3, 4, 6)
-           AND w.ended_at > chrono_forge.now() - window_
+           AND w.ended_at > since
            AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow)),
     g AS (
-        SELECT d.day, pg_catalog.count(*) FILTER (WHERE d.code = 3) AS completed,
-               pg_catalog.count(*) FILTER (WHERE d.code = 4) AS failed,
-               pg_catalog.count(*) FILTER (WHERE d.code = 6) AS cancelled
-          FROM d GROUP BY d.day)
-    SELECT g.day, g.completed, g.failed, g.cancelled,
-           g.completed::double precision / NULLIF(g.completed + g.failed, 0),
-           g.failed::double precision / NULLIF(g.completed + g.failed, 0),
-           coalesce(g.failed::double precision / NULLIF(g.completed + g.failed, 0) >= spike_rate, false)
-      FROM g ORDER BY g.day
+        SELECT d.d_day, pg_catalog.count(*) FILTER (WHERE d.code = 3) AS n_completed,
+               pg_catalog.count(*) FILTER (WHERE d.code = 4) AS n_failed,
+               pg_catalog.count(*) FILTER (WHERE d.code = 6) AS n_cancelled
+          FROM d GROUP BY d.d_day)
+    SELECT g.d_day, g.n_completed, g.n_failed, g.n_cancelled,
+           g.n_completed::double precision / NULLIF(g.n_completed + g.n_failed, 0),
+           g.n_failed::double precision / NULLIF(g.n_completed + g.n_failed, 0),
+           coalesce(g.n_failed::double precision / NULLIF(g.n_completed + g.n_failed, 0) >= spike_rate, false)
+      FROM g ORDER BY g.d_day;
+END
 $$;
 
 -- The most frequent error classes over a window, among its latest
@@ -982,7 +1027,7 @@ $$;
 
 -- Views over the functions (row-level security applies to the caller).
 CREATE VIEW chrono_forge.overview WITH (security_invoker = true) AS
-    SELECT * FROM chrono_forge.overview(5000);
+    SELECT * FROM chrono_forge.overview(1000);
 CREATE VIEW chrono_forge.stranded_runs WITH (security_invoker = true) AS
     SELECT * FROM chrono_forge.stranded(NULL, 500);
 CREATE VIEW chrono_forge.waiting_runs WITH (security_invoker = true) AS
