@@ -1005,7 +1005,7 @@ $$;
 -- The most frequent error classes over a window, among its latest
 -- `sample` errors.
 CREATE FUNCTION chrono_forge.top_errors(window_ interval DEFAULT '7 days',
-    workflow text DEFAULT NULL, max_rows integer DEFAULT 8, sample integer DEFAULT 10000)
+    workflow text DEFAULT NULL, max_rows integer DEFAULT 8, sample integer DEFAULT 2000)
     RETURNS TABLE (error_class text, errors bigint, runs bigint, last_seen timestamptz,
                    example_message text)
     LANGUAGE sql STABLE
