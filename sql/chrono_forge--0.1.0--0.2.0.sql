@@ -117,8 +117,10 @@ ALTER TABLE chrono_forge.workflows ADD COLUMN state_code smallint
 -- run in flight has no entry, so a pass's own updates never touch it.
 CREATE INDEX workflows_state_ended_at_idx ON chrono_forge.workflows (state_code, ended_at)
     INCLUDE (owner) WHERE ended_at IS NOT NULL;
--- Run list by state, newest first (keyset on id).
-CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state_code, id);
+-- Run list by state, newest first (keyset on id); capped counts per state
+-- index-only (children hidden, owner for row-level security).
+CREATE INDEX workflows_state_id_idx ON chrono_forge.workflows (state_code, id)
+    INCLUDE (parent_execution_log_id, owner);
 -- Overview (capped counts per workflow and state, index-only) and the run
 -- list filtered by workflow.
 CREATE INDEX workflows_workflow_state_id_idx ON chrono_forge.workflows (workflow, state_code, id)
@@ -910,14 +912,14 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
 DECLARE
     only_id bigint;
     ts timestamptz := chrono_forge.now();
-    -- Ticks read per task: the latest 1,000 for one run, the latest 50
+    -- Ticks read per task: the latest 1,000 for one run, the latest 20
     -- for the list of every task.
     window_ integer;
 BEGIN
     IF periodic_health.workflow IS NOT NULL OR periodic_health.key IS NOT NULL THEN
         only_id := (chrono_forge.visible_run(periodic_health.workflow, periodic_health.key)).id;
     END IF;
-    window_ := coalesce(tick_window, CASE WHEN only_id IS NULL THEN 50 ELSE 1000 END);
+    window_ := coalesce(tick_window, CASE WHEN only_id IS NULL THEN 20 ELSE 1000 END);
     IF window_ < 1 THEN
         RAISE EXCEPTION 'tick_window must be at least 1' USING ERRCODE = 'CF012';
     END IF;
@@ -980,25 +982,38 @@ CREATE FUNCTION chrono_forge.daily_outcomes(window_ interval DEFAULT '7 days',
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
-    since timestamptz := chrono_forge.now() - window_;
+    until_ timestamptz := chrono_forge.now();
+    since timestamptz := until_ - window_;
+    d date;
+    lo timestamptz;
+    hi timestamptz;
 BEGIN
-    RETURN QUERY
-    WITH d AS (
-        SELECT (w.ended_at AT TIME ZONE 'UTC')::date AS d_day, w.state_code AS code
+    IF window_ IS NULL OR window_ <= interval '0' THEN
+        RAISE EXCEPTION 'window_ must be a positive interval' USING ERRCODE = 'CF012';
+    END IF;
+    -- One index-only range count per UTC day (no sort, no per-row date
+    -- arithmetic).
+    d := (since AT TIME ZONE 'UTC')::date;
+    WHILE d <= (until_ AT TIME ZONE 'UTC')::date LOOP
+        lo := GREATEST(since, d::timestamp AT TIME ZONE 'UTC');
+        hi := LEAST(until_, (d + 1)::timestamp AT TIME ZONE 'UTC');
+        SELECT pg_catalog.count(*) FILTER (WHERE w.state_code = 3),
+               pg_catalog.count(*) FILTER (WHERE w.state_code = 4),
+               pg_catalog.count(*) FILTER (WHERE w.state_code = 6)
+          INTO completed, failed, cancelled
           FROM chrono_forge.workflows w
          WHERE w.state_code IN (3, 4, 6)
-           AND w.ended_at > since
-           AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow)),
-    g AS (
-        SELECT d.d_day, pg_catalog.count(*) FILTER (WHERE d.code = 3) AS n_completed,
-               pg_catalog.count(*) FILTER (WHERE d.code = 4) AS n_failed,
-               pg_catalog.count(*) FILTER (WHERE d.code = 6) AS n_cancelled
-          FROM d GROUP BY d.d_day)
-    SELECT g.d_day, g.n_completed, g.n_failed, g.n_cancelled,
-           g.n_completed::double precision / NULLIF(g.n_completed + g.n_failed, 0),
-           g.n_failed::double precision / NULLIF(g.n_completed + g.n_failed, 0),
-           coalesce(g.n_failed::double precision / NULLIF(g.n_completed + g.n_failed, 0) >= spike_rate, false)
-      FROM g ORDER BY g.d_day;
+           AND w.ended_at > lo AND w.ended_at <= hi
+           AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow);
+        IF completed + failed + cancelled > 0 THEN
+            day := d;
+            completion_rate := completed::double precision / NULLIF(completed + failed, 0);
+            failure_rate := failed::double precision / NULLIF(completed + failed, 0);
+            spike := coalesce(failure_rate >= spike_rate, false);
+            RETURN NEXT;
+        END IF;
+        d := d + 1;
+    END LOOP;
 END
 $$;
 

@@ -101,6 +101,7 @@ SELECT key FROM chrono_forge.stranded_runs;
 SELECT * FROM chrono_forge.daily_outcomes();
 SELECT * FROM chrono_forge.daily_outcomes('7 days', 'vw_other');
 SELECT * FROM chrono_forge.daily_outcomes('1 day');
+SELECT * FROM chrono_forge.daily_outcomes('0');
 SELECT error_class, errors, runs, example_message FROM chrono_forge.top_errors();
 SELECT error_class, errors FROM chrono_forge.top_errors(workflow => 'vw_other');
 
