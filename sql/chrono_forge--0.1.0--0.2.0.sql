@@ -493,7 +493,10 @@ GRANT EXECUTE ON FUNCTION chrono_forge.schedule_maintenance(text, text, interval
 GRANT EXECUTE ON FUNCTION chrono_forge.unschedule_maintenance() TO chrono_forge_admin;
 
 -- ---------------------------------------------------------------------
--- Observability.  Plain SECURITY INVOKER functions over the tables:
+-- Observability.  (Each is planned per call and runs with jit off: the
+-- planner's cost for these short reads can pass jit_above_cost, and
+-- compiling would cost more than the query.)  Plain SECURITY INVOKER
+-- functions over the tables:
 -- row-level security shows each role its own runs (chrono_forge_admin
 -- members and superusers see all).  Counts are capped (shown as 'N+'),
 -- lists are keyset-paginated and bounded.
@@ -505,6 +508,7 @@ CREATE FUNCTION chrono_forge.overview(cap integer DEFAULT 1000)
     RETURNS TABLE (workflow text, state chrono_forge.workflow_state, runs text, capped boolean)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -539,6 +543,7 @@ CREATE FUNCTION chrono_forge.run_counts(
     RETURNS TABLE (state chrono_forge.workflow_state, runs text, capped boolean)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -596,6 +601,7 @@ CREATE FUNCTION chrono_forge.runs(
     RETURNS SETOF chrono_forge.run_row
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -672,6 +678,7 @@ CREATE FUNCTION chrono_forge.timeline(workflow text, key text, max_errors intege
                    errors jsonb, repetitions jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -738,6 +745,7 @@ CREATE FUNCTION chrono_forge.branches(workflow text, key text,
                    poll_overdue boolean, poll jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -814,6 +822,7 @@ CREATE FUNCTION chrono_forge.branch_children(workflow text, key text, branch tex
                    started_at timestamptz, ended_at timestamptz, locked_by text)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     AS $$
     WITH b AS MATERIALIZED (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
                                               branch_children.branch) AS log_id)
@@ -839,6 +848,7 @@ CREATE FUNCTION chrono_forge.parent_chain(workflow text, key text)
                    state chrono_forge.workflow_state, branch text)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     AS $$
     WITH RECURSIVE up(depth, parent_log, id, workflow, key, state, branch) AS (
         SELECT 0, r.parent_execution_log_id, r.id, r.workflow, r.key, r.state, NULL::text
@@ -861,6 +871,7 @@ CREATE FUNCTION chrono_forge.waiting(max_rows integer DEFAULT 500)
                    next_check_at timestamptz)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     AS $$
     SELECT w.id, w.workflow, w.key, l.step_name, pg_catalog.split_part(l.step_name, '$', 1),
            l.started_at, chrono_forge.now() - l.started_at,
@@ -883,6 +894,7 @@ CREATE FUNCTION chrono_forge.stranded(stale_after interval DEFAULT NULL, max_row
                    locked_at timestamptz, lock_age interval)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     AS $$
     SELECT w.id, w.workflow, w.key, w.owner, w.locked_by, w.locked_at,
            chrono_forge.now() - w.locked_at
@@ -907,6 +919,7 @@ CREATE FUNCTION chrono_forge.periodic_health(workflow text DEFAULT NULL, key tex
     RETURNS SETOF chrono_forge.periodic_row
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -979,6 +992,7 @@ CREATE FUNCTION chrono_forge.daily_outcomes(window_ interval DEFAULT '7 days',
                    spike boolean)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
@@ -1025,6 +1039,7 @@ CREATE FUNCTION chrono_forge.top_errors(window_ interval DEFAULT '7 days',
                    example_message text)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
     AS $$
     SELECT e.error_class, pg_catalog.count(*), pg_catalog.count(DISTINCT e.workflow_id),
            pg_catalog.max(e.created_at),
