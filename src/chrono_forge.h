@@ -117,6 +117,9 @@ extern char *cf_resolve_workflow(const char *workflow, bool must_own);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 
+/* operations.c */
+extern bool cf_is_admin(Oid role);
+
 /* call.c: the user's functions */
 typedef struct CfFunction
 {

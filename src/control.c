@@ -244,11 +244,11 @@ cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_upda
 	run.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	run.state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	if (!has_privs_of_role(caller, owner))
+	if (!has_privs_of_role(caller, owner) && !cf_is_admin(caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for workflow run (%s, %s)", workflow, key),
-				 errdetail("Only its owner may act on a run.")));
+				 errdetail("Only its owner or a member of chrono_forge_admin may act on a run.")));
 	return run;
 }
 

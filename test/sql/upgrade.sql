@@ -23,3 +23,14 @@ SELECT step_name, state, result FROM chrono_forge.execution_logs
 SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
 CALL chrono_forge.run_pending();
 SELECT key, state FROM chrono_forge.workflows WHERE key = 'u1';
+
+-- Operations objects after the upgrade: the run that finished on the new
+-- version has its ended_at; the admin role and its policies exist; the
+-- views and retention work on the upgraded data.
+SELECT key, state, ended_at = completed_at AS ended_when_completed
+  FROM chrono_forge.workflows WHERE key = 'u1';
+SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'chrono_forge_admin';
+SELECT tablename, policyname, roles FROM pg_policies
+ WHERE schemaname = 'chrono_forge' AND policyname LIKE '%admin' ORDER BY 1;
+SELECT workflow, state, runs FROM chrono_forge.overview WHERE workflow = 'up_wf';
+SELECT chrono_forge.cleanup(older_than => '0') ->> 'workflows' AS cleaned;

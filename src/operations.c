@@ -1,0 +1,378 @@
+/*-------------------------------------------------------------------------
+ *
+ * operations.c
+ *	  Operator actions on runs: cancel (with or without its children), reap
+ *	  one stranded run, force-unlock, retry every blocked child of a
+ *	  branch; retention one committed batch at a time; and who counts as
+ *	  an admin.
+ *
+ * Like control.c, each action takes the caller's identity before entering
+ * the engine's, and acts only on runs the caller owns (is a member of the
+ * owner), unless the caller is a member of chrono_forge_admin.  Every
+ * check happens before anything is written.  Nothing here runs user code.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+PG_FUNCTION_INFO_V1(cf_cancel);
+PG_FUNCTION_INFO_V1(cf_reap);
+PG_FUNCTION_INFO_V1(cf_force_unlock);
+PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
+PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
+
+/* Members of chrono_forge_admin (and superusers) act on every run. */
+bool
+cf_is_admin(Oid role)
+{
+	Oid			admin = get_role_oid("chrono_forge_admin", true);
+
+	if (superuser_arg(role))
+		return true;
+	return OidIsValid(admin) && has_privs_of_role(role, admin);
+}
+
+static void
+not_your_runs(const char *what, const char *workflow, const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for %s of workflow run (%s, %s)", what, workflow, key),
+			 errdetail("Some of them belong to another role; only their owner or a member of chrono_forge_admin may act on them.")));
+}
+
+/*
+ * cancel(workflow, key, reason, with_children) -> runs cancelled.
+ *
+ * Every run not yet completed or cancelled (idle, running, stalled,
+ * failed) becomes cancelled for good: its lock is cleared and its pending
+ * wake-ups go, in one statement.  A pass in flight finds its lock gone at
+ * its next step commit or at its end, and stops without writing (the
+ * executor checks locked_by in the same transaction); a pass whose claim
+ * has not committed yet holds the row lock, so the cancel waits for it.
+ * No path schedules or claims a cancelled run again.  With children, the
+ * runs spawned by the run's branches (recursively) go too; all of them
+ * must be the caller's.
+ */
+Datum
+cf_cancel(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr tree_plan = NULL;
+	static SPIPlanPtr cancel_plan = NULL;
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	Datum		reason = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	bool		with_children = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
+	Oid			caller = GetUserId();
+	bool		admin = cf_is_admin(caller);
+	CfInternal	st;
+	CfRunRef	run;
+	Datum		ids;
+	bool		isnull;
+	int			n;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	run = cf_find_own_run(caller, workflow, key, true);
+
+	/* The run and (optionally) its descendants, checked before writing. */
+	cf_exec(&tree_plan,
+			"WITH RECURSIVE t(id, owner, depth) AS ("
+			"  SELECT id, owner::oid, 0 FROM chrono_forge.workflows WHERE id = $1"
+			"  UNION ALL"
+			"  SELECT c.id, c.owner::oid, t.depth + 1 FROM t"
+			"   JOIN chrono_forge.execution_logs l ON l.workflow_id = t.id AND l.step_name LIKE 'branch$%'"
+			"   JOIN chrono_forge.workflows c ON c.parent_execution_log_id = l.id"
+			"  WHERE $2 AND t.depth < 100)"
+			" SELECT array_agg(id ORDER BY id),"
+			"  bool_and($3 OR pg_has_role($4, owner, 'MEMBER')) FROM t",
+			4, (Oid[]) {INT8OID, BOOLOID, BOOLOID, OIDOID},
+			(Datum[]) {Int64GetDatum(run.id), BoolGetDatum(with_children),
+			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
+			NULL, true, 0);
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		not_your_runs("the children", workflow, key);
+	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+
+	/*
+	 * Children are locked in id order after the parent (already locked);
+	 * a pass holding one of them makes us wait for its commit.
+	 */
+	cf_exec(&cancel_plan,
+			"WITH w AS ("
+			"  UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL,"
+			"   locked_at = NULL, updated_at = $2"
+			"  WHERE w.id = ANY ($1) AND w.state NOT IN ('completed', 'cancelled')"
+			"  RETURNING w.id, w.state),"
+			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+			"  SELECT w.id, '$workflow_cancelled$', 'completed', 1, $2, $2, $2,"
+			"   jsonb_build_object('reason', $3::text, 'requested_by', $4::regrole::text,"
+			"    'cancelled_run', $5)"
+			"  FROM w ON CONFLICT (workflow_id, step_name) DO NOTHING)"
+			" SELECT count(*) FROM w",
+			5, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, OIDOID, INT8OID},
+			(Datum[]) {ids, TimestampTzGetDatum(cf_clock_now()), reason,
+			ObjectIdGetDatum(caller), Int64GetDatum(run.id)},
+			PG_ARGISNULL(2) ? "  n  " : NULL, false, 0);
+	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	SPI_finish();
+	PG_RETURN_INT32(n);
+}
+
+/*
+ * reap(workflow, key): re-drive one running run now, whatever its lock's
+ * age (the operator judged it stranded): clear the lock, schedule a pass.
+ * A pass still running under the old lock stops at its next commit.
+ * False if the run is not running.
+ */
+Datum
+cf_reap(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	Oid			caller = GetUserId();
+	CfInternal	st;
+	CfRunRef	run;
+	TimestampTz now = cf_clock_now();
+	bool		reaped = false;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	run = cf_find_own_run(caller, workflow, key, true);
+	if (strcmp(run.state, "running") == 0)
+	{
+		cf_exec(&plan,
+				"WITH r AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+				"  locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running' RETURNING id)"
+				" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+				" SELECT id, $2, 'reaped' FROM r",
+				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now)},
+				NULL, false, 0);
+		reaped = SPI_processed == 1;
+	}
+	cf_internal_end(&st);
+	SPI_finish();
+	if (reaped)
+	{
+		cf_queue_wakeup(now);
+		ereport(LOG,
+				(errmsg("chrono_forge: workflow run (%s, %s) reaped by %s",
+						workflow, key, GetUserNameFromId(caller, false))));
+	}
+	PG_RETURN_BOOL(reaped);
+}
+
+/*
+ * force_unlock(workflow, key): clear a running run's lock and make it
+ * idle, scheduling nothing (the dashboard's "Force unlock"; wake() resumes
+ * it).  False if the run is not running.
+ */
+Datum
+cf_force_unlock(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	Oid			caller = GetUserId();
+	CfInternal	st;
+	CfRunRef	run;
+	bool		done = false;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	run = cf_find_own_run(caller, workflow, key, true);
+	if (strcmp(run.state, "running") == 0)
+	{
+		cf_exec(&plan,
+				"UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+				" locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running'",
+				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(cf_clock_now())},
+				NULL, false, 0);
+		done = SPI_processed == 1;
+	}
+	cf_internal_end(&st);
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+/*
+ * retry_blocked_children(workflow, key, branch) -> children retried.
+ * Every failed or stalled child of branch$<branch> is retried as retry()
+ * would: a $workflow_retry$ marker, state idle, one pass scheduled.
+ */
+Datum
+cf_retry_blocked_children(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr retry_plan = NULL;
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	char	   *branch = cf_required_text(fcinfo, 2, "branch");
+	Oid			caller = GetUserId();
+	bool		admin = cf_is_admin(caller);
+	CfInternal	st;
+	CfRunRef	run;
+	TimestampTz now = cf_clock_now();
+	bool		isnull;
+	Datum		log_id;
+	int			n;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	run = cf_find_own_run(caller, workflow, key, false);
+	cf_exec(&find_plan,
+			"SELECT l.id, (SELECT bool_and($3 OR pg_has_role($4, c.owner, 'MEMBER'))"
+			"  FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = l.id"
+			"   AND c.state IN ('failed', 'stalled'))"
+			" FROM chrono_forge.execution_logs l WHERE l.workflow_id = $1 AND l.step_name = 'branch$' || $2",
+			4, (Oid[]) {INT8OID, TEXTOID, BOOLOID, OIDOID},
+			(Datum[]) {Int64GetDatum(run.id), CStringGetTextDatum(branch),
+			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
+			NULL, true, 0);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_UNKNOWN_BRANCH),
+				 errmsg("workflow run (%s, %s) has no branch \"%s\"", workflow, key, branch)));
+	log_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	{
+		Datum		ok = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull && !DatumGetBool(ok))
+			not_your_runs("the blocked children", workflow, key);
+	}
+
+	cf_exec(&retry_plan,
+			"WITH c AS (SELECT id, state FROM chrono_forge.workflows"
+			"  WHERE parent_execution_log_id = $1 AND state IN ('failed', 'stalled')"
+			"  ORDER BY id FOR NO KEY UPDATE),"
+			" w AS (UPDATE chrono_forge.workflows w SET state = 'idle', locked_by = NULL,"
+			"  locked_at = NULL, attempt = 0, retry_counts = '{}', recoveries = 0, updated_at = $2"
+			"  FROM c WHERE w.id = c.id AND w.state IN ('failed', 'stalled') RETURNING w.id, c.state),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+			"  SELECT id, '$workflow_retry$' || (extract(epoch FROM $2)::bigint)::text, 'completed', 1,"
+			"   $2, $2, $2, jsonb_build_object('previous_state', state::text, 'requested_at', $2)"
+			"  FROM w ON CONFLICT (workflow_id, step_name) DO UPDATE"
+			"  SET attempts = chrono_forge.execution_logs.attempts + 1,"
+			"   last_executed_at = EXCLUDED.last_executed_at, metadata = EXCLUDED.metadata),"
+			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT id, $2, 'retry' FROM w)"
+			" SELECT count(*) FROM w",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {log_id, TimestampTzGetDatum(now)},
+			NULL, false, 0);
+	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	SPI_finish();
+	if (n > 0)
+		cf_queue_wakeup(now);
+	PG_RETURN_INT32(n);
+}
+
+/*
+ * CALL cleanup_in_batches(older_than, completed_older_than,
+ * failed_older_than, prune_repetition_logs_older_than, batch_size,
+ * INOUT counts): cleanup(), committing after every batch, so that no row
+ * lock outlives one batch.  C rather than PL/pgSQL because a procedure
+ * that commits cannot carry a SET search_path clause; the statements here
+ * run on the engine's pinned path.  The caller needs EXECUTE on this
+ * procedure (chrono_forge_admin); the batches run as the engine.
+ */
+#define CF_CLEANUP_COUNTS 7
+static const char *const cleanup_keys[CF_CLEANUP_COUNTS] = {
+	"workflows", "execution_logs", "error_logs", "wakeups", "events",
+	"repetition_logs", "orphaned_children"
+};
+
+Datum
+cf_cleanup_in_batches(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr cutoffs_plan = NULL;
+	static SPIPlanPtr batch_plan = NULL;
+	CallContext *cc = (CallContext *) fcinfo->context;
+	Datum		args[5];
+	char		nulls[5];
+	Datum		cutoffs[4];
+	char		cutoff_nulls[4];
+	int64		totals[CF_CLEANUP_COUNTS] = {0};
+	int64		batches = 0;
+	CfInternal	st;
+	StringInfoData json;
+	bool		isnull;
+
+	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("chrono_forge.cleanup_in_batches() must be called with CALL outside a transaction block"),
+				 errdetail("It commits after every batch; use chrono_forge.cleanup() inside a transaction.")));
+
+	for (int i = 0; i < 5; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+
+	cf_spi_connect();
+	cf_internal_begin(&st);
+	cf_exec(&cutoffs_plan,
+			"SELECT completed_before, failed_before, repetitions_before, $5"
+			" FROM chrono_forge.cleanup_cutoffs($1, $2, $3, $4, $5)",
+			5, (Oid[]) {INTERVALOID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID},
+			args, nulls, true, 0);
+	for (int i = 0; i < 4; i++)
+	{
+		cutoffs[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+		cutoff_nulls[i] = isnull ? 'n' : ' ';
+	}
+	cf_internal_end(&st);
+
+	for (;;)
+	{
+		int64		n[CF_CLEANUP_COUNTS];
+
+		CHECK_FOR_INTERRUPTS();
+		cf_internal_begin(&st);
+		cf_exec(&batch_plan,
+				"SELECT (b->>'workflows')::bigint, (b->>'execution_logs')::bigint,"
+				" (b->>'error_logs')::bigint, (b->>'wakeups')::bigint, (b->>'events')::bigint,"
+				" (b->>'repetition_logs')::bigint, (b->>'orphaned_children')::bigint"
+				" FROM chrono_forge.cleanup_batch($1, $2, $3, $4) AS b",
+				4, (Oid[]) {TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID},
+				cutoffs, cutoff_nulls, false, 0);
+		for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+			n[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull));
+		cf_internal_end(&st);
+		SPI_commit();
+		if (n[0] == 0 && n[5] == 0)
+			break;
+		for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+			totals[i] += n[i];
+		batches++;
+	}
+	SPI_finish();
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	for (int i = 0; i < CF_CLEANUP_COUNTS; i++)
+		appendStringInfo(&json, "\"%s\": " INT64_FORMAT ", ", cleanup_keys[i], totals[i]);
+	appendStringInfo(&json, "\"batches\": " INT64_FORMAT "}", batches);
+	return cf_return_result(fcinfo, true, cf_jsonb_parse(json.data));
+}
