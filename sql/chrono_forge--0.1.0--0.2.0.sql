@@ -151,19 +151,11 @@ ALTER TABLE chrono_forge.workflows ADD COLUMN ended_at timestamptz;
 UPDATE chrono_forge.workflows SET ended_at = coalesce(completed_at, updated_at)
  WHERE state IN ('completed', 'failed', 'cancelled');
 
+-- (C: it fires for every run that completes; no SQL inside, so no path
+-- to pin.)
 CREATE FUNCTION chrono_forge.workflows_ended_at() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF NEW.state IN ('completed', 'failed', 'cancelled') THEN
-        NEW.ended_at := NEW.updated_at;
-    ELSE
-        NEW.ended_at := NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_workflows_ended_at';
 REVOKE ALL ON FUNCTION chrono_forge.workflows_ended_at() FROM PUBLIC;
 
 CREATE TRIGGER workflows_ended_at BEFORE UPDATE OF state ON chrono_forge.workflows

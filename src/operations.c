@@ -15,7 +15,10 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -31,6 +34,45 @@ PG_FUNCTION_INFO_V1(cf_reap);
 PG_FUNCTION_INFO_V1(cf_force_unlock);
 PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
 PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
+PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
+
+/*
+ * Trigger on workflows (BEFORE UPDATE OF state, when a run enters or
+ * leaves completed, failed or cancelled): ended_at = updated_at on the way
+ * in, NULL on the way out.  In C because it fires once for every run that
+ * completes: as PL/pgSQL it cost 6% of a trivial run's worker CPU.
+ */
+Datum
+cf_workflows_ended_at(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	int			cols[1];
+	Datum		values[1];
+	bool		nulls[1];
+	bool		isnull;
+	Datum		state;
+	char	   *label;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		elog(ERROR, "cf_workflows_ended_at: not a BEFORE UPDATE row trigger");
+	desc = trigdata->tg_relation->rd_att;
+	tuple = trigdata->tg_newtuple;
+	state = heap_getattr(tuple, SPI_fnumber(desc, "state"), desc, &isnull);
+	label = isnull ? "" : DatumGetCString(DirectFunctionCall1(enum_out, state));
+	cols[0] = SPI_fnumber(desc, "ended_at");
+	if (cols[0] <= 0)
+		elog(ERROR, "workflows has no column ended_at");
+	nulls[0] = !(strcmp(label, "completed") == 0 || strcmp(label, "failed") == 0 ||
+				 strcmp(label, "cancelled") == 0);
+	values[0] = nulls[0] ? (Datum) 0
+		: heap_getattr(tuple, SPI_fnumber(desc, "updated_at"), desc, &isnull);
+	if (!nulls[0] && isnull)
+		nulls[0] = true;
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, 1, cols, values, nulls));
+}
 
 /* Members of chrono_forge_admin (and superusers) act on every run. */
 bool

@@ -34,3 +34,18 @@ SELECT tablename, policyname, roles FROM pg_policies
  WHERE schemaname = 'chrono_forge' AND policyname LIKE '%admin' ORDER BY 1;
 SELECT workflow, state, runs FROM chrono_forge.overview WHERE workflow = 'up_wf';
 SELECT chrono_forge.cleanup(older_than => '0') ->> 'workflows' AS cleaned;
+
+-- Periodic work after the upgrade: a repeat ticks, cron expressions parse.
+CREATE FUNCTION up_tick(t timestamptz) RETURNS jsonb LANGUAGE sql AS $$ SELECT to_jsonb(t) $$;
+CREATE FUNCTION up_never() RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+CREATE PROCEDURE up_repeat_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_repeat('up_tick', '1 hour', 'up_never',
+        start_at => '2030-01-01 01:00:00+00');
+END $$;
+SELECT chrono_forge.start('up_repeat_wf', 'r1') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT step_name, state, result FROM chrono_forge.execution_logs
+ WHERE workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'r1') ORDER BY id;
+SELECT chrono_forge.cron_next('0 * * * *', '2030-01-01 01:30:00+00') = '2030-01-01 02:00:00+00' AS cron_next_ok;
+DELETE FROM chrono_forge.workflows WHERE key = 'r1';
