@@ -240,4 +240,10 @@ extern void cf_step_failed(const char *step_name, int attempts, Jsonb *log_metad
 extern void cf_save_context_and_check_lock(void);
 extern void cf_commit(void);
 
+/* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
+extern void cf_branch_before_complete(void);
+extern void cf_branch_after_pass(bool completed);
+extern int	cf_merge_run_due_polls(Oid only_owner);
+extern TimestampTz cf_merge_launcher_polls(void);
+
 #endif							/* CHRONO_FORGE_H */
