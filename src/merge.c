@@ -36,8 +36,6 @@
 #define REKICK_BATCH 200
 #define LAUNCHER_POLLS_PER_ROUND 100
 
-#define PENDING_STATES \
-	"'{idle,running,failed,stalled,cancelled}'::chrono_forge.workflow_state[]"
 
 typedef struct BranchSample
 {
@@ -85,18 +83,9 @@ get_int64(int col, int64 dflt)
 static void
 sample_children(BranchSample *s)
 {
-	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr spawned_plan = NULL;
 
-	cf_exec(&plan,
-			"SELECT count(*), count(*) FILTER (WHERE state = 'idle' AND started_at IS NULL),"
-			"  count(*) FILTER (WHERE state = 'running')"
-			" FROM chrono_forge.workflows WHERE parent_execution_log_id = $1"
-			"  AND state = ANY (" PENDING_STATES ")",
-			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(s->log_id)}, NULL, true, 1);
-	s->pending = get_int64(1, 0);
-	s->never_started = get_int64(2, 0);
-	s->running = get_int64(3, 0);
+	s->pending = cf_branch_children_pending(s->log_id, 0, &s->never_started, &s->running);
 
 	/* Spawned is counted once, when sealed, then carried forward. */
 	if (s->prior_spawned >= 0 && s->sealed)
