@@ -141,6 +141,7 @@ static void
 commit_step(void)
 {
 	cf_save_context_and_check_lock();
+	SPI_freetuptable(SPI_tuptable);
 	cf_commit();
 }
 
@@ -494,6 +495,7 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
 			NULL, false, 0);
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 	cf_internal_end(&st);
 	if (n > 0)
 		cf_queue_wakeup(now);
@@ -709,6 +711,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must return an item_key column",
 				 "The source is a query returning item_key (unique, sortable), args jsonb and optionally workflow text.");
 	key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
+	SPI_freetuptable(SPI_tuptable);
 	getTypeInputInfo(key_type, &key_input, &key_ioparam);
 	first_sql = psprintf("SELECT s.item_key::text, %s, %s FROM (%s) AS s"
 						 " ORDER BY s.item_key LIMIT $1",
@@ -787,6 +790,8 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);
 		}
 		MemoryContextSwitchTo(old);
+		/* SPI keeps result sets until the connection ends: free each page. */
+		SPI_freetuptable(SPI_tuptable);
 
 		spawned += dispatch(&cb, b->log_id, batch_cxt);
 		if (last_key != NULL)

@@ -35,6 +35,10 @@
 #define REKICK_AFTER "5 minutes"
 #define REKICK_BATCH 200
 #define LAUNCHER_POLLS_PER_ROUND 100
+#define FAILED_POLL_RETRY "1 minute"
+
+/* The poll being run (for the launcher's error path). */
+static int64 current_poll_id = 0;
 
 
 typedef struct BranchSample
@@ -233,6 +237,7 @@ poll_one(Oid only_owner)
 		return false;
 	}
 	poll_id = get_int64(1, 0);
+	current_poll_id = poll_id;
 	parent_id = get_int64(2, 0);
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
@@ -414,6 +419,60 @@ cf_merge_run_due_polls(Oid only_owner)
 }
 
 /*
+ * The launcher: one due poll in its own transaction; false if none was
+ * due.  A poll that fails must not take the launcher down with it (nor
+ * loop): it is logged and that merge is looked at again later.
+ */
+static bool
+launcher_poll_one(void)
+{
+	volatile bool more = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	CHECK_FOR_INTERRUPTS();
+	current_poll_id = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		pgstat_report_activity(STATE_RUNNING, "chrono_forge merge poll");
+		more = poll_one(InvalidOid);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		int64		failed = current_poll_id;
+
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		if (failed != 0)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			SPI_execute_with_args("UPDATE chrono_forge.merge_polls SET due_at = pg_catalog.now()"
+								  " + interval '" FAILED_POLL_RETRY "' WHERE id = $1",
+								  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(failed)},
+								  NULL, false, 0);
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		more = true;
+	}
+	PG_END_TRY();
+	return more;
+}
+
+/*
  * The launcher: run due polls (a bounded round), each in its own
  * transaction; return when the next one is due (DT_NOEND: none, now:
  * more are due already).
@@ -434,19 +493,7 @@ cf_merge_launcher_polls(void)
 	if (!installed)
 		return DT_NOEND;
 	for (int i = 0; i < LAUNCHER_POLLS_PER_ROUND && more; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		pgstat_report_activity(STATE_RUNNING, "chrono_forge merge poll");
-		more = poll_one(InvalidOid);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
+		more = launcher_poll_one();
 	if (more)
 		next = GetCurrentTimestamp();
 	else
