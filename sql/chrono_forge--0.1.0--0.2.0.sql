@@ -1167,4 +1167,62 @@ GRANT EXECUTE ON FUNCTION chrono_forge.cleanup_cutoffs(interval, interval, inter
 -- Fan-out
 -- =====================================================================
 
+-- Branches: a durable step branch$<name> of the parent (pending while it
+-- dispatches, completed once sealed); children are runs whose
+-- parent_execution_log_id is that log's id.  C procedures that commit: no
+-- SET clause (see the 0.1.0 script); they pin their own search path.
+CREATE PROCEDURE chrono_forge.branch(name text, automerge boolean DEFAULT false)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_branch';
+CREATE PROCEDURE chrono_forge.spawn(name text, workflow text, args jsonb DEFAULT '{}')
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_spawn';
+CREATE PROCEDURE chrono_forge.spawn_each(name text, workflow text, source text,
+    batch_size integer DEFAULT 1000)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_spawn_each';
+CREATE PROCEDURE chrono_forge.seal_branch()
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_seal_branch';
+CREATE PROCEDURE chrono_forge.merge_branches(names text[],
+    min_interval interval DEFAULT '5 seconds', max_interval interval DEFAULT '5 minutes')
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_merge_branches';
+
+-- Probes (the caller must own the branch's run).  Index-only on
+-- workflows_parent_state_idx: they count the children that are not
+-- completed, never the completed ones.
+CREATE FUNCTION chrono_forge.branch_sealed(branch_log_id bigint) RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'cf_branch_sealed';
+CREATE FUNCTION chrono_forge.branch_pending(branch_log_id bigint, cap integer DEFAULT 5000)
+    RETURNS bigint
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'cf_branch_pending';
+CREATE FUNCTION chrono_forge.branch_done(branch_log_id bigint) RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'cf_branch_done';
+
+-- Merge polls: one row per parked merge (the poller's next visit).  The
+-- launcher runs due polls itself, so they never queue behind passes;
+-- run_pending() runs the caller's.  token fences a superseded chain: it
+-- must equal the poll_token stamped on every branch log it watches.
+CREATE TABLE chrono_forge.merge_polls (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id    bigint NOT NULL REFERENCES chrono_forge.workflows ON DELETE CASCADE,
+    merge_step     text NOT NULL,
+    branch_log_ids bigint[] NOT NULL,
+    min_interval   interval NOT NULL,
+    max_interval   interval NOT NULL,
+    token          text NOT NULL,
+    due_at         timestamptz NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT merge_polls_workflow_step_key UNIQUE (workflow_id, merge_step)
+);
+CREATE INDEX merge_polls_due_at_idx ON chrono_forge.merge_polls (due_at);
+ALTER TABLE chrono_forge.merge_polls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merge_polls_owner ON chrono_forge.merge_polls FOR SELECT
+    USING (workflow_id IN (SELECT id FROM chrono_forge.workflows));
+GRANT SELECT ON chrono_forge.merge_polls TO PUBLIC;
+
 -- (end of fan-out)

@@ -250,4 +250,12 @@ extern void cf_save_context_and_check_lock(void);
 extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
 
+/* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
+extern void cf_branch_before_complete(void);
+extern void cf_branch_after_pass(bool completed);
+extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
+										int64 *running);
+extern int	cf_merge_run_due_polls(Oid only_owner);
+extern TimestampTz cf_merge_launcher_polls(void);
+
 #endif							/* CHRONO_FORGE_H */

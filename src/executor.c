@@ -782,6 +782,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	{
 		SetUserIdAndSecContext(cf_pass.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		call_workflow_procedure();
+		cf_branch_before_complete();	/* fan-out: unmerged branches */
 		SetUserIdAndSecContext(save_userid, save_sec);
 		cf_pass.active = false;
 		finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
@@ -827,6 +828,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		}
 	}
 
+	cf_branch_after_pass(edata == NULL);	/* fan-out: nudge the parent */
 	if (cf_worker_slot >= 0)
 		cf_worker_set_current_run(cf_worker_slot, 0);
 	MemoryContextDelete(cf_pass.cxt);
@@ -862,7 +864,12 @@ drain(int max_passes, Oid only_owner)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (!run_one_pass(only_owner, proc_cxt))
+		{
+			/* run_pending() also runs due merge polls (the launcher's, else). */
+			if (cf_worker_slot < 0 && cf_merge_run_due_polls(only_owner) > 0)
+				continue;
 			break;
+		}
 		passes++;
 		/* A worker forgets what the owner's code SET in its session. */
 		if (cf_worker_slot >= 0)

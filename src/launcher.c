@@ -323,6 +323,8 @@ cf_launcher_main(Datum arg)
 				cf_wake_workers();
 				due = next_due_wakeup(now);
 			}
+			/* Merge polls run here, never behind the workers' backlog. */
+			due = Min(due, cf_merge_launcher_polls());
 			if (due != DT_NOEND)
 			{
 				long		until_due;

@@ -1,0 +1,1151 @@
+/*-------------------------------------------------------------------------
+ *
+ * branch.c
+ *	  Fan-out: branch, spawn, spawn_each, seal_branch, merge_branches, the
+ *	  branch probes, the unmerged-branch gate and the child-to-parent
+ *	  nudge at completion.
+ *
+ * Owns the per-pass registry of opened branches and the dispatch of child
+ * runs.  A branch is the step branch$<name> (pending while it dispatches,
+ * completed once sealed, its result {"log_id": id}); children are runs
+ * owned by the parent's owner whose parent_execution_log_id is that log's
+ * id, inserted with a due wake-up in the transaction that records the
+ * dispatch cursor, so a crash loses or repeats no child.  A sealed branch
+ * never re-runs its spawns or its source query.
+ *
+ * This file must never run a spawn_each source as anyone but the run's
+ * owner, never dispatch for a pass that lost its lock (every batch commits
+ * through cf_save_context_and_check_lock), and never scan a branch's
+ * completed children: probes read the non-completed states of
+ * workflows_parent_state_idx only.  The merge poller is merge.c's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+PG_FUNCTION_INFO_V1(cf_branch);
+PG_FUNCTION_INFO_V1(cf_spawn);
+PG_FUNCTION_INFO_V1(cf_spawn_each);
+PG_FUNCTION_INFO_V1(cf_seal_branch);
+PG_FUNCTION_INFO_V1(cf_merge_branches);
+PG_FUNCTION_INFO_V1(cf_branch_sealed);
+PG_FUNCTION_INFO_V1(cf_branch_pending);
+PG_FUNCTION_INFO_V1(cf_branch_done);
+
+typedef struct OpenBranch
+{
+	char	   *name;
+	int64		log_id;
+	bool		automerge;
+	bool		sealed;
+	bool		merged;
+	struct OpenBranch *next;
+} OpenBranch;
+
+/*
+ * The branches opened by this pass, in cf_pass.cxt.  The registry is
+ * forgotten when that context goes (a reset callback), so it can never
+ * outlive its pass.
+ */
+static OpenBranch *open_branches = NULL;
+static OpenBranch *current_branch = NULL;
+static MemoryContext registry_cxt = NULL;
+
+/* The completing run's branch log, for the nudge after commit. */
+static int64 nudge_log_id = 0;
+
+static void
+forget_registry(void *arg)
+{
+	open_branches = NULL;
+	current_branch = NULL;
+	registry_cxt = NULL;
+}
+
+static void
+ensure_registry(void)
+{
+	MemoryContextCallback *cb;
+
+	if (registry_cxt == cf_pass.cxt)
+		return;
+	cb = MemoryContextAllocZero(cf_pass.cxt, sizeof(MemoryContextCallback));
+	cb->func = forget_registry;
+	MemoryContextRegisterResetCallback(cf_pass.cxt, cb);
+	open_branches = NULL;
+	current_branch = NULL;
+	registry_cxt = cf_pass.cxt;
+}
+
+static OpenBranch *
+find_branch(const char *name)
+{
+	for (OpenBranch *b = open_branches; b != NULL; b = b->next)
+		if (strcmp(b->name, name) == 0)
+			return b;
+	return NULL;
+}
+
+/* A programming error in the workflow: the run fails at once. */
+static void
+fail_run(int sqlerrcode, const char *msg, const char *hint) pg_attribute_noreturn();
+static void
+fail_run(int sqlerrcode, const char *msg, const char *hint)
+{
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(sqlerrcode),
+			 errmsg("%s", msg),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+static char *
+text_arg(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static int64
+jsonb_int64(Jsonb *object, const char *key)
+{
+	Jsonb	   *v = cf_jsonb_get(object, key);
+	JsonbValue	scalar;
+
+	if (v == NULL || !JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvNumeric)
+		return 0;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(scalar.val.numeric)));
+}
+
+/* Commit what the primitive wrote, proving the lock is still ours. */
+static void
+commit_step(void)
+{
+	cf_save_context_and_check_lock();
+	SPI_freetuptable(SPI_tuptable);
+	cf_commit();
+}
+
+/* ---------------------------------------------------------------------
+ * Probes (caller connected to SPI)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Count the children of a branch log that are not completed, at most cap
+ * (cap <= 0: all), walking workflows_parent_state_idx by one equality
+ * range per pending state, so completed children are never visited,
+ * whatever the planner would think of the table's statistics.  Optionally
+ * counts the never-started (idle, no started_at) and running ones.  Reads
+ * with a fresh snapshot: what committed before the call.  Engine use only
+ * (no row-level security): callers check ownership.
+ */
+int64
+cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running)
+{
+	static const char *const states[] = {"idle", "running", "failed", "stalled", "cancelled"};
+	Oid			ns = get_namespace_oid("chrono_forge", false);
+	Oid			relid = get_relname_relid("workflows", ns);
+	Oid			idxid = get_relname_relid("workflows_parent_state_idx", ns);
+	Relation	rel;
+	TupleDesc	desc;
+	AttrNumber	parent_att;
+	AttrNumber	state_att;
+	AttrNumber	started_att;
+	Oid			enum_type;
+	Snapshot	snapshot;
+	int64		n = 0;
+
+	if (!OidIsValid(relid) || !OidIsValid(idxid))
+		elog(ERROR, "chrono_forge.workflows_parent_state_idx is missing");
+	if (never_started)
+		*never_started = 0;
+	if (running)
+		*running = 0;
+	rel = table_open(relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	parent_att = get_attnum(relid, "parent_execution_log_id");
+	state_att = get_attnum(relid, "state");
+	started_att = get_attnum(relid, "started_at");
+	enum_type = TupleDescAttr(desc, state_att - 1)->atttypid;
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	for (int i = 0; i < (int) lengthof(states) && (cap <= 0 || n < cap); i++)
+	{
+		ScanKeyData key[2];
+		SysScanDesc scan;
+		HeapTuple	tup;
+
+		CHECK_FOR_INTERRUPTS();
+		/* Heap attribute numbers: systable_beginscan maps them to the index. */
+		ScanKeyInit(&key[0], parent_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(log_id));
+		ScanKeyInit(&key[1], state_att, BTEqualStrategyNumber, F_ENUM_EQ,
+					DirectFunctionCall2(enum_in, CStringGetDatum(states[i]),
+										ObjectIdGetDatum(enum_type)));
+		scan = systable_beginscan(rel, idxid, true, snapshot, 2, key);
+		while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			n++;
+			if (i == 0 && never_started)
+			{
+				bool		isnull;
+
+				(void) heap_getattr(tup, started_att, desc, &isnull);
+				if (isnull)
+					(*never_started)++;
+			}
+			else if (i == 1 && running)
+				(*running)++;
+			if (cap > 0 && n >= cap)
+				break;
+		}
+		systable_endscan(scan);
+	}
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	return n;
+}
+
+/* Sealed, and no child that is not completed? */
+static bool
+branch_done_internal(int64 log_id)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	bool		sealed;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT state = 'completed' FROM chrono_forge.execution_logs WHERE id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(log_id)}, NULL, true, 1);
+	sealed = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	return sealed && cf_branch_children_pending(log_id, 1, NULL, NULL) == 0;
+}
+
+/* Children not completed, counting at most cap. */
+static int64
+branch_pending_internal(int64 log_id, int32 cap)
+{
+	if (cap == 0)
+		return 0;
+	return cf_branch_children_pending(log_id, cap, NULL, NULL);
+}
+
+/*
+ * The SQL probes: only the owner of the branch's run (or a member of that
+ * role) may look.  Returns the log's state, or raises.
+ */
+static char *
+probe_check(int64 log_id)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	Oid			caller = GetUserId();
+	bool		isnull;
+	Oid			owner;
+	char	   *state;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT w.owner::oid, l.state::text FROM chrono_forge.execution_logs l"
+			" JOIN chrono_forge.workflows w ON w.id = l.workflow_id"
+			" WHERE l.id = $1 AND l.step_name LIKE 'branch$%'",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(log_id)}, NULL, true, 1);
+	cf_internal_end(&st);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_UNKNOWN_BRANCH),
+				 errmsg("execution log %lld is not a branch", (long long) log_id)));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (!has_privs_of_role(caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for this branch"),
+				 errdetail("Only the owner of its run may probe it.")));
+	return state;
+}
+
+Datum
+cf_branch_sealed(PG_FUNCTION_ARGS)
+{
+	bool		sealed;
+
+	SPI_connect();
+	sealed = strcmp(probe_check(PG_GETARG_INT64(0)), "completed") == 0;
+	SPI_finish();
+	PG_RETURN_BOOL(sealed);
+}
+
+Datum
+cf_branch_pending(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	if (PG_GETARG_INT32(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("cap must not be negative")));
+	SPI_connect();
+	(void) probe_check(PG_GETARG_INT64(0));
+	n = branch_pending_internal(PG_GETARG_INT64(0), PG_GETARG_INT32(1));
+	SPI_finish();
+	PG_RETURN_INT64(n);
+}
+
+Datum
+cf_branch_done(PG_FUNCTION_ARGS)
+{
+	bool		done;
+
+	SPI_connect();
+	(void) probe_check(PG_GETARG_INT64(0));
+	done = branch_done_internal(PG_GETARG_INT64(0));
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+/* ---------------------------------------------------------------------
+ * branch / seal_branch
+ * ---------------------------------------------------------------------
+ */
+
+/* branch(name text, automerge boolean) */
+Datum
+cf_branch(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *step_name;
+	Jsonb	   *result;
+	OpenBranch *b;
+
+	cf_require_pass(fcinfo, "branch");
+	cf_fail_now();
+	name = text_arg(fcinfo, 0);
+	cf_validate_name_segment("branch name", name);
+	ensure_registry();
+	if (current_branch != NULL)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("branch \"%s\" opened inside branch \"%s\"", name, current_branch->name),
+				 "Branches do not nest in one workflow: seal the first with chrono_forge.seal_branch(), "
+				 "or open the inner branch in a child workflow.");
+	if (find_branch(name) != NULL)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("branch \"%s\" is opened twice in this workflow", name), NULL);
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	b = MemoryContextAllocZero(cf_pass.cxt, sizeof(OpenBranch));
+	b->name = MemoryContextStrdup(cf_pass.cxt, name);
+	b->automerge = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	step_name = psprintf("branch$%s", name);
+	if (cf_step_completed(step_name, &result))
+	{
+		b->sealed = true;
+		b->log_id = jsonb_int64(result, "log_id");
+	}
+	else
+	{
+		CfStepLog	log;
+
+		cf_spi_connect();
+		log = cf_step_log_read(step_name);
+		if (log.exists)
+			b->log_id = log.id;
+		else
+		{
+			b->log_id = cf_step_log_write(step_name, "pending", 1,
+										  cf_jsonb_parse("{\"cursors\": {}}"), NULL, NULL);
+			commit_step();
+		}
+		SPI_finish();
+	}
+	b->next = open_branches;
+	open_branches = b;
+	current_branch = b;
+	PG_RETURN_VOID();
+}
+
+static void merge(OpenBranch **branches, int n, Interval *min_interval,
+				  Interval *max_interval);
+
+/* seal_branch(): the current branch dispatched everything. */
+Datum
+cf_seal_branch(PG_FUNCTION_ARGS)
+{
+	OpenBranch *b;
+
+	cf_require_pass(fcinfo, "seal_branch");
+	cf_fail_now();
+	ensure_registry();
+	if (current_branch == NULL)
+		fail_run(ERRCODE_CF_NOT_IN_BRANCH, "chrono_forge.seal_branch() called outside a branch",
+				 "Open one first with CALL chrono_forge.branch('name').");
+	cf_pass.outcome = CF_OUTCOME_NONE;
+	b = current_branch;
+	if (!b->sealed)
+	{
+		char	   *step_name = psprintf("branch$%s", b->name);
+		Jsonb	   *result = cf_jsonb_parse(psprintf("{\"log_id\": %lld}", (long long) b->log_id));
+
+		cf_spi_connect();
+		cf_step_log_write(step_name, "completed", 1, NULL, result, NULL);
+		commit_step();
+		SPI_finish();
+		cf_step_remember(step_name, result);
+		b->sealed = true;
+	}
+	current_branch = NULL;
+	if (b->automerge)
+	{
+		Interval	min_interval = {5 * USECS_PER_SEC, 0, 0};
+		Interval	max_interval = {300 * USECS_PER_SEC, 0, 0};
+
+		merge(&b, 1, &min_interval, &max_interval);
+	}
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * Dispatch
+ * ---------------------------------------------------------------------
+ */
+
+/* A child row for the batch being dispatched. */
+typedef struct ChildBatch
+{
+	ArrayBuildState *workflows;
+	ArrayBuildState *keys;
+	ArrayBuildState *procedures;
+	ArrayBuildState *args;
+	int			n;
+} ChildBatch;
+
+static void
+batch_init(ChildBatch *cb, MemoryContext cxt)
+{
+	cb->workflows = initArrayResult(TEXTOID, cxt, false);
+	cb->keys = initArrayResult(TEXTOID, cxt, false);
+	cb->procedures = initArrayResult(TEXTOID, cxt, false);
+	cb->args = initArrayResult(JSONBOID, cxt, false);
+	cb->n = 0;
+}
+
+static void
+batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
+		  Jsonb *args, MemoryContext cxt)
+{
+	accumArrayResult(cb->workflows, CStringGetTextDatum(workflow), false, TEXTOID, cxt);
+	accumArrayResult(cb->keys, CStringGetTextDatum(key), false, TEXTOID, cxt);
+	accumArrayResult(cb->procedures, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
+	accumArrayResult(cb->args, JsonbPGetDatum(args), false, JSONBOID, cxt);
+	cb->n++;
+}
+
+/*
+ * Insert the batch's children (those that do not exist yet) with a wake-up
+ * due now, owned by the run's owner and linked to the branch log.  Returns
+ * how many were new.  The caller commits.
+ */
+static int64
+dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		isnull;
+	int64		n;
+
+	if (cb->n == 0)
+		return 0;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH c AS ("
+			"  INSERT INTO chrono_forge.workflows"
+			"   (workflow, key, procedure, args, owner, parent_execution_log_id, created_at, updated_at)"
+			"  SELECT u.w, u.k, u.p, u.a, $5::regrole, $6, $7, $7"
+			"   FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
+			"  ON CONFLICT (workflow, key) DO NOTHING RETURNING id),"
+			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT id, $7, 'spawn' FROM c)"
+			" SELECT count(*) FROM c",
+			7, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, OIDOID, INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
+				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
+				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
+			NULL, false, 0);
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	cf_internal_end(&st);
+	if (n > 0)
+		cf_queue_wakeup(now);
+	return n;
+}
+
+/* The spawn's cursor, merged into the branch log's "cursors". */
+static void
+save_cursor(int64 log_id, const char *spawn, const char *cursor_json)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.execution_logs SET metadata = coalesce(metadata, '{}')"
+			"  || jsonb_build_object('cursors', coalesce(metadata->'cursors', '{}')"
+			"   || jsonb_build_object($2::text, $3::jsonb)),"
+			" last_executed_at = chrono_forge.now(), updated_at = chrono_forge.now()"
+			" WHERE id = $1",
+			3, (Oid[]) {INT8OID, TEXTOID, JSONBOID},
+			(Datum[]) {Int64GetDatum(log_id), CStringGetTextDatum(spawn),
+				JsonbPGetDatum(cf_jsonb_parse(cursor_json))},
+			NULL, false, 0);
+	cf_internal_end(&st);
+}
+
+/* Workflow procedures resolved during one spawn_each (few distinct). */
+typedef struct ResolvedWorkflow
+{
+	char	   *workflow;
+	char	   *procedure;
+	struct ResolvedWorkflow *next;
+} ResolvedWorkflow;
+
+static const char *
+resolve_cached(ResolvedWorkflow **cache, const char *workflow, MemoryContext cxt)
+{
+	ResolvedWorkflow *r;
+	char	   *procedure;
+
+	for (r = *cache; r != NULL; r = r->next)
+		if (strcmp(r->workflow, workflow) == 0)
+			return r->procedure;
+	procedure = cf_resolve_workflow(workflow, false);
+	r = MemoryContextAlloc(cxt, sizeof(ResolvedWorkflow));
+	r->workflow = MemoryContextStrdup(cxt, workflow);
+	r->procedure = MemoryContextStrdup(cxt, procedure);
+	r->next = *cache;
+	*cache = r;
+	return r->procedure;
+}
+
+static OpenBranch *
+require_branch(const char *primitive)
+{
+	ensure_registry();
+	if (current_branch == NULL)
+		fail_run(ERRCODE_CF_NOT_IN_BRANCH,
+				 psprintf("chrono_forge.%s() called outside a branch", primitive),
+				 "Call it between CALL chrono_forge.branch('name') and CALL chrono_forge.seal_branch().");
+	return current_branch;
+}
+
+/* spawn(name text, workflow text, args jsonb) */
+Datum
+cf_spawn(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *workflow;
+	Jsonb	   *args;
+	OpenBranch *b;
+	ChildBatch	cb;
+	ResolvedWorkflow *cache = NULL;
+	const char *procedure;
+
+	cf_require_pass(fcinfo, "spawn");
+	cf_fail_now();
+	name = text_arg(fcinfo, 0);
+	cf_validate_name_segment("spawn name", name);
+	workflow = text_arg(fcinfo, 1);
+	if (workflow == NULL || workflow[0] == '\0')
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn workflow must not be NULL or empty", NULL);
+	args = PG_ARGISNULL(2) ? cf_jsonb_parse("{}") : PG_GETARG_JSONB_P(2);
+	if (!JB_ROOT_IS_OBJECT(args))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn args must be a JSON object", NULL);
+	b = require_branch("spawn");
+	if (b->sealed)
+	{
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+	/* As the owner: a missing or forbidden procedure fails the run. */
+	procedure = resolve_cached(&cache, workflow, CurrentMemoryContext);
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	cf_spi_connect();
+	batch_init(&cb, CurrentMemoryContext);
+	batch_add(&cb, workflow, psprintf("%s$%s$%s", cf_pass.key, b->name, name), procedure, args,
+			  CurrentMemoryContext);
+	(void) dispatch(&cb, b->log_id, CurrentMemoryContext);
+	commit_step();
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The spawn's cursor from the branch log: done?, the last item_key. */
+static void
+read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *spawned)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	Datum		d;
+
+	*done = false;
+	*after = NULL;
+	*spawned = 0;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT (c->>'done')::boolean, c->>'after', (c->>'spawned')::bigint"
+			" FROM (SELECT metadata->'cursors'->$2 AS c FROM chrono_forge.execution_logs WHERE id = $1) s",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(log_id), CStringGetTextDatum(spawn)}, NULL, true, 1);
+	cf_internal_end(&st);
+	if (SPI_processed != 1)
+		return;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	*done = !isnull && DatumGetBool(d);
+	*after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	*spawned = isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * spawn_each(name text, workflow text, source text, batch_size int)
+ *
+ * The source runs as the owner, wrapped in keyset order of item_key:
+ * each batch reads the rows after the cursor, inserts their children and
+ * moves the cursor in one transaction.  One row beyond the batch is read
+ * to prove item_key unique across the batch boundary.
+ */
+Datum
+cf_spawn_each(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *workflow;
+	char	   *source;
+	int32		batch_size;
+	OpenBranch *b;
+	bool		done;
+	char	   *after;
+	int64		spawned;
+	TupleDesc	desc;
+	int			key_col = 0,
+				args_col = 0,
+				wf_col = 0;
+	Oid			key_type;
+	Oid			key_input;
+	Oid			key_ioparam;
+	char	   *first_sql;
+	char	   *next_sql;
+	MemoryContext batch_cxt;
+	MemoryContext old;
+	ResolvedWorkflow *cache = NULL;
+	MemoryContext cache_cxt = CurrentMemoryContext;
+
+	cf_require_pass(fcinfo, "spawn_each");
+	cf_fail_now();
+	name = text_arg(fcinfo, 0);
+	cf_validate_name_segment("spawn name", name);
+	workflow = text_arg(fcinfo, 1);
+	if (workflow != NULL && workflow[0] == '\0')
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each workflow must not be empty", NULL);
+	source = text_arg(fcinfo, 2);
+	if (source == NULL || source[0] == '\0')
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must not be NULL or empty", NULL);
+	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each batch_size must be at least 1", NULL);
+	batch_size = PG_GETARG_INT32(3);
+	b = require_branch("spawn_each");
+	if (b->sealed)
+	{
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+
+	cf_spi_connect();
+	read_cursor(b->log_id, name, &done, &after, &spawned);
+	if (done)
+	{
+		SPI_finish();
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+
+	/* Describe the source (as the owner): item_key, args, workflow. */
+	if (SPI_execute(psprintf("SELECT * FROM (%s) AS s LIMIT 0", source), false, 0) < 0)
+		elog(ERROR, "could not describe the spawn_each source");
+	desc = SPI_tuptable->tupdesc;
+	for (int i = 1; i <= desc->natts; i++)
+	{
+		const char *col = NameStr(TupleDescAttr(desc, i - 1)->attname);
+
+		if (strcmp(col, "item_key") == 0)
+			key_col = i;
+		else if (strcmp(col, "args") == 0)
+			args_col = i;
+		else if (strcmp(col, "workflow") == 0)
+			wf_col = i;
+	}
+	if (key_col == 0)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must return an item_key column",
+				 "The source is a query returning item_key (unique, sortable), args jsonb and optionally workflow text.");
+	key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
+	SPI_freetuptable(SPI_tuptable);
+	getTypeInputInfo(key_type, &key_input, &key_ioparam);
+	first_sql = psprintf("SELECT s.item_key::text, %s, %s FROM (%s) AS s"
+						 " ORDER BY s.item_key LIMIT $1",
+						 args_col ? "s.args::jsonb" : "'{}'::jsonb",
+						 wf_col ? "s.workflow::text" : "NULL::text", source);
+	next_sql = psprintf("SELECT s.item_key::text, %s, %s FROM (%s) AS s"
+						" WHERE s.item_key > $2 ORDER BY s.item_key LIMIT $1",
+						args_col ? "s.args::jsonb" : "'{}'::jsonb",
+						wf_col ? "s.workflow::text" : "NULL::text", source);
+
+	batch_cxt = AllocSetContextCreate(cf_pass.cxt, "chrono_forge spawn_each batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		ChildBatch	cb;
+		int			rc;
+		uint64		rows;
+		int			take;
+		bool		last;
+		char	   *prev_key = NULL;
+		char	   *last_key = NULL;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(batch_cxt);
+
+		/* The next keyset page, as the owner. */
+		if (after == NULL)
+			rc = SPI_execute_with_args(first_sql, 1, (Oid[]) {INT4OID},
+									   (Datum[]) {Int32GetDatum(batch_size + 1)}, NULL, false, 0);
+		else
+			rc = SPI_execute_with_args(next_sql, 2, (Oid[]) {INT4OID, key_type},
+									   (Datum[]) {Int32GetDatum(batch_size + 1),
+										   OidInputFunctionCall(key_input, after, key_ioparam, -1)},
+									   NULL, false, 0);
+		if (rc < 0)
+			elog(ERROR, "could not read the spawn_each source: %s", SPI_result_code_string(rc));
+		rows = SPI_processed;
+		take = (int) Min(rows, (uint64) batch_size);
+		last = rows <= (uint64) batch_size;
+
+		old = MemoryContextSwitchTo(batch_cxt);
+		batch_init(&cb, batch_cxt);
+		for (int i = 0; i < (int) rows; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			char	   *item_key = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+			char	   *row_wf;
+			bool		isnull;
+			Datum		a;
+			Jsonb	   *row_args;
+
+			if (item_key == NULL)
+				fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source returned a NULL item_key", NULL);
+			if (prev_key != NULL && strcmp(prev_key, item_key) == 0)
+				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+						 psprintf("spawn_each source returned item_key \"%s\" twice", item_key),
+						 "item_key must be unique: it names the child.");
+			prev_key = item_key;
+			if (i >= take)
+				break;			/* the look-ahead row */
+			last_key = item_key;
+			row_wf = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
+			if (row_wf == NULL)
+				row_wf = workflow;
+			if (row_wf == NULL || row_wf[0] == '\0')
+				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+						 psprintf("spawn_each row \"%s\" names no workflow", item_key),
+						 "Pass a workflow to spawn_each or return a workflow column.");
+			a = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+			row_args = isnull ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(a);
+			if (!JB_ROOT_IS_OBJECT(row_args))
+				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+						 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
+			batch_add(&cb, row_wf,
+					  psprintf("%s$%s$%s_%s", cf_pass.key, b->name, name, item_key),
+					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);
+		}
+		MemoryContextSwitchTo(old);
+		/* SPI keeps result sets until the connection ends: free each page. */
+		SPI_freetuptable(SPI_tuptable);
+
+		spawned += dispatch(&cb, b->log_id, batch_cxt);
+		if (last_key != NULL)
+			after = MemoryContextStrdup(cf_pass.cxt, last_key);
+		save_cursor(b->log_id, name,
+					psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s}",
+							 after ? cf_json_string(after) : "null",
+							 (long long) spawned, last ? "true" : "false"));
+		commit_step();
+		if (last)
+			break;
+	}
+	MemoryContextDelete(batch_cxt);
+	SPI_finish();
+	cf_pass.outcome = CF_OUTCOME_NONE;
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * merge_branches
+ * ---------------------------------------------------------------------
+ */
+
+static int
+cmp_branch_name(const void *a, const void *b)
+{
+	return strcmp((*(OpenBranch *const *) a)->name, (*(OpenBranch *const *) b)->name);
+}
+
+static bool
+all_done(OpenBranch **branches, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!branch_done_internal(branches[i]->log_id))
+			return false;
+	return true;
+}
+
+/* The merge is complete: log it, drop its poll, commit, remember. */
+static void
+complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	cf_step_log_write(step_name, "completed", attempts, NULL, NULL, NULL);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"DELETE FROM chrono_forge.merge_polls WHERE workflow_id = $1 AND merge_step = $2",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step_name)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	commit_step();
+	cf_step_remember(step_name, NULL);
+	for (int i = 0; i < n; i++)
+		branches[i]->merged = true;
+}
+
+static char *
+random_token(void)
+{
+	uint8		bytes[16];
+	char	   *hex = palloc(33);
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		elog(ERROR, "could not generate a merge token");
+	for (int i = 0; i < 16; i++)
+		sprintf(hex + 2 * i, "%02x", bytes[i]);
+	return hex;
+}
+
+/*
+ * Join branches (sorted by name, distinct, sealed).  Returns once every
+ * child is completed; otherwise parks the run (no continuation) behind a
+ * poll, fenced by a new token stamped on every branch log.  The run is not
+ * replayed while it waits: the poller or a child's completion wakes it.
+ */
+static void
+merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval)
+{
+	static SPIPlanPtr stamp_plan = NULL;
+	StringInfoData step;
+	Jsonb	   *ignored;
+	CfStepLog	log;
+	CfInternal	st;
+	char	   *token;
+	TimestampTz due;
+	ArrayBuildState *ids;
+
+	qsort(branches, n, sizeof(OpenBranch *), cmp_branch_name);
+	initStringInfo(&step);
+	appendStringInfoString(&step, "merge$");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&step, "%s%s", i > 0 ? "," : "", branches[i]->name);
+	if (cf_step_completed(step.data, &ignored))
+	{
+		for (int i = 0; i < n; i++)
+			branches[i]->merged = true;
+		return;
+	}
+
+	cf_spi_connect();
+	log = cf_step_log_read(step.data);
+	if (all_done(branches, n))
+	{
+		complete_merge(step.data, branches, n, log.attempts + 1);
+		SPI_finish();
+		return;
+	}
+
+	/* Park behind a poll: stamp the token, schedule the first visit. */
+	token = random_token();
+	due = cf_timestamp_plus(cf_clock_now(), min_interval);
+	ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	for (int i = 0; i < n; i++)
+		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
+	cf_step_log_write(step.data, "pending", log.attempts + 1, NULL, NULL, NULL);
+	cf_internal_begin(&st);
+	cf_exec(&stamp_plan,
+			"WITH s AS (UPDATE chrono_forge.execution_logs SET"
+			"  metadata = coalesce(metadata, '{}') || jsonb_build_object('poll_token', $3::text)"
+			"  WHERE id = ANY ($2))"
+			" INSERT INTO chrono_forge.merge_polls AS p"
+			"  (workflow_id, merge_step, branch_log_ids, min_interval, max_interval, token, due_at)"
+			" VALUES ($1, $4, $2, $5, $6, $3, $7)"
+			" ON CONFLICT (workflow_id, merge_step) DO UPDATE SET branch_log_ids = EXCLUDED.branch_log_ids,"
+			"  min_interval = EXCLUDED.min_interval, max_interval = EXCLUDED.max_interval,"
+			"  token = EXCLUDED.token, due_at = EXCLUDED.due_at",
+			7, (Oid[]) {INT8OID, INT8ARRAYOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), makeArrayResult(ids, CurrentMemoryContext),
+				CStringGetTextDatum(token), CStringGetTextDatum(step.data),
+				IntervalPGetDatum(min_interval), IntervalPGetDatum(max_interval),
+			TimestampTzGetDatum(due)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	cf_queue_wakeup(due);		/* the launcher plans the poll */
+	commit_step();
+
+	/*
+	 * A last child that completed before the token was visible did not
+	 * nudge us: look once more now that it is.  Either it sees the token
+	 * or we see its completion.
+	 */
+	if (all_done(branches, n))
+	{
+		complete_merge(step.data, branches, n, log.attempts + 1);
+		SPI_finish();
+		return;
+	}
+	SPI_finish();
+	cf_halt(step.data);
+}
+
+/* merge_branches(names text[], min_interval interval, max_interval interval) */
+Datum
+cf_merge_branches(PG_FUNCTION_ARGS)
+{
+	ArrayType  *names;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	Interval   *min_interval;
+	Interval   *max_interval;
+	OpenBranch **branches;
+	int			m = 0;
+	StringInfoData step;
+	Jsonb	   *ignored;
+	char	  **sorted;
+
+	cf_require_pass(fcinfo, "merge_branches");
+	cf_fail_now();
+	if (PG_ARGISNULL(0))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
+	names = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
+	min_interval = PG_GETARG_INTERVAL_P(1);
+	max_interval = PG_GETARG_INTERVAL_P(2);
+	if (cf_interval_seconds(min_interval) <= 0)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches min_interval must be positive", NULL);
+	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 "merge_branches min_interval must not exceed max_interval", NULL);
+
+	sorted = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *name = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+
+		cf_validate_name_segment("branch name", name);
+		if (strchr(name, ',') != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CF_INVALID_STEP_NAME),
+					 errmsg("invalid step name: branch name \"%s\" contains \",\"", name),
+					 errhint("\",\" separates the branch names of a merge step.")));
+		sorted[i] = name;
+	}
+	qsort(sorted, n, sizeof(char *), pg_qsort_strcmp);
+
+	/* Already merged: nothing to check (as the gem). */
+	initStringInfo(&step);
+	appendStringInfoString(&step, "merge$");
+	for (int i = 0; i < n; i++)
+		if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
+			appendStringInfo(&step, "%s%s", i > 0 ? "," : "", sorted[i]);
+	ensure_registry();
+	if (cf_step_completed(step.data, &ignored))
+	{
+		for (int i = 0; i < n; i++)
+		{
+			OpenBranch *b = find_branch(sorted[i]);
+
+			if (b != NULL)
+				b->merged = true;
+		}
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+	branches = palloc(sizeof(OpenBranch *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		OpenBranch *b;
+
+		if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+			continue;
+		b = find_branch(sorted[i]);
+		if (b == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CF_UNKNOWN_BRANCH),
+					 errmsg("unknown branch \"%s\"", sorted[i]),
+					 errdetail("merge_branches names a branch this workflow has not opened before it."),
+					 errhint("Open it with CALL chrono_forge.branch('%s') first.", sorted[i])));
+		if (b == current_branch)
+			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+					 psprintf("branch \"%s\" cannot be merged before it is sealed", b->name),
+					 "Call chrono_forge.seal_branch() first.");
+		branches[m++] = b;
+	}
+	cf_pass.outcome = CF_OUTCOME_NONE;
+	merge(branches, m, min_interval, max_interval);
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * Hooks of the pass (executor.c)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The body returned and the run is about to complete: refuse if a branch
+ * was never merged, and note the run's branch (if it is a child) for the
+ * nudge after the completion commits.  Children's keys always contain
+ * '$': other runs pay nothing here.
+ */
+void
+cf_branch_before_complete(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	nudge_log_id = 0;
+	if (registry_cxt == cf_pass.cxt && open_branches != NULL)
+	{
+		StringInfoData names;
+		int			n = 0;
+		int			total = 0;
+		int			i;
+		OpenBranch **order;
+
+		/* The registry is newest first: name them in opening order. */
+		for (OpenBranch *b = open_branches; b != NULL; b = b->next)
+			total++;
+		order = palloc(sizeof(OpenBranch *) * total);
+		i = total;
+		for (OpenBranch *b = open_branches; b != NULL; b = b->next)
+			order[--i] = b;
+		initStringInfo(&names);
+		for (i = 0; i < total; i++)
+			if (!order[i]->merged)
+				appendStringInfo(&names, "%s%s", n++ > 0 ? ", " : "", order[i]->name);
+		if (n > 0)
+		{
+			cf_fail_now();
+			ereport(ERROR,
+					(errcode(ERRCODE_CF_UNMERGED_BRANCH),
+					 errmsg("unmerged branch: branch%s %s %s opened but never merged",
+							n > 1 ? "es" : "", names.data, n > 1 ? "were" : "was"),
+					 errhint("Add CALL chrono_forge.merge_branches(ARRAY[...]) before the workflow ends, "
+							 "or open the branch with automerge => true.")));
+		}
+	}
+	if (strchr(cf_pass.key, CF_STEP_DELIMITER) != NULL)
+	{
+		CfInternal	st;
+		bool		isnull;
+		Datum		d;
+
+		cf_internal_begin(&st);
+		cf_exec(&plan,
+				"SELECT parent_execution_log_id FROM chrono_forge.workflows WHERE id = $1",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
+				NULL, true, 1);
+		cf_internal_end(&st);
+		if (SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				nudge_log_id = DatumGetInt64(d);
+		}
+	}
+}
+
+/*
+ * After the pass's last commit: a child that completed looks whether its
+ * branch is now done and, if its parent waits on a merge of it, wakes the
+ * parent.  Looking after the commit means that of two last children
+ * completing at once, at least the later looker sees both; a crash in
+ * between is covered by the poller.  Caller: in a transaction, connected
+ * to SPI non-atomically.
+ */
+void
+cf_branch_after_pass(bool completed)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		log_id = nudge_log_id;
+	CfInternal	st;
+	TimestampTz now;
+
+	nudge_log_id = 0;
+	if (!completed || log_id == 0)
+		return;
+	/* The common case: siblings still pending, a few index probes. */
+	if (cf_branch_children_pending(log_id, 1, NULL, NULL) > 0)
+		return;
+	now = cf_clock_now();
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH b AS (SELECT l.workflow_id FROM chrono_forge.execution_logs l"
+			"  WHERE l.id = $1 AND l.state = 'completed' AND l.metadata ? 'poll_token')"
+			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			" SELECT p.id, $2, 'merge' FROM b JOIN chrono_forge.workflows p ON p.id = b.workflow_id"
+			"  WHERE p.state IN ('idle', 'running')"
+			"   AND EXISTS (SELECT 1 FROM chrono_forge.merge_polls m WHERE m.workflow_id = p.id)"
+			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
+			"    WHERE k.workflow_id = p.id AND k.due_at <= $2)",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(log_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+	cf_internal_end(&st);
+	if (SPI_processed > 0)
+	{
+		cf_queue_wakeup(now);
+		SPI_commit();
+	}
+}

@@ -1,0 +1,522 @@
+/*-------------------------------------------------------------------------
+ *
+ * merge.c
+ *	  The merge poller: visits parked merges (chrono_forge.merge_polls),
+ *	  wakes the parent once every child of its branches completed, paces
+ *	  itself by the measured drain rate, re-dispatches children that were
+ *	  never picked up, and stamps its state on the branch logs.
+ *
+ * Owns merge_polls after merge_branches() (branch.c) created the row.
+ * Polls run in the launcher, one transaction each, so they never queue
+ * behind the passes of the fan-out they watch; run_pending() runs the
+ * caller's own.  This file must never run user code, never replay a
+ * parent (it only inserts the parent's wake-up), and never write for a
+ * superseded chain: a poll whose token differs from the poll_token stamped
+ * on any of its branch logs deletes its own row and writes nothing else.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+#define ETA_FRACTION 0.5
+#define REKICK_AFTER "5 minutes"
+#define REKICK_BATCH 200
+#define LAUNCHER_POLLS_PER_ROUND 100
+#define FAILED_POLL_RETRY "1 minute"
+
+/* The poll being run (for the launcher's error path). */
+static int64 current_poll_id = 0;
+
+
+typedef struct BranchSample
+{
+	int64		log_id;
+	bool		sealed;
+	/* this poll */
+	int64		pending;
+	int64		never_started;
+	int64		running;
+	int64		spawned;		/* -1: unknown */
+	int64		rekicked;
+	double		rate;
+	/* the previous poll, if any */
+	bool		has_prior;
+	int64		prior_pending;
+	bool		has_prior_never_started;
+	int64		prior_never_started;
+	TimestampTz prior_at;
+	double		prior_interval; /* < 0: none */
+	int64		prior_spawned;	/* -1: none */
+} BranchSample;
+
+static double
+clamp(double v, double lo, double hi)
+{
+	return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static double
+seconds_between(TimestampTz a, TimestampTz b)
+{
+	return (double) (b - a) / USECS_PER_SEC;
+}
+
+static int64
+get_int64(int col, int64 dflt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? dflt : DatumGetInt64(d);
+}
+
+/* Count one branch's unfinished children (never its completed ones). */
+static void
+sample_children(BranchSample *s)
+{
+	static SPIPlanPtr spawned_plan = NULL;
+
+	s->pending = cf_branch_children_pending(s->log_id, 0, &s->never_started, &s->running);
+
+	/* Spawned is counted once, when sealed, then carried forward. */
+	if (s->prior_spawned >= 0 && s->sealed)
+		s->spawned = s->prior_spawned;
+	else if (s->sealed)
+	{
+		cf_exec(&spawned_plan,
+				"SELECT count(*) FROM chrono_forge.workflows WHERE parent_execution_log_id = $1",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(s->log_id)}, NULL, true, 1);
+		s->spawned = get_int64(1, 0);
+	}
+	else
+		s->spawned = -1;
+}
+
+/*
+ * Children never picked up: idle, never started, untouched for five
+ * minutes and with no wake-up, at most REKICK_BATCH, each touched so that
+ * the next poll leaves it alone for another window.
+ */
+static int64
+rekick(BranchSample *s, TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec(&plan,
+			"WITH k AS (SELECT w.id FROM chrono_forge.workflows w"
+			"  WHERE w.parent_execution_log_id = $1 AND w.state = 'idle' AND w.started_at IS NULL"
+			"   AND w.updated_at < $2 - interval '" REKICK_AFTER "'"
+			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups x WHERE x.workflow_id = w.id)"
+			"  LIMIT " CppAsString2(REKICK_BATCH) " FOR NO KEY UPDATE SKIP LOCKED),"
+			" t AS (UPDATE chrono_forge.workflows w SET updated_at = $2 FROM k WHERE w.id = k.id),"
+			" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT id, $2, 'rekick' FROM k)"
+			" SELECT count(*) FROM k",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(s->log_id), TimestampTzGetDatum(now)}, NULL, false, 1);
+	return get_int64(1, 0);
+}
+
+/* Stamp this poll on the branch log (only under our token). */
+static void
+record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
+			TimestampTz next, double interval, double eta)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[13];
+	char		nulls[14] = "             ";
+
+	values[0] = Int64GetDatum(s->log_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(next);
+	values[3] = Float8GetDatum(interval);
+	if (final)
+		nulls[2] = nulls[3] = 'n';
+	values[4] = Int64GetDatum(s->pending);
+	values[5] = Int64GetDatum(s->never_started);
+	values[6] = Int64GetDatum(s->spawned);
+	if (s->spawned < 0)
+		nulls[6] = 'n';
+	values[7] = BoolGetDatum(s->sealed);
+	values[8] = Float8GetDatum(s->rate);
+	values[9] = Float8GetDatum(eta);
+	if (eta < 0)
+		nulls[9] = 'n';
+	values[10] = Int64GetDatum(s->rekicked);
+	values[11] = CStringGetTextDatum(token);
+	values[12] = Int64GetDatum(s->running);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.execution_logs l SET metadata = coalesce(l.metadata, '{}')"
+			" || jsonb_build_object('poll', jsonb_build_object("
+			"  'last_polled_at', $2, 'next_poll_at', $3, 'interval', round($4::numeric, 3),"
+			"  'pending', $5, 'never_started', $6, 'running', $13, 'spawned', $7, 'sealed', $8,"
+			"  'rate', round($9::numeric, 3), 'eta_seconds', round($10::numeric, 1),"
+			"  'polls', coalesce((l.metadata->'poll'->>'polls')::bigint, 0) + 1,"
+			"  'rekicked', $11,"
+			"  'rekick_total', coalesce((l.metadata->'poll'->>'rekick_total')::bigint, 0) + $11,"
+			"  'last_rekick_at', CASE WHEN $11 > 0 THEN to_jsonb($2) ELSE l.metadata->'poll'->'last_rekick_at' END)),"
+			" updated_at = $2"
+			" WHERE l.id = $1 AND l.metadata->>'poll_token' = $12",
+			13, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, FLOAT8OID, INT8OID, INT8OID,
+				INT8OID, BOOLOID, FLOAT8OID, FLOAT8OID, INT8OID, TEXTOID, INT8OID},
+			values, nulls, false, 0);
+}
+
+static void
+delete_poll(int64 poll_id)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec(&plan, "DELETE FROM chrono_forge.merge_polls WHERE id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(poll_id)}, NULL, false, 0);
+}
+
+/*
+ * One due poll, in the caller's transaction (the caller commits).  Returns
+ * false if none was due.  Caller is connected to SPI.
+ */
+static bool
+poll_one(Oid only_owner)
+{
+	static SPIPlanPtr pick_plan = NULL;
+	static SPIPlanPtr logs_plan = NULL;
+	static SPIPlanPtr wake_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
+	TimestampTz now = cf_clock_now();
+	CfInternal	st;
+	bool		isnull;
+	int64		poll_id;
+	int64		parent_id;
+	Datum		ids;
+	double		min_s;
+	double		max_s;
+	char	   *token;
+	bool		parent_active;
+	int			n;
+	BranchSample *samples;
+	bool		fenced = false;
+	bool		all_sealed = true;
+	bool		all_prior = true;
+	int64		pending = 0,
+				prior_pending = 0,
+				never_started = 0,
+				running = 0;
+	TimestampTz earliest_prior = DT_NOEND;
+	double		prev_delay = -1;
+	double		rate = 0;
+	double		delay;
+	double		eta = -1;
+	TimestampTz next;
+
+	cf_internal_begin(&st);
+	cf_exec(&pick_plan,
+			"SELECT p.id, p.workflow_id, p.branch_log_ids,"
+			"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8,"
+			"  p.token, w.state IN ('idle', 'running')"
+			" FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id"
+			" WHERE p.due_at <= $1 AND ($2 = 0 OR w.owner::oid = $2)"
+			" ORDER BY p.due_at LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
+			2, (Oid[]) {TIMESTAMPTZOID, OIDOID},
+			(Datum[]) {TimestampTzGetDatum(now), ObjectIdGetDatum(only_owner)}, NULL, false, 1);
+	if (SPI_processed == 0)
+	{
+		cf_internal_end(&st);
+		return false;
+	}
+	poll_id = get_int64(1, 0);
+	current_poll_id = poll_id;
+	parent_id = get_int64(2, 0);
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+	min_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	max_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	token = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6);
+	parent_active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull));
+	if (!parent_active)
+	{
+		/* The parent ended (cancelled, failed): the chain ends with it. */
+		delete_poll(poll_id);
+		cf_internal_end(&st);
+		return true;
+	}
+
+	/* The branch logs, locked against a concurrent re-stamp of the token. */
+	cf_exec(&logs_plan,
+			"SELECT l.id, l.state = 'completed', l.metadata->>'poll_token' IS NOT DISTINCT FROM $2,"
+			"  (l.metadata->'poll'->>'pending')::bigint,"
+			"  (l.metadata->'poll'->>'never_started')::bigint,"
+			"  (l.metadata->'poll'->>'last_polled_at')::timestamptz,"
+			"  (l.metadata->'poll'->>'interval')::float8,"
+			"  (l.metadata->'poll'->>'spawned')::bigint"
+			" FROM chrono_forge.execution_logs l WHERE l.id = ANY ($1) ORDER BY l.id FOR NO KEY UPDATE",
+			2, (Oid[]) {INT8ARRAYOID, TEXTOID}, (Datum[]) {ids, CStringGetTextDatum(token)},
+			NULL, false, 0);
+	n = (int) SPI_processed;
+	samples = palloc0(sizeof(BranchSample) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		BranchSample *s = &samples[i];
+		Datum		d;
+
+		s->log_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		s->sealed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			fenced = true;
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		s->has_prior = !isnull;
+		s->prior_pending = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		s->has_prior_never_started = !isnull;
+		s->prior_never_started = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (isnull)
+			s->has_prior = false;
+		else
+			s->prior_at = DatumGetTimestampTz(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		s->prior_interval = isnull ? -1 : DatumGetFloat8(d);
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		s->prior_spawned = isnull ? -1 : DatumGetInt64(d);
+	}
+	if (n == 0 || n != ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(ids)), ARR_DIMS(DatumGetArrayTypeP(ids))) || fenced)
+	{
+		/* Superseded (or its logs are gone): stop, writing nothing. */
+		delete_poll(poll_id);
+		cf_internal_end(&st);
+		return true;
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		BranchSample *s = &samples[i];
+
+		sample_children(s);
+		all_sealed &= s->sealed;
+		pending += s->pending;
+		never_started += s->never_started;
+		running += s->running;
+		if (s->has_prior)
+		{
+			prior_pending += s->prior_pending;
+			earliest_prior = Min(earliest_prior, s->prior_at);
+		}
+		else
+			all_prior = false;
+		if (s->prior_interval > prev_delay)
+			prev_delay = s->prior_interval;
+		if (s->has_prior && s->pending < s->prior_pending && now > s->prior_at)
+			s->rate = (s->prior_pending - s->pending) / seconds_between(s->prior_at, now);
+	}
+
+	if (all_sealed && pending == 0)
+	{
+		/* Done: the last poll, then the parent's wake-up. */
+		for (int i = 0; i < n; i++)
+		{
+			samples[i].rate = 0;
+			record_poll(&samples[i], token, now, true, 0, 0, -1);
+		}
+		cf_exec(&wake_plan,
+				"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+				" SELECT $1, $2, 'merge' WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
+				"  WHERE k.workflow_id = $1 AND k.due_at <= $2)",
+				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(parent_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+		delete_poll(poll_id);
+		cf_internal_end(&st);
+		cf_queue_wakeup(now);
+		return true;
+	}
+
+	/* Children never picked up, unless the never-started count still falls. */
+	for (int i = 0; i < n; i++)
+	{
+		BranchSample *s = &samples[i];
+
+		if (s->never_started == 0 ||
+			(s->has_prior_never_started && s->never_started < s->prior_never_started))
+			continue;
+		s->rekicked = rekick(s, now);
+		if (s->rekicked > 0)
+			cf_queue_wakeup(now);
+	}
+
+	/* Cadence: half the estimated time to drain, else by motion. */
+	if (all_prior && pending < prior_pending && now > earliest_prior)
+		rate = (prior_pending - pending) / seconds_between(earliest_prior, now);
+	if (rate > 0)
+	{
+		eta = pending / rate;
+		delay = clamp(eta * ETA_FRACTION, min_s, max_s);
+	}
+	else if (running > 0)
+		delay = min_s;
+	else if (never_started > 0)
+		delay = prev_delay > 0 ? clamp(2 * prev_delay, min_s, max_s) : min_s;
+	else
+		delay = max_s;
+	next = TimestampTzPlusMilliseconds(now, (int64) (delay * 1000));
+	for (int i = 0; i < n; i++)
+	{
+		BranchSample *s = &samples[i];
+		double		branch_eta = s->rate > 0 ? s->pending / s->rate : -1;
+
+		record_poll(s, token, now, false, next, delay, branch_eta);
+	}
+	cf_exec(&next_plan, "UPDATE chrono_forge.merge_polls SET due_at = $2 WHERE id = $1",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(poll_id), TimestampTzGetDatum(next)}, NULL, false, 0);
+	cf_internal_end(&st);
+	cf_queue_wakeup(next);
+	return true;
+}
+
+/* Installed at 0.2.0 or later?  (The library also serves 0.1.0 schemas.) */
+static bool
+polls_installed(void)
+{
+	Oid			ns = get_namespace_oid("chrono_forge", true);
+
+	return OidIsValid(ns) && OidIsValid(get_relname_relid("merge_polls", ns));
+}
+
+/*
+ * run_pending(): every due poll of the caller's runs, each committed on
+ * its own.  Caller is connected to SPI non-atomically.  Returns how many
+ * polls ran.
+ */
+int
+cf_merge_run_due_polls(Oid only_owner)
+{
+	int			n = 0;
+
+	if (!polls_installed())
+		return 0;
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!poll_one(only_owner))
+			break;
+		SPI_commit();
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The launcher: one due poll in its own transaction; false if none was
+ * due.  A poll that fails must not take the launcher down with it (nor
+ * loop): it is logged and that merge is looked at again later.
+ */
+static bool
+launcher_poll_one(void)
+{
+	volatile bool more = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	CHECK_FOR_INTERRUPTS();
+	current_poll_id = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		pgstat_report_activity(STATE_RUNNING, "chrono_forge merge poll");
+		more = poll_one(InvalidOid);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		int64		failed = current_poll_id;
+
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		if (failed != 0)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			SPI_execute_with_args("UPDATE chrono_forge.merge_polls SET due_at = pg_catalog.now()"
+								  " + interval '" FAILED_POLL_RETRY "' WHERE id = $1",
+								  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(failed)},
+								  NULL, false, 0);
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		more = true;
+	}
+	PG_END_TRY();
+	return more;
+}
+
+/*
+ * The launcher: run due polls (a bounded round), each in its own
+ * transaction; return when the next one is due (DT_NOEND: none, now:
+ * more are due already).
+ */
+TimestampTz
+cf_merge_launcher_polls(void)
+{
+	static SPIPlanPtr next_plan = NULL;
+	TimestampTz next = DT_NOEND;
+	bool		more = true;
+	CfInternal	st;
+	bool		isnull;
+	bool		installed;
+
+	StartTransactionCommand();
+	installed = polls_installed();
+	CommitTransactionCommand();
+	if (!installed)
+		return DT_NOEND;
+	for (int i = 0; i < LAUNCHER_POLLS_PER_ROUND && more; i++)
+		more = launcher_poll_one();
+	if (more)
+		next = GetCurrentTimestamp();
+	else
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		cf_internal_begin(&st);
+		cf_exec(&next_plan, "SELECT min(due_at) FROM chrono_forge.merge_polls",
+				0, NULL, NULL, NULL, true, 1);
+		if (SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				next = DatumGetTimestampTz(d);
+		}
+		cf_internal_end(&st);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return next;
+}
