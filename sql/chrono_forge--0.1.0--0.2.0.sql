@@ -1028,8 +1028,8 @@ BEGIN
     SELECT c.workflow_id, c.workflow, c.key, pg_catalog.substr(c.step_name, 16), c.state::text,
            c.metadata->>'every',
            (c.metadata->>'last_execution_at')::timestamptz,
-           f.next_at,
-           CASE WHEN f.next_at < ts THEN ts - f.next_at ELSE interval '0' END,
+           nx.next_at,
+           CASE WHEN nx.next_at < ts THEN ts - nx.next_at ELSE interval '0' END,
            f.missed, f.failed, f.avg_late
       FROM sel c
       LEFT JOIN LATERAL (
@@ -1046,6 +1046,15 @@ BEGIN
                    WHERE t.workflow_id = c.workflow_id AND t.step_name > c.step_name || '$'
                      AND pg_catalog.starts_with(t.step_name, c.step_name || '$')
                    ORDER BY t.step_name DESC LIMIT window_) t) f ON true
+      -- The next tick: a pending (retrying) tick's, else the one after the
+      -- last tick handled, else the anchor (a tick's log is written only
+      -- when it runs); none once the task is done.
+     CROSS JOIN LATERAL (
+          SELECT CASE WHEN c.state = 'completed' THEN NULL::timestamptz
+                      ELSE coalesce(f.next_at,
+                                    (c.metadata->>'last_execution_at')::timestamptz
+                                        + (c.metadata->>'every')::interval,
+                                    (c.metadata->>'anchor')::timestamptz) END AS next_at) nx
      ORDER BY c.workflow_id, c.id;
 END
 $$;

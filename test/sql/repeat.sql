@@ -51,6 +51,10 @@ CALL chrono_forge.run_pending();
 SET chrono_forge.fake_now = '2030-01-01 00:03:00+00';
 CALL chrono_forge.run_pending();
 SELECT * FROM rp_runs WHERE key = 'basic';
+-- Periodic health (the operations view) on these real ticks: the last
+-- tick handled and the next one, none missed, not late.
+SELECT task, state, last_tick_at, next_tick_at, late_by, missed_ticks, failed_ticks
+  FROM chrono_forge.periodic_health('rp_basic_wf', 'basic');
 -- till is met on the next pass: the coordination completes, the body
 -- continues, and no tick runs.
 SET chrono_forge.fake_now = '2030-01-01 00:04:00+00';
@@ -209,6 +213,7 @@ SELECT step_name, error_message, metadata - 'parent_id' AS metadata
   FROM chrono_forge.execution_logs WHERE metadata ? 'fast_forwarded' AND step_name LIKE '%rp_record$%'
    AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'hourly');
 SELECT * FROM rp_runs WHERE key = 'hourly';
+SELECT task, last_tick_at, next_tick_at, missed_ticks FROM chrono_forge.periodic_health('rp_hourly_wf', 'hourly');
 -- The boundary: at 07:30 the 07:00 tick is exactly at its timeout, so it
 -- is not expired: only 06:00 is skipped, and 07:00 runs.
 SET chrono_forge.fake_now = '2030-02-01 07:30:00+00';
