@@ -158,6 +158,7 @@ extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);
 extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
 extern double cf_interval_seconds(Interval *i);
+extern bool cf_interval_is_negative(Interval *i);
 extern bool cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t);
 extern void cf_primitive_invalid_argument(const char *msg) pg_attribute_noreturn();
 extern CfFunction *cf_condition_lookup(const char *condition, const char *what);

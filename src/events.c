@@ -140,7 +140,7 @@ cf_await_event(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1 + a))
 	{
 		timeout = PG_GETARG_INTERVAL_P(1 + a);
-		if (timeout->month < 0 || timeout->day < 0 || timeout->time < 0)
+		if (cf_interval_is_negative(timeout))
 			ereport(ERROR,
 					(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 					 errmsg("await_event timeout must not be negative")));

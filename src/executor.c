@@ -18,12 +18,14 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -56,7 +58,8 @@ static int	max_completed_steps = 0;
 /*
  * Read with them, the run's other step logs (pending or failed), sorted by
  * name: a step's first attempt needs no query to learn that it has no log
- * yet.  Names this pass has written since are read again from the table.
+ * yet.  Names this pass has written since are read again from the table:
+ * written_steps holds their hashes (a collision only costs a query).
  */
 typedef struct OpenStep
 {
@@ -65,7 +68,7 @@ typedef struct OpenStep
 } OpenStep;
 static OpenStep *open_steps = NULL;
 static int	n_open_steps = 0;
-static List *written_steps = NIL;
+static HTAB *written_steps = NULL;
 
 static void
 replay_cache_reset(void)
@@ -74,7 +77,13 @@ replay_cache_reset(void)
 	n_completed_steps = max_completed_steps = 0;
 	open_steps = NULL;
 	n_open_steps = 0;
-	written_steps = NIL;
+	written_steps = NULL;
+}
+
+static uint32
+step_name_hash(const char *step_name)
+{
+	return hash_bytes((const unsigned char *) step_name, strlen(step_name));
 }
 
 /* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
@@ -169,14 +178,14 @@ cf_step_log_cached(const char *step_name, CfStepLog *log)
 	OpenStep	key;
 	OpenStep   *found;
 	Jsonb	   *ignored;
-	ListCell   *lc;
+	uint32		h;
 
 	if (!cf_pass.active || is_repeat_tick(step_name) ||
 		cf_step_completed(step_name, &ignored))
 		return false;
-	foreach(lc, written_steps)
-		if (strcmp((char *) lfirst(lc), step_name) == 0)
-			return false;
+	h = step_name_hash(step_name);
+	if (written_steps != NULL && hash_search(written_steps, &h, HASH_FIND, NULL) != NULL)
+		return false;
 	key.name = (char *) step_name;
 	found = n_open_steps == 0 ? NULL
 		: bsearch(&key, open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
@@ -194,13 +203,22 @@ cf_step_log_cached(const char *step_name, CfStepLog *log)
 void
 cf_step_log_forget(const char *step_name)
 {
-	MemoryContext old;
+	uint32		h;
 
 	if (!cf_pass.active || cf_pass.cxt == NULL)
 		return;
-	old = MemoryContextSwitchTo(cf_pass.cxt);
-	written_steps = lappend(written_steps, pstrdup(step_name));
-	MemoryContextSwitchTo(old);
+	if (written_steps == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint32);
+		ctl.entrysize = sizeof(uint32);
+		ctl.hcxt = cf_pass.cxt;
+		written_steps = hash_create("chrono_forge written steps", 64, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	h = step_name_hash(step_name);
+	(void) hash_search(written_steps, &h, HASH_ENTER, NULL);
 }
 
 /* Record a step completed during this pass (keeps the array sorted). */

@@ -177,22 +177,22 @@ cf_cancel(PG_FUNCTION_ARGS)
 }
 
 /*
- * reap(workflow, key): re-drive one running run now, whatever its lock's
- * age (the operator judged it stranded): clear the lock, schedule a pass.
- * A pass still running under the old lock stops at its next commit.
- * False if the run is not running.
+ * Make the caller's run (workflow, key) idle with its lock cleared, if it
+ * is running; with a wake-up reason, also schedule a pass now.  True if
+ * it was running.
  */
-Datum
-cf_reap(PG_FUNCTION_ARGS)
+static bool
+unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 {
 	static SPIPlanPtr plan = NULL;
 	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
 	char	   *key = cf_required_text(fcinfo, 1, "key");
-	Oid			caller = GetUserId();
+	Oid			caller = GetUserId();	/* before the engine's identity */
 	CfInternal	st;
 	CfRunRef	run;
 	TimestampTz now = cf_clock_now();
-	bool		reaped = false;
+	bool		unlocked = false;
+	bool		isnull;
 
 	SPI_connect();
 	cf_internal_begin(&st);
@@ -201,23 +201,40 @@ cf_reap(PG_FUNCTION_ARGS)
 	{
 		cf_exec(&plan,
 				"WITH r AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-				"  locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running' RETURNING id)"
-				" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-				" SELECT id, $2, 'reaped' FROM r",
-				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now)},
-				NULL, false, 0);
-		reaped = SPI_processed == 1;
+				"  locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running' RETURNING id),"
+				" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+				"  SELECT id, $2, $3 FROM r WHERE $3 IS NOT NULL)"
+				" SELECT count(*) FROM r",
+				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
+				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now),
+				wakeup_reason ? CStringGetTextDatum(wakeup_reason) : (Datum) 0},
+				wakeup_reason ? NULL : "  n", false, 0);
+		unlocked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull)) == 1;
 	}
 	cf_internal_end(&st);
 	SPI_finish();
-	if (reaped)
-	{
+	if (unlocked && wakeup_reason)
 		cf_queue_wakeup(now);
+	return unlocked;
+}
+
+/*
+ * reap(workflow, key): re-drive one running run now, whatever its lock's
+ * age (the operator judged it stranded): clear the lock, schedule a pass.
+ * A pass still running under the old lock stops at its next commit.
+ * False if the run is not running.
+ */
+Datum
+cf_reap(PG_FUNCTION_ARGS)
+{
+	bool		reaped = unlock_running(fcinfo, "reaped");
+
+	if (reaped)
 		ereport(LOG,
 				(errmsg("chrono_forge: workflow run (%s, %s) reaped by %s",
-						workflow, key, GetUserNameFromId(caller, false))));
-	}
+						text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						GetUserNameFromId(GetUserId(), false))));
 	PG_RETURN_BOOL(reaped);
 }
 
@@ -229,30 +246,7 @@ cf_reap(PG_FUNCTION_ARGS)
 Datum
 cf_force_unlock(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
-	char	   *key = cf_required_text(fcinfo, 1, "key");
-	Oid			caller = GetUserId();
-	CfInternal	st;
-	CfRunRef	run;
-	bool		done = false;
-
-	SPI_connect();
-	cf_internal_begin(&st);
-	run = cf_find_own_run(caller, workflow, key, true);
-	if (strcmp(run.state, "running") == 0)
-	{
-		cf_exec(&plan,
-				"UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-				" locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running'",
-				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(cf_clock_now())},
-				NULL, false, 0);
-		done = SPI_processed == 1;
-	}
-	cf_internal_end(&st);
-	SPI_finish();
-	PG_RETURN_BOOL(done);
+	PG_RETURN_BOOL(unlock_running(fcinfo, NULL));
 }
 
 /*

@@ -282,7 +282,7 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		cf_primitive_invalid_argument("durably_repeat every must not be NULL");
 	r.every = PG_GETARG_INTERVAL_P(1);
-	if (r.every->month < 0 || r.every->day < 0 || r.every->time < 0 ||
+	if (cf_interval_is_negative(r.every) ||
 		(r.every->month == 0 && r.every->day == 0 && r.every->time < USECS_PER_SEC))
 		cf_primitive_invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
 	if (PG_ARGISNULL(2))
@@ -293,7 +293,7 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(5))
 		cf_primitive_invalid_argument("durably_repeat timeout must not be NULL");
 	r.timeout = PG_GETARG_INTERVAL_P(5);
-	if (r.timeout->month < 0 || r.timeout->day < 0 || r.timeout->time < 0)
+	if (cf_interval_is_negative(r.timeout))
 		cf_primitive_invalid_argument("durably_repeat timeout must not be negative");
 	on_error = PG_ARGISNULL(6) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(6));
 	if (strcmp(on_error, "continue") != 0 && strcmp(on_error, "fail_workflow") != 0)

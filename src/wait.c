@@ -38,8 +38,8 @@ cf_primitive_invalid_argument(const char *msg)
 			 errmsg("%s", msg)));
 }
 
-static bool
-interval_is_negative(Interval *i)
+bool
+cf_interval_is_negative(Interval *i)
 {
 	return i->month < 0 || i->day < 0 || i->time < 0;
 }
@@ -47,7 +47,7 @@ interval_is_negative(Interval *i)
 static bool
 interval_is_positive(Interval *i)
 {
-	return !interval_is_negative(i) && (i->month > 0 || i->day > 0 || i->time > 0);
+	return !cf_interval_is_negative(i) && (i->month > 0 || i->day > 0 || i->time > 0);
 }
 
 TimestampTz
@@ -210,7 +210,7 @@ cf_wait(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		cf_primitive_invalid_argument("wait duration must not be NULL");
 	duration = PG_GETARG_INTERVAL_P(0);
-	if (interval_is_negative(duration))
+	if (cf_interval_is_negative(duration))
 		cf_primitive_invalid_argument("wait duration must not be negative");
 	cf_fail_now();
 	name = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -277,7 +277,7 @@ cf_wait_until(PG_FUNCTION_ARGS)
 	cf_fail_now();
 	condition = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	cf_validate_name_segment("condition", condition);
-	if (PG_ARGISNULL(1) || interval_is_negative(PG_GETARG_INTERVAL_P(1)))
+	if (PG_ARGISNULL(1) || cf_interval_is_negative(PG_GETARG_INTERVAL_P(1)))
 		cf_primitive_invalid_argument("wait_until timeout must not be NULL or negative");
 	timeout = PG_GETARG_INTERVAL_P(1);
 	if (PG_ARGISNULL(2) || !interval_is_positive(PG_GETARG_INTERVAL_P(2)))
