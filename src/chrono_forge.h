@@ -226,6 +226,7 @@ typedef struct CfPass
 	const char *continuation_reason;
 	CfOutcome	outcome;
 	bool		committed;		/* has the claim committed yet? */
+	bool		commit_pending; /* a step completed; its commit is deferred */
 	Oid			outer_userid;	/* the identity that runs the pass */
 	int			outer_sec_context;
 } CfPass;

@@ -123,6 +123,19 @@ cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
 				 errhint("Do not call it from a function, inside a block with an EXCEPTION clause, "
 						 "or from a procedure with SET clauses or SECURITY DEFINER.")));
 	}
+
+	/*
+	 * A completed step's commit waits for the next primitive or the end of
+	 * the pass, so that the last step of a pass shares its commit with the
+	 * completion.  Never longer: the body's own code between two primitives
+	 * is all that a step's commit can wait for.
+	 */
+	if (cf_pass.commit_pending)
+	{
+		cf_spi_connect();
+		cf_commit();
+		SPI_finish();
+	}
 }
 
 void
@@ -340,6 +353,7 @@ cf_commit(void)
 	SPI_commit();
 	SetUserIdAndSecContext(userid, sec_context);
 	cf_pass.committed = true;
+	cf_pass.commit_pending = false;
 }
 
 /* ---------------------------------------------------------------------

@@ -195,7 +195,8 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	edata = cf_run_guarded(attempt_step, &attempt);
 	if (edata == NULL)
 	{
-		cf_commit();
+		/* Committed by the next primitive or with the pass's end. */
+		cf_pass.commit_pending = true;
 		SPI_finish();
 		cf_step_remember(step_name, attempt.result);
 		return cf_return_result(fcinfo, has_result, attempt.result);

@@ -101,4 +101,50 @@ SELECT state, attempt FROM chrono_forge.workflows WHERE id = :mid;
 SELECT count(*) AS step_logs FROM chrono_forge.execution_logs WHERE workflow_id = :mid;
 SELECT step_name, attempt, error_class, error_message FROM chrono_forge.error_logs WHERE workflow_id = :mid;
 SELECT reason FROM chrono_forge.wakeups WHERE workflow_id = :mid;
+-- A step's commit waits for the next primitive or the end of the pass:
+-- the last step of a pass commits together with the run's completion (one
+-- transaction), a step followed by another primitive commits before it.
+CREATE TABLE de_xids (step text, xid xid8);
+CREATE FUNCTION de_xid(a jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO de_xids VALUES (a->>'s', pg_current_xact_id()) $$;
+CREATE PROCEDURE de_commit_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('de_xid', name => 'first', args => '{"s": "first"}');
+    CALL chrono_forge.durably_execute('de_xid', name => 'last', args => '{"s": "last"}');
+END $$;
+SELECT chrono_forge.start('de_commit_wf', 'c') AS cid \gset
+CALL chrono_forge.run_pending();
+SELECT step, xid = (SELECT xmin::text::xid8 FROM chrono_forge.execution_logs
+                    WHERE workflow_id = :cid AND step_name = '$workflow_completion$')
+       AS commits_with_completion
+  FROM de_xids ORDER BY step;
+
+-- An error escaping the body before the step's commit rolls the step back
+-- with the pass (its writes and its log): the retry runs it again, and
+-- its effect is there once.
+CREATE TABLE de_once (n int);
+CREATE TABLE de_body_fails (fail boolean);
+INSERT INTO de_body_fails VALUES (true);
+CREATE FUNCTION de_once_step() RETURNS void LANGUAGE sql AS $$ INSERT INTO de_once VALUES (1) $$;
+CREATE PROCEDURE de_body_error_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('de_once_step');
+    IF (SELECT fail FROM de_body_fails) THEN
+        UPDATE de_body_fails SET fail = false;
+        RAISE EXCEPTION 'body fails after the step';
+    END IF;
+END $$;
+SELECT chrono_forge.start('de_body_error_wf', 'b') AS bid \gset
+CALL chrono_forge.run_pending(max_passes => 1);
+SELECT count(*) AS step_rows FROM de_once;
+SELECT count(*) AS step_logs FROM chrono_forge.execution_logs WHERE workflow_id = :bid;
+SELECT state, attempt FROM chrono_forge.workflows WHERE id = :bid;
+UPDATE de_body_fails SET fail = false;
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT state FROM chrono_forge.workflows WHERE id = :bid;
+SELECT count(*) AS step_rows FROM de_once;
+SELECT step_name, attempts FROM chrono_forge.execution_logs WHERE workflow_id = :bid ORDER BY id;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+
 DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'de\_%';
