@@ -10,6 +10,15 @@
 -- Core
 -- =====================================================================
 
+-- Every state change of a run is an update that PostgreSQL cannot make
+-- HOT (the state is indexed), so it inserts into every index of the
+-- table: each index here is paid twice per trivial run.  These two
+-- duplicate later ones: workflows_children_idx (parent, state_code, id),
+-- which leaves top-level runs out, serves the branch probes, and
+-- workflows_state_ended_at_idx serves retention and analytics.
+DROP INDEX chrono_forge.workflows_parent_state_idx;
+DROP INDEX chrono_forge.workflows_state_completed_at_idx;
+
 -- (end of core)
 
 -- =====================================================================

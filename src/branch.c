@@ -17,7 +17,7 @@
  * owner, never dispatch for a pass that lost its lock (every batch commits
  * through cf_save_context_and_check_lock), and never scan a branch's
  * completed children: probes read the non-completed states of
- * workflows_parent_state_idx only.  The merge poller is merge.c's.
+ * workflows_children_idx only.  The merge poller is merge.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -152,31 +152,31 @@ commit_step(void)
 
 /*
  * Count the children of a branch log that are not completed, at most cap
- * (cap <= 0: all), walking workflows_parent_state_idx by one equality
- * range per pending state, so completed children are never visited,
- * whatever the planner would think of the table's statistics.  Optionally
- * counts the never-started (idle, no started_at) and running ones.  Reads
- * with a fresh snapshot: what committed before the call.  Engine use only
- * (no row-level security): callers check ownership.
+ * (cap <= 0: all), walking workflows_children_idx by one equality range
+ * per pending state, so completed children are never visited, whatever
+ * the planner would think of the table's statistics.  Optionally counts
+ * the never-started (idle, no started_at) and running ones.  Reads with a
+ * fresh snapshot: what committed before the call.  Engine use only (no
+ * row-level security): callers check ownership.
  */
 int64
 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running)
 {
-	static const char *const states[] = {"idle", "running", "failed", "stalled", "cancelled"};
+	/* state_code of idle, running, failed, stalled, cancelled */
+	static const int16 states[] = {1, 2, 4, 5, 6};
 	Oid			ns = get_namespace_oid("chrono_forge", false);
 	Oid			relid = get_relname_relid("workflows", ns);
-	Oid			idxid = get_relname_relid("workflows_parent_state_idx", ns);
+	Oid			idxid = get_relname_relid("workflows_children_idx", ns);
 	Relation	rel;
 	TupleDesc	desc;
 	AttrNumber	parent_att;
 	AttrNumber	state_att;
 	AttrNumber	started_att;
-	Oid			enum_type;
 	Snapshot	snapshot;
 	int64		n = 0;
 
 	if (!OidIsValid(relid) || !OidIsValid(idxid))
-		elog(ERROR, "chrono_forge.workflows_parent_state_idx is missing");
+		elog(ERROR, "chrono_forge.workflows_children_idx is missing");
 	if (never_started)
 		*never_started = 0;
 	if (running)
@@ -184,9 +184,8 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	rel = table_open(relid, AccessShareLock);
 	desc = RelationGetDescr(rel);
 	parent_att = get_attnum(relid, "parent_execution_log_id");
-	state_att = get_attnum(relid, "state");
+	state_att = get_attnum(relid, "state_code");
 	started_att = get_attnum(relid, "started_at");
-	enum_type = TupleDescAttr(desc, state_att - 1)->atttypid;
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	for (int i = 0; i < (int) lengthof(states) && (cap <= 0 || n < cap); i++)
 	{
@@ -197,9 +196,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 		CHECK_FOR_INTERRUPTS();
 		/* Heap attribute numbers: systable_beginscan maps them to the index. */
 		ScanKeyInit(&key[0], parent_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(log_id));
-		ScanKeyInit(&key[1], state_att, BTEqualStrategyNumber, F_ENUM_EQ,
-					DirectFunctionCall2(enum_in, CStringGetDatum(states[i]),
-										ObjectIdGetDatum(enum_type)));
+		ScanKeyInit(&key[1], state_att, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(states[i]));
 		scan = systable_beginscan(rel, idxid, true, snapshot, 2, key);
 		while (HeapTupleIsValid(tup = systable_getnext(scan)))
 		{

@@ -226,7 +226,9 @@ typedef struct CfPass
 	const char *continuation_reason;
 	CfOutcome	outcome;
 	bool		committed;		/* has the claim committed yet? */
+	bool		stamped;		/* is the claim written on the run's row? */
 	bool		commit_pending; /* a step completed; its commit is deferred */
+	bool		eager;			/* commit each step at once (see step_lost) */
 	Oid			outer_userid;	/* the identity that runs the pass */
 	int			outer_sec_context;
 } CfPass;

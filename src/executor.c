@@ -303,19 +303,26 @@ cf_save_context_and_check_lock(void)
 {
 	static SPIPlanPtr update_plan = NULL;
 	static SPIPlanPtr lock_plan = NULL;
-	Datum		values[3];
+	Datum		values[4];
 	CfInternal	st;
 
+	/*
+	 * Until the claim is stamped, this transaction still holds the row lock
+	 * the claim took: nobody can have stolen the run.
+	 */
+	if (!cf_pass.stamped && !cf_pass.context_dirty)
+		return;
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(cf_pass.lock_token);
 	values[2] = JsonbPGetDatum(cf_pass.context);
+	values[3] = BoolGetDatum(!cf_pass.stamped);
 	cf_internal_begin(&st);
 	/* The row lock holds until commit: a stealer waits for this step. */
 	if (cf_pass.context_dirty)
 		cf_exec(&update_plan,
 				"UPDATE chrono_forge.workflows SET updated_at = chrono_forge.now(), context = $3"
-				" WHERE id = $1 AND locked_by = $2",
-				3, (Oid[]) {INT8OID, TEXTOID, JSONBOID}, values, NULL, false, 0);
+				" WHERE id = $1 AND (locked_by = $2 OR $4)",
+				4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, BOOLOID}, values, NULL, false, 0);
 	else
 		cf_exec(&lock_plan,
 				"SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $2"
@@ -338,6 +345,32 @@ cf_lock_lost(void)
 }
 
 /*
+ * Write the claim on the run's row: the lock's holder and time, and the
+ * state running.  Deferred from the claim to the pass's first commit (or
+ * left to the pass's last statement, when that is its only commit): until
+ * then the row lock the claim took is the lock, and no other session can
+ * tell the difference, since nothing of the pass is visible before it
+ * commits.  A trivial run so updates its row once, not twice.
+ */
+static void
+stamp_claim(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
+			" started_at = coalesce(started_at, $3), updated_at = $3 WHERE id = $1",
+			3, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
+			TimestampTzGetDatum(cf_pass.claimed_at)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	cf_pass.stamped = true;
+}
+
+/*
  * Commit from a primitive.  The next transaction starts under the pass's
  * outer identity, so that an abort of it restores that identity and never
  * leaves a session as the run's owner.
@@ -348,6 +381,8 @@ cf_commit(void)
 	Oid			userid;
 	int			sec_context;
 
+	if (!cf_pass.stamped)
+		stamp_claim();
 	GetUserIdAndSecContext(&userid, &sec_context);
 	SetUserIdAndSecContext(cf_pass.outer_userid, cf_pass.outer_sec_context);
 	SPI_commit();
@@ -373,8 +408,9 @@ make_lock_token(void)
 /*
  * Claim the earliest due wake-up of a run nobody executes, delete every due
  * wake-up of that run (duplicates coalesce into this pass), and take its
- * lock, in one statement.  All of it commits with the pass's first commit,
- * or rolls back.
+ * row lock, in one statement.  All of it commits with the pass's first
+ * commit, or rolls back; the lock is written on the row just before that
+ * commit (stamp_claim()).
  *
  * The lock rules are acquire_lock()'s: only idle runs, or running runs
  * whose lock is older than max_duration (stolen).  Candidates are read in
@@ -388,7 +424,7 @@ static bool
 claim_and_lock(Oid only_owner)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[4];
+	Datum		values[3];
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	Interval   *max_duration = palloc0(sizeof(Interval));
@@ -402,28 +438,23 @@ claim_and_lock(Oid only_owner)
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = IntervalPGetDatum(max_duration);
 	values[2] = ObjectIdGetDatum(only_owner);
-	values[3] = CStringGetTextDatum(cf_pass.lock_token);
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"WITH c AS ("
-			"  SELECT w.id FROM"
+			"  SELECT w.* FROM"
 			"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k"
 			"     WHERE k.due_at <= $1 ORDER BY k.due_at LIMIT 1024) AS k,"
-			"   LATERAL (SELECT w.id FROM chrono_forge.workflows w"
+			"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context,"
+			"     w.owner::oid, w.attempt, w.retry_counts FROM chrono_forge.workflows w"
 			"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)"
 			"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
 			"     FOR NO KEY UPDATE SKIP LOCKED) AS w"
 			"  LIMIT 1),"
 			" d AS (DELETE FROM chrono_forge.wakeups k"
-			"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id),"
-			" u AS (UPDATE chrono_forge.workflows w SET locked_by = $4, locked_at = $1,"
-			"   state = 'running', started_at = coalesce(w.started_at, $1), updated_at = $1"
-			"  WHERE w.id = (SELECT id FROM c)"
-			"  RETURNING w.id, w.workflow, w.key, w.procedure, w.args, w.context,"
-			"   w.owner::oid, w.attempt, w.retry_counts)"
-			" SELECT u.*, (SELECT array_agg(d.id) FROM d) FROM u",
-			4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, TEXTOID},
+			"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)"
+			" SELECT c.*, (SELECT array_agg(d.id) FROM d) FROM c",
+			3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
 			values, NULL, false, 0);
 	cf_internal_end(&st);
 	if (SPI_processed == 0)
@@ -589,20 +620,25 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	else if (kind == FINISH_COMPLETE || kind == FINISH_STALL)
 	{
 		values[6] = CStringGetTextDatum(kind == FINISH_COMPLETE ? "completed" : "stalled");
+		/* A pass that never committed ends holding the claim's row lock. */
+		values[7] = BoolGetDatum(!cf_pass.stamped);
+		values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
 		cf_exec(&terminal_plan,
 				"WITH w AS ("
 				"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
 				"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
+				"   started_at = coalesce(started_at, $9),"
 				"   locked_by = NULL, locked_at = NULL, attempt = 0, retry_counts = '{}',"
 				"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
-				"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
+				"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
 				" l AS (INSERT INTO chrono_forge.execution_logs"
 				"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
 				"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
 				"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
 				" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
 				" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
-				7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID},
+				9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
+				BOOLOID, TIMESTAMPTZOID},
 				values, nulls, false, 0);
 	}
 	else
@@ -740,7 +776,8 @@ relock_after_abort(void)
 			TimestampTzGetDatum(now), IntervalPGetDatum(max_duration)},
 			NULL, false, 0);
 	cf_internal_end(&st);
-	return SPI_processed == 1;
+	cf_pass.stamped = (SPI_processed == 1);
+	return cf_pass.stamped;
 }
 
 static bool
@@ -779,6 +816,79 @@ finish_after_body_error(ErrorData *edata)
 }
 
 /*
+ * Did the error that escaped the body take a completed step with it?  A
+ * step's commit waits for the next primitive or the pass's end, so an
+ * error in the body's own code in between rolls it back.
+ */
+static bool
+step_lost(ErrorData *edata)
+{
+	return cf_pass.commit_pending && !cf_pass.eager &&
+		cf_pass.outcome == CF_OUTCOME_NONE &&
+		edata->sqlerrcode != ERRCODE_CF_LOCK_LOST && !error_is_interrupt(edata);
+}
+
+/*
+ * After step_lost(): run the pass again at once, this time committing each
+ * step as it completes, so that the error meets the same committed steps as
+ * if no commit had waited (the lost step runs once more; its first run left
+ * nothing behind).  The pass keeps its claim and its lock; everything else
+ * it knew (context, replay cache, open branches) is read again or dropped
+ * with its memory.  False if the run could not be locked again.
+ */
+static bool
+restart_pass_eagerly(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfPass		old = cf_pass;
+	CfInternal	st;
+	bool		isnull;
+
+	if (!relock_after_abort())
+		return false;
+	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
+										ALLOCSET_DEFAULT_SIZES);
+	cf_pass.workflow = MemoryContextStrdup(cf_pass.cxt, old.workflow);
+	cf_pass.key = MemoryContextStrdup(cf_pass.cxt, old.key);
+	cf_pass.procedure = MemoryContextStrdup(cf_pass.cxt, old.procedure);
+	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, old.lock_token);
+	{
+		MemoryContext prev = MemoryContextSwitchTo(cf_pass.cxt);
+
+		cf_pass.args = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(old.args));
+		pass_retry_counts = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(pass_retry_counts));
+		if (claimed_wakeups != (Datum) 0)
+			claimed_wakeups = PointerGetDatum(PG_DETOAST_DATUM_COPY(claimed_wakeups));
+		MemoryContextSwitchTo(prev);
+	}
+	MemoryContextDelete(old.cxt);
+	cf_pass.has_continuation = false;
+	cf_pass.continuation_reason = NULL;
+	cf_pass.outcome = CF_OUTCOME_NONE;
+	cf_pass.commit_pending = false;
+	cf_pass.context_dirty = false;
+	cf_pass.eager = true;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT context FROM chrono_forge.workflows WHERE id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
+			NULL, true, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "workflow run %lld vanished under its lock", (long long) cf_pass.workflow_id);
+	{
+		MemoryContext prev = MemoryContextSwitchTo(cf_pass.cxt);
+
+		cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContextSwitchTo(prev);
+	}
+	cf_internal_end(&st);
+	replay_cache_reset();
+	load_replay_cache();
+	return true;
+}
+
+/*
  * One pass.  Returns false if nothing was due.  Precondition: inside a
  * transaction, connected to SPI non-atomically; on return the pass's last
  * transaction has committed and a new one is open.
@@ -809,27 +919,33 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	cf_pass.outer_userid = save_userid;
 	cf_pass.outer_sec_context = save_sec;
-	cf_pass.active = true;
-	PG_TRY();
+	for (;;)
 	{
-		SetUserIdAndSecContext(cf_pass.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		call_workflow_procedure();
-		cf_branch_before_complete();	/* fan-out: unmerged branches */
-		SetUserIdAndSecContext(save_userid, save_sec);
-		cf_pass.active = false;
-		finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
-		SPI_commit();
+		cf_pass.active = true;
+		PG_TRY();
+		{
+			SetUserIdAndSecContext(cf_pass.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			call_workflow_procedure();
+			cf_branch_before_complete();	/* fan-out: unmerged branches */
+			SetUserIdAndSecContext(save_userid, save_sec);
+			cf_pass.active = false;
+			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
+			SPI_commit();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cf_pass.cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			cf_pass.active = false;
+			abort_and_restart(proc_cxt);
+			SetUserIdAndSecContext(save_userid, save_sec);
+		}
+		PG_END_TRY();
+		if (edata == NULL || !step_lost(edata) || !restart_pass_eagerly())
+			break;
+		edata = NULL;			/* it went with the old pass's memory */
 	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cf_pass.cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		cf_pass.active = false;
-		abort_and_restart(proc_cxt);
-		SetUserIdAndSecContext(save_userid, save_sec);
-	}
-	PG_END_TRY();
 
 	if (edata != NULL)
 	{

@@ -367,7 +367,8 @@ cf_step_log_write(const char *step_name, const char *state, int attempts,
 /*
  * cf_step_log_write(), then cf_save_context_and_check_lock(): in one
  * statement when the context has not changed (the common case: a step's
- * commit costs one statement less).
+ * commit costs one statement less), in none when the pass still holds the
+ * claim's row lock (see stamp_claim()).
  */
 int64
 cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
@@ -375,7 +376,7 @@ cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
 {
 	int64		id;
 
-	if (cf_pass.context_dirty)
+	if (cf_pass.context_dirty || !cf_pass.stamped)
 	{
 		id = cf_step_log_write(step_name, state, attempts, metadata_patch, result, edata);
 		cf_save_context_and_check_lock();

@@ -196,7 +196,10 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	if (edata == NULL)
 	{
 		/* Committed by the next primitive or with the pass's end. */
-		cf_pass.commit_pending = true;
+		if (cf_pass.eager)
+			cf_commit();
+		else
+			cf_pass.commit_pending = true;
 		SPI_finish();
 		cf_step_remember(step_name, attempt.result);
 		return cf_return_result(fcinfo, has_result, attempt.result);

@@ -120,12 +120,16 @@ SELECT step, xid = (SELECT xmin::text::xid8 FROM chrono_forge.execution_logs
   FROM de_xids ORDER BY step;
 
 -- An error escaping the body before the step's commit rolls the step back
--- with the pass (its writes and its log): the retry runs it again, and
--- its effect is there once.
+-- with it; the pass then runs again at once, committing each step as it
+-- completes, so the error finds the step committed, as if no commit had
+-- waited.  The step's function ran twice (a sequence shows it), its
+-- effect is there once, its log says one attempt.
+CREATE SEQUENCE de_once_calls;
 CREATE TABLE de_once (n int);
 CREATE TABLE de_body_fails (fail boolean);
 INSERT INTO de_body_fails VALUES (true);
-CREATE FUNCTION de_once_step() RETURNS void LANGUAGE sql AS $$ INSERT INTO de_once VALUES (1) $$;
+CREATE FUNCTION de_once_step() RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO de_once VALUES (nextval('de_once_calls')) $$;
 CREATE PROCEDURE de_body_error_wf(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     CALL chrono_forge.durably_execute('de_once_step');
@@ -136,14 +140,15 @@ BEGIN
 END $$;
 SELECT chrono_forge.start('de_body_error_wf', 'b') AS bid \gset
 CALL chrono_forge.run_pending(max_passes => 1);
-SELECT count(*) AS step_rows FROM de_once;
-SELECT count(*) AS step_logs FROM chrono_forge.execution_logs WHERE workflow_id = :bid;
+SELECT n AS step_row_from_call FROM de_once;
+SELECT step_name, state, attempts FROM chrono_forge.execution_logs WHERE workflow_id = :bid;
 SELECT state, attempt FROM chrono_forge.workflows WHERE id = :bid;
+SELECT error_message FROM chrono_forge.error_logs WHERE workflow_id = :bid;
 UPDATE de_body_fails SET fail = false;
 SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
 CALL chrono_forge.run_pending();
 SELECT state FROM chrono_forge.workflows WHERE id = :bid;
-SELECT count(*) AS step_rows FROM de_once;
+SELECT count(*) AS step_rows, max(n) AS calls FROM de_once;
 SELECT step_name, attempts FROM chrono_forge.execution_logs WHERE workflow_id = :bid ORDER BY id;
 SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
 

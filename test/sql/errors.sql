@@ -56,8 +56,8 @@ SELECT count(chrono_forge.start(w, 'e')) FROM unnest(ARRAY['err_atomic_wf', 'err
     'err_dollar_wf', 'err_null_wf', 'err_policy_wf', 'err_plain_wf']) AS w;
 CALL chrono_forge.run_pending();
 SELECT w.workflow, w.state, w.attempt, e.error_class, e.error_message,
-       (SELECT string_agg(step_name, ', ' ORDER BY id) FROM chrono_forge.execution_logs l
-         WHERE l.workflow_id = w.id) AS steps
+       (SELECT string_agg(regexp_replace(step_name, '[0-9]+$', 'N'), ', ' ORDER BY id)
+          FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps
   FROM chrono_forge.workflows w
   LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
  WHERE w.workflow LIKE 'err\_%'

@@ -49,3 +49,44 @@ SELECT step_name, state, result FROM chrono_forge.execution_logs
  WHERE workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'r1') ORDER BY id;
 SELECT chrono_forge.cron_next('0 * * * *', '2030-01-01 01:30:00+00') = '2030-01-01 02:00:00+00' AS cron_next_ok;
 DELETE FROM chrono_forge.workflows WHERE key = 'r1';
+
+-- 0.2.0 -> 0.3.0: a run parked on 0.2.0 finishes after the update; the
+-- two redundant indexes are gone and the branch probes still work (they
+-- now walk workflows_children_idx).
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.2.0';
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_wf', 'u2') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state FROM chrono_forge.workflows WHERE key = 'u2';
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT indexname FROM pg_indexes
+ WHERE schemaname = 'chrono_forge' AND tablename = 'workflows' ORDER BY 1;
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT key, state, started_at IS NOT NULL AS started, ended_at = completed_at AS ended_when_completed
+  FROM chrono_forge.workflows WHERE key = 'u2';
+CREATE FUNCTION up_child_step() RETURNS void LANGUAGE sql AS $$ SELECT $$;
+CREATE PROCEDURE up_child_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('up_child_step');
+END $$;
+CREATE PROCEDURE up_parent_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn('a', 'up_child_wf');
+    CALL chrono_forge.spawn('b', 'up_child_wf');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['kids']);
+END $$;
+SELECT chrono_forge.start('up_parent_wf', 'p') AS pid \gset
+CALL chrono_forge.run_pending(max_passes => 1);
+SELECT chrono_forge.branch_pending(id) AS pending, chrono_forge.branch_done(id) AS done
+  FROM chrono_forge.execution_logs WHERE workflow_id = :pid AND step_name LIKE 'branch$%';
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.branch_pending(id) AS pending, chrono_forge.branch_done(id) AS done
+  FROM chrono_forge.execution_logs WHERE workflow_id = :pid AND step_name LIKE 'branch$%';
+SELECT state FROM chrono_forge.workflows WHERE id = :pid;
+DELETE FROM chrono_forge.workflows;
+RESET chrono_forge.fake_now;
