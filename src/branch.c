@@ -1104,6 +1104,13 @@ cf_branch_before_complete(void)
 	}
 }
 
+/* Will the completing run nudge its parent (after its completion commits)? */
+bool
+cf_branch_nudge_due(void)
+{
+	return nudge_log_id != 0;
+}
+
 /*
  * After the pass's last commit: a child that completed looks whether its
  * branch is now done and, if its parent waits on a merge of it, wakes the

@@ -51,6 +51,8 @@ extern int	cf_reap_stale_after_s;
 extern bool cf_enabled;
 extern int	cf_max_recoveries;
 extern int	cf_worker_batch;
+extern int	cf_commit_batch;
+extern int	cf_commit_batch_window_ms;
 extern int	cf_max_catch_up_runs;
 extern bool cf_fake_now_set;
 extern TimestampTz cf_fake_now_value;
@@ -257,6 +259,7 @@ extern void cf_commit(void);
 /* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
 extern void cf_branch_before_complete(void);
 extern void cf_branch_after_pass(bool completed);
+extern bool cf_branch_nudge_due(void);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running);
 extern int	cf_merge_run_due_polls(Oid only_owner);

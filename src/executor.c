@@ -89,6 +89,22 @@ step_name_hash(const char *step_name)
 /* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
 static Datum claimed_wakeups = (Datum) 0;
 
+/*
+ * Shared commits: a worker's consecutive passes that each fit in one
+ * transaction (nothing committed before their end, as in a trivial run)
+ * and belong to one owner are committed together, up to commit_batch of
+ * them and while the first is younger than commit_batch_window: the WAL
+ * flush a commit waits for is the larger part of a trivial run's time.
+ * Nothing of such a pass is visible before that commit; if the
+ * transaction aborts first, their runs are due again as they were (their
+ * claims roll back too) and run again.  One owner only, so that no role's
+ * failing run can roll back another role's work.
+ */
+static int	batched_passes = 0;
+static Oid	batch_owner = InvalidOid;
+static TimestampTz batch_started = 0;
+static int	batch_suspended = 0;	/* passes to commit alone after a failed batch */
+
 static int64 pass_attempt;		/* workflow-level failures so far */
 static Jsonb *pass_retry_counts;
 
@@ -389,6 +405,7 @@ cf_commit(void)
 	SetUserIdAndSecContext(userid, sec_context);
 	cf_pass.committed = true;
 	cf_pass.commit_pending = false;
+	batched_passes = 0;			/* they went with this commit */
 }
 
 /* ---------------------------------------------------------------------
@@ -749,6 +766,11 @@ abort_and_restart(MemoryContext proc_cxt)
 	StartTransactionCommand();
 	MemoryContextSwitchTo(proc_cxt);
 	cf_spi_connect();
+	if (batched_passes > 0)
+		ereport(DEBUG1,
+				(errmsg("chrono_forge: %d passes awaiting their shared commit rolled back; their runs are due again",
+						batched_passes)));
+	batched_passes = 0;
 }
 
 /*
@@ -813,6 +835,70 @@ finish_after_body_error(ErrorData *edata)
 					attempt, counts);
 	else
 		finish_pass(FINISH_FAIL, edata, 0, attempt, counts);
+}
+
+/*
+ * May the pass that just completed leave its commit to a later pass of
+ * the same worker?  Not if it committed before (its claim is visible), if
+ * a parent waits for its completion's commit, or outside a worker.
+ */
+static bool
+batch_pass(void)
+{
+	TimestampTz now;
+
+	if (cf_worker_slot < 0 || cf_pass.committed || cf_branch_nudge_due() ||
+		batched_passes + 1 >= cf_commit_batch)
+		return false;
+	if (batch_suspended > 0)
+	{
+		batch_suspended--;
+		return false;
+	}
+	now = GetCurrentTimestamp();
+	if (batched_passes == 0)
+	{
+		batch_started = now;
+		batch_owner = cf_pass.owner;
+	}
+	else if (cf_pass.owner != batch_owner ||
+			 TimestampDifferenceExceeds(batch_started, now, cf_commit_batch_window_ms))
+		return false;
+	batched_passes++;
+	return true;
+}
+
+/*
+ * Commit the passes waiting for a shared commit.  If the commit itself
+ * fails (a deferred constraint of one of their steps), all of them roll
+ * back and are due again; the next passes commit alone, so that the one
+ * at fault fails by itself, as its own pass's error.
+ */
+static void
+commit_batch(MemoryContext proc_cxt)
+{
+	int			n = batched_passes;
+
+	PG_TRY();
+	{
+		SPI_commit();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(proc_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		abort_and_restart(proc_cxt);
+		ereport(LOG,
+				(errmsg("chrono_forge: the shared commit of %d passes failed: %s", n, edata->message),
+				 errdetail("Their runs are due again; the next passes commit one by one.")));
+		FreeErrorData(edata);
+		batch_suspended = cf_commit_batch;
+	}
+	PG_END_TRY();
+	batched_passes = 0;
 }
 
 /*
@@ -930,7 +1016,11 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
 			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
-			SPI_commit();
+			if (!batch_pass())
+			{
+				SPI_commit();
+				batched_passes = 0;
+			}
 		}
 		PG_CATCH();
 		{
@@ -962,6 +1052,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		else
 			finish_after_body_error(edata);
 		SPI_commit();
+		batched_passes = 0;
 
 		/*
 		 * A cancel or shutdown stops the caller too, once the run is safe.
@@ -1011,8 +1102,14 @@ drain(int max_passes, Oid only_owner)
 	while (max_passes <= 0 || passes < max_passes)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (!run_one_pass(only_owner, proc_cxt))
+		if (!run_one_pass(batched_passes > 0 ? batch_owner : only_owner, proc_cxt))
 		{
+			/* Nothing more of the batch's owner: commit, then any owner. */
+			if (batched_passes > 0)
+			{
+				commit_batch(proc_cxt);
+				continue;
+			}
 			/* run_pending() also runs due merge polls (the launcher's, else). */
 			if (cf_worker_slot < 0 && cf_merge_run_due_polls(only_owner) > 0)
 				continue;
@@ -1023,6 +1120,8 @@ drain(int max_passes, Oid only_owner)
 		if (cf_worker_slot >= 0)
 			ResetAllOptions();
 	}
+	if (batched_passes > 0)
+		commit_batch(proc_cxt);
 	SPI_finish();
 	MemoryContextSwitchTo(proc_cxt);
 	return passes;

@@ -24,6 +24,8 @@ bool		cf_enabled = true;
 int			cf_max_recoveries = 3;
 int			cf_max_catch_up_runs = 100;
 int			cf_worker_batch = 100;
+int			cf_commit_batch = 16;
+int			cf_commit_batch_window_ms = 2;
 
 static char *cf_fake_now_text = NULL;
 bool		cf_fake_now_set = false;
@@ -147,6 +149,24 @@ cf_define_gucs(void)
 							100, 1, 100000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.commit_batch",
+							"Most consecutive one-transaction passes of one owner a worker commits together (1: each alone).",
+							NULL,
+							&cf_commit_batch,
+							16, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.commit_batch_window",
+							"How long the first pass of a shared commit may wait for it.",
+							NULL,
+							&cf_commit_batch_window_ms,
+							2, 0, 10000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("chrono_forge.max_catch_up_runs",
