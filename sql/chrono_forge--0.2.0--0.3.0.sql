@@ -19,6 +19,22 @@
 DROP INDEX chrono_forge.workflows_parent_state_idx;
 DROP INDEX chrono_forge.workflows_state_completed_at_idx;
 
+-- state_code and ended_at, kept by one C trigger with no WHEN clause: a
+-- stored generated column's expression and a trigger's WHEN clause are
+-- both rebuilt from their catalog text for every statement that writes a
+-- run, several per pass.  state_code keeps its values and its meaning.
+DROP TRIGGER workflows_ended_at ON chrono_forge.workflows;
+DROP FUNCTION chrono_forge.workflows_ended_at();
+ALTER TABLE chrono_forge.workflows ALTER COLUMN state_code DROP EXPRESSION;
+ALTER TABLE chrono_forge.workflows ALTER COLUMN state_code SET NOT NULL;
+CREATE FUNCTION chrono_forge.workflows_state_columns() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_workflows_state_columns';
+REVOKE ALL ON FUNCTION chrono_forge.workflows_state_columns() FROM PUBLIC;
+CREATE TRIGGER workflows_state_columns
+    BEFORE INSERT OR UPDATE OF state, state_code ON chrono_forge.workflows
+    FOR EACH ROW EXECUTE FUNCTION chrono_forge.workflows_state_columns();
+
 -- (end of core)
 
 -- =====================================================================

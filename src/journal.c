@@ -291,8 +291,16 @@ cf_step_log_read(const char *step_name)
 	"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata" \
 	"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END," \
 	"  result = EXCLUDED.result, error_class = EXCLUDED.error_class," \
-	"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at" \
-	" RETURNING id"
+	"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at"
+#define STEP_LOG_INSERT(on_conflict) \
+	"INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS \
+	" VALUES (" STEP_LOG_VALUES ")" on_conflict " RETURNING id"
+/* Writes only if this pass still holds the run (takes its row lock). */
+#define STEP_LOG_LOCKED_INSERT(on_conflict) \
+	"WITH lk AS (SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $9" \
+	"  FOR NO KEY UPDATE)" \
+	" INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS \
+	" SELECT" STEP_LOG_VALUES " FROM lk" on_conflict " RETURNING id"
 
 /*
  * Create or update the run's log row for step_name: state, attempts,
@@ -307,12 +315,14 @@ static int64
 step_log_upsert(const char *step_name, const char *state, int attempts,
 				Jsonb *metadata_patch, Jsonb *result, ErrorData *edata, bool prove_lock)
 {
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr locked_plan = NULL;
+	/* [prove_lock][known to be new]: a new row needs no ON CONFLICT. */
+	static SPIPlanPtr plans[2][2];
 	CfInternal	st;
 	Datum		values[9];
 	char		nulls[10] = "         ";
 	bool		isnull;
+	CfStepLog	known;
+	bool		is_new = cf_step_log_cached(step_name, &known) && !known.exists;
 
 	cf_step_log_forget(step_name);
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
@@ -338,17 +348,13 @@ step_log_upsert(const char *step_name, const char *state, int attempts,
 
 	cf_internal_begin(&st);
 	if (prove_lock)
-		cf_exec(&locked_plan,
-				"WITH lk AS (SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $9"
-				"  FOR NO KEY UPDATE)"
-				" INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS
-				" SELECT" STEP_LOG_VALUES " FROM lk" STEP_LOG_UPSERT,
+		cf_exec(&plans[1][is_new],
+				is_new ? STEP_LOG_LOCKED_INSERT("") : STEP_LOG_LOCKED_INSERT(STEP_LOG_UPSERT),
 				9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID},
 				values, nulls, false, 0);
 	else
-		cf_exec(&plan,
-				"INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS
-				" VALUES (" STEP_LOG_VALUES ")" STEP_LOG_UPSERT,
+		cf_exec(&plans[0][is_new],
+				is_new ? STEP_LOG_INSERT("") : STEP_LOG_INSERT(STEP_LOG_UPSERT),
 				8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
 				values, nulls, false, 0);
 	cf_internal_end(&st);

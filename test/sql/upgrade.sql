@@ -67,6 +67,19 @@ SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
 CALL chrono_forge.run_pending();
 SELECT key, state, started_at IS NOT NULL AS started, ended_at = completed_at AS ended_when_completed
   FROM chrono_forge.workflows WHERE key = 'u2';
+-- state_code is now kept by a trigger (no longer a generated column),
+-- with the same values; a write to it alone is overruled by the state.
+SELECT attgenerated = '' AS plain_column, attnotnull FROM pg_attribute
+ WHERE attrelid = 'chrono_forge.workflows'::regclass AND attname = 'state_code';
+UPDATE chrono_forge.workflows SET state_code = 1 WHERE key = 'u2';
+SELECT state, state_code FROM chrono_forge.workflows WHERE key = 'u2';
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner, state)
+SELECT 'up_wf', 'st-' || s, 'public.up_wf', 'postgres', s
+  FROM unnest(enum_range(NULL::chrono_forge.workflow_state)) AS s;
+UPDATE chrono_forge.workflows SET state = 'failed' WHERE key = 'st-idle';
+UPDATE chrono_forge.workflows SET state = 'idle', updated_at = '2030-01-02' WHERE key = 'st-completed';
+SELECT key, state, state_code, ended_at IS NOT NULL AS ended FROM chrono_forge.workflows
+ WHERE key LIKE 'st-%' ORDER BY state_code, key;
 CREATE FUNCTION up_child_step() RETURNS void LANGUAGE sql AS $$ SELECT $$;
 CREATE PROCEDURE up_child_wf(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
