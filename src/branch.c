@@ -1104,32 +1104,45 @@ cf_branch_before_complete(void)
 	}
 }
 
-/* Will the completing run nudge its parent (after its completion commits)? */
-bool
-cf_branch_nudge_due(void)
+/*
+ * The branch log the completing run must nudge after its completion
+ * commits (0: none), handed over to the caller, who then calls
+ * cf_branch_nudge() after that commit (the executor's shared commits).
+ */
+int64
+cf_branch_take_nudge(void)
 {
-	return nudge_log_id != 0;
+	int64		log_id = nudge_log_id;
+
+	nudge_log_id = 0;
+	return log_id;
+}
+
+/* After the pass's last commit: the nudge of a child that completed. */
+void
+cf_branch_after_pass(bool completed)
+{
+	int64		log_id = cf_branch_take_nudge();
+
+	if (completed && log_id != 0)
+		cf_branch_nudge(log_id);
 }
 
 /*
- * After the pass's last commit: a child that completed looks whether its
- * branch is now done and, if its parent waits on a merge of it, wakes the
+ * A child of branch log_id completed and committed: look whether the
+ * branch is now done and, if its parent waits on a merge of it, wake the
  * parent.  Looking after the commit means that of two last children
  * completing at once, at least the later looker sees both; a crash in
  * between is covered by the poller.  Caller: in a transaction, connected
  * to SPI non-atomically.
  */
 void
-cf_branch_after_pass(bool completed)
+cf_branch_nudge(int64 log_id)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		log_id = nudge_log_id;
 	CfInternal	st;
 	TimestampTz now;
 
-	nudge_log_id = 0;
-	if (!completed || log_id == 0)
-		return;
 	/* The common case: siblings still pending, a few index probes. */
 	if (cf_branch_children_pending(log_id, 1, NULL, NULL) > 0)
 		return;

@@ -259,7 +259,8 @@ extern void cf_commit(void);
 /* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
 extern void cf_branch_before_complete(void);
 extern void cf_branch_after_pass(bool completed);
-extern bool cf_branch_nudge_due(void);
+extern int64 cf_branch_take_nudge(void);
+extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running);
 extern int	cf_merge_run_due_polls(Oid only_owner);

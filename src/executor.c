@@ -105,6 +105,14 @@ static Oid	batch_owner = InvalidOid;
 static TimestampTz batch_started = 0;
 static int	batch_suspended = 0;	/* passes to commit alone after a failed batch */
 
+/*
+ * Parents to nudge for batched children, once their completions have
+ * committed (cf_branch_nudge()); the first nudges_committed have.
+ */
+static int64 batch_nudges[1000];	/* commit_batch's maximum (guc.c) */
+static int	n_batch_nudges = 0;
+static int	nudges_committed = 0;
+
 static int64 pass_attempt;		/* workflow-level failures so far */
 static Jsonb *pass_retry_counts;
 
@@ -406,6 +414,7 @@ cf_commit(void)
 	cf_pass.committed = true;
 	cf_pass.commit_pending = false;
 	batched_passes = 0;			/* they went with this commit */
+	nudges_committed = n_batch_nudges;
 }
 
 /* ---------------------------------------------------------------------
@@ -771,6 +780,7 @@ abort_and_restart(MemoryContext proc_cxt)
 				(errmsg("chrono_forge: %d passes awaiting their shared commit rolled back; their runs are due again",
 						batched_passes)));
 	batched_passes = 0;
+	n_batch_nudges = nudges_committed;
 }
 
 /*
@@ -839,15 +849,15 @@ finish_after_body_error(ErrorData *edata)
 
 /*
  * May the pass that just completed leave its commit to a later pass of
- * the same worker?  Not if it committed before (its claim is visible), if
- * a parent waits for its completion's commit, or outside a worker.
+ * the same worker?  Not if it committed before (its claim is visible), or
+ * outside a worker.  A child's nudge of its parent waits for the commit.
  */
 static bool
 batch_pass(void)
 {
 	TimestampTz now;
 
-	if (cf_worker_slot < 0 || cf_pass.committed || cf_branch_nudge_due() ||
+	if (cf_worker_slot < 0 || cf_pass.committed ||
 		batched_passes + 1 >= cf_commit_batch)
 		return false;
 	if (batch_suspended > 0)
@@ -865,7 +875,22 @@ batch_pass(void)
 			 TimestampDifferenceExceeds(batch_started, now, cf_commit_batch_window_ms))
 		return false;
 	batched_passes++;
+	batch_nudges[n_batch_nudges] = cf_branch_take_nudge();
+	if (batch_nudges[n_batch_nudges] != 0)
+		n_batch_nudges++;
 	return true;
+}
+
+/* Nudge the parents of batched children whose completions committed. */
+static void
+run_committed_nudges(void)
+{
+	for (int i = 0; i < nudges_committed; i++)
+		cf_branch_nudge(batch_nudges[i]);
+	memmove(batch_nudges, batch_nudges + nudges_committed,
+			sizeof(int64) * (n_batch_nudges - nudges_committed));
+	n_batch_nudges -= nudges_committed;
+	nudges_committed = 0;
 }
 
 /*
@@ -899,6 +924,8 @@ commit_batch(MemoryContext proc_cxt)
 	}
 	PG_END_TRY();
 	batched_passes = 0;
+	nudges_committed = n_batch_nudges;	/* none left if the commit failed */
+	run_committed_nudges();
 }
 
 /*
@@ -1020,6 +1047,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			{
 				SPI_commit();
 				batched_passes = 0;
+				nudges_committed = n_batch_nudges;
 			}
 		}
 		PG_CATCH();
@@ -1053,6 +1081,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			finish_after_body_error(edata);
 		SPI_commit();
 		batched_passes = 0;
+		nudges_committed = n_batch_nudges;
 
 		/*
 		 * A cancel or shutdown stops the caller too, once the run is safe.
@@ -1116,6 +1145,8 @@ drain(int max_passes, Oid only_owner)
 			break;
 		}
 		passes++;
+		if (nudges_committed > 0 && batched_passes == 0)
+			run_committed_nudges();
 		/* A worker forgets what the owner's code SET in its session. */
 		if (cf_worker_slot >= 0)
 			ResetAllOptions();
