@@ -1044,14 +1044,12 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 /*
  * The body returned and the run is about to complete: refuse if a branch
  * was never merged, and note the run's branch (if it is a child) for the
- * nudge after the completion commits.  Children's keys always contain
- * '$': other runs pay nothing here.
+ * nudge after the completion commits (the claim read the run's parent
+ * reference).
  */
 void
 cf_branch_before_complete(void)
 {
-	static SPIPlanPtr plan = NULL;
-
 	nudge_log_id = 0;
 	if (registry_cxt == cf_pass.cxt && open_branches != NULL)
 	{
@@ -1083,25 +1081,7 @@ cf_branch_before_complete(void)
 							 "or open the branch with automerge => true.")));
 		}
 	}
-	if (strchr(cf_pass.key, CF_STEP_DELIMITER) != NULL)
-	{
-		CfInternal	st;
-		bool		isnull;
-		Datum		d;
-
-		cf_internal_begin(&st);
-		cf_exec(&plan,
-				"SELECT parent_execution_log_id FROM chrono_forge.workflows WHERE id = $1",
-				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
-				NULL, true, 1);
-		cf_internal_end(&st);
-		if (SPI_processed == 1)
-		{
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (!isnull)
-				nudge_log_id = DatumGetInt64(d);
-		}
-	}
+	nudge_log_id = cf_pass.parent_log_id;
 }
 
 /*

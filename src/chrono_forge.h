@@ -220,6 +220,7 @@ typedef struct CfPass
 	Jsonb	   *context;
 	bool		context_dirty;
 	Oid			owner;
+	int64		parent_log_id;	/* a child's branch log; 0 for other runs */
 	char	   *lock_token;
 	TimestampTz claimed_at;
 	struct HTAB *completed;		/* step name -> recorded result */

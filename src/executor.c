@@ -472,7 +472,8 @@ claim_and_lock(Oid only_owner)
 			"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k"
 			"     WHERE k.due_at <= $1 ORDER BY k.due_at LIMIT 1024) AS k,"
 			"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context,"
-			"     w.owner::oid, w.attempt, w.retry_counts FROM chrono_forge.workflows w"
+			"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id"
+			"     FROM chrono_forge.workflows w"
 			"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)"
 			"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
 			"     FOR NO KEY UPDATE SKIP LOCKED) AS w"
@@ -499,7 +500,12 @@ claim_and_lock(Oid only_owner)
 	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
 	{
-		Datum		ids = SPI_getbinval(tup, desc, 10, &isnull);
+		Datum		parent = SPI_getbinval(tup, desc, 10, &isnull);
+
+		cf_pass.parent_log_id = isnull ? 0 : DatumGetInt64(parent);
+	}
+	{
+		Datum		ids = SPI_getbinval(tup, desc, 11, &isnull);
 
 		claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
 	}
