@@ -240,6 +240,25 @@ SET ROLE vw_sum_role;
 SELECT * FROM chrono_forge.daily_outcomes('7 days');
 SELECT day, workflow, completed FROM chrono_forge.outcome_days;
 RESET ROLE;
+-- overview() finds a role's workflows from its (workflow, owner) pairs
+-- and from its runs past their horizon; without the pairs (forgotten
+-- here; a read-only transaction adds none) the same grid.
+SET ROLE vw_sum_role;
+SELECT * FROM chrono_forge.overview;
+SELECT workflow FROM chrono_forge.workflow_owners;
+RESET ROLE;
+DELETE FROM chrono_forge.workflow_owners;
+UPDATE chrono_forge.workflow_owners_horizon SET last_id = 0, candidate = NULL, candidate_at = NULL;
+SET ROLE vw_sum_role;
+BEGIN READ ONLY;
+SELECT * FROM chrono_forge.overview;
+SELECT count(*) FROM chrono_forge.workflow_owners;
+COMMIT;
+RESET ROLE;
+BEGIN READ ONLY;
+SELECT * FROM chrono_forge.overview;
+COMMIT;
+SELECT * FROM chrono_forge.overview;
 -- Cleanup deletes the runs of 2026-01-05 (ended more than 2 days ago).
 SELECT chrono_forge.cleanup(older_than => '2 days') ->> 'workflows' AS cleaned;
 BEGIN READ ONLY;
