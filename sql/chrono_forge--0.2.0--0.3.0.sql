@@ -112,9 +112,10 @@ $$;
 -- pairs that have runs are now kept in workflow_owners for every run up
 -- to an id horizon; overview() reads the caller's pairs (an index range
 -- per role) and the workflows of its runs past the horizon, then counts
--- the cells as before.  A pair stays when its runs are cleaned up (the
--- cells then read nothing).  Nothing is added to a pass: the pairs of new
--- runs are added by the next call (see workflow_owners_refresh()).
+-- the cells as before.  A pair stays when its runs are cleaned up (its
+-- cells are then read for nothing, as before).  Nothing is added to a
+-- pass: the pairs of new runs are added by the next call (see
+-- workflow_owners_refresh()).
 -- ---------------------------------------------------------------------
 
 CREATE TABLE chrono_forge.workflow_owners (
