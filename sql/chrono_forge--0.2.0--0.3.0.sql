@@ -144,7 +144,7 @@ GRANT SELECT ON chrono_forge.workflow_owners, chrono_forge.workflow_owners_horiz
 -- handed out before their run commits: an id the sequence has issued is
 -- safe (its run committed or never will) once every transaction that was
 -- open when it was issued has ended.  Nothing in a read-only transaction,
--- or while another transaction is at it.
+-- above READ COMMITTED, or while another transaction is at it.
 CREATE FUNCTION chrono_forge.workflow_owners_refresh() RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -157,7 +157,10 @@ DECLARE
     oldest timestamptz;
     safe bigint;
 BEGIN
-    IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+    -- (Each statement below must see what committed before it: only in
+    -- READ COMMITTED.)
+    IF pg_catalog.current_setting('transaction_read_only')::boolean
+       OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RETURN;
     END IF;
     SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO issued
@@ -170,7 +173,11 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_catalog.pg_stat_clear_snapshot();
-    SELECT pg_catalog.min(a.xact_start) INTO oldest
+    -- (A transaction that wrote has an xid; without track_activities its
+    -- start is not shown: take it as older than anything.)
+    SELECT pg_catalog.min(coalesce(a.xact_start,
+                                   CASE WHEN a.backend_xid IS NOT NULL THEN '-infinity'::timestamptz END))
+      INTO oldest
       FROM pg_catalog.pg_stat_activity a
      WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname = pg_catalog.current_database()
        AND a.backend_type <> 'autovacuum worker';
@@ -315,7 +322,8 @@ CREATE TRIGGER workflows_outcome_days BEFORE UPDATE OF state ON chrono_forge.wor
 -- Summarises the closed days in [first_day, last_day] not summarised yet
 -- or noted as changed since; returns how many.  daily_outcomes() calls it
 -- for the whole days of its window; it does nothing in a read-only
--- transaction (a standby) or while another transaction is summarising.
+-- transaction (a standby), above READ COMMITTED, or while another
+-- transaction is summarising.
 -- A day is closed once it ended an hour ago (the trigger's margin) and
 -- before the oldest open transaction began: a transaction that began
 -- later ended its runs after that, so they were noted or are visible
@@ -330,7 +338,10 @@ DECLARE
     horizon timestamptz;
     days date[];
 BEGIN
+    -- (Each statement below must see what committed before it: only in
+    -- READ COMMITTED.)
     IF pg_catalog.current_setting('transaction_read_only')::boolean
+       OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
        OR first_day IS NULL OR last_day IS NULL THEN
         RETURN 0;
     END IF;
@@ -354,7 +365,12 @@ BEGIN
     END IF;
     -- The activity snapshot is per transaction: take a fresh one.
     PERFORM pg_catalog.pg_stat_clear_snapshot();
-    SELECT LEAST(pg_catalog.clock_timestamp(), pg_catalog.min(a.xact_start)) - interval '1 hour'
+    -- (A transaction that wrote has an xid; without track_activities its
+    -- start is not shown: take it as older than anything.)
+    SELECT LEAST(pg_catalog.clock_timestamp(),
+                 pg_catalog.min(coalesce(a.xact_start,
+                                         CASE WHEN a.backend_xid IS NOT NULL THEN '-infinity'::timestamptz END)))
+           - interval '1 hour'
       INTO horizon
       FROM pg_catalog.pg_stat_activity a
      WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname = pg_catalog.current_database()

@@ -206,9 +206,15 @@ SELECT chrono_forge.start('vw_other', 'sum-role-1') > 0 AS ok;
 CALL chrono_forge.run_pending();
 RESET ROLE;
 SET chrono_forge.fake_now = '2026-01-08 12:00:00+00';
--- A read-only transaction counts every day and summarises nothing.
+-- A read-only transaction counts every day and summarises nothing; nor
+-- does one above READ COMMITTED (its snapshot may predate what it would
+-- check).
 BEGIN READ ONLY;
 SELECT * FROM chrono_forge.daily_outcomes('7 days');
+COMMIT;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM chrono_forge.daily_outcomes('7 days');
+SELECT count(*) FROM chrono_forge.overview;
 COMMIT;
 SELECT count(*) FROM chrono_forge.outcome_days_summarised WHERE day < '2027-01-01';
 -- The first call summarises the window's closed days (01-02 .. 01-07),
