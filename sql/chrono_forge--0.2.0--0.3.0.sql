@@ -140,11 +140,13 @@ CREATE POLICY workflow_owners_admin ON chrono_forge.workflow_owners FOR SELECT
     TO chrono_forge_admin USING (true);
 GRANT SELECT ON chrono_forge.workflow_owners, chrono_forge.workflow_owners_horizon TO PUBLIC;
 
--- Adds the pairs of the runs past the horizon and moves it.  Ids are
--- handed out before their run commits: an id the sequence has issued is
--- safe (its run committed or never will) once every transaction that was
--- open when it was issued has ended.  Nothing in a read-only transaction,
--- above READ COMMITTED, or while another transaction is at it.
+-- Adds the pairs of the runs past the horizon and moves it, once 1,000
+-- runs have been started past it (overview() reads those runs themselves
+-- meanwhile: a write per call would cost more).  Ids are handed out
+-- before their run commits: an id the sequence has issued is safe (its
+-- run committed or never will) once every transaction that was open when
+-- it was issued has ended.  Nothing in a read-only transaction, above
+-- READ COMMITTED, or while another transaction is at it.
 CREATE FUNCTION chrono_forge.workflow_owners_refresh() RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -167,7 +169,7 @@ BEGIN
       FROM chrono_forge.workflows_id_seq s;
     issued_at := pg_catalog.clock_timestamp();
     SELECT * INTO h FROM chrono_forge.workflow_owners_horizon;
-    IF issued <= h.last_id
+    IF issued - h.last_id < 1000
        OR NOT pg_catalog.pg_try_advisory_xact_lock(
                   'chrono_forge.workflow_owners_horizon'::regclass::oid::integer, 0) THEN
         RETURN;
@@ -199,15 +201,13 @@ BEGIN
     -- The next candidate: kept until it is safe (a newer one would wait
     -- for a quiet moment again), none once everything issued is safe.
     IF safe = issued THEN
-        h.candidate := NULL;
-        h.candidate_at := NULL;
+        UPDATE chrono_forge.workflow_owners_horizon
+           SET last_id = safe, candidate = NULL, candidate_at = NULL;
     ELSIF safe IS NOT NULL OR h.candidate IS NULL THEN
-        h.candidate := issued;
-        h.candidate_at := issued_at;
+        UPDATE chrono_forge.workflow_owners_horizon
+           SET last_id = GREATEST(last_id, coalesce(safe, 0)),
+               candidate = issued, candidate_at = issued_at;
     END IF;
-    UPDATE chrono_forge.workflow_owners_horizon
-       SET last_id = GREATEST(last_id, coalesce(safe, 0)),
-           candidate = h.candidate, candidate_at = h.candidate_at;
 END
 $$;
 GRANT EXECUTE ON FUNCTION chrono_forge.workflow_owners_refresh() TO PUBLIC;

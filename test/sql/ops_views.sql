@@ -247,12 +247,20 @@ SELECT * FROM chrono_forge.daily_outcomes('7 days');
 SELECT day, workflow, completed FROM chrono_forge.outcome_days;
 RESET ROLE;
 -- overview() finds a role's workflows from its (workflow, owner) pairs
--- and from its runs past their horizon; without the pairs (forgotten
--- here; a read-only transaction adds none) the same grid.
+-- and from its runs past their horizon; the pairs are added once 1,000
+-- runs are past it.  Without the pairs (forgotten here; a read-only
+-- transaction adds none) the same grid.
+SET ROLE vw_sum_role;
+SELECT * FROM chrono_forge.overview;
+SELECT count(*) FROM chrono_forge.workflow_owners;
+RESET ROLE;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
+SELECT 'vw_bulk', 'bulk-' || i, 'public.vw_other', current_user::regrole FROM generate_series(1, 1000) i;
 SET ROLE vw_sum_role;
 SELECT * FROM chrono_forge.overview;
 SELECT workflow FROM chrono_forge.workflow_owners;
 RESET ROLE;
+SELECT owner, workflow FROM chrono_forge.workflow_owners ORDER BY 1, 2;
 DELETE FROM chrono_forge.workflow_owners;
 UPDATE chrono_forge.workflow_owners_horizon SET last_id = 0, candidate = NULL, candidate_at = NULL;
 SET ROLE vw_sum_role;
