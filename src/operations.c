@@ -15,16 +15,25 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
-#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "chrono_forge.h"
@@ -35,6 +44,7 @@ PG_FUNCTION_INFO_V1(cf_force_unlock);
 PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
 PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
 PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
+PG_FUNCTION_INFO_V1(cf_repeat_ticks);
 
 /*
  * Trigger on workflows (BEFORE UPDATE OF state, when a run enters or
@@ -411,4 +421,209 @@ cf_cleanup_in_batches(PG_FUNCTION_ARGS)
 		appendStringInfo(&json, "\"%s\": " INT64_FORMAT ", ", cleanup_keys[i], totals[i]);
 	appendStringInfo(&json, "\"batches\": " INT64_FORMAT "}", batches);
 	return cf_return_result(fcinfo, true, cf_jsonb_parse(json.data));
+}
+
+/* metadata->>key as text (NULL if absent), as the SQL operator gives it. */
+static text *
+metadata_field(Datum metadata, const char *key)
+{
+	LOCAL_FCINFO(fcinfo, 2);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 2, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = metadata;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = PointerGetDatum(cstring_to_text(key));
+	fcinfo->args[1].isnull = false;
+	result = jsonb_object_field_text(fcinfo);
+	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
+}
+
+/*
+ * repeat_ticks(coordination_id, window_) -> (next_at, missed, failed,
+ * avg_late): the health of one durably_repeat task over its latest
+ * window_ ticks, for periodic_health().  The same figures as this SQL over
+ * the task's run (t) and coordination log (c):
+ *
+ *   SELECT max((metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'pending'),
+ *          coalesce(sum(coalesce((metadata->>'fast_forwarded')::bigint, 1))
+ *                   FILTER (WHERE state = 'failed' AND error_class = 'CF016'), 0),
+ *          count(*) FILTER (WHERE state = 'failed' AND error_class IS DISTINCT FROM 'CF016'),
+ *          avg(started_at - (metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'completed')
+ *     FROM (SELECT * FROM chrono_forge.execution_logs
+ *            WHERE workflow_id = c.workflow_id AND step_name > c.step_name || '$'
+ *              AND starts_with(step_name, c.step_name || '$')
+ *            ORDER BY step_name DESC LIMIT window_) t
+ *
+ * In C because, under row-level security, that query pays the logs' policy
+ * (an EXISTS probe of the run) on every tick it reads: 4,000 probes for the
+ * list of 200 tasks.  Here the coordination log is read through SPI as the
+ * caller, so the policy decides once whether the task is visible (a
+ * task's ticks belong to the same run, so they are visible exactly when it
+ * is), and the ticks are read from the (workflow_id, step_name) index
+ * directly, backwards, in the query's snapshot.  NULL if the caller cannot
+ * see the coordination log.
+ */
+Datum
+cf_repeat_ticks(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		coord_id = PG_GETARG_INT64(0);
+	int32		window = PG_GETARG_INT32(1);
+	TupleDesc	result_desc;
+	Datum		values[4];
+	bool		nulls[4] = {true, false, false, true};
+	int64		workflow_id;
+	char	   *prefix;
+	int			prefix_len;
+	Oid			ns;
+	Relation	rel;
+	Relation	idx;
+	TupleDesc	desc;
+	AttrNumber	workflow_att;
+	AttrNumber	step_att;
+	AttrNumber	state_att;
+	AttrNumber	metadata_att;
+	AttrNumber	error_att;
+	AttrNumber	started_att;
+	Oid			state_type;
+	Datum		pending;
+	Datum		completed;
+	Datum		failed_state;
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		missed = 0;
+	int64		failed = 0;
+	TimestampTz next_at = 0;
+	Datum		late_sum = (Datum) 0;
+	int64		late_n = 0;
+	int			n = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "repeat_ticks: return type must be a row type");
+	if (window < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("window_ must be at least 1")));
+
+	/* The coordination log, as the caller sees it (row-level security). */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_push_catalog_path();
+	cf_exec(&plan,
+			"SELECT workflow_id, step_name FROM chrono_forge.execution_logs WHERE id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(coord_id)}, NULL, true, 1);
+	PopOverrideSearchPath();
+	if (SPI_processed != 1)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	{
+		bool		isnull;
+
+		workflow_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		prefix = psprintf("%s$", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	}
+	SPI_finish();
+	prefix_len = strlen(prefix);
+
+	ns = get_namespace_oid("chrono_forge", false);
+	rel = table_open(get_relname_relid("execution_logs", ns), AccessShareLock);
+	idx = index_open(get_relname_relid("execution_logs_workflow_step_key", ns), AccessShareLock);
+	desc = RelationGetDescr(rel);
+	workflow_att = get_attnum(RelationGetRelid(rel), "workflow_id");
+	step_att = get_attnum(RelationGetRelid(rel), "step_name");
+	state_att = get_attnum(RelationGetRelid(rel), "state");
+	metadata_att = get_attnum(RelationGetRelid(rel), "metadata");
+	error_att = get_attnum(RelationGetRelid(rel), "error_class");
+	started_att = get_attnum(RelationGetRelid(rel), "started_at");
+	state_type = TupleDescAttr(desc, state_att - 1)->atttypid;
+	pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"), ObjectIdGetDatum(state_type));
+	completed = DirectFunctionCall2(enum_in, CStringGetDatum("completed"), ObjectIdGetDatum(state_type));
+	failed_state = DirectFunctionCall2(enum_in, CStringGetDatum("failed"), ObjectIdGetDatum(state_type));
+
+	/* Heap attribute numbers: the scan maps them to the index's columns. */
+	ScanKeyInit(&key[0], workflow_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(workflow_id));
+	ScanKeyEntryInitialize(&key[1], 0, step_att, BTGreaterStrategyNumber, InvalidOid,
+						   idx->rd_indcollation[1], F_TEXT_GT,
+						   PointerGetDatum(cstring_to_text(prefix)));
+	scan = systable_beginscan_ordered(rel, idx, GetActiveSnapshot(), 2, key);
+	while (n < window &&
+		   HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection)))
+	{
+		bool		isnull;
+		text	   *step = DatumGetTextPP(heap_getattr(tup, step_att, desc, &isnull));
+		Datum		state;
+		Datum		metadata;
+		bool		no_metadata;
+		text	   *field;
+		bool		cf016;
+
+		CHECK_FOR_INTERRUPTS();
+		if ((int) VARSIZE_ANY_EXHDR(step) < prefix_len ||
+			memcmp(VARDATA_ANY(step), prefix, prefix_len) != 0)
+			continue;
+		n++;
+		state = heap_getattr(tup, state_att, desc, &isnull);
+		metadata = heap_getattr(tup, metadata_att, desc, &no_metadata);
+		if (state == pending || state == completed)
+		{
+			TimestampTz scheduled;
+
+			field = no_metadata ? NULL : metadata_field(metadata, "scheduled_for");
+			if (field == NULL)
+				continue;
+			scheduled = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																CStringGetDatum(text_to_cstring(field)),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			if (state == pending)
+			{
+				if (nulls[0] || scheduled > next_at)
+					next_at = scheduled;
+				nulls[0] = false;
+			}
+			else
+			{
+				Datum		started = heap_getattr(tup, started_att, desc, &isnull);
+				Datum		late;
+
+				if (isnull)
+					continue;
+				late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
+				late_sum = late_n == 0 ? late : DirectFunctionCall2(interval_pl, late_sum, late);
+				late_n++;
+			}
+		}
+		else if (state == failed_state)
+		{
+			Datum		error = heap_getattr(tup, error_att, desc, &isnull);
+
+			cf016 = !isnull && strcmp(TextDatumGetCString(error), "CF016") == 0;
+			if (!cf016)
+				failed++;
+			else
+			{
+				field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
+				missed += field == NULL ? 1
+					: DatumGetInt64(DirectFunctionCall1(int8in,
+														CStringGetDatum(text_to_cstring(field))));
+			}
+		}
+	}
+	systable_endscan_ordered(scan);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+
+	values[0] = TimestampTzGetDatum(next_at);
+	values[1] = Int64GetDatum(missed);
+	values[2] = Int64GetDatum(failed);
+	if (late_n > 0)
+	{
+		values[3] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
+		nulls[3] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
 }
