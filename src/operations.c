@@ -471,6 +471,7 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	int64		coord_id = PG_GETARG_INT64(0);
 	int32		window = PG_GETARG_INT32(1);
 	TupleDesc	result_desc;
+	MemoryContext caller_cxt;
 	Datum		values[4];
 	bool		nulls[4] = {true, false, false, true};
 	int64		workflow_id;
@@ -508,6 +509,7 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 				 errmsg("window_ must be at least 1")));
 
 	/* The coordination log, as the caller sees it (row-level security). */
+	caller_cxt = CurrentMemoryContext;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cf_push_catalog_path();
@@ -522,9 +524,11 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	}
 	{
 		bool		isnull;
+		MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
 
 		workflow_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		prefix = psprintf("%s$", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		MemoryContextSwitchTo(spi_cxt);
 	}
 	SPI_finish();
 	prefix_len = strlen(prefix);
