@@ -260,7 +260,7 @@ SET ROLE vw_sum_role;
 SELECT * FROM chrono_forge.overview;
 SELECT workflow FROM chrono_forge.workflow_owners;
 RESET ROLE;
-SELECT owner, workflow FROM chrono_forge.workflow_owners ORDER BY 1, 2;
+SELECT owner, workflow FROM chrono_forge.workflow_owners WHERE workflow LIKE 'vw\_%' ORDER BY 1, 2;
 DELETE FROM chrono_forge.workflow_owners;
 UPDATE chrono_forge.workflow_owners_horizon SET last_id = 0, candidate = NULL, candidate_at = NULL;
 SET ROLE vw_sum_role;
