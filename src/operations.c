@@ -30,6 +30,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -472,6 +473,7 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	int32		window = PG_GETARG_INT32(1);
 	TupleDesc	result_desc;
 	MemoryContext caller_cxt;
+	int			guc_level;
 	Datum		values[4];
 	bool		nulls[4] = {true, false, false, true};
 	int64		workflow_id;
@@ -508,15 +510,24 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("window_ must be at least 1")));
 
-	/* The coordination log, as the caller sees it (row-level security). */
+	/*
+	 * The coordination log, as the caller sees it (row-level security).
+	 * One generic plan, whatever the caller's plan_cache_mode
+	 * (periodic_health() forces custom plans: planning this statement
+	 * under row-level security on every call cost more than the ticks).
+	 */
 	caller_cxt = CurrentMemoryContext;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	cf_push_catalog_path();
 	cf_exec(&plan,
 			"SELECT workflow_id, step_name FROM chrono_forge.execution_logs WHERE id = $1",
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(coord_id)}, NULL, true, 1);
 	PopOverrideSearchPath();
+	AtEOXact_GUC(true, guc_level);
 	if (SPI_processed != 1)
 	{
 		SPI_finish();
