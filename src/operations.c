@@ -30,7 +30,6 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -440,46 +439,9 @@ metadata_field(Datum metadata, const char *key)
 	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
 }
 
-/*
- * repeat_ticks(coordination_id, window_) -> (next_at, missed, failed,
- * avg_late): the health of one durably_repeat task over its latest
- * window_ ticks, for periodic_health().  The same figures as this SQL over
- * the task's run (t) and coordination log (c):
- *
- *   SELECT max((metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'pending'),
- *          coalesce(sum(coalesce((metadata->>'fast_forwarded')::bigint, 1))
- *                   FILTER (WHERE state = 'failed' AND error_class = 'CF016'), 0),
- *          count(*) FILTER (WHERE state = 'failed' AND error_class IS DISTINCT FROM 'CF016'),
- *          avg(started_at - (metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'completed')
- *     FROM (SELECT * FROM chrono_forge.execution_logs
- *            WHERE workflow_id = c.workflow_id AND step_name > c.step_name || '$'
- *              AND starts_with(step_name, c.step_name || '$')
- *            ORDER BY step_name DESC LIMIT window_) t
- *
- * In C because, under row-level security, that query pays the logs' policy
- * (an EXISTS probe of the run) on every tick it reads: 4,000 probes for the
- * list of 200 tasks.  Here the coordination log is read through SPI as the
- * caller, so the policy decides once whether the task is visible (a
- * task's ticks belong to the same run, so they are visible exactly when it
- * is), and the ticks are read from the (workflow_id, step_name) index
- * directly, backwards, in the query's snapshot.  NULL if the caller cannot
- * see the coordination log.
- */
-Datum
-cf_repeat_ticks(PG_FUNCTION_ARGS)
+/* What repeat_ticks() reads of execution_logs, looked up once per call. */
+typedef struct TickScan
 {
-	static SPIPlanPtr plan = NULL;
-	int64		coord_id = PG_GETARG_INT64(0);
-	int32		window = PG_GETARG_INT32(1);
-	TupleDesc	result_desc;
-	MemoryContext caller_cxt;
-	int			guc_level;
-	Datum		values[4];
-	bool		nulls[4] = {true, false, false, true};
-	int64		workflow_id;
-	char	   *prefix;
-	int			prefix_len;
-	Oid			ns;
 	Relation	rel;
 	Relation	idx;
 	TupleDesc	desc;
@@ -489,101 +451,56 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	AttrNumber	metadata_att;
 	AttrNumber	error_att;
 	AttrNumber	started_att;
-	Oid			state_type;
 	Datum		pending;
 	Datum		completed;
-	Datum		failed_state;
+	Datum		failed;
+} TickScan;
+
+/*
+ * One task's latest window ticks (logs named prefix<epoch seconds> of run
+ * workflow_id), read backwards from the (workflow_id, step_name) index:
+ * values/nulls 1..4 of repeat_ticks()' row.
+ */
+static void
+tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
+			 Datum *values, bool *nulls)
+{
+	int			prefix_len = strlen(prefix);
 	ScanKeyData key[2];
 	SysScanDesc scan;
 	HeapTuple	tup;
 	int64		missed = 0;
 	int64		failed = 0;
 	TimestampTz next_at = 0;
+	bool		has_next = false;
 	Datum		late_sum = (Datum) 0;
 	int64		late_n = 0;
 	int			n = 0;
 
-	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "repeat_ticks: return type must be a row type");
-	if (window < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("window_ must be at least 1")));
-
-	/*
-	 * The coordination log, as the caller sees it (row-level security).
-	 * One generic plan, whatever the caller's plan_cache_mode
-	 * (periodic_health() forces custom plans: planning this statement
-	 * under row-level security on every call cost more than the ticks).
-	 */
-	caller_cxt = CurrentMemoryContext;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	cf_push_catalog_path();
-	cf_exec(&plan,
-			"SELECT workflow_id, step_name FROM chrono_forge.execution_logs WHERE id = $1",
-			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(coord_id)}, NULL, true, 1);
-	PopOverrideSearchPath();
-	AtEOXact_GUC(true, guc_level);
-	if (SPI_processed != 1)
-	{
-		SPI_finish();
-		PG_RETURN_NULL();
-	}
-	{
-		bool		isnull;
-		MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
-
-		workflow_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		prefix = psprintf("%s$", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
-		MemoryContextSwitchTo(spi_cxt);
-	}
-	SPI_finish();
-	prefix_len = strlen(prefix);
-
-	ns = get_namespace_oid("chrono_forge", false);
-	rel = table_open(get_relname_relid("execution_logs", ns), AccessShareLock);
-	idx = index_open(get_relname_relid("execution_logs_workflow_step_key", ns), AccessShareLock);
-	desc = RelationGetDescr(rel);
-	workflow_att = get_attnum(RelationGetRelid(rel), "workflow_id");
-	step_att = get_attnum(RelationGetRelid(rel), "step_name");
-	state_att = get_attnum(RelationGetRelid(rel), "state");
-	metadata_att = get_attnum(RelationGetRelid(rel), "metadata");
-	error_att = get_attnum(RelationGetRelid(rel), "error_class");
-	started_att = get_attnum(RelationGetRelid(rel), "started_at");
-	state_type = TupleDescAttr(desc, state_att - 1)->atttypid;
-	pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"), ObjectIdGetDatum(state_type));
-	completed = DirectFunctionCall2(enum_in, CStringGetDatum("completed"), ObjectIdGetDatum(state_type));
-	failed_state = DirectFunctionCall2(enum_in, CStringGetDatum("failed"), ObjectIdGetDatum(state_type));
-
 	/* Heap attribute numbers: the scan maps them to the index's columns. */
-	ScanKeyInit(&key[0], workflow_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(workflow_id));
-	ScanKeyEntryInitialize(&key[1], 0, step_att, BTGreaterStrategyNumber, InvalidOid,
-						   idx->rd_indcollation[1], F_TEXT_GT,
+	ScanKeyInit(&key[0], ts->workflow_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(workflow_id));
+	ScanKeyEntryInitialize(&key[1], 0, ts->step_att, BTGreaterStrategyNumber, InvalidOid,
+						   ts->idx->rd_indcollation[1], F_TEXT_GT,
 						   PointerGetDatum(cstring_to_text(prefix)));
-	scan = systable_beginscan_ordered(rel, idx, GetActiveSnapshot(), 2, key);
+	scan = systable_beginscan_ordered(ts->rel, ts->idx, GetActiveSnapshot(), 2, key);
 	while (n < window &&
 		   HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection)))
 	{
 		bool		isnull;
-		text	   *step = DatumGetTextPP(heap_getattr(tup, step_att, desc, &isnull));
+		text	   *step = DatumGetTextPP(heap_getattr(tup, ts->step_att, ts->desc, &isnull));
 		Datum		state;
 		Datum		metadata;
 		bool		no_metadata;
 		text	   *field;
-		bool		cf016;
 
 		CHECK_FOR_INTERRUPTS();
 		if ((int) VARSIZE_ANY_EXHDR(step) < prefix_len ||
 			memcmp(VARDATA_ANY(step), prefix, prefix_len) != 0)
 			continue;
 		n++;
-		state = heap_getattr(tup, state_att, desc, &isnull);
-		metadata = heap_getattr(tup, metadata_att, desc, &no_metadata);
-		if (state == pending || state == completed)
+		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
+		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
+		if (state == ts->pending || state == ts->completed)
 		{
 			TimestampTz scheduled;
 
@@ -594,15 +511,15 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 																CStringGetDatum(text_to_cstring(field)),
 																ObjectIdGetDatum(InvalidOid),
 																Int32GetDatum(-1)));
-			if (state == pending)
+			if (state == ts->pending)
 			{
-				if (nulls[0] || scheduled > next_at)
+				if (!has_next || scheduled > next_at)
 					next_at = scheduled;
-				nulls[0] = false;
+				has_next = true;
 			}
 			else
 			{
-				Datum		started = heap_getattr(tup, started_att, desc, &isnull);
+				Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
 				Datum		late;
 
 				if (isnull)
@@ -612,12 +529,11 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 				late_n++;
 			}
 		}
-		else if (state == failed_state)
+		else if (state == ts->failed)
 		{
-			Datum		error = heap_getattr(tup, error_att, desc, &isnull);
+			Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
 
-			cf016 = !isnull && strcmp(TextDatumGetCString(error), "CF016") == 0;
-			if (!cf016)
+			if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
 				failed++;
 			else
 			{
@@ -629,16 +545,118 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 		}
 	}
 	systable_endscan_ordered(scan);
-	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
 
-	values[0] = TimestampTzGetDatum(next_at);
-	values[1] = Int64GetDatum(missed);
-	values[2] = Int64GetDatum(failed);
+	values[1] = TimestampTzGetDatum(next_at);
+	nulls[1] = !has_next;
+	values[2] = Int64GetDatum(missed);
+	values[3] = Int64GetDatum(failed);
+	nulls[2] = nulls[3] = false;
+	nulls[4] = late_n == 0;
 	if (late_n > 0)
+		values[4] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
+}
+
+/*
+ * repeat_ticks(coordination_ids, window_) -> (coordination_id, next_at,
+ * missed, failed, avg_late): the health of each durably_repeat task over
+ * its latest window_ ticks, for periodic_health().  For each task, the
+ * same figures as this SQL over its run (t) and coordination log (c):
+ *
+ *   SELECT max((metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'pending'),
+ *          coalesce(sum(coalesce((metadata->>'fast_forwarded')::bigint, 1))
+ *                   FILTER (WHERE state = 'failed' AND error_class = 'CF016'), 0),
+ *          count(*) FILTER (WHERE state = 'failed' AND error_class IS DISTINCT FROM 'CF016'),
+ *          avg(started_at - (metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'completed')
+ *     FROM (SELECT * FROM chrono_forge.execution_logs
+ *            WHERE workflow_id = c.workflow_id AND step_name > c.step_name || '$'
+ *              AND starts_with(step_name, c.step_name || '$')
+ *            ORDER BY step_name DESC LIMIT window_) t
+ *
+ * In C because, under row-level security, that query pays the logs'
+ * policy (an EXISTS probe of the run) on every tick it reads: 4,000
+ * probes for the list of 200 tasks.  Here the coordination logs are read
+ * through SPI as the caller, in one statement, so the policy decides once
+ * per task whether it is visible (a task's ticks belong to its run, so
+ * they are visible exactly when it is); the ticks are then read from the
+ * index directly, in the query's snapshot.  Tasks the caller cannot see
+ * are left out.
+ */
+Datum
+cf_repeat_ticks(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		ids = PG_GETARG_DATUM(0);
+	int32		window = PG_GETARG_INT32(1);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	int			ntasks;
+	int64	   *coord_ids;
+	int64	   *workflow_ids;
+	char	  **prefixes;
+	Oid			ns;
+	Oid			state_type;
+	TickScan	ts;
+
+	if (window < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("window_ must be at least 1")));
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* The coordination logs, as the caller sees them (row-level security). */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_push_catalog_path();
+	cf_exec(&plan,
+			"SELECT id, workflow_id, step_name FROM chrono_forge.execution_logs WHERE id = ANY ($1)",
+			1, (Oid[]) {INT8ARRAYOID}, &ids, NULL, true, 0);
+	PopOverrideSearchPath();
 	{
-		values[3] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
-		nulls[3] = false;
+		MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
+
+		ntasks = (int) SPI_processed;
+		coord_ids = palloc(sizeof(int64) * Max(ntasks, 1));
+		workflow_ids = palloc(sizeof(int64) * Max(ntasks, 1));
+		prefixes = palloc(sizeof(char *) * Max(ntasks, 1));
+		for (int i = 0; i < ntasks; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			bool		isnull;
+
+			coord_ids[i] = DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+			workflow_ids[i] = DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 2, &isnull));
+			prefixes[i] = psprintf("%s$", SPI_getvalue(row, SPI_tuptable->tupdesc, 3));
+		}
+		MemoryContextSwitchTo(spi_cxt);
 	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+	SPI_finish();
+
+	ns = get_namespace_oid("chrono_forge", false);
+	ts.rel = table_open(get_relname_relid("execution_logs", ns), AccessShareLock);
+	ts.idx = index_open(get_relname_relid("execution_logs_workflow_step_key", ns), AccessShareLock);
+	ts.desc = RelationGetDescr(ts.rel);
+	ts.workflow_att = get_attnum(RelationGetRelid(ts.rel), "workflow_id");
+	ts.step_att = get_attnum(RelationGetRelid(ts.rel), "step_name");
+	ts.state_att = get_attnum(RelationGetRelid(ts.rel), "state");
+	ts.metadata_att = get_attnum(RelationGetRelid(ts.rel), "metadata");
+	ts.error_att = get_attnum(RelationGetRelid(ts.rel), "error_class");
+	ts.started_att = get_attnum(RelationGetRelid(ts.rel), "started_at");
+	state_type = TupleDescAttr(ts.desc, ts.state_att - 1)->atttypid;
+	ts.pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"), ObjectIdGetDatum(state_type));
+	ts.completed = DirectFunctionCall2(enum_in, CStringGetDatum("completed"), ObjectIdGetDatum(state_type));
+	ts.failed = DirectFunctionCall2(enum_in, CStringGetDatum("failed"), ObjectIdGetDatum(state_type));
+
+	for (int i = 0; i < ntasks; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5];
+
+		values[0] = Int64GetDatum(coord_ids[i]);
+		nulls[0] = false;
+		tick_summary(&ts, workflow_ids[i], prefixes[i], window, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	index_close(ts.idx, AccessShareLock);
+	table_close(ts.rel, AccessShareLock);
+	return (Datum) 0;
 }

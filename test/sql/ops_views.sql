@@ -273,13 +273,13 @@ BEGIN READ ONLY;
 SELECT * FROM chrono_forge.overview;
 COMMIT;
 SELECT * FROM chrono_forge.overview;
--- repeat_ticks(), periodic_health()'s summary of a task's latest ticks,
--- answers only for a task the caller can see.
+-- repeat_ticks(), periodic_health()'s summary of the tasks' latest ticks,
+-- answers only for the tasks the caller can see.
 SELECT id AS poll_id FROM chrono_forge.execution_logs WHERE step_name = 'durably_repeat$poll' \gset
-SELECT * FROM chrono_forge.repeat_ticks(:poll_id, 20);
-SELECT * FROM chrono_forge.repeat_ticks(:poll_id, 2);
+SELECT next_at, missed, failed, avg_late FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
+SELECT next_at, missed, failed, avg_late FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 2);
 SET ROLE vw_sum_role;
-SELECT chrono_forge.repeat_ticks(:poll_id, 20) IS NULL AS hidden;
+SELECT count(*) AS seen FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
 RESET ROLE;
 -- Cleanup deletes the runs of 2026-01-05 (ended more than 2 days ago).
 SELECT chrono_forge.cleanup(older_than => '2 days') ->> 'workflows' AS cleaned;
