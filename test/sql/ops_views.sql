@@ -281,6 +281,28 @@ SELECT next_at, missed, failed, avg_late FROM chrono_forge.repeat_ticks(ARRAY[:p
 SET ROLE vw_sum_role;
 SELECT count(*) AS seen FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
 RESET ROLE;
+-- Its tick times read as the SQL cast reads them, whatever their form.
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
+VALUES ('vw_wf', 'ticker-2', 'public.vw_wf', current_user::regrole);
+INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, metadata, started_at)
+SELECT w.id, v.step, v.state::chrono_forge.step_state, v.metadata::jsonb, v.started::timestamptz
+  FROM chrono_forge.workflows w,
+       (VALUES ('durably_repeat$p2', 'pending', '{}', NULL),
+               ('durably_repeat$p2$1894240000', 'completed', '{"scheduled_for": "2030-01-10T00:00:00.25+00:00"}', '2030-01-10 00:00:01+00'),
+               ('durably_repeat$p2$1894243600', 'completed', '{"scheduled_for": "2030-01-10T03:00:00+02:00"}', '2030-01-10 01:00:03+00'),
+               ('durably_repeat$p2$1894247200', 'completed', '{"scheduled_for": "2030-01-10 02:00:00.5Z"}', '2030-01-10 02:00:07+00'),
+               ('durably_repeat$p2$1894250800', 'completed', '{"scheduled_for": "2030-01-10T03:00:00.1234567Z"}', '2030-01-10 03:00:02+00'),
+               ('durably_repeat$p2$1894254400', 'pending', '{"scheduled_for": "2030-01-10T04:00:00.123456Z"}', NULL)) v(step, state, metadata, started)
+ WHERE w.key = 'ticker-2';
+SELECT f.next_at = s.next_at AS same_next, f.avg_late = s.avg_late AS same_lateness, f.avg_late
+  FROM chrono_forge.execution_logs c
+ CROSS JOIN chrono_forge.repeat_ticks(ARRAY[c.id], 20) f
+ CROSS JOIN LATERAL (
+      SELECT max((t.metadata->>'scheduled_for')::timestamptz) FILTER (WHERE t.state = 'pending') AS next_at,
+             avg(t.started_at - (t.metadata->>'scheduled_for')::timestamptz) FILTER (WHERE t.state = 'completed') AS avg_late
+        FROM chrono_forge.execution_logs t
+       WHERE t.workflow_id = c.workflow_id AND starts_with(t.step_name, 'durably_repeat$p2$')) s
+ WHERE c.step_name = 'durably_repeat$p2';
 -- Cleanup deletes the runs of 2026-01-05 (ended more than 2 days ago).
 SELECT chrono_forge.cleanup(older_than => '2 days') ->> 'workflows' AS cleaned;
 BEGIN READ ONLY;
