@@ -15,16 +15,26 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
-#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "chrono_forge.h"
@@ -35,6 +45,7 @@ PG_FUNCTION_INFO_V1(cf_force_unlock);
 PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
 PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
 PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
+PG_FUNCTION_INFO_V1(cf_repeat_ticks);
 PG_FUNCTION_INFO_V1(cf_workflows_state_columns);
 
 /* The run's state (an enum label) in the tuple; "" if NULL. */
@@ -490,4 +501,304 @@ cf_cleanup_in_batches(PG_FUNCTION_ARGS)
 		appendStringInfo(&json, "\"%s\": " INT64_FORMAT ", ", cleanup_keys[i], totals[i]);
 	appendStringInfo(&json, "\"batches\": " INT64_FORMAT "}", batches);
 	return cf_return_result(fcinfo, true, cf_jsonb_parse(json.data));
+}
+
+/* metadata->>key as text (NULL if absent), as the SQL operator gives it. */
+static text *
+metadata_field(Datum metadata, const char *key)
+{
+	LOCAL_FCINFO(fcinfo, 2);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 2, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = metadata;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = PointerGetDatum(cstring_to_text(key));
+	fcinfo->args[1].isnull = false;
+	result = jsonb_object_field_text(fcinfo);
+	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
+}
+
+/*
+ * A timestamp as the engine writes it into a tick's metadata
+ * ("YYYY-MM-DDTHH:MM:SS[.ffffff]" then "Z" or "+00:00"), without the
+ * general parser, which took most of a tick's time.  False for any other
+ * text: the caller then uses timestamptz_in, as the SQL cast would.
+ */
+static bool
+parse_utc_timestamp(const char *s, int len, TimestampTz *t)
+{
+	static const int digits[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+	struct pg_tm tm;
+	fsec_t		fsec = 0;
+	int			i = 19;
+
+	if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+		return false;
+	for (int k = 0; k < (int) lengthof(digits); k++)
+		if (s[digits[k]] < '0' || s[digits[k]] > '9')
+			return false;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+	tm.tm_mon = (s[5] - '0') * 10 + (s[6] - '0');
+	tm.tm_mday = (s[8] - '0') * 10 + (s[9] - '0');
+	tm.tm_hour = (s[11] - '0') * 10 + (s[12] - '0');
+	tm.tm_min = (s[14] - '0') * 10 + (s[15] - '0');
+	tm.tm_sec = (s[17] - '0') * 10 + (s[18] - '0');
+	if (s[i] == '.')
+	{
+		int			scale = 100000;
+
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9' && scale > 0; i++, scale /= 10)
+			fsec += (s[i] - '0') * scale;
+		if (s[i - 1] == '.' || (i < len && s[i] >= '0' && s[i] <= '9'))
+			return false;
+	}
+	if (!((len - i == 1 && s[i] == 'Z') || (len - i == 6 && memcmp(s + i, "+00:00", 6) == 0)))
+		return false;
+	if (tm.tm_year < 1 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] ||
+		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
+		return false;
+	return tm2timestamp(&tm, fsec, NULL, t) == 0;
+}
+
+/* metadata->>'scheduled_for' as a timestamp; false if absent. */
+static bool
+scheduled_for(Datum metadata, TimestampTz *t)
+{
+	Jsonb	   *jb = DatumGetJsonbP(metadata);
+	JsonbValue	v;
+	text	   *field;
+
+	if (JB_ROOT_IS_OBJECT(jb) &&
+		getKeyJsonValueFromContainer(&jb->root, "scheduled_for", 13, &v) &&
+		v.type == jbvString &&
+		parse_utc_timestamp(v.val.string.val, v.val.string.len, t))
+		return true;
+	field = metadata_field(metadata, "scheduled_for");
+	if (field == NULL)
+		return false;
+	*t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+												 CStringGetDatum(text_to_cstring(field)),
+												 ObjectIdGetDatum(InvalidOid),
+												 Int32GetDatum(-1)));
+	return true;
+}
+
+/* What repeat_ticks() reads of execution_logs, looked up once per call. */
+typedef struct TickScan
+{
+	Relation	rel;
+	Relation	idx;
+	TupleDesc	desc;
+	AttrNumber	workflow_att;
+	AttrNumber	step_att;
+	AttrNumber	state_att;
+	AttrNumber	metadata_att;
+	AttrNumber	error_att;
+	AttrNumber	started_att;
+	Datum		pending;
+	Datum		completed;
+	Datum		failed;
+} TickScan;
+
+/*
+ * One task's latest window ticks (logs named prefix<epoch seconds> of run
+ * workflow_id), read backwards from the (workflow_id, step_name) index:
+ * values/nulls 1..4 of repeat_ticks()' row.
+ */
+static void
+tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
+			 Datum *values, bool *nulls)
+{
+	int			prefix_len = strlen(prefix);
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		missed = 0;
+	int64		failed = 0;
+	TimestampTz next_at = 0;
+	bool		has_next = false;
+	Datum		late_sum = (Datum) 0;
+	int64		late_n = 0;
+	int			n = 0;
+
+	/* Heap attribute numbers: the scan maps them to the index's columns. */
+	ScanKeyInit(&key[0], ts->workflow_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(workflow_id));
+	ScanKeyEntryInitialize(&key[1], 0, ts->step_att, BTGreaterStrategyNumber, InvalidOid,
+						   ts->idx->rd_indcollation[1], F_TEXT_GT,
+						   PointerGetDatum(cstring_to_text(prefix)));
+	scan = systable_beginscan_ordered(ts->rel, ts->idx, GetActiveSnapshot(), 2, key);
+	while (n < window &&
+		   HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection)))
+	{
+		bool		isnull;
+		text	   *step = DatumGetTextPP(heap_getattr(tup, ts->step_att, ts->desc, &isnull));
+		Datum		state;
+		Datum		metadata;
+		bool		no_metadata;
+		text	   *field;
+
+		CHECK_FOR_INTERRUPTS();
+		if ((int) VARSIZE_ANY_EXHDR(step) < prefix_len ||
+			memcmp(VARDATA_ANY(step), prefix, prefix_len) != 0)
+			continue;
+		n++;
+		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
+		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
+		if (state == ts->pending || state == ts->completed)
+		{
+			TimestampTz scheduled;
+
+			if (no_metadata || !scheduled_for(metadata, &scheduled))
+				continue;
+			if (state == ts->pending)
+			{
+				if (!has_next || scheduled > next_at)
+					next_at = scheduled;
+				has_next = true;
+			}
+			else
+			{
+				Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
+				Datum		late;
+
+				if (isnull)
+					continue;
+				late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
+				late_sum = late_n == 0 ? late : DirectFunctionCall2(interval_pl, late_sum, late);
+				late_n++;
+			}
+		}
+		else if (state == ts->failed)
+		{
+			Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
+
+			if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
+				failed++;
+			else
+			{
+				field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
+				missed += field == NULL ? 1
+					: DatumGetInt64(DirectFunctionCall1(int8in,
+														CStringGetDatum(text_to_cstring(field))));
+			}
+		}
+	}
+	systable_endscan_ordered(scan);
+
+	values[1] = TimestampTzGetDatum(next_at);
+	nulls[1] = !has_next;
+	values[2] = Int64GetDatum(missed);
+	values[3] = Int64GetDatum(failed);
+	nulls[2] = nulls[3] = false;
+	nulls[4] = late_n == 0;
+	if (late_n > 0)
+		values[4] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
+}
+
+/*
+ * repeat_ticks(coordination_ids, window_) -> (coordination_id, next_at,
+ * missed, failed, avg_late): the health of each durably_repeat task over
+ * its latest window_ ticks, for periodic_health().  For each task, the
+ * same figures as this SQL over its run (t) and coordination log (c):
+ *
+ *   SELECT max((metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'pending'),
+ *          coalesce(sum(coalesce((metadata->>'fast_forwarded')::bigint, 1))
+ *                   FILTER (WHERE state = 'failed' AND error_class = 'CF016'), 0),
+ *          count(*) FILTER (WHERE state = 'failed' AND error_class IS DISTINCT FROM 'CF016'),
+ *          avg(started_at - (metadata->>'scheduled_for')::timestamptz) FILTER (WHERE state = 'completed')
+ *     FROM (SELECT * FROM chrono_forge.execution_logs
+ *            WHERE workflow_id = c.workflow_id AND step_name > c.step_name || '$'
+ *              AND starts_with(step_name, c.step_name || '$')
+ *            ORDER BY step_name DESC LIMIT window_) t
+ *
+ * In C because, under row-level security, that query pays the logs'
+ * policy (an EXISTS probe of the run) on every tick it reads: 4,000
+ * probes for the list of 200 tasks.  Here the coordination logs are read
+ * through SPI as the caller, in one statement, so the policy decides once
+ * per task whether it is visible (a task's ticks belong to its run, so
+ * they are visible exactly when it is); the ticks are then read from the
+ * index directly, in the query's snapshot.  Tasks the caller cannot see
+ * are left out.
+ */
+Datum
+cf_repeat_ticks(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		ids = PG_GETARG_DATUM(0);
+	int32		window = PG_GETARG_INT32(1);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	int			ntasks;
+	int64	   *coord_ids;
+	int64	   *workflow_ids;
+	char	  **prefixes;
+	Oid			ns;
+	Oid			state_type;
+	TickScan	ts;
+
+	if (window < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("window_ must be at least 1")));
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* The coordination logs, as the caller sees them (row-level security). */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_push_catalog_path();
+	cf_exec(&plan,
+			"SELECT id, workflow_id, step_name FROM chrono_forge.execution_logs WHERE id = ANY ($1)",
+			1, (Oid[]) {INT8ARRAYOID}, &ids, NULL, true, 0);
+	PopOverrideSearchPath();
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
+
+		ntasks = (int) SPI_processed;
+		coord_ids = palloc(sizeof(int64) * Max(ntasks, 1));
+		workflow_ids = palloc(sizeof(int64) * Max(ntasks, 1));
+		prefixes = palloc(sizeof(char *) * Max(ntasks, 1));
+		for (int i = 0; i < ntasks; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			bool		isnull;
+
+			coord_ids[i] = DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+			workflow_ids[i] = DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 2, &isnull));
+			prefixes[i] = psprintf("%s$", SPI_getvalue(row, SPI_tuptable->tupdesc, 3));
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
+	SPI_finish();
+
+	ns = get_namespace_oid("chrono_forge", false);
+	ts.rel = table_open(get_relname_relid("execution_logs", ns), AccessShareLock);
+	ts.idx = index_open(get_relname_relid("execution_logs_workflow_step_key", ns), AccessShareLock);
+	ts.desc = RelationGetDescr(ts.rel);
+	ts.workflow_att = get_attnum(RelationGetRelid(ts.rel), "workflow_id");
+	ts.step_att = get_attnum(RelationGetRelid(ts.rel), "step_name");
+	ts.state_att = get_attnum(RelationGetRelid(ts.rel), "state");
+	ts.metadata_att = get_attnum(RelationGetRelid(ts.rel), "metadata");
+	ts.error_att = get_attnum(RelationGetRelid(ts.rel), "error_class");
+	ts.started_att = get_attnum(RelationGetRelid(ts.rel), "started_at");
+	state_type = TupleDescAttr(ts.desc, ts.state_att - 1)->atttypid;
+	ts.pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"), ObjectIdGetDatum(state_type));
+	ts.completed = DirectFunctionCall2(enum_in, CStringGetDatum("completed"), ObjectIdGetDatum(state_type));
+	ts.failed = DirectFunctionCall2(enum_in, CStringGetDatum("failed"), ObjectIdGetDatum(state_type));
+
+	for (int i = 0; i < ntasks; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5];
+
+		values[0] = Int64GetDatum(coord_ids[i]);
+		nulls[0] = false;
+		tick_summary(&ts, workflow_ids[i], prefixes[i], window, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	index_close(ts.idx, AccessShareLock);
+	table_close(ts.rel, AccessShareLock);
+	return (Datum) 0;
 }

@@ -180,6 +180,140 @@ SELECT key, task FROM chrono_forge.periodic_tasks;
 SELECT count(*) FROM chrono_forge.periodic_health('vw_wf', 'done-1');
 SELECT step_name, state, repetitions FROM chrono_forge.timeline('vw_wf', 'ticker');
 
+-- daily_outcomes() over closed days reads their summary (outcome_days),
+-- and stays exact when runs of a summarised day are retried, cancelled
+-- after failing, or cleaned up.  (Days in the real past: a day is
+-- summarised once it has closed by the real clock.)  outcomes_exact()
+-- compares a call with a direct count; read-only, so that it sees the
+-- summaries and notes as the change left them.
+CREATE FUNCTION pg_temp.outcomes_exact(window_ interval) RETURNS boolean LANGUAGE sql AS $$
+    WITH f AS (SELECT day, completed, failed, cancelled FROM chrono_forge.daily_outcomes(window_)),
+    r AS (SELECT pg_catalog.timezone('UTC', w.ended_at)::date AS day,
+                 count(*) FILTER (WHERE w.state = 'completed') AS completed,
+                 count(*) FILTER (WHERE w.state = 'failed') AS failed,
+                 count(*) FILTER (WHERE w.state = 'cancelled') AS cancelled
+            FROM chrono_forge.workflows w
+           WHERE w.ended_at > chrono_forge.now() - window_ AND w.ended_at <= chrono_forge.now()
+           GROUP BY 1)
+    SELECT NOT EXISTS ((TABLE f EXCEPT TABLE r) UNION ALL (TABLE r EXCEPT TABLE f)) $$;
+SET chrono_forge.fake_now = '2026-01-05 10:00:00+00';
+SELECT count(chrono_forge.start('vw_other', 'sum-' || i)) FROM generate_series(1, 3) i;
+SELECT count(chrono_forge.start('vw_wf', 'sum-failed-' || i, '{"fail": 1}')) FROM generate_series(1, 2) i;
+CALL chrono_forge.run_pending();
+CREATE ROLE vw_sum_role;
+SET ROLE vw_sum_role;
+SELECT chrono_forge.start('vw_other', 'sum-role-1') > 0 AS ok;
+CALL chrono_forge.run_pending();
+RESET ROLE;
+SET chrono_forge.fake_now = '2026-01-08 12:00:00+00';
+-- A read-only transaction counts every day and summarises nothing; nor
+-- does one above READ COMMITTED (its snapshot may predate what it would
+-- check).
+BEGIN READ ONLY;
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+COMMIT;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM chrono_forge.daily_outcomes('7 days');
+SELECT count(*) FROM chrono_forge.overview;
+COMMIT;
+SELECT count(*) FROM chrono_forge.outcome_days_summarised WHERE day < '2027-01-01';
+-- The first call summarises the window's closed days (01-02 .. 01-07),
+-- the next ones read them.
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+SELECT day FROM chrono_forge.outcome_days_summarised WHERE day < '2027-01-01' ORDER BY day;
+SELECT day, workflow, owner, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY 1, 2;
+SELECT count(*) AS notes FROM chrono_forge.outcome_days_changed;
+SELECT pg_temp.outcomes_exact('7 days') AS exact;
+-- A retry takes a run out of a summarised day (noted); it fails again today.
+SELECT chrono_forge.retry('vw_wf', 'sum-failed-1');
+SELECT day, owner FROM chrono_forge.outcome_days_changed;
+CALL chrono_forge.run_pending();
+-- (Read-only: the noted day is counted, not summarised again.)
+BEGIN READ ONLY;
+SELECT pg_temp.outcomes_exact('7 days') AS exact;
+COMMIT;
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+SELECT count(*) AS notes FROM chrono_forge.outcome_days_changed WHERE day = '2026-01-05';
+-- Cancelled after it failed: the day's failure becomes a cancellation.
+SELECT chrono_forge.cancel('vw_wf', 'sum-failed-2');
+BEGIN READ ONLY;
+SELECT pg_temp.outcomes_exact('7 days') AS exact;
+COMMIT;
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+SELECT day, workflow, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY 1, 2;
+-- Each role sees the counts of its runs only.
+SET ROLE vw_sum_role;
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+SELECT day, workflow, completed FROM chrono_forge.outcome_days;
+RESET ROLE;
+-- overview() finds a role's workflows from its (workflow, owner) pairs
+-- and from its runs past their horizon; the pairs are added once 1,000
+-- runs are past it.  Without the pairs (forgotten here; a read-only
+-- transaction adds none) the same grid.
+SET ROLE vw_sum_role;
+SELECT * FROM chrono_forge.overview;
+SELECT count(*) FROM chrono_forge.workflow_owners;
+RESET ROLE;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
+SELECT 'vw_bulk', 'bulk-' || i, 'public.vw_other', current_user::regrole FROM generate_series(1, 1000) i;
+SET ROLE vw_sum_role;
+SELECT * FROM chrono_forge.overview;
+SELECT workflow FROM chrono_forge.workflow_owners;
+RESET ROLE;
+SELECT owner, workflow FROM chrono_forge.workflow_owners WHERE workflow LIKE 'vw\_%' ORDER BY 1, 2;
+DELETE FROM chrono_forge.workflow_owners;
+UPDATE chrono_forge.workflow_owners_horizon SET last_id = 0, candidate = NULL, candidate_at = NULL;
+SET ROLE vw_sum_role;
+BEGIN READ ONLY;
+SELECT * FROM chrono_forge.overview;
+SELECT count(*) FROM chrono_forge.workflow_owners;
+COMMIT;
+RESET ROLE;
+BEGIN READ ONLY;
+SELECT * FROM chrono_forge.overview;
+COMMIT;
+SELECT * FROM chrono_forge.overview;
+-- repeat_ticks(), periodic_health()'s summary of the tasks' latest ticks,
+-- answers only for the tasks the caller can see.
+SELECT id AS poll_id FROM chrono_forge.execution_logs WHERE step_name = 'durably_repeat$poll' \gset
+SELECT next_at, missed, failed, avg_late FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
+SELECT next_at, missed, failed, avg_late FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 2);
+SET ROLE vw_sum_role;
+SELECT count(*) AS seen FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
+RESET ROLE;
+-- Its tick times read as the SQL cast reads them, whatever their form.
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
+VALUES ('vw_wf', 'ticker-2', 'public.vw_wf', current_user::regrole);
+INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, metadata, started_at)
+SELECT w.id, v.step, v.state::chrono_forge.step_state, v.metadata::jsonb, v.started::timestamptz
+  FROM chrono_forge.workflows w,
+       (VALUES ('durably_repeat$p2', 'pending', '{}', NULL),
+               ('durably_repeat$p2$1894240000', 'completed', '{"scheduled_for": "2030-01-10T00:00:00.25+00:00"}', '2030-01-10 00:00:01+00'),
+               ('durably_repeat$p2$1894243600', 'completed', '{"scheduled_for": "2030-01-10T03:00:00+02:00"}', '2030-01-10 01:00:03+00'),
+               ('durably_repeat$p2$1894247200', 'completed', '{"scheduled_for": "2030-01-10 02:00:00.5Z"}', '2030-01-10 02:00:07+00'),
+               ('durably_repeat$p2$1894250800', 'completed', '{"scheduled_for": "2030-01-10T03:00:00.1234567Z"}', '2030-01-10 03:00:02+00'),
+               ('durably_repeat$p2$1894254400', 'pending', '{"scheduled_for": "2030-01-10T04:00:00.123456Z"}', NULL)) v(step, state, metadata, started)
+ WHERE w.key = 'ticker-2';
+SELECT f.next_at = s.next_at AS same_next, f.avg_late = s.avg_late AS same_lateness, f.avg_late
+  FROM chrono_forge.execution_logs c
+ CROSS JOIN chrono_forge.repeat_ticks(ARRAY[c.id], 20) f
+ CROSS JOIN LATERAL (
+      SELECT max((t.metadata->>'scheduled_for')::timestamptz) FILTER (WHERE t.state = 'pending') AS next_at,
+             avg(t.started_at - (t.metadata->>'scheduled_for')::timestamptz) FILTER (WHERE t.state = 'completed') AS avg_late
+        FROM chrono_forge.execution_logs t
+       WHERE t.workflow_id = c.workflow_id AND starts_with(t.step_name, 'durably_repeat$p2$')) s
+ WHERE c.step_name = 'durably_repeat$p2';
+-- Cleanup deletes the runs of 2026-01-05 (ended more than 2 days ago).
+SELECT chrono_forge.cleanup(older_than => '2 days') ->> 'workflows' AS cleaned;
+BEGIN READ ONLY;
+SELECT pg_temp.outcomes_exact('7 days') AS exact;
+COMMIT;
+SELECT * FROM chrono_forge.daily_outcomes('7 days');
+SELECT count(*) FROM chrono_forge.outcome_days;
+-- (Runs deleted by hand, not by cleanup(): forget the summaries.)
+DELETE FROM chrono_forge.outcome_days_summarised;
+DROP ROLE vw_sum_role;
+
 -- Leave no runs behind.
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;
