@@ -319,30 +319,11 @@ GRANT SELECT ON chrono_forge.outcome_days, chrono_forge.outcome_days_summarised,
 -- A closed day is summarised only once it ended more than an hour ago
 -- and before every open transaction began (see outcome_days_refresh());
 -- so a change needs a note only when the run ended more than an hour
--- before it.  The WHEN clause is false for every update a pass makes (a
--- run that ends now, or is not ended), so passes never run the function.
--- It does not read NEW.ended_at, which workflows_state_columns sets after
--- it (triggers fire in name order): a run that enters an ended state
--- ends at its updated_at.
-CREATE FUNCTION chrono_forge.outcome_days_note() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    INSERT INTO chrono_forge.outcome_days_changed (day, owner)
-    VALUES (pg_catalog.timezone('UTC', coalesce(OLD.ended_at, NEW.updated_at))::date, NEW.owner);
-    RETURN NEW;
-END
-$$;
-REVOKE ALL ON FUNCTION chrono_forge.outcome_days_note() FROM PUBLIC;
-
-CREATE TRIGGER workflows_outcome_days BEFORE UPDATE OF state ON chrono_forge.workflows
-    FOR EACH ROW
-    WHEN ((OLD.ended_at IS NOT NULL AND NEW.state IS DISTINCT FROM OLD.state
-           AND OLD.ended_at < pg_catalog.clock_timestamp() - interval '1 hour')
-          OR (OLD.ended_at IS NULL AND NEW.state IN ('completed', 'failed', 'cancelled')
-              AND NEW.updated_at < pg_catalog.clock_timestamp() - interval '1 hour'))
-    EXECUTE FUNCTION chrono_forge.outcome_days_note();
+-- before it.  The workflows_state_columns trigger (C) writes the note:
+-- a run leaving an ended state an hour or more after it ended, or
+-- entering one with an updated_at an hour or more in the past.  No update
+-- a pass makes is either, and a second trigger's WHEN clause would be
+-- re-read for every statement that changes a run's state.
 
 -- Summarises the closed days in [first_day, last_day] not summarised yet
 -- or noted as changed since; returns how many.  daily_outcomes() calls it

@@ -99,6 +99,51 @@ ended_at_change(HeapTuple old, HeapTuple new, TupleDesc desc, Datum *value, bool
 	return true;
 }
 
+/*
+ * A run whose ending lies in a day daily_outcomes() may have summarised
+ * changes: note the day for its owner (see outcome_days_refresh(), which
+ * summarises a day only an hour after it ended).  That is a run leaving an
+ * ended state an hour or more after it ended, or entering one with an
+ * updated_at an hour or more in the past (only with a clock set back);
+ * never an update a pass makes.
+ */
+static void
+note_outcome_day_change(HeapTuple old, HeapTuple new, TupleDesc desc)
+{
+	static SPIPlanPtr plan = NULL;
+	const char *old_state = tuple_state(old, desc);
+	const char *new_state = tuple_state(new, desc);
+	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), -3600 * 1000);
+	bool		isnull;
+	Datum		ended = heap_getattr(old, SPI_fnumber(desc, "ended_at"), desc, &isnull);
+	CfInternal	st;
+
+	if (!isnull)
+	{
+		if (strcmp(old_state, new_state) == 0 || DatumGetTimestampTz(ended) >= cutoff)
+			return;
+	}
+	else
+	{
+		if (!state_is_terminal(new_state))
+			return;
+		ended = heap_getattr(new, SPI_fnumber(desc, "updated_at"), desc, &isnull);
+		if (isnull || DatumGetTimestampTz(ended) >= cutoff)
+			return;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.outcome_days_changed (day, owner)"
+			" VALUES (pg_catalog.timezone('UTC', $1)::date, $2)",
+			2, (Oid[]) {TIMESTAMPTZOID, REGROLEOID},
+			(Datum[]) {ended, heap_getattr(new, SPI_fnumber(desc, "owner"), desc, &isnull)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	SPI_finish();
+}
+
 static void
 require_row_trigger(FunctionCallInfo fcinfo, const char *name)
 {
@@ -135,7 +180,8 @@ cf_workflows_ended_at(PG_FUNCTION_ARGS)
 
 /*
  * The trigger on workflows since 0.3.0 (BEFORE INSERT OR UPDATE OF state,
- * state_code): state_code from state, and ended_at as above.  In C and
+ * state_code): state_code from state, ended_at as above, and the note of
+ * a changed outcome day.  In C and
  * without a WHEN clause because it fires on every state change of every
  * run: a stored generated column and a trigger's WHEN clause are both
  * re-read from the catalog text for each statement, which cost a trivial
@@ -158,9 +204,12 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 		: trigdata->tg_trigtuple;
 	cols[0] = SPI_fnumber(desc, "state_code");
 	values[0] = Int16GetDatum(state_code(tuple_state(tuple, desc)));
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
-		ended_at_change(trigdata->tg_trigtuple, tuple, desc, &values[1], &nulls[1]))
-		cols[n++] = SPI_fnumber(desc, "ended_at");
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		if (ended_at_change(trigdata->tg_trigtuple, tuple, desc, &values[1], &nulls[1]))
+			cols[n++] = SPI_fnumber(desc, "ended_at");
+		note_outcome_day_change(trigdata->tg_trigtuple, tuple, desc);
+	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
 }
 
