@@ -80,15 +80,16 @@ state_code(const char *state)
 }
 
 /*
- * ended_at for a run whose state changes (from tuple old to tuple new):
+ * ended_at for a run whose state changes from old_state to new_state:
  * updated_at on the way into completed, failed or cancelled, NULL on the
  * way out.  Sets the new value; false if ended_at does not change.
  */
 static bool
-ended_at_change(HeapTuple old, HeapTuple new, TupleDesc desc, Datum *value, bool *isnull)
+ended_at_change(const char *old_state, const char *new_state, HeapTuple new,
+				TupleDesc desc, Datum *value, bool *isnull)
 {
-	bool		was = state_is_terminal(tuple_state(old, desc));
-	bool		is = state_is_terminal(tuple_state(new, desc));
+	bool		was = state_is_terminal(old_state);
+	bool		is = state_is_terminal(new_state);
 
 	if (was == is)
 		return false;
@@ -108,11 +109,10 @@ ended_at_change(HeapTuple old, HeapTuple new, TupleDesc desc, Datum *value, bool
  * never an update a pass makes.
  */
 static void
-note_outcome_day_change(HeapTuple old, HeapTuple new, TupleDesc desc)
+note_outcome_day_change(const char *old_state, const char *new_state,
+						HeapTuple old, HeapTuple new, TupleDesc desc)
 {
 	static SPIPlanPtr plan = NULL;
-	const char *old_state = tuple_state(old, desc);
-	const char *new_state = tuple_state(new, desc);
 	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), -3600 * 1000);
 	bool		isnull;
 	Datum		ended = heap_getattr(old, SPI_fnumber(desc, "ended_at"), desc, &isnull);
@@ -171,7 +171,9 @@ cf_workflows_ended_at(PG_FUNCTION_ARGS)
 	require_row_trigger(fcinfo, "cf_workflows_ended_at");
 	desc = trigdata->tg_relation->rd_att;
 	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
-		!ended_at_change(trigdata->tg_trigtuple, trigdata->tg_newtuple, desc, &values[0], &nulls[0]))
+		!ended_at_change(tuple_state(trigdata->tg_trigtuple, desc),
+						 tuple_state(trigdata->tg_newtuple, desc),
+						 trigdata->tg_newtuple, desc, &values[0], &nulls[0]))
 		return PointerGetDatum(trigdata->tg_newtuple);
 	cols[0] = SPI_fnumber(desc, "ended_at");
 	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, desc, 1, cols,
@@ -197,18 +199,22 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 	int			n = 1;
+	const char *new_state;
 
 	require_row_trigger(fcinfo, "cf_workflows_state_columns");
 	desc = trigdata->tg_relation->rd_att;
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple
 		: trigdata->tg_trigtuple;
 	cols[0] = SPI_fnumber(desc, "state_code");
-	values[0] = Int16GetDatum(state_code(tuple_state(tuple, desc)));
+	new_state = tuple_state(tuple, desc);
+	values[0] = Int16GetDatum(state_code(new_state));
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		if (ended_at_change(trigdata->tg_trigtuple, tuple, desc, &values[1], &nulls[1]))
+		const char *old_state = tuple_state(trigdata->tg_trigtuple, desc);
+
+		if (ended_at_change(old_state, new_state, tuple, desc, &values[1], &nulls[1]))
 			cols[n++] = SPI_fnumber(desc, "ended_at");
-		note_outcome_day_change(trigdata->tg_trigtuple, tuple, desc);
+		note_outcome_day_change(old_state, new_state, trigdata->tg_trigtuple, tuple, desc);
 	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
 }
