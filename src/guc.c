@@ -25,7 +25,7 @@ int			cf_max_recoveries = 3;
 int			cf_max_catch_up_runs = 100;
 int			cf_worker_batch = 100;
 int			cf_commit_batch = 16;
-int			cf_commit_batch_window_ms = 2;
+int			cf_commit_batch_window_ms = 6;
 
 static char *cf_fake_now_text = NULL;
 bool		cf_fake_now_set = false;
@@ -164,7 +164,7 @@ cf_define_gucs(void)
 							"How long the first pass of a shared commit may wait for it.",
 							NULL,
 							&cf_commit_batch_window_ms,
-							2, 0, 10000,
+							6, 0, 10000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
