@@ -139,6 +139,7 @@ cf_start(PG_FUNCTION_ARGS)
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
 	procedure = cf_resolve_workflow(workflow, false);
+	cf_replan_if_stale();		/* many starts in one session */
 
 	values[0] = CStringGetTextDatum(workflow);
 	values[1] = CStringGetTextDatum(key);

@@ -29,7 +29,6 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/plancache.h"
 #include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -1128,18 +1127,6 @@ require_top_level_call(FunctionCallInfo fcinfo, const char *what)
 				 errmsg("%s cannot be called from inside a workflow", what)));
 }
 
-/*
- * When this session last dropped its cached plans (see drain()): a generic
- * plan keeps the table sizes it was made with, so one made while a queue
- * table was small, or analyzed empty (VACUUM ANALYZE of an idle database),
- * reads that table whole on every pass once it has grown, until an
- * autoanalyze replaces the statistics.  A replan reads the tables' current
- * sizes.
- */
-static TimestampTz plans_made_at = 0;
-
-#define REPLAN_INTERVAL_MS 1000
-
 static int
 drain(int max_passes, Oid only_owner)
 {
@@ -1169,11 +1156,7 @@ drain(int max_passes, Oid only_owner)
 		/* A worker forgets what the owner's code SET in its session. */
 		if (cf_worker_slot >= 0)
 			ResetAllOptions();
-		if (TimestampDifferenceExceeds(plans_made_at, GetCurrentTimestamp(), REPLAN_INTERVAL_MS))
-		{
-			ResetPlanCache();
-			plans_made_at = GetCurrentTimestamp();
-		}
+		cf_replan_if_stale();
 	}
 	if (batched_passes > 0)
 		commit_batch(proc_cxt);

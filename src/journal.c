@@ -27,7 +27,9 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "chrono_forge.h"
 
@@ -119,6 +121,28 @@ cf_internal_end(CfInternal *st)
 {
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
+}
+
+/*
+ * Drop this session's cached plans if a second has passed since it last
+ * did: a generic plan keeps the table sizes it was made with, so one made
+ * while a queue table was small, or analyzed empty (VACUUM ANALYZE of an
+ * idle database, autoanalyze after a cleanup), reads that table whole on
+ * every use once it has grown, until an autoanalyze replaces the
+ * statistics; foreign-key checks included.  A replan reads the tables'
+ * current sizes.  Called between passes and by start().
+ */
+void
+cf_replan_if_stale(void)
+{
+	static TimestampTz plans_made_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (TimestampDifferenceExceeds(plans_made_at, now, 1000))
+	{
+		ResetPlanCache();
+		plans_made_at = now;
+	}
 }
 
 /* Connect to SPI in non-atomic mode: what commits inside a pass need. */

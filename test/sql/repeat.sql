@@ -400,8 +400,10 @@ SET chrono_forge.fake_now = '2035-01-01 00:01:40+00';
 CALL chrono_forge.run_pending();
 SELECT pg_stat_force_next_flush();
 SELECT rp_log_rows_read() AS after_many \gset
-SELECT :before_many - :before_few AS reads_few, :after_many - :before_many AS reads_many,
-       :before_many - :before_few = :after_many - :before_many AS same_cost;
+-- (A pass may also replan its statements, whose planning can read an
+-- index endpoint or two: a few rows, never the 3,000 ticks.)
+SELECT :before_many - :before_few BETWEEN 1 AND 5 AS few_reads_few,
+       :after_many - :before_many BETWEEN 1 AND 5 AS many_reads_few;
 SELECT key, (SELECT count(*) FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS logs
   FROM chrono_forge.workflows w WHERE workflow = 'rp_reads_wf' ORDER BY key;
 
