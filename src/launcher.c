@@ -286,6 +286,8 @@ cf_launcher_main(Datum arg)
 			TimestampTz due;
 			TimestampTz oldest_lock;
 
+			cf_replan_if_stale();	/* the merge polls' cached plans */
+
 			/*
 			 * Maintenance only matters while some run is running (a lock
 			 * to reap, a session that may have died mid-pass): with every
