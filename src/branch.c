@@ -154,7 +154,12 @@ commit_step(void)
  * Count the children of a branch log that are not completed, at most cap
  * (cap <= 0: all), walking workflows_children_idx by one equality range
  * per pending state, so completed children are never visited, whatever
- * the planner would think of the table's statistics.  Optionally counts
+ * the planner would think of the table's statistics.  Each range is read
+ * from its end: a child leaves the idle range when it runs, in about id
+ * order, and the dead index entries it leaves at the range's start stay
+ * until a vacuum, so a forward probe for "any idle child?" walked past
+ * every child run so far (O(n) per child's nudge, 10% of a child's pass at
+ * 20,000 children).  Optionally counts
  * the never-started (idle, no started_at) and running ones.  Reads with a
  * fresh snapshot: what committed before the call.  Engine use only (no
  * row-level security): callers check ownership.
@@ -168,6 +173,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	Oid			relid = get_relname_relid("workflows", ns);
 	Oid			idxid = get_relname_relid("workflows_children_idx", ns);
 	Relation	rel;
+	Relation	idx;
 	TupleDesc	desc;
 	AttrNumber	parent_att;
 	AttrNumber	state_att;
@@ -182,6 +188,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	if (running)
 		*running = 0;
 	rel = table_open(relid, AccessShareLock);
+	idx = index_open(idxid, AccessShareLock);
 	desc = RelationGetDescr(rel);
 	parent_att = get_attnum(relid, "parent_execution_log_id");
 	state_att = get_attnum(relid, "state_code");
@@ -197,8 +204,8 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 		/* Heap attribute numbers: systable_beginscan maps them to the index. */
 		ScanKeyInit(&key[0], parent_att, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(log_id));
 		ScanKeyInit(&key[1], state_att, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(states[i]));
-		scan = systable_beginscan(rel, idxid, true, snapshot, 2, key);
-		while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		scan = systable_beginscan_ordered(rel, idx, snapshot, 2, key);
+		while (HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection)))
 		{
 			n++;
 			if (i == 0 && never_started)
@@ -214,9 +221,10 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 			if (cap > 0 && n >= cap)
 				break;
 		}
-		systable_endscan(scan);
+		systable_endscan_ordered(scan);
 	}
 	UnregisterSnapshot(snapshot);
+	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	return n;
 }
