@@ -130,7 +130,7 @@ cf_internal_end(CfInternal *st)
  * idle database, autoanalyze after a cleanup), reads that table whole on
  * every use once it has grown, until an autoanalyze replaces the
  * statistics; foreign-key checks included.  A replan reads the tables'
- * current sizes.  Called between passes and by start().
+ * current sizes.  Called between passes, by start() and by the launcher.
  */
 void
 cf_replan_if_stale(void)
