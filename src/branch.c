@@ -26,7 +26,6 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -169,9 +168,8 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 {
 	/* state_code of idle, running, failed, stalled, cancelled */
 	static const int16 states[] = {1, 2, 4, 5, 6};
-	Oid			ns = get_namespace_oid("chrono_forge", false);
-	Oid			relid = get_relname_relid("workflows", ns);
-	Oid			idxid = get_relname_relid("workflows_children_idx", ns);
+	Oid			relid = cf_relation_oid("workflows");
+	Oid			idxid = cf_relation_oid("workflows_children_idx");
 	Relation	rel;
 	Relation	idx;
 	TupleDesc	desc;

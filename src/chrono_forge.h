@@ -101,6 +101,7 @@ extern void cf_internal_end(CfInternal *st);
 extern void cf_push_catalog_path(void);
 extern void cf_spi_connect(void);
 extern void cf_replan_if_stale(void);
+extern Oid	cf_relation_oid(const char *name);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
 					bool read_only, long count);

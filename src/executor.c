@@ -20,7 +20,6 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -118,6 +117,14 @@ static int	batch_suspended = 0;	/* passes to commit alone after a failed batch *
 static int64 batch_nudges[1000];	/* commit_batch's maximum (guc.c) */
 static int	n_batch_nudges = 0;
 static int	nudges_committed = 0;
+
+/* The transaction holding the batched passes (if any) has committed. */
+static void
+batch_committed(void)
+{
+	batched_passes = 0;
+	nudges_committed = n_batch_nudges;
+}
 
 static int64 pass_attempt;		/* workflow-level failures so far */
 static Jsonb *pass_retry_counts;
@@ -419,8 +426,7 @@ cf_commit(void)
 	SetUserIdAndSecContext(userid, sec_context);
 	cf_pass.committed = true;
 	cf_pass.commit_pending = false;
-	batched_passes = 0;			/* they went with this commit */
-	nudges_committed = n_batch_nudges;
+	batch_committed();			/* the batched passes went with this commit */
 }
 
 /* ---------------------------------------------------------------------
@@ -568,9 +574,8 @@ replay_cache_add(Datum name, bool completed, Datum result, bool result_null,
 static void
 load_replay_cache(void)
 {
-	Oid			ns = get_namespace_oid("chrono_forge", false);
-	Oid			relid = get_relname_relid("execution_logs", ns);
-	Oid			idxid = get_relname_relid("execution_logs_replay_idx", ns);
+	Oid			relid = cf_relation_oid("execution_logs");
+	Oid			idxid = cf_relation_oid("execution_logs_replay_idx");
 	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
 	int			max_open = 16;
 
@@ -1005,8 +1010,7 @@ commit_batch(MemoryContext proc_cxt)
 		batch_suspended = cf_commit_batch;
 	}
 	PG_END_TRY();
-	batched_passes = 0;
-	nudges_committed = n_batch_nudges;	/* none left if the commit failed */
+	batch_committed();			/* no nudge left if the commit failed */
 	run_committed_nudges();
 }
 
@@ -1128,8 +1132,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			if (!batch_pass())
 			{
 				SPI_commit();
-				batched_passes = 0;
-				nudges_committed = n_batch_nudges;
+				batch_committed();
 			}
 		}
 		PG_CATCH();
@@ -1162,8 +1165,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		else
 			finish_after_body_error(edata);
 		SPI_commit();
-		batched_passes = 0;
-		nudges_committed = n_batch_nudges;
+		batch_committed();
 
 		/*
 		 * A cancel or shutdown stops the caller too, once the run is safe.

@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -121,6 +122,13 @@ cf_internal_end(CfInternal *st)
 {
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
+}
+
+/* An engine relation (table or index) by name; InvalidOid if missing. */
+Oid
+cf_relation_oid(const char *name)
+{
+	return get_relname_relid(name, get_namespace_oid("chrono_forge", false));
 }
 
 /*

@@ -790,7 +790,6 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	int64	   *coord_ids;
 	int64	   *workflow_ids;
 	char	  **prefixes;
-	Oid			ns;
 	Oid			state_type;
 	TickScan	ts;
 
@@ -828,9 +827,8 @@ cf_repeat_ticks(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 
-	ns = get_namespace_oid("chrono_forge", false);
-	ts.rel = table_open(get_relname_relid("execution_logs", ns), AccessShareLock);
-	ts.idx = index_open(get_relname_relid("execution_logs_workflow_step_key", ns), AccessShareLock);
+	ts.rel = table_open(cf_relation_oid("execution_logs"), AccessShareLock);
+	ts.idx = index_open(cf_relation_oid("execution_logs_workflow_step_key"), AccessShareLock);
 	ts.desc = RelationGetDescr(ts.rel);
 	ts.workflow_att = get_attnum(RelationGetRelid(ts.rel), "workflow_id");
 	ts.step_att = get_attnum(RelationGetRelid(ts.rel), "step_name");
