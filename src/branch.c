@@ -163,6 +163,59 @@ commit_step(void)
  * fresh snapshot: what committed before the call.  Engine use only (no
  * row-level security): callers check ownership.
  */
+/*
+ * Children of a branch log still in spawn_batches (never started), by
+ * spawn_batches_branch_log_id_idx; 0 before 0.4.0.
+ */
+static int64
+children_not_taken(int64 log_id, Snapshot snapshot)
+{
+	Oid			relid = cf_relation_oid("spawn_batches");
+	Oid			idxid = cf_relation_oid("spawn_batches_branch_log_id_idx");
+	Relation	rel;
+	Relation	idx;
+	TupleDesc	desc;
+	AttrNumber	n_att;
+	AttrNumber	taken_att;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		n = 0;
+
+	if (!OidIsValid(relid) || !OidIsValid(idxid))
+		return 0;
+	rel = table_open(relid, AccessShareLock);
+	idx = index_open(idxid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	n_att = get_attnum(relid, "n");
+	taken_att = get_attnum(relid, "taken");
+	ScanKeyInit(&key, get_attnum(relid, "branch_log_id"), BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(log_id));
+	scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+
+		n += DatumGetInt32(heap_getattr(tup, n_att, desc, &isnull)) -
+			DatumGetInt32(heap_getattr(tup, taken_att, desc, &isnull));
+	}
+	systable_endscan(scan);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return n;
+}
+
+/* The same, what committed before the call (merge.c's spawned count). */
+int64
+cf_branch_children_unstarted(int64 log_id)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	int64		n = children_not_taken(log_id, snapshot);
+
+	UnregisterSnapshot(snapshot);
+	return n;
+}
+
 int64
 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running)
 {
@@ -181,8 +234,6 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 
 	if (!OidIsValid(relid) || !OidIsValid(idxid))
 		elog(ERROR, "chrono_forge.workflows_children_idx is missing");
-	if (never_started)
-		*never_started = 0;
 	if (running)
 		*running = 0;
 	rel = table_open(relid, AccessShareLock);
@@ -192,6 +243,9 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	state_att = get_attnum(relid, "state_code");
 	started_att = get_attnum(relid, "started_at");
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	n = children_not_taken(log_id, snapshot);
+	if (never_started)
+		*never_started = n;
 	for (int i = 0; i < (int) lengthof(states) && (cap <= 0 || n < cap); i++)
 	{
 		ScanKeyData key[2];
@@ -224,7 +278,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	UnregisterSnapshot(snapshot);
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
-	return n;
+	return (cap > 0 && n > cap) ? cap : n;
 }
 
 /* Sealed, and no child that is not completed? */
@@ -505,6 +559,51 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	return n;
 }
 
+/*
+ * Children per spawn_batches row: a dispatch batch's 1/32, at most 32.  A
+ * worker taking a child reads the row's arrays whole, so rows stay small
+ * (about 2 kB: inline, not TOAST), and it holds the row until that
+ * child's first commit, so siblings in one row start one after another:
+ * a dispatch batch is spread over 32 rows (one child per row below 64),
+ * so that workers start its children side by side.
+ */
+#define SPAWN_ROWS_PER_BATCH 32
+#define SPAWN_ROW_MAX_CHILDREN 32
+
+/*
+ * spawn_each's dispatch on 0.4.0 and later: the batch's children as
+ * spawn_batches rows, runnable at once (a worker makes each a run when it
+ * starts it).  Returns how many.  The caller commits.
+ */
+static int64
+dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+
+	if (cb->n == 0)
+		return 0;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.spawn_batches"
+			" (branch_log_id, owner, due_at, n, workflows, keys, procedures, args)"
+			" SELECT $5, $6::regrole, $7, count(*), array_agg(u.w ORDER BY u.i),"
+			"  array_agg(u.k ORDER BY u.i), array_agg(u.p ORDER BY u.i), array_agg(u.a ORDER BY u.i)"
+			" FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS u(w, k, p, a, i)"
+			" GROUP BY (u.i - 1) / $8",
+			8, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8OID, OIDOID,
+				TIMESTAMPTZOID, INT4OID},
+			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
+				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
+				Int64GetDatum(log_id), ObjectIdGetDatum(cf_pass.owner), TimestampTzGetDatum(now),
+				Int32GetDatum(Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH)))},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	cf_queue_spawned(now);
+	return cb->n;
+}
+
 /* The spawn's cursor, merged into the branch log's "cursors". */
 static void
 save_cursor(int64 log_id, const char *spawn, const char *cursor_json)
@@ -665,6 +764,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	ResolvedWorkflow *cache = NULL;
 	MemoryContext cache_cxt = CurrentMemoryContext;
+	bool		batched = OidIsValid(cf_relation_oid("spawn_batches"));	/* 0.4.0 */
 
 	cf_require_pass(fcinfo, "spawn_each");
 	cf_fail_now();
@@ -796,7 +896,8 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 		/* SPI keeps result sets until the connection ends: free each page. */
 		SPI_freetuptable(SPI_tuptable);
 
-		spawned += dispatch(&cb, b->log_id, batch_cxt);
+		spawned += batched ? dispatch_batches(&cb, b->log_id, batch_cxt) :
+			dispatch(&cb, b->log_id, batch_cxt);
 		if (last_key != NULL)
 			after = MemoryContextStrdup(cf_pass.cxt, last_key);
 		save_cursor(b->log_id, name,

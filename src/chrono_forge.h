@@ -68,6 +68,8 @@ extern void cf_shmem_register(void);
 extern void cf_register_xact_callback(void);
 extern void cf_queue_wakeup(TimestampTz due_at);
 extern void cf_queue_launcher_wake(void);
+extern void cf_queue_spawned(TimestampTz due_at);
+extern bool cf_spawn_generation(uint64 *generation);
 extern void cf_launcher_attach(void);
 extern void cf_launcher_detach(void);
 extern void cf_launcher_set_wake_at(TimestampTz at);
@@ -223,6 +225,8 @@ typedef struct CfPass
 	bool		context_dirty;
 	Oid			owner;
 	int64		parent_log_id;	/* a child's branch log; 0 for other runs */
+	int64		spawn_batch_id; /* a child taken from spawn_batches: where */
+	int32		spawn_position;
 	char	   *lock_token;
 	TimestampTz claimed_at;
 	struct HTAB *completed;		/* step name -> recorded result */
@@ -266,6 +270,7 @@ extern int64 cf_branch_take_nudge(void);
 extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running);
+extern int64 cf_branch_children_unstarted(int64 log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
 

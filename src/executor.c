@@ -443,6 +443,70 @@ make_lock_token(void)
 	return psprintf("%llu:s:%d", (unsigned long long) cf_shmem_epoch(), MyProcPid);
 }
 
+/* The claimed run's row (columns as both claim statements return them). */
+static void
+read_claim(TimestampTz now)
+{
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
+	bool		isnull;
+	Datum		d;
+
+	cf_pass.workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	cf_pass.args = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	cf_pass.parent_log_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 11, &isnull);
+	claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	cf_pass.claimed_at = now;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Spawn batches (0.4.0): children of spawn_each not started yet.  A
+ * session that read spawn generation g and then found no batch at all
+ * does not look again until a dispatch commits (the generation moves), so
+ * that passes pay nothing for fan-out when there is none.
+ */
+static uint64 spawn_none_at = PG_UINT64_MAX;
+
+static bool
+spawn_batches_maybe(void)
+{
+	uint64		generation;
+
+	if (cf_spawn_generation(&generation) && generation == spawn_none_at)
+		return false;
+	return OidIsValid(cf_relation_oid("spawn_batches"));
+}
+
+/* After no child could be taken: remember if there is no batch at all. */
+static bool
+spawn_batches_exist(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	uint64		generation;
+	bool		known = cf_spawn_generation(&generation);
+	bool		exist;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.spawn_batches LIMIT 1", 0, NULL, NULL, NULL, true, 1);
+	exist = SPI_processed > 0;
+	cf_internal_end(&st);
+	if (!exist && known)
+		spawn_none_at = generation;
+	return exist;
+}
+
 /*
  * Claim the earliest due wake-up of a run nobody executes, delete every due
  * wake-up of that run (duplicates coalesce into this pass), and take its
@@ -457,73 +521,171 @@ make_lock_token(void)
  * run and never scans the runs table.  The window of 1024 candidates only
  * matters if that many due wake-ups all belong to runs being executed (or,
  * for run_pending(), to other roles' runs).
+ *
+ * before_spawned: only wake-ups due no later than the oldest spawn batch
+ * (work is taken in due order, spawned children included).
+ */
+#define CLAIM_WAKEUP_SQL(due_limit) \
+	"WITH c AS (" \
+	"  SELECT w.*, NULL::bigint[] FROM" \
+	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
+	"     WHERE k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
+	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
+	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
+	"     FROM chrono_forge.workflows w" \
+	"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)" \
+	"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))" \
+	"     FOR NO KEY UPDATE SKIP LOCKED) AS w" \
+	"  LIMIT 1)," \
+	" d AS (DELETE FROM chrono_forge.wakeups k" \
+	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
+	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
+	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d) FROM c"
+
+static bool
+claim_wakeup(Oid only_owner, bool before_spawned)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr spawned_plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	Interval   *max_duration = palloc0(sizeof(Interval));
+
+	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+	cf_internal_begin(&st);
+	if (before_spawned)
+		cf_exec(&spawned_plan,
+				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
+								 " WHERE $3 = 0 OR b.owner::oid = $3 ORDER BY b.id LIMIT 1), $1))"),
+				3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
+				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+	else
+		cf_exec(&plan, CLAIM_WAKEUP_SQL("$1"),
+				3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
+				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+	cf_internal_end(&st);
+	if (SPI_processed == 0)
+		return false;
+	read_claim(now);
+	return true;
+}
+
+/*
+ * Take the next child of the oldest spawn batch nobody else is taking
+ * from (or, to take the same child again after an abort, batch $4 at
+ * position $5 as run $6), and insert its run, claimed by this pass: the
+ * batch row's lock (held until the pass commits) is the claim; nothing is
+ * visible before that commit.  A child whose key is already a run is
+ * passed over (as the dispatch of 0.3.0 did), its run id NULL.
+ */
+#define TAKE_CHILD_SQL(batch_filter, id_column, id_value) \
+	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE " batch_filter \
+	"  ORDER BY b.id LIMIT 1 FOR UPDATE SKIP LOCKED)," \
+	" u AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s" \
+	"  WHERE b.id = s.id AND b.taken + 1 < b.n" \
+	"  RETURNING b.id, b.taken AS i, b.branch_log_id, b.owner, b.due_at, b.workflows, b.keys," \
+	"   b.procedures, b.args)," \
+	" d AS (DELETE FROM chrono_forge.spawn_batches b USING s" \
+	"  WHERE b.id = s.id AND b.taken + 1 >= b.n" \
+	"  RETURNING b.id, b.taken + 1 AS i, b.branch_log_id, b.owner, b.due_at, b.workflows, b.keys," \
+	"   b.procedures, b.args)," \
+	" c AS (SELECT x.id, x.i, x.branch_log_id, x.owner, x.due_at, x.workflows[x.i] AS w," \
+	"   x.keys[x.i] AS k, x.procedures[x.i] AS p, x.args[x.i] AS a" \
+	"  FROM (SELECT * FROM u UNION ALL SELECT * FROM d) x)," \
+	" r AS (INSERT INTO chrono_forge.workflows (" id_column "workflow, key, procedure, args, owner," \
+	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
+	"  " id_value " c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1, c.due_at, $1" \
+	"  FROM c ON CONFLICT (workflow, key) DO NOTHING RETURNING id)" \
+	" SELECT r.id, c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
+	"  NULL::bigint[], c.id, c.i FROM c LEFT JOIN r ON true"
+
+/* Run id NULL: the child was passed over. */
+static bool
+took_child(void)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull;
+}
+
+static bool
+take_spawned_child(Oid only_owner)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		isnull;
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		cf_internal_begin(&st);
+		cf_exec(&plan, TAKE_CHILD_SQL("$3 = 0 OR b.owner::oid = $3", "", "SELECT"),
+				3, (Oid[]) {TIMESTAMPTZOID, TEXTOID, OIDOID},
+				(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
+				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+		cf_internal_end(&st);
+		if (SPI_processed == 0)
+			return false;
+		if (took_child())
+			break;
+	}
+	read_claim(now);
+	cf_pass.spawn_batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 12, &isnull));
+	cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 13, &isnull));
+	cf_pass.stamped = true;
+	return true;
+}
+
+/*
+ * The abort of a pass that had not committed undid the taking of its
+ * child too: take the same child again, as the same run, unless another
+ * session took it meanwhile.
+ */
+static bool
+retake_spawned_child(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		taken;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan, TAKE_CHILD_SQL("b.id = $3 AND b.taken = $4 - 1", "id, ",
+								  "OVERRIDING SYSTEM VALUE SELECT $5,"),
+			5, (Oid[]) {TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID, INT8OID},
+			(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
+				Int64GetDatum(cf_pass.spawn_batch_id), Int32GetDatum(cf_pass.spawn_position),
+			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
+	taken = SPI_processed == 1 && took_child();
+	cf_internal_end(&st);
+	cf_pass.stamped = taken;
+	return taken;
+}
+
+/*
+ * Claim the next due work, in due order: a wake-up, or a spawned child not
+ * started yet.
  */
 static bool
 claim_and_lock(Oid only_owner)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	Interval   *max_duration = palloc0(sizeof(Interval));
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	MemoryContext old;
+	bool		spawned = spawn_batches_maybe();
 
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
-	values[0] = TimestampTzGetDatum(now);
-	values[1] = IntervalPGetDatum(max_duration);
-	values[2] = ObjectIdGetDatum(only_owner);
-
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"WITH c AS ("
-			"  SELECT w.* FROM"
-			"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k"
-			"     WHERE k.due_at <= $1 ORDER BY k.due_at LIMIT 1024) AS k,"
-			"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context,"
-			"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id"
-			"     FROM chrono_forge.workflows w"
-			"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)"
-			"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))"
-			"     FOR NO KEY UPDATE SKIP LOCKED) AS w"
-			"  LIMIT 1),"
-			" d AS (DELETE FROM chrono_forge.wakeups k"
-			"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)"
-			" SELECT c.*, (SELECT array_agg(d.id) FROM d) FROM c",
-			3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
-			values, NULL, false, 0);
-	cf_internal_end(&st);
-	if (SPI_processed == 0)
+	if (claim_wakeup(only_owner, spawned))
+		return true;
+	if (!spawned)
 		return false;
-
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	old = MemoryContextSwitchTo(cf_pass.cxt);
-	cf_pass.workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-	cf_pass.args = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
-	cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
-	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
-	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
-	{
-		Datum		parent = SPI_getbinval(tup, desc, 10, &isnull);
-
-		cf_pass.parent_log_id = isnull ? 0 : DatumGetInt64(parent);
-	}
-	{
-		Datum		ids = SPI_getbinval(tup, desc, 11, &isnull);
-
-		claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
-	}
-	cf_pass.claimed_at = now;
-	MemoryContextSwitchTo(old);
-	return true;
+	if (take_spawned_child(only_owner))
+		return true;
+	/* Batches all taken by others: wake-ups due after the oldest of them. */
+	return spawn_batches_exist() && claim_wakeup(only_owner, false);
 }
 
 /* Add one step log read by load_replay_cache(), in the pass's memory. */
@@ -884,6 +1046,8 @@ relock_after_abort(void)
 
 	if (cf_pass.committed)
 		return true;
+	if (cf_pass.spawn_batch_id != 0)
+		return retake_spawned_child();
 	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	cf_internal_begin(&st);
 	cf_exec(&plan,

@@ -200,6 +200,25 @@ next_due_wakeup(TimestampTz after)
 	return due;
 }
 
+/*
+ * Children of spawn_each not started yet are always due (0.4.0): after a
+ * restart, nothing else tells the workers.
+ */
+static bool
+spawned_children_waiting(void)
+{
+	TimestampTz due = DT_NOEND;
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = OidIsValid(cf_relation_oid("spawn_batches"));
+	CommitTransactionCommand();
+	if (exists)
+		launcher_exec("SELECT due_at FROM chrono_forge.spawn_batches ORDER BY id LIMIT 1",
+					  0, NULL, NULL, &due);
+	return due != DT_NOEND;
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -320,7 +339,7 @@ cf_launcher_main(Datum arg)
 			 */
 			now = GetCurrentTimestamp();
 			due = next_due_wakeup(DT_NOBEGIN);
-			if (due <= now)
+			if (due <= now || spawned_children_waiting())
 			{
 				cf_wake_workers();
 				due = next_due_wakeup(now);

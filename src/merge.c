@@ -99,7 +99,7 @@ sample_children(BranchSample *s)
 		cf_exec(&spawned_plan,
 				"SELECT count(*) FROM chrono_forge.workflows WHERE parent_execution_log_id = $1",
 				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(s->log_id)}, NULL, true, 1);
-		s->spawned = get_int64(1, 0);
+		s->spawned = get_int64(1, 0) + cf_branch_children_unstarted(s->log_id);
 	}
 	else
 		s->spawned = -1;

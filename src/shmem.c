@@ -38,6 +38,7 @@ typedef struct CfShared
 	uint64		epoch;			/* new on every shared-memory init */
 	Latch	   *launcher_latch;
 	TimestampTz launcher_wake_at;	/* when the launcher will next look */
+	uint64		spawn_generation;	/* commits that dispatched spawn batches */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
@@ -49,6 +50,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool cf_wakeup_queued = false;
 static TimestampTz cf_wakeup_earliest = 0;
 static bool cf_launcher_wake_queued = false;
+static bool cf_spawn_queued = false;
 
 static void
 cf_shmem_request(void)
@@ -228,6 +230,33 @@ cf_queue_wakeup(TimestampTz due_at)
 	cf_wakeup_queued = true;
 }
 
+/*
+ * This transaction wrote spawn batches: after commit, executors that
+ * found none look again (cf_spawn_generation()).
+ */
+void
+cf_queue_spawned(TimestampTz due_at)
+{
+	cf_spawn_queued = true;
+	cf_queue_wakeup(due_at);
+}
+
+/*
+ * Bumped after every commit that wrote spawn batches.  A session that
+ * read generation g, then found no batch, need not look again while it
+ * is still g.  Without shared memory: always look.
+ */
+bool
+cf_spawn_generation(uint64 *generation)
+{
+	if (cf_shared == NULL)
+		return false;
+	SpinLockAcquire(&cf_shared->mutex);
+	*generation = cf_shared->spawn_generation;
+	SpinLockRelease(&cf_shared->mutex);
+	return true;
+}
+
 /* After commit, the launcher looks again (e.g. the extension appeared). */
 void
 cf_queue_launcher_wake(void)
@@ -242,6 +271,7 @@ cf_xact_callback(XactEvent event, void *arg)
 	TimestampTz due;
 	TimestampTz launcher_at;
 	bool		wake_launcher;
+	bool		spawned;
 
 	/* The one test every unrelated transaction pays. */
 	if (likely(!cf_wakeup_queued))
@@ -254,11 +284,19 @@ cf_xact_callback(XactEvent event, void *arg)
 
 	due = cf_wakeup_earliest;
 	wake_launcher = cf_launcher_wake_queued;
+	spawned = cf_spawn_queued;
 	cf_wakeup_queued = false;
 	cf_launcher_wake_queued = false;
+	cf_spawn_queued = false;
 	if (cf_shared == NULL ||
 		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT))
 		return;
+	if (spawned)
+	{
+		SpinLockAcquire(&cf_shared->mutex);
+		cf_shared->spawn_generation++;
+		SpinLockRelease(&cf_shared->mutex);
+	}
 	if (wake_launcher)
 		cf_wake_launcher();
 

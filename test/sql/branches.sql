@@ -64,13 +64,63 @@ INSERT INTO br_flags VALUES (false);
 CREATE FUNCTION br_flag() RETURNS boolean LANGUAGE sql AS $$ SELECT on_ FROM br_flags $$;
 SELECT chrono_forge.start('br_each_wf', 'se-1') > 0 AS started;
 CALL chrono_forge.run_pending(1);
-SELECT key FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+-- Dispatched children wait in spawn_batches (one row per child for a
+-- dispatch batch under 64) and become runs when a pass takes them; the
+-- probes count them.
+SELECT n, taken, keys, workflows, args FROM chrono_forge.spawn_batches ORDER BY id;
+SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE 'se-1$%';
 SELECT metadata->'cursors' AS cursors FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
    AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1');
+SELECT chrono_forge.branch_pending(id) AS pending, chrono_forge.branch_done(id) AS done
+  FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
+   AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1');
+SELECT branch, spawned, pending, never_started FROM chrono_forge.branches('br_each_wf', 'se-1');
+-- A pass takes the oldest batch's next child; a child whose key is
+-- already a run is passed over (its run is not the branch's).
+SELECT chrono_forge.start('br_child', 'se-1$grp$items_2') > 0 AS started;
+CALL chrono_forge.run_pending(1);
+SELECT n, taken FROM chrono_forge.spawn_batches ORDER BY id;
+SELECT key, state, parent_execution_log_id IS NOT NULL AS child
+  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+CALL chrono_forge.run_pending(1);
+SELECT n, taken FROM chrono_forge.spawn_batches ORDER BY id;
+SELECT key, state, parent_execution_log_id IS NOT NULL AS child
+  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+SELECT chrono_forge.branch_pending(id) AS pending
+  FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
+   AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1');
 CALL chrono_forge.run_pending();
+SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
+SELECT key, state, parent_execution_log_id IS NOT NULL AS child, created_at = (
+         SELECT started_at FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
+            AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1')) AS created_at_dispatch
+  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
 SELECT * FROM br_runs WHERE key = 'se-1';
 SELECT count(*) FILTER (WHERE state = 'completed') AS children_completed
   FROM chrono_forge.workflows WHERE key LIKE 'se-1$%';
+-- A dispatch batch of 64 is spread over 32 rows of two children; a pass
+-- takes a row's next child, and the row goes with its last child.
+CREATE PROCEDURE br_quiet_child(args jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE PROCEDURE br_pairs_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('p', automerge => true);
+    CALL chrono_forge.spawn_each('p', 'br_quiet_child', 'SELECT g AS item_key FROM generate_series(1, 64) g',
+                                 batch_size => 64);
+    CALL chrono_forge.seal_branch();
+END $$;
+SELECT chrono_forge.start('br_pairs_wf', 'pairs') > 0 AS started;
+CALL chrono_forge.run_pending(1);
+SELECT count(*) AS rows_, min(n) AS min_n, max(n) AS max_n, sum(n) AS children,
+       (SELECT keys FROM chrono_forge.spawn_batches ORDER BY id LIMIT 1) AS first_row
+  FROM chrono_forge.spawn_batches;
+CALL chrono_forge.run_pending(1);
+SELECT count(*) AS rows_, sum(taken) AS taken FROM chrono_forge.spawn_batches;
+CALL chrono_forge.run_pending(1);
+SELECT count(*) AS rows_, sum(taken) AS taken FROM chrono_forge.spawn_batches;
+CALL chrono_forge.run_pending();
+SELECT state, (SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE 'pairs$%' AND state = 'completed') AS children
+  FROM chrono_forge.workflows WHERE key = 'pairs';
+
 -- Replay (three wakes): the sealed branch re-runs neither its source nor
 -- its spawns.
 SELECT nextval('br_source_reads') AS reads_before;

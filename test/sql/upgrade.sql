@@ -102,4 +102,35 @@ SELECT chrono_forge.branch_pending(id) AS pending, chrono_forge.branch_done(id) 
   FROM chrono_forge.execution_logs WHERE workflow_id = :pid AND step_name LIKE 'branch$%';
 SELECT state FROM chrono_forge.workflows WHERE id = :pid;
 DELETE FROM chrono_forge.workflows;
+
+-- 0.3.0 -> 0.4.0: before the update the new library dispatches spawn_each
+-- the 0.3.0 way (children are runs with wake-ups); that fan-out finishes
+-- after the update, and the next one waits in spawn_batches until its
+-- children run.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.3.0';
+CREATE PROCEDURE up_each_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn_each('i', 'up_child_wf', 'SELECT g AS item_key FROM generate_series(1, 3) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['kids']);
+END $$;
+SELECT chrono_forge.start('up_each_wf', 'e1') > 0 AS started;
+CALL chrono_forge.run_pending(max_passes => 1);
+SELECT count(*) AS child_runs, count(*) FILTER (WHERE state = 'idle') AS idle
+  FROM chrono_forge.workflows WHERE key LIKE 'e1$%';
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+CALL chrono_forge.run_pending();
+SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'e1%' ORDER BY key;
+SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
+SELECT chrono_forge.start('up_each_wf', 'e2') > 0 AS started;
+CALL chrono_forge.run_pending(max_passes => 1);
+SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE 'e2$%';
+SELECT sum(n - taken) AS children_waiting FROM chrono_forge.spawn_batches;
+CALL chrono_forge.run_pending();
+SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'e2%' ORDER BY key;
+SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
+DELETE FROM chrono_forge.workflows;
 RESET chrono_forge.fake_now;
