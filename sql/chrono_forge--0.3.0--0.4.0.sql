@@ -18,9 +18,13 @@
 -- SKIP LOCKED) and inserts its run, already claimed, in the transaction
 -- of its first pass: a crash loses or repeats no child.  The branch
 -- probes count what is left here (n - taken) beside the children's runs.
+-- No foreign key to the branch log: a worker updates one row several
+-- times per transaction, and each update after the first would re-check
+-- it (5% of a child's pass).  Like the children's runs, which outlive a
+-- deleted parent, children not started yet still run if it goes.
 CREATE TABLE chrono_forge.spawn_batches (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    branch_log_id bigint NOT NULL REFERENCES chrono_forge.execution_logs ON DELETE CASCADE,
+    branch_log_id bigint NOT NULL,
     owner         regrole NOT NULL,     -- the parent's owner: the children run as it
     due_at        timestamptz NOT NULL, -- when dispatched (the children's created_at)
     n             integer NOT NULL,     -- children in this row

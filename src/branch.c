@@ -164,11 +164,14 @@ commit_step(void)
  * row-level security): callers check ownership.
  */
 /*
- * Children of a branch log still in spawn_batches (never started), by
- * spawn_batches_branch_log_id_idx; 0 before 0.4.0.
+ * Children of a branch log still in spawn_batches (never started), at
+ * least cap of them if there are (cap <= 0: all), by
+ * spawn_batches_branch_log_id_idx; 0 before 0.4.0.  Read from the range's
+ * end: rows go when their last child is taken, oldest first, and leave
+ * dead index entries at the range's start until a vacuum (see below).
  */
 static int64
-children_not_taken(int64 log_id, Snapshot snapshot)
+children_not_taken(int64 log_id, int64 cap, Snapshot snapshot)
 {
 	Oid			relid = cf_relation_oid("spawn_batches");
 	Oid			idxid = cf_relation_oid("spawn_batches_branch_log_id_idx");
@@ -191,15 +194,16 @@ children_not_taken(int64 log_id, Snapshot snapshot)
 	taken_att = get_attnum(relid, "taken");
 	ScanKeyInit(&key, get_attnum(relid, "branch_log_id"), BTEqualStrategyNumber, F_INT8EQ,
 				Int64GetDatum(log_id));
-	scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	scan = systable_beginscan_ordered(rel, idx, snapshot, 1, &key);
+	while ((cap <= 0 || n < cap) &&
+		   HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection)))
 	{
 		bool		isnull;
 
 		n += DatumGetInt32(heap_getattr(tup, n_att, desc, &isnull)) -
 			DatumGetInt32(heap_getattr(tup, taken_att, desc, &isnull));
 	}
-	systable_endscan(scan);
+	systable_endscan_ordered(scan);
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	return n;
@@ -210,7 +214,7 @@ int64
 cf_branch_children_unstarted(int64 log_id)
 {
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	int64		n = children_not_taken(log_id, snapshot);
+	int64		n = children_not_taken(log_id, 0, snapshot);
 
 	UnregisterSnapshot(snapshot);
 	return n;
@@ -243,7 +247,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	state_att = get_attnum(relid, "state_code");
 	started_att = get_attnum(relid, "started_at");
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	n = children_not_taken(log_id, snapshot);
+	n = children_not_taken(log_id, never_started ? 0 : cap, snapshot);
 	if (never_started)
 		*never_started = n;
 	for (int i = 0; i < (int) lengthof(states) && (cap <= 0 || n < cap); i++)

@@ -489,8 +489,8 @@ spawn_batches_maybe(void)
 }
 
 /* After no child could be taken: remember if there is no batch at all. */
-static bool
-spawn_batches_exist(void)
+static void
+note_if_no_spawn_batches(void)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -504,7 +504,6 @@ spawn_batches_exist(void)
 	cf_internal_end(&st);
 	if (!exist && known)
 		spawn_none_at = generation;
-	return exist;
 }
 
 /*
@@ -581,34 +580,46 @@ claim_wakeup(Oid only_owner, bool before_spawned)
  * passed over (as the dispatch of 0.3.0 did), its run id NULL.
  */
 #define TAKE_CHILD_SQL(batch_filter, id_column, id_value) \
-	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE " batch_filter \
+	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE b.taken < b.n AND " batch_filter \
 	"  ORDER BY b.id LIMIT 1 FOR UPDATE SKIP LOCKED)," \
-	" u AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s" \
-	"  WHERE b.id = s.id AND b.taken + 1 < b.n" \
-	"  RETURNING b.id, b.taken AS i, b.branch_log_id, b.owner, b.due_at, b.workflows, b.keys," \
-	"   b.procedures, b.args)," \
-	" d AS (DELETE FROM chrono_forge.spawn_batches b USING s" \
-	"  WHERE b.id = s.id AND b.taken + 1 >= b.n" \
-	"  RETURNING b.id, b.taken + 1 AS i, b.branch_log_id, b.owner, b.due_at, b.workflows, b.keys," \
-	"   b.procedures, b.args)," \
-	" c AS (SELECT x.id, x.i, x.branch_log_id, x.owner, x.due_at, x.workflows[x.i] AS w," \
-	"   x.keys[x.i] AS k, x.procedures[x.i] AS p, x.args[x.i] AS a" \
-	"  FROM (SELECT * FROM u UNION ALL SELECT * FROM d) x)," \
+	" c AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s WHERE b.id = s.id" \
+	"  RETURNING b.id, b.taken AS i, b.n, b.branch_log_id, b.owner, b.due_at, b.workflows[b.taken] AS w," \
+	"   b.keys[b.taken] AS k, b.procedures[b.taken] AS p, b.args[b.taken] AS a)," \
 	" r AS (INSERT INTO chrono_forge.workflows (" id_column "workflow, key, procedure, args, owner," \
 	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
 	"  " id_value " c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1, c.due_at, $1" \
 	"  FROM c ON CONFLICT (workflow, key) DO NOTHING RETURNING id)" \
 	" SELECT r.id, c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
-	"  NULL::bigint[], c.id, c.i FROM c LEFT JOIN r ON true"
+	"  NULL::bigint[], c.id, c.i, c.i >= c.n FROM c LEFT JOIN r ON true"
 
-/* Run id NULL: the child was passed over. */
+/*
+ * After TAKE_CHILD_SQL: the taken child becomes the pass's run, unless it
+ * was passed over (false); the row goes with its last child (in the same
+ * transaction, under the same row lock).
+ */
 static bool
-took_child(void)
+finish_take(TimestampTz now)
 {
+	static SPIPlanPtr plan = NULL;
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		passed_over;
 	bool		isnull;
+	Datum		batch_id = SPI_getbinval(tup, desc, 12, &isnull);
+	bool		last = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
 
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return !isnull;
+	(void) SPI_getbinval(tup, desc, 1, &passed_over);
+	if (!passed_over)
+	{
+		read_claim(now);
+		cf_pass.spawn_batch_id = DatumGetInt64(batch_id);
+		cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+		cf_pass.stamped = true;
+	}
+	if (last)
+		cf_exec(&plan, "DELETE FROM chrono_forge.spawn_batches WHERE id = $1",
+				1, (Oid[]) {INT8OID}, &batch_id, NULL, false, 0);
+	return !passed_over;
 }
 
 static bool
@@ -617,29 +628,22 @@ take_spawned_child(Oid only_owner)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
-	bool		isnull;
+	bool		taken = false;
 
-	for (;;)
+	cf_internal_begin(&st);
+	while (!taken)
 	{
 		CHECK_FOR_INTERRUPTS();
-		cf_internal_begin(&st);
-		cf_exec(&plan, TAKE_CHILD_SQL("$3 = 0 OR b.owner::oid = $3", "", "SELECT"),
+		cf_exec(&plan, TAKE_CHILD_SQL("($3 = 0 OR b.owner::oid = $3)", "", "SELECT"),
 				3, (Oid[]) {TIMESTAMPTZOID, TEXTOID, OIDOID},
 				(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
 				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
-		cf_internal_end(&st);
 		if (SPI_processed == 0)
-			return false;
-		if (took_child())
 			break;
+		taken = finish_take(now);
 	}
-	read_claim(now);
-	cf_pass.spawn_batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 12, &isnull));
-	cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 13, &isnull));
-	cf_pass.stamped = true;
-	return true;
+	cf_internal_end(&st);
+	return taken;
 }
 
 /*
@@ -662,7 +666,7 @@ retake_spawned_child(void)
 			(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
 				Int64GetDatum(cf_pass.spawn_batch_id), Int32GetDatum(cf_pass.spawn_position),
 			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
-	taken = SPI_processed == 1 && took_child();
+	taken = SPI_processed == 1 && finish_take(now);
 	cf_internal_end(&st);
 	cf_pass.stamped = taken;
 	return taken;
@@ -675,17 +679,30 @@ retake_spawned_child(void)
 static bool
 claim_and_lock(Oid only_owner)
 {
+	static TimestampTz none_due_at = 0;
 	bool		spawned = spawn_batches_maybe();
+	TimestampTz now = GetCurrentTimestamp();
 
 	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
-	if (claim_wakeup(only_owner, spawned))
-		return true;
+
+	/*
+	 * While a worker takes children from batches, it looks for wake-ups
+	 * due before the oldest batch every 10 ms, not before each child:
+	 * anything scheduled meanwhile is due later than that batch anyway.
+	 */
+	if (!spawned || cf_worker_slot < 0 || TimestampDifferenceExceeds(none_due_at, now, 10))
+	{
+		if (claim_wakeup(only_owner, spawned))
+			return true;
+		none_due_at = now;
+	}
 	if (!spawned)
 		return false;
 	if (take_spawned_child(only_owner))
 		return true;
-	/* Batches all taken by others: wake-ups due after the oldest of them. */
-	return spawn_batches_exist() && claim_wakeup(only_owner, false);
+	/* No batch, or all taken by others: any wake-up due. */
+	note_if_no_spawn_batches();
+	return claim_wakeup(only_owner, false);
 }
 
 /* Add one step log read by load_replay_cache(), in the pass's memory. */

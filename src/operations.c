@@ -250,7 +250,8 @@ not_your_runs(const char *what, const char *workflow, const char *key)
  * has not committed yet holds the row lock, so the cancel waits for it.
  * No path schedules or claims a cancelled run again.  With children, the
  * runs spawned by the run's branches (recursively) go too; all of them
- * must be the caller's.
+ * must be the caller's.  Children not started yet are dropped from
+ * spawn_batches and counted.
  */
 Datum
 cf_cancel(PG_FUNCTION_ARGS)
@@ -268,12 +269,20 @@ cf_cancel(PG_FUNCTION_ARGS)
 	Datum		ids;
 	bool		isnull;
 	int			n;
+	int64		dropped = 0;
+	bool		batches = with_children && OidIsValid(cf_relation_oid("spawn_batches"));
 
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, true);
 
-	/* The run and (optionally) its descendants, checked before writing. */
+	/*
+	 * The run and (optionally) its descendants, checked before writing.
+	 * With children, twice: their children not started yet (spawn_batches)
+	 * are dropped in between, which waits for a pass taking one of them
+	 * to commit, so the second look sees every child that became a run.
+	 */
+again:
 	cf_exec(&tree_plan,
 			"WITH RECURSIVE t(id, owner, depth) AS ("
 			"  SELECT id, owner::oid, 0 FROM chrono_forge.workflows WHERE id = $1"
@@ -292,6 +301,20 @@ cf_cancel(PG_FUNCTION_ARGS)
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		not_your_runs("the children", workflow, key);
 	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+	if (batches)
+	{
+		static SPIPlanPtr drop_plan = NULL;
+
+		cf_exec(&drop_plan,
+				"WITH d AS (DELETE FROM chrono_forge.spawn_batches b USING chrono_forge.execution_logs l"
+				"  WHERE l.id = b.branch_log_id AND l.workflow_id = ANY ($1) RETURNING b.n - b.taken AS left_)"
+				" SELECT coalesce(sum(left_), 0)::bigint FROM d",
+				1, (Oid[]) {INT8ARRAYOID}, (Datum[]) {ids}, NULL, false, 0);
+		dropped = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		batches = false;
+		if (dropped > 0)
+			goto again;
+	}
 
 	/*
 	 * Children are locked in id order after the parent (already locked);
@@ -318,7 +341,7 @@ cf_cancel(PG_FUNCTION_ARGS)
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cf_internal_end(&st);
 	SPI_finish();
-	PG_RETURN_INT32(n);
+	PG_RETURN_INT32(n + (int) dropped);
 }
 
 /*

@@ -73,8 +73,25 @@ SELECT 'ac_wf', w.key || '$sub$g', 'public.ac_wf', 'idle', 'postgres', l.id
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id AND l.step_name = 'branch$sub';
 INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)
 SELECT id, '2030-03-01', 'start' FROM chrono_forge.workflows WHERE key LIKE 'p_%' AND state = 'idle';
+-- Children not started yet (spawn_batches): two under each parent's
+-- branch, one under p1's child's branch.
+INSERT INTO chrono_forge.spawn_batches (branch_log_id, owner, due_at, n, taken, workflows, keys, procedures, args)
+SELECT l.id, 'postgres', '2030-03-01', 3, 3 - (CASE WHEN w.key LIKE '%$%' THEN 1 ELSE 2 END),
+       ARRAY['ac_wf', 'ac_wf', 'ac_wf'], ARRAY[w.key || '$x$1', w.key || '$x$2', w.key || '$x$3'],
+       ARRAY['public.ac_wf', 'public.ac_wf', 'public.ac_wf'], ARRAY['{}', '{}', '{}']::jsonb[]
+  FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id
+ WHERE w.key IN ('p1', 'p2', 'p1$kids$idle');
+SELECT w.key, b.n - b.taken AS not_started FROM chrono_forge.spawn_batches b
+  JOIN chrono_forge.execution_logs l ON l.id = b.branch_log_id JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ ORDER BY 1;
+-- p1: itself, its idle and stalled children, the grandchild (4 runs) and
+-- the 3 children not started.
 SELECT chrono_forge.cancel('ac_wf', 'p1', 'bulk', with_children => true);
 SELECT chrono_forge.cancel('ac_wf', 'p2', 'just the parent');
+SELECT w.key, b.n - b.taken AS not_started FROM chrono_forge.spawn_batches b
+  JOIN chrono_forge.execution_logs l ON l.id = b.branch_log_id JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ ORDER BY 1;
+DELETE FROM chrono_forge.spawn_batches;
 SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'p_%' ORDER BY key;
 SELECT w.key FROM chrono_forge.wakeups k JOIN chrono_forge.workflows w ON w.id = k.workflow_id
  WHERE w.key LIKE 'p_%' ORDER BY 1;
