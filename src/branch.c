@@ -5,19 +5,21 @@
  *	  branch probes, the unmerged-branch gate and the child-to-parent
  *	  nudge at completion.
  *
- * Owns the per-pass registry of opened branches and the dispatch of child
- * runs.  A branch is the step branch$<name> (pending while it dispatches,
- * completed once sealed, its result {"log_id": id}); children are runs
- * owned by the parent's owner whose parent_execution_log_id is that log's
- * id, inserted with a due wake-up in the transaction that records the
- * dispatch cursor, so a crash loses or repeats no child.  A sealed branch
- * never re-runs its spawns or its source query.
+ * Owns the per-pass registry of opened branches and the dispatch of
+ * children.  A branch is the step branch$<name> (pending while it
+ * dispatches, completed once sealed, its result {"log_id": id}); children
+ * are runs owned by the parent's owner whose parent_execution_log_id is
+ * that log's id.  spawn inserts its child's run with a due wake-up;
+ * spawn_each writes spawn_batches rows (0.4.0), whose children become runs
+ * when a pass takes them (executor.c); either in the transaction that
+ * records the dispatch cursor, so a crash loses or repeats no child.  A
+ * sealed branch never re-runs its spawns or its source query.
  *
  * This file must never run a spawn_each source as anyone but the run's
  * owner, never dispatch for a pass that lost its lock (every batch commits
  * through cf_save_context_and_check_lock), and never scan a branch's
- * completed children: probes read the non-completed states of
- * workflows_children_idx only.  The merge poller is merge.c's.
+ * completed children: probes read spawn_batches and the non-completed
+ * states of workflows_children_idx only.  The merge poller is merge.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -150,25 +152,12 @@ commit_step(void)
  */
 
 /*
- * Count the children of a branch log that are not completed, at most cap
- * (cap <= 0: all), walking workflows_children_idx by one equality range
- * per pending state, so completed children are never visited, whatever
- * the planner would think of the table's statistics.  Each range is read
- * from its end: a child leaves the idle range when it runs, in about id
- * order, and the dead index entries it leaves at the range's start stay
- * until a vacuum, so a forward probe for "any idle child?" walked past
- * every child run so far (O(n) per child's nudge, 10% of a child's pass at
- * 20,000 children).  Optionally counts
- * the never-started (idle, no started_at) and running ones.  Reads with a
- * fresh snapshot: what committed before the call.  Engine use only (no
- * row-level security): callers check ownership.
- */
-/*
  * Children of a branch log still in spawn_batches (never started), at
  * least cap of them if there are (cap <= 0: all), by
  * spawn_batches_branch_log_id_idx; 0 before 0.4.0.  Read from the range's
  * end: rows go when their last child is taken, oldest first, and leave
- * dead index entries at the range's start until a vacuum (see below).
+ * dead index entries at the range's start until a vacuum (as runs do
+ * in workflows_children_idx, below).
  */
 static int64
 children_not_taken(int64 log_id, int64 cap, Snapshot snapshot)
@@ -220,6 +209,22 @@ cf_branch_children_unstarted(int64 log_id)
 	return n;
 }
 
+/*
+ * Count the children of a branch log that are not completed, at most cap
+ * (cap <= 0: all): those not started yet (spawn_batches), then the runs,
+ * walking workflows_children_idx by one equality range
+ * per pending state, so completed children are never visited, whatever
+ * the planner would think of the table's statistics.  Each range is read
+ * from its end: a child leaves the idle range when it runs, in about id
+ * order, and the dead index entries it leaves at the range's start stay
+ * until a vacuum, so a forward probe for "any idle child?" walked past
+ * every child run so far (O(n) per child's nudge, 10% of a child's pass at
+ * 20,000 children).  Optionally counts
+ * the never-started (not started yet, or idle with no started_at) and
+ * running ones.  Reads with a
+ * fresh snapshot: what committed before the call.  Engine use only (no
+ * row-level security): callers check ownership.
+ */
 int64
 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running)
 {

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * executor.c
- *	  Passes: claim a due wake-up, take the run's lock, replay the workflow
+ *	  Passes: claim a due wake-up and take the run's lock (or take a
+ *	  spawned child and insert its run, claimed), replay the workflow
  *	  procedure, then complete, release with one continuation, stall or
  *	  fail the run, all in the transaction that ends the pass.
  *

@@ -10,9 +10,10 @@ q <<SQL >/dev/null
 CREATE TABLE fc_items (id int PRIMARY KEY);
 INSERT INTO fc_items SELECT generate_series(1, $N);
 CREATE TABLE fc_out (item int);     -- no key: a repeat would show
--- The source reads slowly (0.5 ms a row), so that the crashes land
--- mid-dispatch.
-CREATE FUNCTION fc_slow(i int) RETURNS jsonb LANGUAGE sql
+-- The source reads slowly (0.5 ms a row returned; STABLE, so that the
+-- keyset query computes it only for the rows it returns), so that the
+-- crashes land mid-dispatch.
+CREATE FUNCTION fc_slow(i int) RETURNS jsonb LANGUAGE sql STABLE
     AS \$\$ SELECT jsonb_build_object('i', i) FROM pg_sleep(0.0005) \$\$;
 CREATE FUNCTION fc_step(args jsonb) RETURNS void LANGUAGE sql
     AS \$\$ INSERT INTO fc_out VALUES ((args->>'i')::int) \$\$;
