@@ -590,24 +590,30 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
+	int			per_row = Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH));
 
 	if (cb->n == 0)
 		return 0;
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.spawn_batches"
-			" (branch_log_id, owner, due_at, n, workflows, keys, procedures, args)"
-			" SELECT $5, $6::regrole, $7, count(*), array_agg(u.w ORDER BY u.i),"
-			"  array_agg(u.k ORDER BY u.i), array_agg(u.p ORDER BY u.i), array_agg(u.a ORDER BY u.i)"
-			" FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS u(w, k, p, a, i)"
-			" GROUP BY (u.i - 1) / $8",
-			8, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8OID, OIDOID,
-				TIMESTAMPTZOID, INT4OID},
-			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
-				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
-				Int64GetDatum(log_id), ObjectIdGetDatum(cf_pass.owner), TimestampTzGetDatum(now),
-				Int32GetDatum(Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH)))},
-			NULL, false, 0);
+	/* Each row's arrays straight from the batch's accumulated values. */
+	for (int lo = 0; lo < cb->n; lo += per_row)
+	{
+		int			count = Min(per_row, cb->n - lo);
+
+		cf_exec(&plan,
+				"INSERT INTO chrono_forge.spawn_batches"
+				" (branch_log_id, owner, due_at, n, workflows, keys, procedures, args)"
+				" VALUES ($1, $2::regrole, $3, $4, $5, $6, $7, $8)",
+				8, (Oid[]) {INT8OID, OIDOID, TIMESTAMPTZOID, INT4OID, TEXTARRAYOID, TEXTARRAYOID,
+					TEXTARRAYOID, JSONBARRAYOID},
+				(Datum[]) {Int64GetDatum(log_id), ObjectIdGetDatum(cf_pass.owner),
+					TimestampTzGetDatum(now), Int32GetDatum(count),
+					PointerGetDatum(construct_array(cb->workflows->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
+					PointerGetDatum(construct_array(cb->keys->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
+					PointerGetDatum(construct_array(cb->procedures->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
+				PointerGetDatum(construct_array(cb->args->dvalues + lo, count, JSONBOID, -1, false, TYPALIGN_INT))},
+				NULL, false, 0);
+	}
 	cf_internal_end(&st);
 	cf_queue_spawned(now);
 	return cb->n;
