@@ -60,6 +60,36 @@ SELECT label, current_role_name, session_is_super FROM sec_who;
 SELECT state FROM chrono_forge.workflows WHERE id = :aid;
 SELECT step_name, error_class, error_message FROM chrono_forge.error_logs WHERE workflow_id = :aid;
 
+-- Children that alice's fan-out dispatched (spawn_batches) run as alice,
+-- and only her sessions or the workers start them; bob sees none of them.
+SET ROLE sec_alice;
+CREATE PROCEDURE sec_child_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('sec_whoami', args => jsonb_build_object('label', 'alice child'));
+END $$;
+CREATE PROCEDURE sec_fan_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids', automerge => true);
+    CALL chrono_forge.spawn_each('k', 'sec_child_wf', 'SELECT g AS item_key FROM generate_series(1, 2) g');
+    CALL chrono_forge.seal_branch();
+END $$;
+SELECT chrono_forge.start('sec_fan_wf', 'f1') > 0 AS started;
+CALL chrono_forge.run_pending(1);
+SELECT owner, n - taken AS not_started FROM chrono_forge.spawn_batches;
+RESET ROLE;
+SET ROLE sec_bob;
+SELECT count(*) AS bob_sees_batches FROM chrono_forge.spawn_batches;
+CALL chrono_forge.run_pending();
+DELETE FROM chrono_forge.spawn_batches;
+RESET ROLE;
+CALL chrono_forge.run_pending();
+SELECT sum(n - taken) AS still_not_started FROM chrono_forge.spawn_batches;
+SET ROLE sec_alice;
+CALL chrono_forge.run_pending();
+RESET ROLE;
+SELECT label, current_role_name, session_is_super FROM sec_who WHERE label = 'alice child';
+SELECT key, state, owner FROM chrono_forge.workflows WHERE key LIKE 'f1%' ORDER BY key;
+
 -- Workflow procedures that would run as someone else are refused.
 CREATE PROCEDURE sec_definer_wf(args jsonb) LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN NULL; END $$;
 SELECT chrono_forge.start('sec_definer_wf', 'x');
