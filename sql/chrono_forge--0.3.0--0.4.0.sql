@@ -42,6 +42,14 @@ CREATE POLICY spawn_batches_admin ON chrono_forge.spawn_batches FOR SELECT
     TO chrono_forge_admin USING (true);
 GRANT SELECT ON chrono_forge.spawn_batches TO PUBLIC;
 
+-- A child taken from spawn_batches writes its step logs before its run's
+-- row, which is written when the pass first commits or ends (once, when
+-- the child completes in that pass): the engine defers this check to the
+-- commit for that transaction (SET CONSTRAINTS); everyone else's stays
+-- immediate.
+ALTER TABLE chrono_forge.execution_logs ALTER CONSTRAINT execution_logs_workflow_id_fkey
+    DEFERRABLE INITIALLY IMMEDIATE;
+
 -- branches(): children not started yet count as spawned, pending and
 -- never started.
 CREATE OR REPLACE FUNCTION chrono_forge.branches(workflow text, key text,

@@ -1029,6 +1029,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	for (int i = 0; i < n; i++)
 		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
 	cf_step_log_write(step.data, "pending", log.attempts + 1, NULL, NULL, NULL);
+	cf_write_taken_run();		/* merge_polls' foreign key */
 	cf_internal_begin(&st);
 	cf_exec(&stamp_plan,
 			"WITH s AS (UPDATE chrono_forge.execution_logs SET"

@@ -225,8 +225,10 @@ typedef struct CfPass
 	bool		context_dirty;
 	Oid			owner;
 	int64		parent_log_id;	/* a child's branch log; 0 for other runs */
-	int64		spawn_batch_id; /* a child taken from spawn_batches: where */
+	int64		spawn_batch_id; /* a child taken from spawn_batches: where, */
 	int32		spawn_position;
+	TimestampTz spawn_due_at;	/* when dispatched, */
+	bool		run_unwritten;	/* and its run's row not written yet */
 	char	   *lock_token;
 	TimestampTz claimed_at;
 	struct HTAB *completed;		/* step name -> recorded result */
@@ -262,6 +264,7 @@ extern void cf_step_failed(const char *step_name, int attempts, Jsonb *log_metad
 extern void cf_save_context_and_check_lock(void);
 extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
+extern void cf_write_taken_run(void);
 
 /* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
 extern void cf_branch_before_complete(void);

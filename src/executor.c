@@ -25,6 +25,7 @@
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/proc.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
@@ -346,9 +347,11 @@ cf_save_context_and_check_lock(void)
 
 	/*
 	 * Until the claim is stamped, this transaction still holds the row lock
-	 * the claim took: nobody can have stolen the run.
+	 * the claim took: nobody can have stolen the run.  A child's run not
+	 * written yet is claimed by its spawn_batches row's lock, and gets its
+	 * context when it is written.
 	 */
-	if (!cf_pass.stamped && !cf_pass.context_dirty)
+	if ((!cf_pass.stamped && !cf_pass.context_dirty) || cf_pass.run_unwritten)
 		return;
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(cf_pass.lock_token);
@@ -383,6 +386,63 @@ cf_lock_lost(void)
 }
 
 /*
+ * Write the run of a child taken from spawn_batches (see take_spawned_child()):
+ * running under this pass's lock, or, at the end of a pass that completed
+ * it, completed with its completion marker, so that a child that completes
+ * in its first pass writes its run once.  A run with its key written
+ * meanwhile (by start()) loses the child: the pass rolls back.
+ */
+static void
+write_taken_run(bool completed)
+{
+	static SPIPlanPtr plans[2];
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		isnull;
+	bool		written;
+
+	cf_internal_begin(&st);
+	cf_exec(&plans[completed],
+			"WITH w AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, context,"
+			"   owner, parent_execution_log_id, state, locked_by, locked_at, started_at, completed_at,"
+			"   created_at, updated_at) OVERRIDING SYSTEM VALUE"
+			"  VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+			"   CASE WHEN $11 THEN 'completed' ELSE 'running' END::chrono_forge.workflow_state,"
+			"   CASE WHEN $11 THEN NULL ELSE $9 END, CASE WHEN $11 THEN NULL ELSE $10 END, $10,"
+			"   CASE WHEN $11 THEN $13 END, $12, $13)"
+			"  ON CONFLICT (workflow, key) DO NOTHING RETURNING id),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
+			"  SELECT id, '$workflow_completion$', 'completed', 1, $13, $13, $13 FROM w WHERE $11)"
+			" SELECT count(*) FROM w",
+			13, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, INT8OID,
+				TEXTOID, TIMESTAMPTZOID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.workflow),
+				CStringGetTextDatum(cf_pass.key), CStringGetTextDatum(cf_pass.procedure),
+				JsonbPGetDatum(cf_pass.args), JsonbPGetDatum(cf_pass.context),
+				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(cf_pass.parent_log_id),
+				CStringGetTextDatum(cf_pass.lock_token), TimestampTzGetDatum(cf_pass.claimed_at),
+				BoolGetDatum(completed), TimestampTzGetDatum(cf_pass.spawn_due_at),
+			TimestampTzGetDatum(now)},
+			NULL, false, 0);
+	written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 1;
+	cf_internal_end(&st);
+	if (!written)
+		cf_lock_lost();
+	cf_pass.run_unwritten = false;
+	cf_pass.stamped = true;
+	cf_pass.context_dirty = false;
+}
+
+/* Before a write that needs the run's row (an error log, a merge poll). */
+void
+cf_write_taken_run(void)
+{
+	if (cf_pass.run_unwritten)
+		write_taken_run(false);
+}
+
+/*
  * Write the claim on the run's row: the lock's holder and time, and the
  * state running.  Deferred from the claim to the pass's first commit (or
  * left to the pass's last statement, when that is its only commit): until
@@ -396,6 +456,11 @@ stamp_claim(void)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 
+	if (cf_pass.run_unwritten)
+	{
+		write_taken_run(false);
+		return;
+	}
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
@@ -574,24 +639,32 @@ claim_wakeup(Oid only_owner, bool before_spawned)
 
 /*
  * Take the next child of the oldest spawn batch nobody else is taking
- * from (or, to take the same child again after an abort, batch $4 at
- * position $5 as run $6), and insert its run, claimed by this pass: the
- * batch row's lock (held until the pass commits) is the claim; nothing is
- * visible before that commit.  A child whose key is already a run is
- * passed over (as the dispatch of 0.3.0 did), its run id NULL.
+ * from: the batch row's lock (held until the pass commits) is the claim,
+ * and nothing is visible before that commit.  The child's run gets its id
+ * now and its row when the pass first commits or ends (write_taken_run()),
+ * so a child that completes in one pass writes its run once; its step logs
+ * come first, their foreign key checked at commit.  A child whose key is
+ * already a run is passed over (as the dispatch of 0.3.0 did), its id
+ * NULL.  To take the same child again after an abort: batch $3 at position
+ * $4, written at once as run $5.
  */
-#define TAKE_CHILD_SQL(batch_filter, id_column, id_value) \
+#define TAKE_CHILD_SQL(batch_filter, run_id, write_run) \
 	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE b.taken < b.n AND " batch_filter \
 	"  ORDER BY b.id LIMIT 1 FOR UPDATE SKIP LOCKED)," \
 	" c AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s WHERE b.id = s.id" \
 	"  RETURNING b.id, b.taken AS i, b.n, b.branch_log_id, b.owner, b.due_at, b.workflows[b.taken] AS w," \
-	"   b.keys[b.taken] AS k, b.procedures[b.taken] AS p, b.args[b.taken] AS a)," \
-	" r AS (INSERT INTO chrono_forge.workflows (" id_column "workflow, key, procedure, args, owner," \
+	"   b.keys[b.taken] AS k, b.procedures[b.taken] AS p, b.args[b.taken] AS a)" \
+	write_run \
+	" SELECT " run_id ", c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
+	"  NULL::bigint[], c.id, c.i, c.i >= c.n, c.due_at FROM c"
+#define TAKE_CHILD_NEW_ID \
+	"CASE WHEN EXISTS (SELECT 1 FROM chrono_forge.workflows x WHERE x.workflow = c.w AND x.key = c.k)" \
+	" THEN NULL ELSE nextval('chrono_forge.workflows_id_seq') END"
+#define TAKE_CHILD_WRITE_RUN \
+	", r AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, owner," \
 	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
-	"  " id_value " c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1, c.due_at, $1" \
-	"  FROM c ON CONFLICT (workflow, key) DO NOTHING RETURNING id)" \
-	" SELECT r.id, c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
-	"  NULL::bigint[], c.id, c.i, c.i >= c.n FROM c LEFT JOIN r ON true"
+	"  OVERRIDING SYSTEM VALUE SELECT $5, c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1," \
+	"   c.due_at, $1 FROM c ON CONFLICT (workflow, key) DO NOTHING RETURNING id)"
 
 /*
  * After TAKE_CHILD_SQL: the taken child becomes the pass's run, unless it
@@ -615,12 +688,31 @@ finish_take(TimestampTz now)
 		read_claim(now);
 		cf_pass.spawn_batch_id = DatumGetInt64(batch_id);
 		cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
-		cf_pass.stamped = true;
+		cf_pass.spawn_due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
 	}
 	if (last)
 		cf_exec(&plan, "DELETE FROM chrono_forge.spawn_batches WHERE id = $1",
 				1, (Oid[]) {INT8OID}, &batch_id, NULL, false, 0);
 	return !passed_over;
+}
+
+/*
+ * The step logs of a run not written yet reference it: check their
+ * foreign key at commit, after the run is written (0.4.0 made the
+ * constraint deferrable).  For the rest of the transaction: once per
+ * transaction, since several passes can share one.
+ */
+static void
+defer_step_log_checks(void)
+{
+	static LocalTransactionId deferred_in = InvalidLocalTransactionId;
+
+	if (MyProc->lxid == deferred_in)
+		return;
+	if (SPI_execute("SET CONSTRAINTS chrono_forge.execution_logs_workflow_id_fkey DEFERRED",
+					false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not defer the step logs' foreign key check");
+	deferred_in = MyProc->lxid;
 }
 
 static bool
@@ -635,13 +727,17 @@ take_spawned_child(Oid only_owner)
 	while (!taken)
 	{
 		CHECK_FOR_INTERRUPTS();
-		cf_exec(&plan, TAKE_CHILD_SQL("($3 = 0 OR b.owner::oid = $3)", "", "SELECT"),
-				3, (Oid[]) {TIMESTAMPTZOID, TEXTOID, OIDOID},
-				(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
-				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+		cf_exec(&plan, TAKE_CHILD_SQL("($1 = 0 OR b.owner::oid = $1)", TAKE_CHILD_NEW_ID, ""),
+				1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(only_owner)}, NULL, false, 0);
 		if (SPI_processed == 0)
 			break;
 		taken = finish_take(now);
+	}
+	if (taken)
+	{
+		cf_pass.run_unwritten = true;
+		cf_pass.stamped = false;
+		defer_step_log_checks();
 	}
 	cf_internal_end(&st);
 	return taken;
@@ -661,14 +757,14 @@ retake_spawned_child(void)
 	bool		taken;
 
 	cf_internal_begin(&st);
-	cf_exec(&plan, TAKE_CHILD_SQL("b.id = $3 AND b.taken = $4 - 1", "id, ",
-								  "OVERRIDING SYSTEM VALUE SELECT $5,"),
+	cf_exec(&plan, TAKE_CHILD_SQL("b.id = $3 AND b.taken = $4 - 1", "(SELECT id FROM r)", TAKE_CHILD_WRITE_RUN),
 			5, (Oid[]) {TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID, INT8OID},
 			(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
 				Int64GetDatum(cf_pass.spawn_batch_id), Int32GetDatum(cf_pass.spawn_position),
 			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
 	taken = SPI_processed == 1 && finish_take(now);
 	cf_internal_end(&st);
+	cf_pass.run_unwritten = false;
 	cf_pass.stamped = taken;
 	return taken;
 }
@@ -867,6 +963,14 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	TimestampTz now = cf_clock_now();
 	bool		isnull;
 	Jsonb	   *counts = retry_counts ? retry_counts : pass_retry_counts;
+
+	/* A child completed in its first pass: its run is written once. */
+	if (cf_pass.run_unwritten)
+	{
+		write_taken_run(kind == FINISH_COMPLETE);
+		if (kind == FINISH_COMPLETE)
+			return;
+	}
 
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(cf_pass.lock_token);
