@@ -591,11 +591,13 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	int			per_row = Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH));
+	MemoryContext old;
 
 	if (cb->n == 0)
 		return 0;
 	cf_internal_begin(&st);
-	/* Each row's arrays straight from the batch's accumulated values. */
+	/* Each row's arrays straight from the batch's values, in its memory. */
+	old = MemoryContextSwitchTo(cxt);
 	for (int lo = 0; lo < cb->n; lo += per_row)
 	{
 		int			count = Min(per_row, cb->n - lo);
@@ -614,6 +616,7 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 				PointerGetDatum(construct_array(cb->args->dvalues + lo, count, JSONBOID, -1, false, TYPALIGN_INT))},
 				NULL, false, 0);
 	}
+	MemoryContextSwitchTo(old);
 	cf_internal_end(&st);
 	cf_queue_spawned(now);
 	return cb->n;
