@@ -591,17 +591,29 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	int			per_row = Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH));
-	MemoryContext old;
 
 	if (cb->n == 0)
 		return 0;
 	cf_internal_begin(&st);
-	/* Each row's arrays straight from the batch's values, in its memory. */
-	old = MemoryContextSwitchTo(cxt);
 	for (int lo = 0; lo < cb->n; lo += per_row)
 	{
 		int			count = Min(per_row, cb->n - lo);
+		Datum		arrays[4];
+		ArrayBuildState *from[4] = {cb->workflows, cb->keys, cb->procedures, cb->args};
 
+		MemoryContext prev;
+
+		/*
+		 * Each row's arrays from the batch's values, in the batch's memory
+		 * (an SPI call leaves the SPI procedure's memory current, which
+		 * lasts the whole dispatch).  Text and jsonb: varlena, int-aligned.
+		 */
+		prev = MemoryContextSwitchTo(cxt);
+		for (int i = 0; i < 4; i++)
+			arrays[i] = PointerGetDatum(construct_array(from[i]->dvalues + lo, count,
+														from[i]->element_type, -1, false,
+														TYPALIGN_INT));
+		MemoryContextSwitchTo(prev);
 		cf_exec(&plan,
 				"INSERT INTO chrono_forge.spawn_batches"
 				" (branch_log_id, owner, due_at, n, workflows, keys, procedures, args)"
@@ -610,13 +622,9 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 					TEXTARRAYOID, JSONBARRAYOID},
 				(Datum[]) {Int64GetDatum(log_id), ObjectIdGetDatum(cf_pass.owner),
 					TimestampTzGetDatum(now), Int32GetDatum(count),
-					PointerGetDatum(construct_array(cb->workflows->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
-					PointerGetDatum(construct_array(cb->keys->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
-					PointerGetDatum(construct_array(cb->procedures->dvalues + lo, count, TEXTOID, -1, false, TYPALIGN_INT)),
-				PointerGetDatum(construct_array(cb->args->dvalues + lo, count, JSONBOID, -1, false, TYPALIGN_INT))},
+				arrays[0], arrays[1], arrays[2], arrays[3]},
 				NULL, false, 0);
 	}
-	MemoryContextSwitchTo(old);
 	cf_internal_end(&st);
 	cf_queue_spawned(now);
 	return cb->n;
