@@ -198,17 +198,6 @@ children_not_taken(int64 log_id, int64 cap, Snapshot snapshot)
 	return n;
 }
 
-/* The same, what committed before the call (merge.c's spawned count). */
-int64
-cf_branch_children_unstarted(int64 log_id)
-{
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	int64		n = children_not_taken(log_id, 0, snapshot);
-
-	UnregisterSnapshot(snapshot);
-	return n;
-}
-
 /*
  * Count the children of a branch log that are not completed, at most cap
  * (cap <= 0: all): those not started yet (spawn_batches), then the runs,

@@ -273,7 +273,6 @@ extern int64 cf_branch_take_nudge(void);
 extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running);
-extern int64 cf_branch_children_unstarted(int64 log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
 

@@ -88,18 +88,31 @@ static void
 sample_children(BranchSample *s)
 {
 	static SPIPlanPtr spawned_plan = NULL;
+	static SPIPlanPtr spawned_batches_plan = NULL;
 
 	s->pending = cf_branch_children_pending(s->log_id, 0, &s->never_started, &s->running);
 
-	/* Spawned is counted once, when sealed, then carried forward. */
+	/*
+	 * Spawned is counted once, when sealed, then carried forward: runs and
+	 * children not started yet (0.4.0) in one statement, so that a child
+	 * becoming a run meanwhile is counted once.
+	 */
 	if (s->prior_spawned >= 0 && s->sealed)
 		s->spawned = s->prior_spawned;
+	else if (s->sealed && OidIsValid(cf_relation_oid("spawn_batches")))
+	{
+		cf_exec(&spawned_batches_plan,
+				"SELECT (SELECT count(*) FROM chrono_forge.workflows WHERE parent_execution_log_id = $1)"
+				" + (SELECT coalesce(sum(n - taken), 0) FROM chrono_forge.spawn_batches WHERE branch_log_id = $1)",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(s->log_id)}, NULL, true, 1);
+		s->spawned = get_int64(1, 0);
+	}
 	else if (s->sealed)
 	{
 		cf_exec(&spawned_plan,
 				"SELECT count(*) FROM chrono_forge.workflows WHERE parent_execution_log_id = $1",
 				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(s->log_id)}, NULL, true, 1);
-		s->spawned = get_int64(1, 0) + cf_branch_children_unstarted(s->log_id);
+		s->spawned = get_int64(1, 0);
 	}
 	else
 		s->spawned = -1;
