@@ -860,7 +860,11 @@ load_replay_cache(void)
 	open_steps = palloc(sizeof(OpenStep) * max_open);
 	n_completed_steps = 0;
 	n_open_steps = 0;
-	if (OidIsValid(idxid))
+	if (cf_pass.run_unwritten)
+	{
+		/* a child just taken from spawn_batches: no log yet */
+	}
+	else if (OidIsValid(idxid))
 	{
 		Relation	rel = table_open(relid, AccessShareLock);
 		TupleDesc	desc = RelationGetDescr(rel);
