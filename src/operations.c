@@ -296,7 +296,7 @@ again:
 			4, (Oid[]) {INT8OID, BOOLOID, BOOLOID, OIDOID},
 			(Datum[]) {Int64GetDatum(run.id), BoolGetDatum(with_children),
 			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
-			NULL, true, 0);
+			NULL, false, 0);	/* not read-only: a fresh snapshot each look */
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		not_your_runs("the children", workflow, key);
