@@ -540,23 +540,15 @@ read_claim(TimestampTz now)
  * Spawn batches (0.4.0): children of spawn_each not started yet.  A
  * session that read spawn generation g and then found no batch at all
  * does not look again until a dispatch commits (the generation moves), so
- * that passes pay nothing for fan-out when there is none.
+ * that passes pay nothing for fan-out when there is none.  Without shared
+ * memory (generation unknown) it looks before every claim.
  */
 static uint64 spawn_none_at = PG_UINT64_MAX;
+static uint64 spawn_looked_at = PG_UINT64_MAX;
 
+/* Is there any batch?  If not, remember it for this generation. */
 static bool
-spawn_batches_maybe(void)
-{
-	uint64		generation;
-
-	if (cf_spawn_generation(&generation) && generation == spawn_none_at)
-		return false;
-	return OidIsValid(cf_relation_oid("spawn_batches"));
-}
-
-/* After no child could be taken: remember if there is no batch at all. */
-static void
-note_if_no_spawn_batches(void)
+spawn_batches_exist(void)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -565,11 +557,33 @@ note_if_no_spawn_batches(void)
 	bool		exist;
 
 	cf_internal_begin(&st);
-	cf_exec(&plan, "SELECT 1 FROM chrono_forge.spawn_batches LIMIT 1", 0, NULL, NULL, NULL, true, 1);
+	/* Not read-only: a snapshot taken after the generation was read. */
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.spawn_batches LIMIT 1", 0, NULL, NULL, NULL, false, 1);
 	exist = SPI_processed > 0;
 	cf_internal_end(&st);
-	if (!exist && known)
-		spawn_none_at = generation;
+	if (known)
+	{
+		spawn_looked_at = generation;
+		if (!exist)
+			spawn_none_at = generation;
+	}
+	return exist;
+}
+
+static bool
+spawn_batches_maybe(void)
+{
+	uint64		generation;
+	bool		known = cf_spawn_generation(&generation);
+
+	if (known && generation == spawn_none_at)
+		return false;
+	if (!OidIsValid(cf_relation_oid("spawn_batches")))
+		return false;
+	/* Once per generation, look (a session's first claim, a dispatch). */
+	if (known && generation != spawn_looked_at)
+		return spawn_batches_exist();
+	return true;
 }
 
 /*
@@ -798,7 +812,7 @@ claim_and_lock(Oid only_owner)
 	if (take_spawned_child(only_owner))
 		return true;
 	/* No batch, or all taken by others: any wake-up due. */
-	note_if_no_spawn_batches();
+	(void) spawn_batches_exist();
 	return claim_wakeup(only_owner, false);
 }
 
