@@ -560,7 +560,7 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 /*
  * Children per spawn_batches row: a dispatch batch's 1/32, at most 32.  A
  * worker taking a child reads the row's arrays whole, so rows stay small
- * (about 2 kB: inline, not TOAST), and it holds the row until that
+ * (2-3 kB, compressed inline at most), and it holds the row until that
  * child's first commit, so siblings in one row start one after another:
  * a dispatch batch is spread over 32 rows (one child per row below 64),
  * so that workers start its children side by side.
@@ -589,7 +589,6 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 		int			count = Min(per_row, cb->n - lo);
 		Datum		arrays[4];
 		ArrayBuildState *from[4] = {cb->workflows, cb->keys, cb->procedures, cb->args};
-
 		MemoryContext prev;
 
 		/*

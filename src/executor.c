@@ -2,9 +2,10 @@
  *
  * executor.c
  *	  Passes: claim a due wake-up and take the run's lock (or take a
- *	  spawned child and insert its run, claimed), replay the workflow
- *	  procedure, then complete, release with one continuation, stall or
- *	  fail the run, all in the transaction that ends the pass.
+ *	  spawned child, whose run is written at the pass's first commit or
+ *	  end), replay the workflow procedure, then complete, release with one
+ *	  continuation, stall or fail the run, all in the transaction that ends
+ *	  the pass.
  *
  * Owns the per-backend pass state (cf_pass), run_pending() and the
  * workers' drain loop.  The workflow procedure runs as a top-level,
@@ -768,6 +769,7 @@ retake_spawned_child(void)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
+	Jsonb	   *context = cf_pass.context;	/* as the pass left it */
 	bool		taken;
 
 	cf_internal_begin(&st);
@@ -778,6 +780,7 @@ retake_spawned_child(void)
 			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
 	taken = SPI_processed == 1 && finish_take(now);
 	cf_internal_end(&st);
+	cf_pass.context = context;
 	cf_pass.run_unwritten = false;
 	cf_pass.stamped = taken;
 	return taken;

@@ -244,7 +244,7 @@ cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 		nulls[6] = 'n';
 
 	/* (error_logs' foreign key is checked at once: write the run first) */
-	if (cf_pass.active && workflow_id == cf_pass.workflow_id)
+	if (workflow_id == cf_pass.workflow_id)
 		cf_write_taken_run();
 	cf_internal_begin(&st);
 	cf_exec(&plan,

@@ -121,6 +121,39 @@ CALL chrono_forge.run_pending();
 SELECT state, (SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE 'pairs$%' AND state = 'completed') AS children
   FROM chrono_forge.workflows WHERE key = 'pairs';
 
+-- A child whose first pass fails: its run is written when the failure is
+-- (the same child, the same run id), with the context the pass set, and
+-- a workflow-level retry is scheduled; a child that waits is written as
+-- it parks.
+CREATE PROCEDURE br_failing_child(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM chrono_forge.context_set('seen', to_jsonb(chrono_forge.key()));
+    RAISE EXCEPTION 'child % fails', chrono_forge.key() USING ERRCODE = 'P0001';
+END $$;
+CREATE FUNCTION br_false() RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+CREATE PROCEDURE br_parking_child(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.continue_if('br_false');
+END $$;
+CREATE PROCEDURE br_mixed_first_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('m');
+    CALL chrono_forge.spawn_each('x', NULL,
+        'SELECT * FROM (VALUES (1, ''br_failing_child''), (2, ''br_parking_child'')) v(item_key, workflow)');
+    CALL chrono_forge.seal_branch();
+END $$;
+SELECT chrono_forge.start('br_mixed_first_wf', 'mf') > 0 AS started;
+CALL chrono_forge.run_pending(3);
+SELECT w.key, w.state, w.context, w.attempt,
+       (SELECT count(*) FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups,
+       (SELECT string_agg(e.error_class || ' ' || e.error_message, '; ') FROM chrono_forge.error_logs e
+         WHERE e.workflow_id = w.id) AS errors,
+       (SELECT string_agg(l.step_name || ':' || l.state, ', ' ORDER BY l.id)
+          FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps
+  FROM chrono_forge.workflows w WHERE w.key LIKE 'mf$%' ORDER BY w.key;
+SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
+SELECT chrono_forge.cancel('br_mixed_first_wf', 'mf', with_children => true);
+
 -- Replay (three wakes): the sealed branch re-runs neither its source nor
 -- its spawns.
 SELECT nextval('br_source_reads') AS reads_before;
