@@ -580,6 +580,7 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	int			per_row = Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH));
+	ArrayBuildState *from[4] = {cb->workflows, cb->keys, cb->procedures, cb->args};
 
 	if (cb->n == 0)
 		return 0;
@@ -588,7 +589,6 @@ dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	{
 		int			count = Min(per_row, cb->n - lo);
 		Datum		arrays[4];
-		ArrayBuildState *from[4] = {cb->workflows, cb->keys, cb->procedures, cb->args};
 		MemoryContext prev;
 
 		/*

@@ -579,12 +579,16 @@ spawn_batches_maybe(void)
 
 	if (known && generation == spawn_none_at)
 		return false;
-	if (!OidIsValid(cf_relation_oid("spawn_batches")))
-		return false;
+	if (known && generation == spawn_looked_at)
+		return true;
 	/* Once per generation, look (a session's first claim, a dispatch). */
-	if (known && generation != spawn_looked_at)
-		return spawn_batches_exist();
-	return true;
+	if (!OidIsValid(cf_relation_oid("spawn_batches")))	/* before 0.4.0 */
+	{
+		if (known)
+			spawn_none_at = generation;
+		return false;
+	}
+	return !known || spawn_batches_exist();
 }
 
 /*
