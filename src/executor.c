@@ -22,10 +22,15 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/prepare.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
@@ -475,6 +480,42 @@ stamp_claim(void)
 }
 
 /*
+ * The identity user code runs under: the run's owner, as in a SECURITY
+ * DEFINER function (no SET ROLE, no SET SESSION AUTHORIZATION).  Not a
+ * security-restricted operation: PostgreSQL refuses to queue deferred
+ * triggers in one, and a step must be free to write a table with a
+ * deferred constraint.  What a pass may leave in a worker's session for the
+ * next owner's pass, reset_session_after_pass() drops.
+ */
+static void
+enter_owner_identity(void)
+{
+	SetUserIdAndSecContext(cf_pass.owner,
+						   cf_pass.outer_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+/*
+ * Fire, as the run's owner, what the owner's code queued for the commit:
+ * deferred triggers and deferred constraint checks.  Left to the commit
+ * itself they would fire under the identity that commits, a worker's
+ * superuser.  Called after the engine's own writes of the transaction and
+ * just before it commits; the commit finds nothing left but the engine's
+ * own deferred checks, queued afterwards.  An error here is the pass's
+ * error, as it would have been at the commit.
+ */
+static void
+fire_deferred_as_owner(void)
+{
+	Oid			userid;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	enter_owner_identity();
+	AfterTriggerFireDeferred();
+	SetUserIdAndSecContext(userid, sec_context);
+}
+
+/*
  * Commit from a primitive.  The next transaction starts under the pass's
  * outer identity, so that an abort of it restores that identity and never
  * leaves a session as the run's owner.
@@ -487,6 +528,7 @@ cf_commit(void)
 
 	if (!cf_pass.stamped)
 		stamp_claim();
+	fire_deferred_as_owner();
 	GetUserIdAndSecContext(&userid, &sec_context);
 	SetUserIdAndSecContext(cf_pass.outer_userid, cf_pass.outer_sec_context);
 	SPI_commit();
@@ -1434,12 +1476,13 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		cf_pass.active = true;
 		PG_TRY();
 		{
-			SetUserIdAndSecContext(cf_pass.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			enter_owner_identity();
 			call_workflow_procedure();
 			cf_branch_before_complete();	/* fan-out: unmerged branches */
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
 			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
+			fire_deferred_as_owner();
 			if (!batch_pass())
 			{
 				SPI_commit();
@@ -1516,6 +1559,32 @@ require_top_level_call(FunctionCallInfo fcinfo, const char *what)
 				 errmsg("%s cannot be called from inside a workflow", what)));
 }
 
+/*
+ * A worker's next pass may be another owner's: forget everything this one
+ * left in the session, as DISCARD ALL would (which cannot run inside the
+ * worker's transaction): settings, LISTEN, cursors (a holdable cursor
+ * could be read by the next owner), prepared statements, session advisory
+ * locks, temporary objects (a temporary view named like another owner's
+ * table would stand in for it).  Plans stay: each is checked against the
+ * role and search path it was made for.  run_pending() runs only the
+ * caller's own runs, in the caller's session: it leaves the session alone.
+ */
+static void
+reset_session_after_pass(void)
+{
+	Oid			temp_namespace;
+	Oid			temp_toast_namespace;
+
+	ResetAllOptions();
+	Async_UnlistenAll();
+	PortalHashTableDeleteAll();	/* not the active one: worker_drain()'s */
+	DropAllPreparedStatements();
+	LockReleaseAll(USER_LOCKMETHOD, true);
+	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
+	if (OidIsValid(temp_namespace))
+		ResetTempTableNamespace();
+}
+
 static int
 drain(int max_passes, Oid only_owner)
 {
@@ -1542,9 +1611,8 @@ drain(int max_passes, Oid only_owner)
 		passes++;
 		if (nudges_committed > 0 && batched_passes == 0)
 			run_committed_nudges();
-		/* A worker forgets what the owner's code SET in its session. */
 		if (cf_worker_slot >= 0)
-			ResetAllOptions();
+			reset_session_after_pass();
 		cf_replan_if_stale();
 	}
 	if (batched_passes > 0)

@@ -259,6 +259,14 @@ cf_launcher_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(cf_database, NULL, 0);
+
+	/*
+	 * Every statement of the launcher runs as the bootstrap superuser and
+	 * none runs user code: resolve names in pg_catalog only, whatever the
+	 * database's or the role's settings say, so that no object another role
+	 * creates (an operator in public, say) can stand in for a built-in one.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("chrono_forge launcher");
 	cf_launcher_attach();
 	on_shmem_exit(launcher_detach, (Datum) 0);

@@ -1,25 +1,35 @@
-# Helpers for the attack suite (sourced after ../integration/lib.sh).
+# Helpers for the attack suite (sourced; brings ../integration/lib.sh).
 #
 # Every attack starts from sec_reset: the extension dropped and created
 # again in "postgres" (the workers' database), and three ordinary roles, each owning a schema of its name:
 # tenant_a, tenant_b and intruder (intruder also has CREATE on public, as a
 # database owner's role would).  Nobody is superuser but the bootstrap role.
+. "${CF_SECURITY_DIR:-$(dirname "${BASH_SOURCE[0]}")}/../integration/lib.sh"
 export PGDATABASE=postgres
 
-# as ROLE SQL...: run SQL as ROLE (SET ROLE after connecting as superuser,
-# so that no password setup is needed; the session user stays superuser,
-# which is why checks below read current_user / rolsuper of the role).
+# as ROLE [SQL]: run SQL (or stdin) as ROLE: SET ROLE in a superuser's
+# session, so that no password setup is needed.  current_user is ROLE;
+# checks read rolsuper of the role itself, never of the session.
 as() {
     local role=$1
     shift
-    psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE $role" "$@"
+    if [ $# -gt 0 ]; then
+        printf 'SET ROLE %s;\n%s\n' "$role" "$*" | psql -XAtq -v ON_ERROR_STOP=1
+    else
+        { printf 'SET ROLE %s;\n' "$role"; cat; } | psql -XAtq -v ON_ERROR_STOP=1
+    fi
 }
 
-# as_login ROLE SQL...: a real login session of ROLE (its own session user).
+# as_login ROLE [SQL]: the same in a session of ROLE's own (its session
+# user is ROLE).
 as_login() {
     local role=$1
     shift
-    psql -XAtq -v ON_ERROR_STOP=1 -U "$role" "$@"
+    if [ $# -gt 0 ]; then
+        printf '%s\n' "$*" | psql -XAtq -v ON_ERROR_STOP=1 -U "$role"
+    else
+        psql -XAtq -v ON_ERROR_STOP=1 -U "$role"
+    fi
 }
 
 sec_reset() {
