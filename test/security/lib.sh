@@ -33,7 +33,7 @@ as_login() {
 }
 
 sec_reset() {
-    psql -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+    PGOPTIONS='-c client_min_messages=warning' psql -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 DROP EXTENSION IF EXISTS chrono_forge CASCADE;
 DO $$ DECLARE r text; BEGIN
   FOREACH r IN ARRAY ARRAY['tenant_a', 'tenant_b', 'intruder'] LOOP
