@@ -1098,6 +1098,10 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 "merge_branches min_interval must not exceed max_interval", NULL);
+	/* The poller adds it to now in microseconds: bound it. */
+	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
 
 	sorted = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -1120,6 +1124,8 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
 			appendStringInfo(&step, "%s%s", i > 0 ? "," : "", sorted[i]);
+	/* The step name joins every name: bound it as an index key. */
+	cf_check_length("merge step name", step.data, CF_STEP_NAME_MAX_BYTES);
 	ensure_registry();
 	if (cf_step_completed(step.data, &ignored))
 	{

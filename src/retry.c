@@ -127,16 +127,28 @@ cmp_cstring(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/*
+ * A policy number, as a double.  JSON numbers have no NaN or infinity, but
+ * a numeric can be far beyond a double (1e400) or make every backoff
+ * overflow (1e20 seconds is no interval): anything beyond `max` is
+ * refused here, before it is converted, as the documented maximum.
+ */
 static double
-number_field(JsonbContainer *c, const char *key, double dflt, bool *present)
+number_field(JsonbContainer *c, const char *key, double dflt, double max, bool *present)
 {
 	JsonbValue	v;
+	Datum		bound;
 
 	*present = false;
 	if (!getKeyJsonValueFromContainer(c, key, strlen(key), &v) || v.type == jbvNull)
 		return dflt;
-	if (v.type != jbvNumeric)
+	if (v.type != jbvNumeric || numeric_is_nan(v.val.numeric) || numeric_is_inf(v.val.numeric))
 		policy_error(psprintf("\"%s\" must be a number.", key));
+	bound = NumericGetDatum(int64_to_numeric((int64) max));
+	if (DatumGetBool(DirectFunctionCall2(numeric_gt,
+										 DirectFunctionCall1(numeric_abs, NumericGetDatum(v.val.numeric)),
+										 bound)))
+		policy_error(psprintf("\"%s\" must be at most %.0f.", key, max));
 	*present = true;
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
 }
@@ -154,7 +166,7 @@ policy_parse(JsonbContainer *c)
 	if (!JsonContainerIsObject(c))
 		policy_error("A policy must be a JSON object or an array of objects.");
 
-	n = number_field(c, "max_attempts", 0, &present);
+	n = number_field(c, "max_attempts", 0, INT_MAX, &present);
 	p->unlimited = !present;
 	if (present)
 	{
@@ -162,9 +174,9 @@ policy_parse(JsonbContainer *c)
 			policy_error("\"max_attempts\" must be a positive integer or null.");
 		p->max_attempts = (int) n;
 	}
-	p->base = number_field(c, "base", 1, &present);
-	p->cap = number_field(c, "cap", 30, &present);
-	if (p->base < 0 || p->cap < 0 || isnan(p->base) || isnan(p->cap))
+	p->base = number_field(c, "base", 1, CF_POLICY_MAX_SECONDS, &present);
+	p->cap = number_field(c, "cap", 30, CF_POLICY_MAX_SECONDS, &present);
+	if (p->base < 0 || p->cap < 0)
 		policy_error("\"base\" and \"cap\" must not be negative.");
 	if (p->base > p->cap)
 		policy_error("\"base\" must not exceed \"cap\".");
@@ -236,7 +248,8 @@ policy_delay(CfPolicy *p, int n, double jitter_fraction)
 {
 	double		d = p->base * pow(2.0, Max(n - 1, 0));
 
-	if (d > p->cap || isinf(d))
+	/* pow() overflows to infinity after ~1024 failures: 0 * inf is NaN. */
+	if (!(d <= p->cap))
 		d = p->cap;
 	if (p->jitter)
 	{
@@ -460,7 +473,7 @@ cf_retry_backoff(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 	{
 		fraction = PG_GETARG_FLOAT8(2);
-		if (fraction < 0 || fraction > 1)
+		if (!(fraction >= 0 && fraction <= 1))	/* NaN too */
 			policy_error("jitter_fraction must be between 0 and 1.");
 	}
 	d = policy_delay(p, PG_GETARG_INT32(1), fraction);
