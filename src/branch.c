@@ -790,8 +790,10 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	source = text_arg(fcinfo, 2);
 	if (source == NULL || source[0] == '\0')
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must not be NULL or empty", NULL);
-	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each batch_size must be at least 1", NULL);
+	/* One batch is read into memory and inserted in one statement. */
+	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > CF_SPAWN_BATCH_MAX)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("spawn_each batch_size must be between 1 and %d", CF_SPAWN_BATCH_MAX), NULL);
 	batch_size = PG_GETARG_INT32(3);
 	b = require_branch("spawn_each");
 	if (b->sealed)

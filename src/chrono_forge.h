@@ -55,6 +55,7 @@
 #define CF_KEY_MAX_BYTES 1024
 #define CF_STEP_NAME_MAX_BYTES 2000
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
+#define CF_SPAWN_BATCH_MAX 100000
 
 /* guc.c */
 extern char *cf_database;

@@ -134,7 +134,8 @@ cmp_cstring(const void *a, const void *b)
  * refused here, before it is converted, as the documented maximum.
  */
 static double
-number_field(JsonbContainer *c, const char *key, double dflt, double max, bool *present)
+number_field(JsonbContainer *c, const char *key, double dflt, double max, bool strict,
+			 bool *present)
 {
 	JsonbValue	v;
 	Datum		bound;
@@ -148,14 +149,27 @@ number_field(JsonbContainer *c, const char *key, double dflt, double max, bool *
 	if (DatumGetBool(DirectFunctionCall2(numeric_gt,
 										 DirectFunctionCall1(numeric_abs, NumericGetDatum(v.val.numeric)),
 										 bound)))
-		policy_error(psprintf("\"%s\" must be at most %.0f.", key, max));
+	{
+		/*
+		 * A policy stored before the maximum existed (a configure()
+		 * default) still decides: as if it said the maximum.
+		 */
+		if (strict)
+			policy_error(psprintf("\"%s\" must be at most %.0f.", key, max));
+		*present = true;
+		return DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(v.val.numeric),
+												NumericGetDatum(int64_to_numeric(0)))) ? -max : max;
+	}
 	*present = true;
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
 }
 
-/* Parse and validate one policy object. */
+/*
+ * Parse and validate one policy object.  Not strict: numbers beyond the
+ * maxima are clamped to them (a stored policy deciding after a failure).
+ */
 static CfPolicy *
-policy_parse(JsonbContainer *c)
+policy_parse(JsonbContainer *c, bool strict)
 {
 	CfPolicy   *p = palloc0(sizeof(CfPolicy));
 	JsonbValue	v;
@@ -166,7 +180,7 @@ policy_parse(JsonbContainer *c)
 	if (!JsonContainerIsObject(c))
 		policy_error("A policy must be a JSON object or an array of objects.");
 
-	n = number_field(c, "max_attempts", 0, INT_MAX, &present);
+	n = number_field(c, "max_attempts", 0, INT_MAX, strict, &present);
 	p->unlimited = !present;
 	if (present)
 	{
@@ -174,8 +188,8 @@ policy_parse(JsonbContainer *c)
 			policy_error("\"max_attempts\" must be a positive integer or null.");
 		p->max_attempts = (int) n;
 	}
-	p->base = number_field(c, "base", 1, CF_POLICY_MAX_SECONDS, &present);
-	p->cap = number_field(c, "cap", 30, CF_POLICY_MAX_SECONDS, &present);
+	p->base = number_field(c, "base", 1, CF_POLICY_MAX_SECONDS, strict, &present);
+	p->cap = number_field(c, "cap", 30, CF_POLICY_MAX_SECONDS, strict, &present);
 	if (p->base < 0 || p->cap < 0)
 		policy_error("\"base\" and \"cap\" must not be negative.");
 	if (p->base > p->cap)
@@ -278,11 +292,11 @@ cf_policy_validate(Jsonb *policy)
 
 			if (e->type != jbvBinary)
 				policy_error("A composite policy is an array of policy objects.");
-			(void) policy_parse(e->val.binary.data);
+			(void) policy_parse(e->val.binary.data, true);
 		}
 	}
 	else
-		(void) policy_parse(&policy->root);
+		(void) policy_parse(&policy->root, true);
 	return policy;
 }
 
@@ -331,7 +345,7 @@ cf_policy_decide(Jsonb *policy, int sqlerrcode, int attempts, Jsonb *retry_count
 
 		for (int i = 0; i < count && p == NULL; i++)
 		{
-			CfPolicy   *candidate = policy_parse(getIthJsonbValueFromContainer(&policy->root, i)->val.binary.data);
+			CfPolicy   *candidate = policy_parse(getIthJsonbValueFromContainer(&policy->root, i)->val.binary.data, false);
 
 			if (policy_matches(candidate, sqlerrcode))
 				p = candidate;
@@ -344,7 +358,7 @@ cf_policy_decide(Jsonb *policy, int sqlerrcode, int attempts, Jsonb *retry_count
 	}
 	else
 	{
-		p = policy_parse(&policy->root);
+		p = policy_parse(&policy->root, false);
 		if (!policy_matches(p, sqlerrcode))
 			return d;
 	}
@@ -469,7 +483,7 @@ cf_retry_backoff(PG_FUNCTION_ARGS)
 	policy = cf_policy_validate(PG_GETARG_JSONB_P(0));
 	if (!JB_ROOT_IS_OBJECT(policy))
 		policy_error("retry_backoff() takes a single policy, not a composite.");
-	p = policy_parse(&policy->root);
+	p = policy_parse(&policy->root, true);
 	if (!PG_ARGISNULL(2))
 	{
 		fraction = PG_GETARG_FLOAT8(2);
