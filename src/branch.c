@@ -510,6 +510,15 @@ static void
 batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
 		  Jsonb *args, MemoryContext cxt)
 {
+	/*
+	 * A child's key is an index key: past the maximum its run could never
+	 * be written, and a worker would fail to take it again and again.
+	 * Keys grow with every level of nesting; this bounds the depth too.
+	 */
+	if (strlen(key) > CF_CHILD_KEY_MAX_BYTES)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("child key is too long (%zu bytes, at most %d)", strlen(key), CF_CHILD_KEY_MAX_BYTES),
+				 "A child's key is <parent key>$<branch>$<spawn>[_<item_key>]: shorten one of them.");
 	accumArrayResult(cb->workflows, CStringGetTextDatum(workflow), false, TEXTOID, cxt);
 	accumArrayResult(cb->keys, CStringGetTextDatum(key), false, TEXTOID, cxt);
 	accumArrayResult(cb->procedures, CStringGetTextDatum(procedure), false, TEXTOID, cxt);

@@ -177,14 +177,29 @@ BEGIN
     CALL chrono_forge.branch('b');
     CALL chrono_forge.spawn_each('s', 'in_wf', 'SELECT 1 AS item_key', batch_size => 2147483647);
 END $$;
+-- A child's key over 2048 bytes could never be written: the parent
+-- fails at dispatch, nothing is left in spawn_batches for a worker to
+-- fail on again and again.
+CREATE PROCEDURE in_child_key_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('b');
+    CALL chrono_forge.spawn_each('s', 'in_wf', 'SELECT in_long(3000) AS item_key');
+END $$;
+CREATE PROCEDURE in_context_key_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM chrono_forge.context_set(in_long(600), '1');
+END $$;
 SELECT count(chrono_forge.start(w, 'p')) FROM unnest(ARRAY['in_wait_wf', 'in_repeat_wf', 'in_event_wf',
-    'in_name_wf', 'in_policy_wf', 'in_context_wf', 'in_merge_wf', 'in_batch_wf']) AS w;
+    'in_name_wf', 'in_policy_wf', 'in_context_wf', 'in_merge_wf', 'in_batch_wf', 'in_child_key_wf',
+    'in_context_key_wf']) AS w;
 CALL chrono_forge.run_pending();
-SELECT w.workflow, w.state, w.attempt, e.error_class, left(e.error_message, 60) AS error_message
+SELECT w.workflow, w.state, w.attempt, e.error_class,
+       left(regexp_replace(e.error_message, '\(\d+ bytes', '(N bytes'), 60) AS error_message
   FROM chrono_forge.workflows w
   LEFT JOIN LATERAL (SELECT * FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id
                       ORDER BY e.id DESC LIMIT 1) e ON true
  WHERE w.key = 'p' ORDER BY w.workflow;
+SELECT count(*) AS batches FROM chrono_forge.spawn_batches;
 SELECT w.workflow, count(e.id) AS errors
   FROM chrono_forge.workflows w LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
  WHERE w.key = 'p' GROUP BY 1 ORDER BY 1;
