@@ -245,6 +245,64 @@ BEGIN
 END
 $$;
 
+-- stranded() and top_errors() subtracted their interval from now():
+-- top_errors('100000000 years') failed with 22008.  An interval reaching
+-- (within a year) past the first representable timestamp now means "all
+-- time", which is what it asked for; one of -1000 years or less, "after
+-- the end of time".
+CREATE OR REPLACE FUNCTION chrono_forge.stranded(stale_after interval DEFAULT NULL, max_rows integer DEFAULT 500)
+    RETURNS TABLE (id bigint, workflow text, key text, owner regrole, locked_by text,
+                   locked_at timestamptz, lock_age interval)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    SELECT w.id, w.workflow, w.key, w.owner, w.locked_by, w.locked_at,
+           chrono_forge.now() OPERATOR(pg_catalog.-) w.locked_at
+      FROM chrono_forge.workflows w
+     WHERE w.state = 'running'
+       AND w.locked_at OPERATOR(pg_catalog.<) (
+           SELECT CASE WHEN s.i OPERATOR(pg_catalog.>=)
+                            ((chrono_forge.now() OPERATOR(pg_catalog.-) '4713-01-01 00:00:00+00 BC'::timestamptz)
+                             OPERATOR(pg_catalog.-) interval '1 year')
+                       THEN '-infinity'::timestamptz
+                       WHEN s.i OPERATOR(pg_catalog.<=) interval '-1000 years'
+                       THEN 'infinity'::timestamptz
+                       ELSE chrono_forge.now() OPERATOR(pg_catalog.-) s.i END
+             FROM (SELECT coalesce(stale_after, chrono_forge.reap_stale_after()) AS i) s)
+     ORDER BY w.locked_at
+     LIMIT max_rows
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.top_errors(window_ interval DEFAULT '7 days',
+    workflow text DEFAULT NULL, max_rows integer DEFAULT 8, sample integer DEFAULT 2000)
+    RETURNS TABLE (error_class text, errors bigint, runs bigint, last_seen timestamptz,
+                   example_message text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    SELECT e.error_class, pg_catalog.count(*), pg_catalog.count(DISTINCT e.workflow_id),
+           pg_catalog.max(e.created_at),
+           (pg_catalog.array_agg(e.error_message ORDER BY e.id DESC))[1]
+      FROM (SELECT e.* FROM chrono_forge.error_logs e
+             WHERE e.created_at OPERATOR(pg_catalog.>) (
+                   SELECT CASE WHEN window_ OPERATOR(pg_catalog.>=)
+                                    ((chrono_forge.now() OPERATOR(pg_catalog.-) '4713-01-01 00:00:00+00 BC'::timestamptz)
+                                     OPERATOR(pg_catalog.-) interval '1 year')
+                               THEN '-infinity'::timestamptz
+                               WHEN window_ OPERATOR(pg_catalog.<=) interval '-1000 years'
+                               THEN 'infinity'::timestamptz
+                               ELSE chrono_forge.now() OPERATOR(pg_catalog.-) window_ END)
+               AND (top_errors.workflow IS NULL OR EXISTS (
+                    SELECT 1 FROM chrono_forge.workflows w
+                     WHERE w.id = e.workflow_id AND w.workflow = top_errors.workflow))
+             ORDER BY e.created_at DESC LIMIT sample) e
+     GROUP BY e.error_class
+     ORDER BY 2 DESC, 1
+     LIMIT max_rows
+$$;
+
 -- context_set(NULL, v) failed inside jsonb_build_object() with 22023.
 CREATE OR REPLACE FUNCTION chrono_forge.context_set(key text, value jsonb) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp

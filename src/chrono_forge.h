@@ -56,6 +56,7 @@
 #define CF_CHILD_KEY_MAX_BYTES 2048
 #define CF_STEP_NAME_MAX_BYTES 2000
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
+#define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
 
 /* guc.c */

@@ -213,6 +213,9 @@ policy_parse(JsonbContainer *c, bool strict)
 			policy_error("\"retry_on\" must be an array of SQLSTATEs, classes or condition names.");
 		arr = v.val.binary.data;
 		count = JsonContainerSize(arr);
+		/* Every failure matches its error against each entry. */
+		if (count > CF_POLICY_MAX_ENTRIES)
+			policy_error(psprintf("\"retry_on\" may have at most %d entries.", CF_POLICY_MAX_ENTRIES));
 		p->any_error = false;
 		p->nconditions = count;
 		p->conditions = palloc0(sizeof(char *) * (count + 1));
@@ -260,7 +263,7 @@ policy_matches(CfPolicy *p, int sqlerrcode)
 static double
 policy_delay(CfPolicy *p, int n, double jitter_fraction)
 {
-	double		d = p->base * pow(2.0, Max(n - 1, 0));
+	double		d = p->base * pow(2.0, Max((double) n - 1, 0));
 
 	/* pow() overflows to infinity after ~1024 failures: 0 * inf is NaN. */
 	if (!(d <= p->cap))
@@ -286,6 +289,8 @@ cf_policy_validate(Jsonb *policy)
 
 		if (n == 0)
 			policy_error("A composite policy needs at least one policy.");
+		if (n > CF_POLICY_MAX_ENTRIES)
+			policy_error(psprintf("A composite policy may have at most %d policies.", CF_POLICY_MAX_ENTRIES));
 		for (int i = 0; i < n; i++)
 		{
 			JsonbValue *e = getIthJsonbValueFromContainer(&policy->root, i);

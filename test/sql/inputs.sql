@@ -62,8 +62,16 @@ SELECT in_state($$SELECT chrono_forge.retry_policy(3, '100000 years', '100000 ye
        in_state($$SELECT chrono_forge.retry_backoff('{"base": 1, "cap": 31536000}', 1)$$) AS at_maximum,
        in_state($$SELECT chrono_forge.retry_backoff('{"base": 1e20, "cap": 1e20}', 5)$$) AS backoff_huge,
        in_state($$SELECT chrono_forge.retry_backoff('{"base": 1, "cap": 30}', 5, 'NaN')$$) AS backoff_nan;
+-- At most 100 retry_on entries, and 100 policies in a composite.
+SELECT in_state(format('SELECT chrono_forge.retry_policy(3, ''1 second'', ''2 seconds'', true, %L)',
+                       array_fill('40001'::text, ARRAY[101]))) AS retry_on_101,
+       in_state(format('SELECT chrono_forge.retry_policy(3, ''1 second'', ''2 seconds'', true, %L)',
+                       array_fill('40001'::text, ARRAY[100]))) AS retry_on_100,
+       in_state(format('SELECT chrono_forge.configure(''in_wf'', %L)',
+                       (SELECT jsonb_agg('{"cap": 1}'::jsonb) FROM generate_series(1, 101)))) AS composite_101;
 -- The backoff is never negative or NaN, whatever the attempt count.
 SELECT chrono_forge.retry_backoff('{"base": 31536000, "cap": 31536000, "jitter": false}', 2000000000) AS capped,
+       chrono_forge.retry_backoff('{"base": 1, "cap": 30, "jitter": false}', -2147483648) AS min_attempts,
        chrono_forge.retry_backoff('{"base": 0, "cap": 30, "jitter": false}', 5000) AS zero_base,
        chrono_forge.retry_backoff('{"base": 1, "cap": 30}', 3, 1) AS jitter_one;
 SELECT in_rows() = rows AS nothing_written FROM in_before;
@@ -203,6 +211,14 @@ SELECT count(*) AS batches FROM chrono_forge.spawn_batches;
 SELECT w.workflow, count(e.id) AS errors
   FROM chrono_forge.workflows w LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
  WHERE w.key = 'p' GROUP BY 1 ORDER BY 1;
+
+-- Views: an interval reaching past either end of time is "all time" (or
+-- "none"), not 22008.
+SELECT in_state($$SELECT * FROM chrono_forge.top_errors('100000000 years')$$) AS top_errors_huge,
+       in_state($$SELECT * FROM chrono_forge.top_errors('-100000000 years')$$) AS top_errors_negative,
+       in_state($$SELECT * FROM chrono_forge.stranded('100000000 years')$$) AS stranded_huge,
+       in_state($$SELECT * FROM chrono_forge.stranded('-100000000 years')$$) AS stranded_negative;
+SELECT count(*) > 0 AS all_time FROM chrono_forge.top_errors('100000000 years');
 
 -- Documented, not CF012: a negative limit given to a view (2201W).
 SELECT in_state($$SELECT * FROM chrono_forge.waiting(max_rows => -1)$$) AS waiting,
