@@ -193,13 +193,22 @@ BEGIN
     CALL chrono_forge.branch('b');
     CALL chrono_forge.spawn_each('s', 'in_wf', 'SELECT in_long(3000) AS item_key');
 END $$;
+CREATE FUNCTION in_cond() RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+CREATE PROCEDURE in_until_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.wait_until('in_cond', timeout => '100000000 years');
+END $$;
+CREATE PROCEDURE in_every_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_repeat('in_step', '100000000 years', 'in_till');
+END $$;
 CREATE PROCEDURE in_context_key_wf(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM chrono_forge.context_set(in_long(600), '1');
 END $$;
 SELECT count(chrono_forge.start(w, 'p')) FROM unnest(ARRAY['in_wait_wf', 'in_repeat_wf', 'in_event_wf',
     'in_name_wf', 'in_policy_wf', 'in_context_wf', 'in_merge_wf', 'in_batch_wf', 'in_child_key_wf',
-    'in_context_key_wf']) AS w;
+    'in_context_key_wf', 'in_until_wf', 'in_every_wf']) AS w;
 CALL chrono_forge.run_pending();
 SELECT w.workflow, w.state, w.attempt, e.error_class,
        left(regexp_replace(e.error_message, '\(\d+ bytes', '(N bytes'), 60) AS error_message
