@@ -214,7 +214,7 @@ policy_parse(JsonbContainer *c, bool strict)
 		arr = v.val.binary.data;
 		count = JsonContainerSize(arr);
 		/* Every failure matches its error against each entry. */
-		if (count > CF_POLICY_MAX_ENTRIES)
+		if (strict && count > CF_POLICY_MAX_ENTRIES)
 			policy_error(psprintf("\"retry_on\" may have at most %d entries.", CF_POLICY_MAX_ENTRIES));
 		p->any_error = false;
 		p->nconditions = count;
