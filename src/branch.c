@@ -510,6 +510,15 @@ static void
 batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
 		  Jsonb *args, MemoryContext cxt)
 {
+	/*
+	 * A child's key is an index key: past the maximum its run could never
+	 * be written, and a worker would fail to take it again and again.
+	 * Keys grow with every level of nesting; this bounds the depth too.
+	 */
+	if (strlen(key) > CF_CHILD_KEY_MAX_BYTES)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("child key is too long (%zu bytes, at most %d)", strlen(key), CF_CHILD_KEY_MAX_BYTES),
+				 "A child's key is <parent key>$<branch>$<spawn>[_<item_key>]: shorten one of them.");
 	accumArrayResult(cb->workflows, CStringGetTextDatum(workflow), false, TEXTOID, cxt);
 	accumArrayResult(cb->keys, CStringGetTextDatum(key), false, TEXTOID, cxt);
 	accumArrayResult(cb->procedures, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
@@ -790,8 +799,10 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	source = text_arg(fcinfo, 2);
 	if (source == NULL || source[0] == '\0')
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must not be NULL or empty", NULL);
-	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each batch_size must be at least 1", NULL);
+	/* One batch is read into memory and inserted in one statement. */
+	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > CF_SPAWN_BATCH_MAX)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("spawn_each batch_size must be between 1 and %d", CF_SPAWN_BATCH_MAX), NULL);
 	batch_size = PG_GETARG_INT32(3);
 	b = require_branch("spawn_each");
 	if (b->sealed)
@@ -1098,6 +1109,10 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 "merge_branches min_interval must not exceed max_interval", NULL);
+	/* The poller adds it to now in microseconds: bound it. */
+	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
 
 	sorted = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -1120,6 +1135,8 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
 			appendStringInfo(&step, "%s%s", i > 0 ? "," : "", sorted[i]);
+	/* The step name joins every name: bound it as an index key. */
+	cf_check_length("merge step name", step.data, CF_STEP_NAME_MAX_BYTES);
 	ensure_registry();
 	if (cf_step_completed(step.data, &ignored))
 	{

@@ -43,6 +43,22 @@
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
 
+/*
+ * Documented maxima of inputs (README, "Errors"), refused with CF012
+ * before anything is written.  Names and keys end up in btree indexes
+ * whose entries may not exceed a third of a page (~2.7 KB): a run's key
+ * with its workflow, a step name built from a primitive's prefix and up
+ * to two names.  Policy numbers bound every backoff to a year, so that
+ * no delay overflows a timestamp.
+ */
+#define CF_NAME_MAX_BYTES 512
+#define CF_KEY_MAX_BYTES 1024
+#define CF_CHILD_KEY_MAX_BYTES 2048
+#define CF_STEP_NAME_MAX_BYTES 2000
+#define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
+#define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
+#define CF_SPAWN_BATCH_MAX 100000
+
 /* guc.c */
 extern char *cf_database;
 extern int	cf_workers;
@@ -109,6 +125,8 @@ extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					bool read_only, long count);
 extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
+extern void cf_check_length(const char *what, const char *s, int max_bytes);
+extern void cf_validate_workflow_name(const char *workflow);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 

@@ -102,7 +102,10 @@ cf_context_replace(PG_FUNCTION_ARGS)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
+		{
 			key = pnstrdup(v.val.string.val, v.val.string.len);
+			cf_check_length("context key", key, CF_NAME_MAX_BYTES);
+		}
 		else if (tok == WJB_VALUE && json_value_size(&v) > CF_CONTEXT_VALUE_MAX)
 			ereport(ERROR,
 					(errcode(ERRCODE_CF_CONTEXT_INVALID),

@@ -60,6 +60,7 @@ cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
 	s = text_to_cstring(PG_GETARG_TEXT_PP(n));
 	if (s[0] == '\0')
 		invalid_argument(psprintf("%s must not be empty", what), NULL);
+	cf_check_length(what, s, strcmp(what, "key") == 0 ? CF_KEY_MAX_BYTES : CF_NAME_MAX_BYTES);
 	return s;
 }
 
@@ -78,6 +79,7 @@ cf_resolve_workflow(const char *workflow, bool must_own)
 	bool		has_config;
 	char	   *qualified;
 
+	cf_validate_workflow_name(workflow);
 	owa->objname = stringToQualifiedNameList(workflow);
 	owa->objargs = list_make1(SystemTypeName("jsonb"));
 	proc = LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);

@@ -258,7 +258,8 @@ cf_cron_prev(const CfCron *cron, TimestampTz t, TimestampTz *tick)
 			if (minute_matches(cron, minute))
 			{
 				*tick = make_tick(julian, minute);
-				return true;
+				/* Past either end of the timestamp range: no tick. */
+				return IS_VALID_TIMESTAMP(*tick);
 			}
 	}
 	return false;
@@ -282,7 +283,8 @@ cf_cron_next(const CfCron *cron, TimestampTz t, TimestampTz *tick)
 			if (minute_matches(cron, minute))
 			{
 				*tick = make_tick(julian, minute);
-				return true;
+				/* Past either end of the timestamp range: no tick. */
+				return IS_VALID_TIMESTAMP(*tick);
 			}
 	}
 	return false;
@@ -303,10 +305,16 @@ static Datum
 cron_sql(FunctionCallInfo fcinfo, bool (*search) (const CfCron *, TimestampTz, TimestampTz *))
 {
 	CfCron		cron;
+	TimestampTz t = PG_GETARG_TIMESTAMPTZ(1);
 	TimestampTz tick;
 
 	cf_cron_parse_firing(text_to_cstring(PG_GETARG_TEXT_PP(0)), &cron);
-	if (!search(&cron, PG_GETARG_TIMESTAMPTZ(1), &tick))
+	/* Infinity has no minute: the search would start from garbage. */
+	if (TIMESTAMP_NOT_FINITE(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("cron_next and cron_prev need a finite timestamp")));
+	if (!search(&cron, t, &tick))
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(tick);
 }

@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
@@ -31,6 +32,7 @@
 #include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "chrono_forge.h"
 
@@ -209,6 +211,51 @@ cf_validate_name_segment(const char *what, const char *segment)
 				(errcode(ERRCODE_CF_INVALID_STEP_NAME),
 				 errmsg("invalid step name: %s \"%s\" contains \"$\"", what, segment),
 				 errhint("\"$\" separates the parts of step names; choose another name.")));
+	cf_check_length(what, segment, CF_NAME_MAX_BYTES);
+}
+
+/*
+ * Names and keys are index keys: past a third of a page PostgreSQL
+ * refuses the entry (54000) when it is written, which inside a pass is
+ * long after the call that supplied it.  Refuse them at the door.
+ */
+void
+cf_check_length(const char *what, const char *s, int max_bytes)
+{
+	if (s != NULL && strlen(s) > (size_t) max_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %zu bytes; at most %d are allowed.", strlen(s), max_bytes)));
+}
+
+/*
+ * A workflow name as the caller typed it: one to three dot-separated
+ * identifiers, the first of three being this database (as PostgreSQL
+ * reads qualified names).  Checked here so that a malformed name is bad
+ * input (CF012) like an unknown one, not a syntax error (42601, 42602) or
+ * a cross-database reference (0A000) from the name parser.
+ */
+void
+cf_validate_workflow_name(const char *workflow)
+{
+	char	   *copy;
+	List	   *parts;
+	bool		ok;
+
+	cf_check_length("workflow", workflow, CF_NAME_MAX_BYTES);
+	copy = pstrdup(workflow);
+	ok = SplitIdentifierString(copy, '.', &parts);
+	if (ok && list_length(parts) == 3)
+		ok = strcmp((char *) linitial(parts), get_database_name(MyDatabaseId)) == 0;
+	if (!ok || list_length(parts) < 1 || list_length(parts) > 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("invalid workflow name: %s", workflow),
+				 errhint("A workflow names a procedure: name, schema.name or database.schema.name, "
+						 "identifiers double-quoted as in SQL.")));
+	list_free(parts);
+	pfree(copy);
 }
 
 /* Insert an error_logs row; returns its id.  Caller is connected to SPI. */

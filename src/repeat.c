@@ -287,6 +287,8 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 		cf_primitive_invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
 	if (PG_ARGISNULL(2))
 		cf_primitive_invalid_argument("durably_repeat till must not be NULL");
+	if (!PG_ARGISNULL(3) && TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
+		cf_primitive_invalid_argument("durably_repeat start_at must be finite");
 	till = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (!PG_ARGISNULL(4))
 		r.policy = cf_policy_validate(PG_GETARG_JSONB_P(4));

@@ -127,23 +127,49 @@ cmp_cstring(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/*
+ * A policy number, as a double.  JSON numbers have no NaN or infinity, but
+ * a numeric can be far beyond a double (1e400) or make every backoff
+ * overflow (1e20 seconds is no interval): anything beyond `max` is
+ * refused here, before it is converted, as the documented maximum.
+ */
 static double
-number_field(JsonbContainer *c, const char *key, double dflt, bool *present)
+number_field(JsonbContainer *c, const char *key, double dflt, double max, bool strict,
+			 bool *present)
 {
 	JsonbValue	v;
+	Datum		bound;
 
 	*present = false;
 	if (!getKeyJsonValueFromContainer(c, key, strlen(key), &v) || v.type == jbvNull)
 		return dflt;
-	if (v.type != jbvNumeric)
+	if (v.type != jbvNumeric || numeric_is_nan(v.val.numeric) || numeric_is_inf(v.val.numeric))
 		policy_error(psprintf("\"%s\" must be a number.", key));
+	bound = NumericGetDatum(int64_to_numeric((int64) max));
+	if (DatumGetBool(DirectFunctionCall2(numeric_gt,
+										 DirectFunctionCall1(numeric_abs, NumericGetDatum(v.val.numeric)),
+										 bound)))
+	{
+		/*
+		 * A policy stored before the maximum existed (a configure()
+		 * default) still decides: as if it said the maximum.
+		 */
+		if (strict)
+			policy_error(psprintf("\"%s\" must be at most %.0f.", key, max));
+		*present = true;
+		return DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(v.val.numeric),
+												NumericGetDatum(int64_to_numeric(0)))) ? -max : max;
+	}
 	*present = true;
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
 }
 
-/* Parse and validate one policy object. */
+/*
+ * Parse and validate one policy object.  Not strict: numbers beyond the
+ * maxima are clamped to them (a stored policy deciding after a failure).
+ */
 static CfPolicy *
-policy_parse(JsonbContainer *c)
+policy_parse(JsonbContainer *c, bool strict)
 {
 	CfPolicy   *p = palloc0(sizeof(CfPolicy));
 	JsonbValue	v;
@@ -154,7 +180,7 @@ policy_parse(JsonbContainer *c)
 	if (!JsonContainerIsObject(c))
 		policy_error("A policy must be a JSON object or an array of objects.");
 
-	n = number_field(c, "max_attempts", 0, &present);
+	n = number_field(c, "max_attempts", 0, INT_MAX, strict, &present);
 	p->unlimited = !present;
 	if (present)
 	{
@@ -162,9 +188,9 @@ policy_parse(JsonbContainer *c)
 			policy_error("\"max_attempts\" must be a positive integer or null.");
 		p->max_attempts = (int) n;
 	}
-	p->base = number_field(c, "base", 1, &present);
-	p->cap = number_field(c, "cap", 30, &present);
-	if (p->base < 0 || p->cap < 0 || isnan(p->base) || isnan(p->cap))
+	p->base = number_field(c, "base", 1, CF_POLICY_MAX_SECONDS, strict, &present);
+	p->cap = number_field(c, "cap", 30, CF_POLICY_MAX_SECONDS, strict, &present);
+	if (p->base < 0 || p->cap < 0)
 		policy_error("\"base\" and \"cap\" must not be negative.");
 	if (p->base > p->cap)
 		policy_error("\"base\" must not exceed \"cap\".");
@@ -187,6 +213,9 @@ policy_parse(JsonbContainer *c)
 			policy_error("\"retry_on\" must be an array of SQLSTATEs, classes or condition names.");
 		arr = v.val.binary.data;
 		count = JsonContainerSize(arr);
+		/* Every failure matches its error against each entry. */
+		if (strict && count > CF_POLICY_MAX_ENTRIES)
+			policy_error(psprintf("\"retry_on\" may have at most %d entries.", CF_POLICY_MAX_ENTRIES));
 		p->any_error = false;
 		p->nconditions = count;
 		p->conditions = palloc0(sizeof(char *) * (count + 1));
@@ -234,9 +263,10 @@ policy_matches(CfPolicy *p, int sqlerrcode)
 static double
 policy_delay(CfPolicy *p, int n, double jitter_fraction)
 {
-	double		d = p->base * pow(2.0, Max(n - 1, 0));
+	double		d = p->base * pow(2.0, Max((double) n - 1, 0));
 
-	if (d > p->cap || isinf(d))
+	/* pow() overflows to infinity after ~1024 failures: 0 * inf is NaN. */
+	if (!(d <= p->cap))
 		d = p->cap;
 	if (p->jitter)
 	{
@@ -259,17 +289,19 @@ cf_policy_validate(Jsonb *policy)
 
 		if (n == 0)
 			policy_error("A composite policy needs at least one policy.");
+		if (n > CF_POLICY_MAX_ENTRIES)
+			policy_error(psprintf("A composite policy may have at most %d policies.", CF_POLICY_MAX_ENTRIES));
 		for (int i = 0; i < n; i++)
 		{
 			JsonbValue *e = getIthJsonbValueFromContainer(&policy->root, i);
 
 			if (e->type != jbvBinary)
 				policy_error("A composite policy is an array of policy objects.");
-			(void) policy_parse(e->val.binary.data);
+			(void) policy_parse(e->val.binary.data, true);
 		}
 	}
 	else
-		(void) policy_parse(&policy->root);
+		(void) policy_parse(&policy->root, true);
 	return policy;
 }
 
@@ -318,7 +350,7 @@ cf_policy_decide(Jsonb *policy, int sqlerrcode, int attempts, Jsonb *retry_count
 
 		for (int i = 0; i < count && p == NULL; i++)
 		{
-			CfPolicy   *candidate = policy_parse(getIthJsonbValueFromContainer(&policy->root, i)->val.binary.data);
+			CfPolicy   *candidate = policy_parse(getIthJsonbValueFromContainer(&policy->root, i)->val.binary.data, false);
 
 			if (policy_matches(candidate, sqlerrcode))
 				p = candidate;
@@ -331,7 +363,7 @@ cf_policy_decide(Jsonb *policy, int sqlerrcode, int attempts, Jsonb *retry_count
 	}
 	else
 	{
-		p = policy_parse(&policy->root);
+		p = policy_parse(&policy->root, false);
 		if (!policy_matches(p, sqlerrcode))
 			return d;
 	}
@@ -456,11 +488,11 @@ cf_retry_backoff(PG_FUNCTION_ARGS)
 	policy = cf_policy_validate(PG_GETARG_JSONB_P(0));
 	if (!JB_ROOT_IS_OBJECT(policy))
 		policy_error("retry_backoff() takes a single policy, not a composite.");
-	p = policy_parse(&policy->root);
+	p = policy_parse(&policy->root, true);
 	if (!PG_ARGISNULL(2))
 	{
 		fraction = PG_GETARG_FLOAT8(2);
-		if (fraction < 0 || fraction > 1)
+		if (!(fraction >= 0 && fraction <= 1))	/* NaN too */
 			policy_error("jitter_fraction must be between 0 and 1.");
 	}
 	d = policy_delay(p, PG_GETARG_INT32(1), fraction);

@@ -50,12 +50,50 @@ interval_is_positive(Interval *i)
 	return !cf_interval_is_negative(i) && (i->month > 0 || i->day > 0 || i->time > 0);
 }
 
+/*
+ * t + i for the primitives, whose intervals and start times are the
+ * caller's.  A result beyond the timestamp range (or an infinite t, which
+ * no interval moves) is bad input: CF012, failing the run at once, rather
+ * than 22008 going round the workflow-level retries to fail the same way.
+ * The addition itself is pure, so its range error can be caught here
+ * without a subtransaction.
+ */
 TimestampTz
 cf_timestamp_plus(TimestampTz t, Interval *i)
 {
-	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-												   TimestampTzGetDatum(t),
-												   IntervalPGetDatum(i)));
+	volatile TimestampTz result = DT_NOEND;
+	volatile bool out_of_range = TIMESTAMP_NOT_FINITE(t);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!out_of_range)
+	{
+		PG_TRY();
+		{
+			result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															 TimestampTzGetDatum(t),
+															 IntervalPGetDatum(i)));
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
+				PG_RE_THROW();
+			FlushErrorState();
+			FreeErrorData(edata);
+			out_of_range = true;
+		}
+		PG_END_TRY();
+	}
+	if (out_of_range)
+		cf_primitive_invalid_argument(psprintf("timestamp out of range: %s + %s",
+											   DatumGetCString(DirectFunctionCall1(timestamptz_out,
+																				   TimestampTzGetDatum(t))),
+											   DatumGetCString(DirectFunctionCall1(interval_out,
+																				   IntervalPGetDatum(i)))));
+	return result;
 }
 
 /* A string as a JSON string literal. */

@@ -217,8 +217,8 @@ SELECT count(*) FROM chrono_forge.daily_outcomes('7 days');
 SELECT count(*) FROM chrono_forge.overview;
 COMMIT;
 SELECT count(*) FROM chrono_forge.outcome_days_summarised WHERE day < '2027-01-01';
--- The first call summarises the window's closed days (01-02 .. 01-07),
--- the next ones read them.
+-- The first call summarises the window's closed days from the oldest
+-- end of a run (01-05 .. 01-07), the next ones read them.
 SELECT * FROM chrono_forge.daily_outcomes('7 days');
 SELECT day FROM chrono_forge.outcome_days_summarised WHERE day < '2027-01-01' ORDER BY day;
 SELECT day, workflow, owner, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY 1, 2;
