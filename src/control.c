@@ -24,6 +24,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -179,11 +180,53 @@ cf_canonical_workflow(const char *workflow)
 	return pstrdup(quote_identifier(strVal(llast(names))));
 }
 
-/* chrono_forge.canonical_workflow(text): the above, for the SQL views. */
+/*
+ * The search_path in effect before the outermost function with a SET
+ * search_path clause was entered: the views and their helpers pin their
+ * path, but the workflow name a client passes them is the client's.
+ * NULL if no such function is active.
+ */
+static const char *
+client_search_path(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+	{
+		GucStack   *outer = NULL;
+
+		if (strcmp(vars[i]->name, "search_path") != 0)
+			continue;
+		for (GucStack *s = vars[i]->stack; s != NULL; s = s->prev)
+			if (s->state == GUC_SAVE)
+				outer = s;
+		return outer ? outer->prior.val.stringval : NULL;
+	}
+	return NULL;
+}
+
+/*
+ * chrono_forge.canonical_workflow(text): cf_canonical_workflow() for the
+ * SQL views (visible_run), with the client's search_path.
+ */
 Datum
 cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(cf_canonical_workflow(cf_required_text(fcinfo, 0, "workflow"))));
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	const char *path = client_search_path();
+	char	   *canonical;
+	int			level;
+
+	if (path == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(cf_canonical_workflow(workflow)));
+	/* As a function's SET clause does; an error unwinds it the same way. */
+	level = NewGUCNestLevel();
+	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	canonical = cf_canonical_workflow(workflow);
+	AtEOXact_GUC(true, level);
+	PG_RETURN_TEXT_P(cstring_to_text(canonical));
 }
 
 Datum
