@@ -20,14 +20,16 @@ CREATE FUNCTION chrono_forge.canonical_workflow(workflow text) RETURNS text
 
 -- Children are keyed "$<parent run id>$<old key>": unique to their parent,
 -- and start() refuses keys beginning with '$'.  Existing children take the
--- new form, so that a parent replaying a spawn after the update finds its
+-- new form (those the new library spawned before this update have it), so that a parent replaying a spawn after the update finds its
 -- children where the new code looks.  Children not started yet too.
 UPDATE chrono_forge.workflows c
    SET key = '$' || l.workflow_id::text || '$' || c.key
   FROM chrono_forge.execution_logs l
- WHERE l.id = c.parent_execution_log_id;
+ WHERE l.id = c.parent_execution_log_id
+   AND c.key NOT LIKE '$' || l.workflow_id::text || '$%';
 UPDATE chrono_forge.spawn_batches b
-   SET keys = ARRAY(SELECT '$' || l.workflow_id::text || '$' || u.k
+   SET keys = ARRAY(SELECT CASE WHEN u.k LIKE '$' || l.workflow_id::text || '$%' THEN u.k
+                                ELSE '$' || l.workflow_id::text || '$' || u.k END
                       FROM pg_catalog.unnest(b.keys) WITH ORDINALITY AS u(k, i) ORDER BY u.i)
   FROM chrono_forge.execution_logs l
  WHERE l.id = b.branch_log_id;
