@@ -334,11 +334,11 @@ probe_check(int64 log_id)
 				 errmsg("execution log %lld is not a branch", (long long) log_id)));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	/* Another role's branch answers as a log that is not a branch. */
 	if (!has_privs_of_role(caller, owner))
 		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for this branch"),
-				 errdetail("Only the owner of its run may probe it.")));
+				(errcode(ERRCODE_CF_UNKNOWN_BRANCH),
+				 errmsg("execution log %lld is not a branch", (long long) log_id)));
 	return state;
 }
 
@@ -506,6 +506,20 @@ batch_init(ChildBatch *cb, MemoryContext cxt)
 	cb->n = 0;
 }
 
+/*
+ * A child's key: "$<parent run id>$<parent key>$<branch>$<name>".  A
+ * child's identity is (owner, procedure, key) like any run's; the parent's
+ * run id makes it unique to its parent (two parents sharing a business key
+ * never share children), and start() refuses keys beginning with '$', so
+ * nothing outside the parent can take it first.
+ */
+static char *
+child_key(const char *branch, const char *name)
+{
+	return psprintf("$" INT64_FORMAT "$%s$%s$%s", cf_pass.workflow_id, cf_pass.key, branch, name);
+}
+
+/* The child's workflow is stored as its procedure's canonical name. */
 static void
 batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
 		  Jsonb *args, MemoryContext cxt)
@@ -518,8 +532,8 @@ batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *pro
 	if (strlen(key) > CF_CHILD_KEY_MAX_BYTES)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("child key is too long (%zu bytes, at most %d)", strlen(key), CF_CHILD_KEY_MAX_BYTES),
-				 "A child's key is <parent key>$<branch>$<spawn>[_<item_key>]: shorten one of them.");
-	accumArrayResult(cb->workflows, CStringGetTextDatum(workflow), false, TEXTOID, cxt);
+				 "A child's key is $<parent run id>$<parent key>$<branch>$<spawn>[_<item_key>]: shorten one of them.");
+	accumArrayResult(cb->workflows, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
 	accumArrayResult(cb->keys, CStringGetTextDatum(key), false, TEXTOID, cxt);
 	accumArrayResult(cb->procedures, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
 	accumArrayResult(cb->args, JsonbPGetDatum(args), false, JSONBOID, cxt);
@@ -549,16 +563,32 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 			"   (workflow, key, procedure, args, owner, parent_execution_log_id, created_at, updated_at)"
 			"  SELECT u.w, u.k, u.p, u.a, $5::regrole, $6, $7, $7"
 			"   FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
-			"  ON CONFLICT (workflow, key) DO NOTHING RETURNING id),"
+			"  ON CONFLICT DO NOTHING RETURNING id),"
 			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 			"  SELECT id, $7, 'spawn' FROM c)"
-			" SELECT count(*) FROM c",
+			" SELECT count(*), (SELECT min(x.key) FROM chrono_forge.workflows x,"
+			"   unnest($1::text[], $2::text[]) AS u(w, k)"
+			"  WHERE x.workflow = u.w AND x.key = u.k AND x.owner = $5::regrole"
+			"   AND x.parent_execution_log_id IS DISTINCT FROM $6) FROM c",
 			7, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, OIDOID, INT8OID, TIMESTAMPTZOID},
 			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
 				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
 				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
 			NULL, false, 0);
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	/*
+	 * A key that is a run but not this branch's child (only a run from
+	 * before 0.5.0 can be: start() refuses child keys) would be the child
+	 * dropped silently: fail the parent instead.  (An existing child of
+	 * this branch is this spawn replayed.)
+	 */
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("child key \"%s\" is already a run outside this branch",
+						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+				 "Cancel and remove that run, then retry this one.");
 	SPI_freetuptable(SPI_tuptable);
 	cf_internal_end(&st);
 	if (n > 0)
@@ -719,7 +749,7 @@ cf_spawn(PG_FUNCTION_ARGS)
 
 	cf_spi_connect();
 	batch_init(&cb, CurrentMemoryContext);
-	batch_add(&cb, workflow, psprintf("%s$%s$%s", cf_pass.key, b->name, name), procedure, args,
+	batch_add(&cb, workflow, child_key(b->name, name), procedure, args,
 			  CurrentMemoryContext);
 	(void) dispatch(&cb, b->log_id, CurrentMemoryContext);
 	commit_step();
@@ -914,7 +944,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 						 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
 			batch_add(&cb, row_wf,
-					  psprintf("%s$%s$%s_%s", cf_pass.key, b->name, name, item_key),
+					  child_key(b->name, psprintf("%s_%s", name, item_key)),
 					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);
 		}
 		MemoryContextSwitchTo(old);

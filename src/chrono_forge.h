@@ -138,6 +138,7 @@ typedef struct CfRunRef
 } CfRunRef;
 extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
 extern char *cf_resolve_workflow(const char *workflow, bool must_own);
+extern char *cf_canonical_workflow(const char *workflow);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 

@@ -24,6 +24,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -38,6 +39,7 @@ PG_FUNCTION_INFO_V1(cf_wake);
 PG_FUNCTION_INFO_V1(cf_retry);
 PG_FUNCTION_INFO_V1(cf_reap_stalled);
 PG_FUNCTION_INFO_V1(cf_notify_launcher);
+PG_FUNCTION_INFO_V1(cf_canonical_workflow_sql);
 
 static bool notify_launcher(const char *db);
 
@@ -65,29 +67,78 @@ cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
 }
 
 /*
- * Resolve a workflow procedure: it takes one jsonb, and (since its steps
- * commit) has no SET clause and is not SECURITY DEFINER.  Returns the
- * schema-qualified name the executor CALLs.
+ * A workflow procedure that does not exist, or (configure()) one the
+ * caller does not own: one answer for both, so that configure() tells
+ * nobody whose procedure is whose.
  */
-char *
-cf_resolve_workflow(const char *workflow, bool must_own)
+static void
+no_such_workflow(const char *workflow)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("workflow procedure %s(jsonb) does not exist", workflow),
+			 errhint("A workflow is a procedure taking one jsonb argument (its args).")));
+}
+
+/* The procedure a workflow name resolves to (caller's search_path), if any. */
+static Oid
+lookup_workflow(const char *workflow)
 {
 	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
 	Oid			proc;
-	HeapTuple	tup;
-	Form_pg_proc form;
-	bool		has_config;
-	char	   *qualified;
 
 	cf_validate_workflow_name(workflow);
 	owa->objname = stringToQualifiedNameList(workflow);
 	owa->objargs = list_make1(SystemTypeName("jsonb"));
 	proc = LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
 	if (!OidIsValid(proc) || get_func_prokind(proc) != PROKIND_PROCEDURE)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("workflow procedure %s(jsonb) does not exist", workflow),
-				 errhint("A workflow is a procedure taking one jsonb argument (its args).")));
+		return InvalidOid;
+	return proc;
+}
+
+/*
+ * The canonical spelling of a procedure, which is a run's identity (with
+ * its owner and key) since 0.5.0: schema-qualified, each part quoted only
+ * if it must be (quote_qualified_identifier), so "tenant_a".wf,
+ * tenant_a.wf and TENANT_A.WF all give tenant_a.wf.
+ */
+static char *
+canonical_name(Oid proc)
+{
+	HeapTuple	tup;
+	Form_pg_proc form;
+	char	   *qualified;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(proc));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for procedure %u", proc);
+	form = (Form_pg_proc) GETSTRUCT(tup);
+	qualified = quote_qualified_identifier(get_namespace_name(form->pronamespace),
+										   NameStr(form->proname));
+	ReleaseSysCache(tup);
+	return qualified;
+}
+
+/*
+ * Resolve a workflow procedure: it takes one jsonb, and (since its steps
+ * commit) has no SET clause and is not SECURITY DEFINER.  Returns its
+ * canonical name, which the executor CALLs and runs are stored under.
+ * must_own (configure()): a procedure the caller does not own answers as
+ * a missing one.
+ */
+char *
+cf_resolve_workflow(const char *workflow, bool must_own)
+{
+	Oid			proc = lookup_workflow(workflow);
+	HeapTuple	tup;
+	Form_pg_proc form;
+	bool		has_config;
+
+	if (!OidIsValid(proc))
+		no_such_workflow(workflow);
+	/* Defaults apply to everyone's runs: only the procedure's owner sets them. */
+	if (must_own && !pg_proc_ownercheck(proc, GetUserId()))
+		no_such_workflow(workflow);
 
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(proc));
 	if (!HeapTupleIsValid(tup))
@@ -102,20 +153,82 @@ cf_resolve_workflow(const char *workflow, bool must_own)
 				 errmsg("workflow procedure %s must not have SET clauses or be SECURITY DEFINER", workflow),
 				 errdetail("PostgreSQL runs such procedures atomically, and workflow steps commit.")));
 	}
-	qualified = quote_qualified_identifier(get_namespace_name(form->pronamespace),
-										   NameStr(form->proname));
 	ReleaseSysCache(tup);
 
 	if (pg_proc_aclcheck(proc, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for procedure %s", workflow)));
-	/* Defaults apply to everyone's runs: only the procedure's owner sets them. */
-	if (must_own && !pg_proc_ownercheck(proc, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("only the owner of procedure %s may configure it", workflow)));
-	return qualified;
+	return canonical_name(proc);
+}
+
+/*
+ * The canonical name a run lookup by (workflow, key) uses: the procedure
+ * the name resolves to now, else (a dropped procedure, a schema not on the
+ * path) the name itself in canonical form, so that an old run stays
+ * reachable by its stored, qualified name.
+ */
+char *
+cf_canonical_workflow(const char *workflow)
+{
+	Oid			proc = lookup_workflow(workflow);
+	List	   *names;
+
+	if (OidIsValid(proc))
+		return canonical_name(proc);
+	names = stringToQualifiedNameList(workflow);
+	if (list_length(names) == 2)
+		return quote_qualified_identifier(strVal(linitial(names)), strVal(lsecond(names)));
+	return pstrdup(quote_identifier(strVal(llast(names))));
+}
+
+/*
+ * The search_path in effect before the outermost function with a SET
+ * search_path clause was entered: the views and their helpers pin their
+ * path, but the workflow name a client passes them is the client's.
+ * NULL if no such function is active.
+ */
+static const char *
+client_search_path(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+	{
+		GucStack   *outer = NULL;
+
+		if (strcmp(vars[i]->name, "search_path") != 0)
+			continue;
+		for (GucStack *s = vars[i]->stack; s != NULL; s = s->prev)
+			if (s->state == GUC_SAVE)
+				outer = s;
+		return outer ? outer->prior.val.stringval : NULL;
+	}
+	return NULL;
+}
+
+/*
+ * chrono_forge.canonical_workflow(text): cf_canonical_workflow() for the
+ * SQL views (visible_run), with the client's search_path.
+ */
+Datum
+cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
+{
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	const char *path = client_search_path();
+	char	   *canonical;
+	int			level;
+
+	if (path == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(cf_canonical_workflow(workflow)));
+	/* As a function's SET clause does; an error unwinds it the same way. */
+	level = NewGUCNestLevel();
+	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	canonical = cf_canonical_workflow(workflow);
+	AtEOXact_GUC(true, level);
+	PG_RETURN_TEXT_P(cstring_to_text(canonical));
 }
 
 Datum
@@ -140,10 +253,19 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("options must be a JSON object", NULL);
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
+	/*
+	 * Keys beginning with '$' are the engine's: children are keyed
+	 * "$<parent run id>$...", so that nothing outside their parent can
+	 * take a child's key (see spawn in branch.c).
+	 */
+	if (key[0] == '$')
+		invalid_argument("key must not begin with \"$\"",
+						 "Keys beginning with \"$\" are reserved for the children of branches.");
 	procedure = cf_resolve_workflow(workflow, false);
 	cf_replan_if_stale();		/* many starts in one session */
 
-	values[0] = CStringGetTextDatum(workflow);
+	/* A run is (owner, procedure, key): every spelling names the same run. */
+	values[0] = CStringGetTextDatum(procedure);
 	values[1] = CStringGetTextDatum(key);
 	values[2] = CStringGetTextDatum(procedure);
 	values[3] = JsonbPGetDatum(args);
@@ -151,6 +273,11 @@ cf_start(PG_FUNCTION_ARGS)
 	values[5] = ObjectIdGetDatum(GetUserId());
 	values[6] = TimestampTzGetDatum(now);
 
+	/*
+	 * ON CONFLICT without a target: the run's identity is the unique
+	 * constraint (workflow, key, owner) since 0.5.0, and on a database not
+	 * updated yet the old (workflow, key) still applies.
+	 */
 	SPI_connect();
 	cf_internal_begin(&st);
 	cf_exec(&insert_plan,
@@ -158,7 +285,7 @@ cf_start(PG_FUNCTION_ARGS)
 			"  INSERT INTO chrono_forge.workflows"
 			"   (workflow, key, procedure, args, options, owner, created_at, updated_at)"
 			"  VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
-			"  ON CONFLICT (workflow, key) DO NOTHING RETURNING id),"
+			"  ON CONFLICT DO NOTHING RETURNING id),"
 			" wk AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 			"  SELECT id, $7, 'start' FROM ins)"
 			" SELECT id FROM ins",
@@ -168,10 +295,15 @@ cf_start(PG_FUNCTION_ARGS)
 		cf_queue_wakeup(now);
 	else
 	{
-		/* It exists (maybe committed after our snapshot: look again). */
+		/*
+		 * The caller's own run exists (maybe committed after our snapshot:
+		 * look again).  Another role's run of the same key is another run.
+		 */
 		cf_exec(&find_plan,
-				"SELECT id FROM chrono_forge.workflows WHERE workflow = $1 AND key = $2",
-				2, (Oid[]) {TEXTOID, TEXTOID}, values, NULL, false, 1);
+				"SELECT id FROM chrono_forge.workflows"
+				" WHERE workflow = $1 AND key = $2 AND owner = $6::regrole",
+				6, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID},
+				values, NULL, false, 1);
 		if (SPI_processed != 1)
 			elog(ERROR, "workflow run (%s, %s) vanished during start()", workflow, key);
 	}
@@ -193,7 +325,8 @@ cf_configure(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		invalid_argument("retry_policy must not be NULL", "Build one with chrono_forge.retry_policy().");
 	policy = cf_policy_validate(PG_GETARG_JSONB_P(1));
-	(void) cf_resolve_workflow(workflow, true);
+	/* Stored under the procedure's canonical name: its runs read it there. */
+	workflow = cf_resolve_workflow(workflow, true);
 
 	SPI_connect();
 	cf_internal_begin(&st);
@@ -201,57 +334,99 @@ cf_configure(PG_FUNCTION_ARGS)
 			"INSERT INTO chrono_forge.workflow_defaults AS d (workflow, retry_policy, owner, updated_at)"
 			" VALUES ($1, $2, $3::regrole, chrono_forge.now())"
 			" ON CONFLICT (workflow) DO UPDATE SET retry_policy = EXCLUDED.retry_policy,"
-			"  updated_at = EXCLUDED.updated_at"
-			" WHERE pg_has_role($3, d.owner, 'MEMBER')",
+			"  owner = EXCLUDED.owner, updated_at = EXCLUDED.updated_at",
 			3, (Oid[]) {TEXTOID, JSONBOID, OIDOID},
 			(Datum[]) {CStringGetTextDatum(workflow), JsonbPGetDatum(policy), ObjectIdGetDatum(caller)},
 			NULL, false, 0);
 	cf_internal_end(&st);
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("workflow %s is configured by another role", workflow)));
 	SPI_finish();
 	PG_RETURN_VOID();
 }
 
 /*
- * Find a run by (workflow, key); only its owner (or a member of the owner
- * role) may act on it.  The caller's identity is taken before entering the
- * engine's own.  for_update serializes with passes (a state change);
- * otherwise a key-share lock only keeps the run from vanishing, and never
- * waits for a pass in progress.
+ * Find the caller's run by (workflow, key).  The name is canonicalized as
+ * start() stores it; the run is the caller's own (owner = caller), else
+ * one whose owner the caller is a member of, or, for a member of
+ * chrono_forge_admin, anyone's.  A run the caller may not act on answers
+ * exactly as a missing one (CF014): nobody learns another role's runs
+ * exist.  Several candidates and none the caller's own (an admin, or a
+ * member of several owners) is ambiguous: CF012, nothing done.  The
+ * caller's identity is taken before entering the engine's own.
+ * for_update serializes with passes (a state change); otherwise a
+ * key-share lock only keeps the run from vanishing, and never waits for a
+ * pass in progress.
  */
 CfRunRef
 cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
 {
+	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr share_plan = NULL;
-	CfRunRef		run;
+	CfRunRef	run;
 	bool		isnull;
-	Oid			owner;
+	bool		admin = cf_is_admin(caller);
+	int64		chosen = 0;
+	int			candidates = 0;
+	char	   *canonical;
+	Oid			engine;
+	int			sec_context;
 
-	cf_exec(for_update ? &plan : &share_plan,
-			for_update
-			? "SELECT id, state::text, owner::oid FROM chrono_forge.workflows"
-			" WHERE workflow = $1 AND key = $2 FOR NO KEY UPDATE"
-			: "SELECT id, state::text, owner::oid FROM chrono_forge.workflows"
-			" WHERE workflow = $1 AND key = $2 FOR KEY SHARE",
+	/*
+	 * Callers are inside cf_internal_begin(): the name is the caller's, so
+	 * resolve it as the caller, on the caller's search_path, then go back
+	 * to the engine's identity and pinned path.  (An error in between
+	 * aborts the transaction, which restores both.)
+	 */
+	GetUserIdAndSecContext(&engine, &sec_context);
+	SetUserIdAndSecContext(caller, sec_context);
+	PopOverrideSearchPath();
+	canonical = cf_canonical_workflow(workflow);
+	cf_push_catalog_path();
+	SetUserIdAndSecContext(engine, sec_context);
+
+	cf_exec(&find_plan,
+			"SELECT id, owner::oid FROM chrono_forge.workflows WHERE workflow = $1 AND key = $2",
 			2, (Oid[]) {TEXTOID, TEXTOID},
-			(Datum[]) {CStringGetTextDatum(workflow), CStringGetTextDatum(key)},
-			NULL, false, 1);
-	if (SPI_processed != 1)
+			(Datum[]) {CStringGetTextDatum(canonical), CStringGetTextDatum(key)},
+			NULL, false, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (owner == caller)
+		{
+			chosen = id;
+			candidates = 1;
+			break;
+		}
+		if (admin || has_privs_of_role(caller, owner))
+		{
+			chosen = id;
+			candidates++;
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	if (candidates > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("workflow run (%s, %s) is ambiguous", workflow, key),
+				 errdetail("Several roles own a run of this workflow with this key, none of them you."),
+				 errhint("SET ROLE to the run's owner to act on its run.")));
+
+	if (candidates == 1)
+		cf_exec(for_update ? &plan : &share_plan,
+				for_update
+				? "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR NO KEY UPDATE"
+				: "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR KEY SHARE",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(chosen)}, NULL, false, 1);
+	if (candidates == 0 || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_UNKNOWN_RUN),
 				 errmsg("workflow run (%s, %s) does not exist", workflow, key)));
 	run.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	run.state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	if (!has_privs_of_role(caller, owner) && !cf_is_admin(caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for workflow run (%s, %s)", workflow, key),
-				 errdetail("Only its owner or a member of chrono_forge_admin may act on a run.")));
 	return run;
 }
 

@@ -416,7 +416,7 @@ write_taken_run(bool completed)
 			"   CASE WHEN $11 THEN 'completed' ELSE 'running' END::chrono_forge.workflow_state,"
 			"   CASE WHEN $11 THEN NULL ELSE $9 END, CASE WHEN $11 THEN NULL ELSE $10 END, $10,"
 			"   CASE WHEN $11 THEN $13 END, $12, $13)"
-			"  ON CONFLICT (workflow, key) DO NOTHING RETURNING id),"
+			"  ON CONFLICT DO NOTHING RETURNING id),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
 			"  SELECT id, '$workflow_completion$', 'completed', 1, $13, $13, $13 FROM w WHERE $11)"
@@ -719,13 +719,14 @@ claim_wakeup(Oid only_owner, bool before_spawned)
 	" SELECT " run_id ", c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
 	"  NULL::bigint[], c.id, c.i, c.i >= c.n, c.due_at FROM c"
 #define TAKE_CHILD_NEW_ID \
-	"CASE WHEN EXISTS (SELECT 1 FROM chrono_forge.workflows x WHERE x.workflow = c.w AND x.key = c.k)" \
+	"CASE WHEN EXISTS (SELECT 1 FROM chrono_forge.workflows x WHERE x.workflow = c.w AND x.key = c.k" \
+	"  AND x.owner = c.owner)" \
 	" THEN NULL ELSE nextval('chrono_forge.workflows_id_seq') END"
 #define TAKE_CHILD_WRITE_RUN \
 	", r AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, owner," \
 	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
 	"  OVERRIDING SYSTEM VALUE SELECT $5, c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1," \
-	"   c.due_at, $1 FROM c ON CONFLICT (workflow, key) DO NOTHING RETURNING id)"
+	"   c.due_at, $1 FROM c ON CONFLICT DO NOTHING RETURNING id)"
 
 /*
  * After TAKE_CHILD_SQL: the taken child becomes the pass's run, unless it
@@ -1263,7 +1264,7 @@ error_is_interrupt(ErrorData *edata)
 static void
 finish_after_body_error(ErrorData *edata)
 {
-	Jsonb	   *policy = cf_policy_for_workflow(cf_pass.workflow);
+	Jsonb	   *policy = cf_policy_for_workflow(cf_pass.procedure);
 	CfRetryDecision d;
 	int			attempt = (int) pass_attempt + 1;
 	Jsonb	   *counts = pass_retry_counts;

@@ -419,7 +419,7 @@ cf_step_policy(Jsonb *per_call)
 	Jsonb	   *policy = per_call;
 
 	if (policy == NULL)
-		policy = cf_policy_for_workflow(cf_pass.workflow);
+		policy = cf_policy_for_workflow(cf_pass.procedure);
 	if (policy == NULL)
 		policy = cf_policy_builtin("step");
 	return policy;

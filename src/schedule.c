@@ -121,9 +121,15 @@ cf_schedule(PG_FUNCTION_ARGS)
 	TimestampTz last_tick;
 	CfInternal	st;
 	Datum		values[7];
+	int64		schedule_id;
 	int64		jobid;
 	int64		reboot_jobid;
 
+	/* Its runs are keyed by the name, and keys beginning with '$' are children's. */
+	if (name[0] == '$')
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("schedule name must not begin with \"$\"")));
 	cf_cron_parse_firing(expr, &cron);
 	if (PG_ARGISNULL(3) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
 		ereport(ERROR,
@@ -148,25 +154,32 @@ cf_schedule(PG_FUNCTION_ARGS)
 	cf_internal_begin(&st);
 	cf_exec(&insert_plan,
 			"INSERT INTO chrono_forge.schedules (name, cron, workflow, args, catch_up, owner, last_tick)"
-			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7) ON CONFLICT (name) DO NOTHING",
+			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7) ON CONFLICT DO NOTHING RETURNING id",
 			7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, OIDOID, TIMESTAMPTZOID},
 			values, NULL, false, 0);
 	cf_internal_end(&st);
+	/* Names are per owner: only the caller's own schedules can be in use. */
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("schedule \"%s\" already exists", name),
 				 errhint("Call chrono_forge.unschedule() first to replace it.")));
+	schedule_id = first_int8();
 
-	/* The jobs belong to the caller: pg_cron runs them as this role. */
-	values[0] = CStringGetTextDatum(psprintf("chrono_forge:%s", name));
+	/*
+	 * The jobs belong to the caller: pg_cron runs them as this role.  They
+	 * are named by the schedule's id, not its name: pg_cron truncates job
+	 * names to 63 bytes (long names would share a job), and names are
+	 * unique per owner only.
+	 */
+	values[0] = CStringGetTextDatum(psprintf("chrono_forge:" INT64_FORMAT, schedule_id));
 	values[1] = CStringGetTextDatum(expr);
 	values[2] = CStringGetTextDatum(psprintf("SELECT chrono_forge.schedule_fire(%s)",
 											 quote_literal_cstr(name)));
 	exec_as_caller("SELECT cron.schedule($1, $2, $3)", 3,
 				   (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, SPI_OK_SELECT);
 	jobid = first_int8();
-	values[0] = CStringGetTextDatum(psprintf("chrono_forge:%s:reboot", name));
+	values[0] = CStringGetTextDatum(psprintf("chrono_forge:" INT64_FORMAT ":reboot", schedule_id));
 	values[1] = CStringGetTextDatum("@reboot");
 	values[2] = CStringGetTextDatum(psprintf("SELECT chrono_forge.schedule_fire(%s, reboot => true)",
 											 quote_literal_cstr(name)));
@@ -174,49 +187,51 @@ cf_schedule(PG_FUNCTION_ARGS)
 				   (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, SPI_OK_SELECT);
 	reboot_jobid = first_int8();
 
-	values[0] = CStringGetTextDatum(name);
+	values[0] = Int64GetDatum(schedule_id);
 	values[1] = Int64GetDatum(jobid);
 	values[2] = Int64GetDatum(reboot_jobid);
 	cf_internal_begin(&st);
 	cf_exec(&jobs_plan,
-			"UPDATE chrono_forge.schedules SET jobid = $2, reboot_jobid = $3 WHERE name = $1",
-			3, (Oid[]) {TEXTOID, INT8OID, INT8OID}, values, NULL, false, 0);
+			"UPDATE chrono_forge.schedules SET jobid = $2, reboot_jobid = $3 WHERE id = $1",
+			3, (Oid[]) {INT8OID, INT8OID, INT8OID}, values, NULL, false, 0);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT64(jobid);
 }
 
 /*
- * The schedule's row, locked.  Its owner must be the caller: runs are
- * started as the caller, and pg_cron lets only a job's own role remove
- * it.  A superuser may also remove it (not fire it).
+ * The caller's schedule of that name, locked.  Names are per owner: runs
+ * are started as the caller, and pg_cron lets only a job's own role
+ * remove it.  A superuser may also remove another role's schedule (not
+ * fire it) if only one role has a schedule of that name.  Another role's
+ * schedule answers as a missing one (42704).  Returns the row; its id in
+ * *id.
  */
 static HeapTuple
-lock_schedule(const char *name, bool firing, TupleDesc *desc)
+lock_schedule(const char *name, bool firing, TupleDesc *desc, int64 *id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1] = {CStringGetTextDatum(name)};
+	Datum		values[3] = {CStringGetTextDatum(name), ObjectIdGetDatum(GetUserId()),
+	BoolGetDatum(!firing && superuser())};
 	CfInternal	st;
 	bool		isnull;
-	Oid			owner;
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT owner::oid, cron, workflow, args, catch_up, last_tick, jobid, reboot_jobid"
-			" FROM chrono_forge.schedules WHERE name = $1 FOR UPDATE",
-			1, (Oid[]) {TEXTOID}, values, NULL, false, 1);
+			"SELECT owner::oid, cron, workflow, args, catch_up, last_tick, jobid, reboot_jobid, id"
+			" FROM chrono_forge.schedules WHERE name = $1 AND (owner = $2::regrole OR $3)"
+			" ORDER BY owner = $2::regrole DESC LIMIT 2 FOR UPDATE",
+			3, (Oid[]) {TEXTOID, OIDOID, BOOLOID}, values, NULL, false, 0);
 	cf_internal_end(&st);
-	if (SPI_processed != 1)
+	if (SPI_processed == 0 ||
+		(SPI_processed == 2 &&
+		 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) != GetUserId()))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("schedule \"%s\" does not exist", name)));
+				 errmsg("schedule \"%s\" does not exist", name),
+				 SPI_processed == 2 ? errdetail("Several roles have a schedule of this name; SET ROLE to its owner.") : 0));
 	*desc = SPI_tuptable->tupdesc;
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], *desc, 1, &isnull));
-	if (owner != GetUserId() && (firing || !superuser()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for schedule \"%s\"", name),
-				 errdetail("It belongs to role %s.", GetUserNameFromId(owner, false))));
+	*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], *desc, 9, &isnull));
 	return SPI_tuptable->vals[0];
 }
 
@@ -231,9 +246,10 @@ cf_unschedule(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		isnull[2];
 	CfInternal	st;
+	int64		id;
 
 	SPI_connect();
-	row = lock_schedule(name, false, &desc);
+	row = lock_schedule(name, false, &desc, &id);
 	values[0] = SPI_getbinval(row, desc, 7, &isnull[0]);	/* int8: by value */
 	values[1] = SPI_getbinval(row, desc, 8, &isnull[1]);
 	/* Jobs already removed by hand (or pg_cron dropped) need no removal. */
@@ -243,10 +259,10 @@ cf_unschedule(PG_FUNCTION_ARGS)
 				exec_as_caller("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid = $1", 1,
 							   (Oid[]) {INT8OID}, &values[i], SPI_OK_SELECT);
 
-	values[0] = CStringGetTextDatum(name);
+	values[0] = Int64GetDatum(id);
 	cf_internal_begin(&st);
-	cf_exec(&delete_plan, "DELETE FROM chrono_forge.schedules WHERE name = $1",
-			1, (Oid[]) {TEXTOID}, values, NULL, false, 0);
+	cf_exec(&delete_plan, "DELETE FROM chrono_forge.schedules WHERE id = $1",
+			1, (Oid[]) {INT8OID}, values, NULL, false, 0);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -283,9 +299,10 @@ cf_schedule_fire(PG_FUNCTION_ARGS)
 	int			n = 0;
 	CfInternal	st;
 	Datum		values[3];
+	int64		id;
 
 	SPI_connect();
-	row = lock_schedule(name, true, &desc);
+	row = lock_schedule(name, true, &desc, &id);
 	cf_cron_parse(TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull)), &cron);
 	start_args[0] = CStringGetTextDatum(TextDatumGetCString(SPI_getbinval(row, desc, 3, &isnull)));
 	start_args[2] = JsonbPGetDatum(DatumGetJsonbPCopy(SPI_getbinval(row, desc, 4, &isnull)));
@@ -322,14 +339,14 @@ cf_schedule_fire(PG_FUNCTION_ARGS)
 					   (Oid[]) {TEXTOID, TEXTOID, JSONBOID, JSONBOID}, start_args, SPI_OK_SELECT);
 	}
 
-	values[0] = CStringGetTextDatum(name);
+	values[0] = Int64GetDatum(id);
 	values[1] = TimestampTzGetDatum(latest);
 	values[2] = Int32GetDatum(n);
 	cf_internal_begin(&st);
 	cf_exec(&update_plan,
 			"UPDATE chrono_forge.schedules SET last_tick = $2, last_fired_at = chrono_forge.now(),"
-			" runs_started = runs_started + $3 WHERE name = $1",
-			3, (Oid[]) {TEXTOID, TIMESTAMPTZOID, INT4OID}, values, NULL, false, 0);
+			" runs_started = runs_started + $3 WHERE id = $1",
+			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID}, values, NULL, false, 0);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT32(n);

@@ -51,10 +51,10 @@ BEGIN
     END LOOP;
 END \$\$;
 SQL
-wait_for 120 "SELECT count(*) = 2 * $N FROM chrono_forge.workflows WHERE workflow = 'cb_wf' AND state IN ('completed', 'failed')" \
+wait_for 120 "SELECT count(*) = 2 * $N FROM chrono_forge.workflows WHERE workflow = 'public.cb_wf' AND state IN ('completed', 'failed')" \
     || { q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1"; fail "runs did not end"; }
 
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'cb_wf' AND state = 'failed'")" \
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.cb_wf' AND state = 'failed'")" \
     "$((N / 10 + 1))" "the failing runs failed, and only they"
 expect_eq "$(q -c "SELECT string_agg(DISTINCT e.error_message, ' | ' ORDER BY e.error_message)
                      FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id
@@ -62,29 +62,29 @@ expect_eq "$(q -c "SELECT string_agg(DISTINCT e.error_message, ' | ' ORDER BY e.
     'insert or update on table "cb_child" violates foreign key constraint "cb_child_pid_fkey"' \
     "the deferred constraint failed the run whose step broke it"
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id
-                    WHERE w.workflow = 'cb_wf' AND w.state = 'completed'")" 0 "no error on a completed run"
+                    WHERE w.workflow = 'public.cb_wf' AND w.state = 'completed'")" 0 "no error on a completed run"
 # Each completed run's step wrote once (a second committed write would
 # have broken the primary key and failed the run).
 expect_eq "$(q -c "SELECT count(*) FROM cb_out")" "$((2 * N - N / 10 - 1))" "one step row per completed run"
 expect_eq "$(q -c "SELECT count(*) FROM cb_out o JOIN chrono_forge.workflows w ON w.key = o.k
-                    WHERE w.workflow = 'cb_wf' AND (w.state <> 'completed' OR o.who <> w.owner::text)")" 0 \
+                    WHERE w.workflow = 'public.cb_wf' AND (w.state <> 'completed' OR o.who <> w.owner::text)")" 0 \
     "step rows only for completed runs, written as their owners"
 # Commits were shared (several completions in one transaction), never
 # across owners.
 expect_eq "$(q -c "SELECT max(n) > 1 FROM (SELECT l.xmin::text, count(*) AS n FROM chrono_forge.execution_logs l
                     JOIN chrono_forge.workflows w ON w.id = l.workflow_id
-                    WHERE w.workflow = 'cb_wf' AND l.step_name = '\$workflow_completion\$' GROUP BY 1) s")" t \
+                    WHERE w.workflow = 'public.cb_wf' AND l.step_name = '\$workflow_completion\$' GROUP BY 1) s")" t \
     "passes shared commits"
 expect_eq "$(q -c "SELECT count(*) FROM (SELECT l.xmin::text FROM chrono_forge.execution_logs l
                     JOIN chrono_forge.workflows w ON w.id = l.workflow_id
-                    WHERE w.workflow = 'cb_wf' GROUP BY 1 HAVING count(DISTINCT w.owner) > 1) s")" 0 \
+                    WHERE w.workflow = 'public.cb_wf' GROUP BY 1 HAVING count(DISTINCT w.owner) > 1) s")" 0 \
     "no commit holds two owners' passes"
 # Failing passes rolled back the passes batched with them, which ran again.
 expect_eq "$(q -c "SELECT last_value > (SELECT count(*) FROM cb_out) FROM cb_calls")" t \
     "rolled-back passes ran their steps again"
 
 q <<'SQL' >/dev/null
-DELETE FROM chrono_forge.workflows WHERE workflow = 'cb_wf';
+DELETE FROM chrono_forge.workflows WHERE workflow = 'public.cb_wf';
 DELETE FROM chrono_forge.workflow_defaults WHERE workflow LIKE '%cb_wf%';
 ALTER SYSTEM RESET chrono_forge.commit_batch_window;
 SELECT pg_reload_conf();

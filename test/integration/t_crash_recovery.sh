@@ -21,10 +21,10 @@ SQL
 wait_for 30 "SELECT count(*) > 50 FROM cr_out" || fail "nothing ran"
 cf_stop_immediate
 cf_start || fail "server did not come back"
-done_before=$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'cr_wf' AND state = 'completed'")
+done_before=$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.cr_wf' AND state = 'completed'")
 echo "completed at restart: $done_before of $RUNS"
-wait_for 120 "SELECT count(*) = $RUNS FROM chrono_forge.workflows WHERE workflow = 'cr_wf' AND state = 'completed'" \
-    || { q -c "SELECT state, count(*) FROM chrono_forge.workflows WHERE workflow = 'cr_wf' GROUP BY 1"; fail "runs lost after the crash"; }
+wait_for 120 "SELECT count(*) = $RUNS FROM chrono_forge.workflows WHERE workflow = 'public.cr_wf' AND state = 'completed'" \
+    || { q -c "SELECT state, count(*) FROM chrono_forge.workflows WHERE workflow = 'public.cr_wf' GROUP BY 1"; fail "runs lost after the crash"; }
 expect_eq "$(q -c "SELECT count(*) FROM cr_out")" "$((RUNS * STEPS))" "one row per step"
 expect_eq "$(q -c "SELECT count(*) FROM (SELECT DISTINCT run_key, step FROM cr_out) d")" "$((RUNS * STEPS))" "no step repeated"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.workflow = 'cr_wf'")" 0 "no errors"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.workflow = 'public.cr_wf'")" 0 "no errors"

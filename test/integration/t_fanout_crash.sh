@@ -33,7 +33,7 @@ BEGIN
 END \$\$;
 SELECT chrono_forge.start('fc_parent', 'fc') > 0;
 SQL
-children="SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'fc_child'"
+children="SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.fc_child'"
 dispatched="SELECT ($children) + (SELECT coalesce(sum(n - taken), 0) FROM chrono_forge.spawn_batches)"
 for crash in 1 2; do
     wait_for 120 "SELECT ($dispatched) > $((crash * N / 5))" || fail "dispatch did not progress"
@@ -51,7 +51,7 @@ echo "crash 3: $(q -c "$children") child runs, $(q -c "SELECT coalesce(sum(n - t
 wait_for 600 "SELECT state = 'completed' FROM chrono_forge.workflows WHERE key = 'fc'" \
     || { q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1"; fail "the parent did not complete"; }
 expect_eq "$(q -c "$children")" "$N" "one child per item"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'fc_child' AND state = 'completed'")" "$N" "every child completed"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.fc_child' AND state = 'completed'")" "$N" "every child completed"
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows c JOIN chrono_forge.execution_logs l ON l.id = c.parent_execution_log_id JOIN chrono_forge.workflows p ON p.id = l.workflow_id WHERE p.key = 'fc' AND l.step_name = 'branch\$all'")" "$N" "every child linked to the branch"
 expect_eq "$(q -c "SELECT count(*) FROM fc_out")" "$N" "one step row per child"
 expect_eq "$(q -c "SELECT count(DISTINCT item) FROM fc_out")" "$N" "no item missing or repeated"

@@ -30,4 +30,4 @@ wait_for 20 "SELECT EXISTS (SELECT 1 FROM chrono_forge.error_logs e JOIN chrono_
 q -c "SELECT chrono_forge.start('ow_wf', 'postgres')" >/dev/null
 wait_for 20 "SELECT count(*) = 1 FROM ow_seen WHERE who = 'postgres'" || fail "second run did not run"
 expect_eq "$(q -c "SELECT path FROM ow_seen WHERE who = 'postgres'")" '"$user", public' "search_path reset between passes"
-q -c "DELETE FROM chrono_forge.workflows WHERE workflow = 'ow_wf'" >/dev/null
+q -c "DELETE FROM chrono_forge.workflows WHERE workflow = 'public.ow_wf'" >/dev/null

@@ -11,8 +11,8 @@ BEGIN
 END $$;
 SQL
 q -c "SELECT count(chrono_forge.start('runs_wf', 'k' || i, jsonb_build_object('k', 'k' || i))) FROM generate_series(1, $N) i" >/dev/null
-wait_for 300 "SELECT count(*) = $N FROM chrono_forge.workflows WHERE workflow = 'runs_wf' AND state = 'completed'" \
+wait_for 300 "SELECT count(*) = $N FROM chrono_forge.workflows WHERE workflow = 'public.runs_wf' AND state = 'completed'" \
     || { q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1"; fail "not all runs completed"; }
 expect_eq "$(q -c 'SELECT count(*) FROM runs_out')" "$N" "one output row per run"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.wakeups k JOIN chrono_forge.workflows w ON w.id = k.workflow_id WHERE w.workflow = 'runs_wf'")" 0 "no wake-up left behind"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.workflow = 'runs_wf'")" 0 "no errors"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.wakeups k JOIN chrono_forge.workflows w ON w.id = k.workflow_id WHERE w.workflow = 'public.runs_wf'")" 0 "no wake-up left behind"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.workflow = 'public.runs_wf'")" 0 "no errors"

@@ -21,7 +21,7 @@ SQL
 q -c "VACUUM ANALYZE $TABLES" >/dev/null
 # The workers make their plans on the small tables.
 q -c "SELECT count(chrono_forge.start('sp_wf', 'warm' || i)) FROM generate_series(1, 20) i" >/dev/null
-wait_for 60 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE workflow = 'sp_wf' AND state = 'completed'" \
+wait_for 60 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE workflow = 'public.sp_wf' AND state = 'completed'" \
     || fail "warm-up runs did not complete"
 seq_scans() {
     sleep 2     # the workers report their counts about once a second
@@ -29,7 +29,7 @@ seq_scans() {
 }
 S0=$(seq_scans)
 q -c "SELECT count(chrono_forge.start('sp_wf', 'k' || i)) FROM generate_series(1, $N) i" >/dev/null
-wait_for 600 "SELECT count(*) = $N + 20 FROM chrono_forge.workflows WHERE workflow = 'sp_wf' AND state = 'completed'" \
+wait_for 600 "SELECT count(*) = $N + 20 FROM chrono_forge.workflows WHERE workflow = 'public.sp_wf' AND state = 'completed'" \
     || fail "the burst did not complete"
 S1=$(seq_scans)
 echo "execution_logs sequential scans during $N passes: $((S1 - S0))"
@@ -37,7 +37,7 @@ echo "execution_logs sequential scans during $N passes: $((S1 - S0))"
 expect_eq "$(q -c "SELECT count(*) FROM sp_out")" "$((N + 20))" "every step ran once"
 
 q <<'SQL' >/dev/null
-DELETE FROM chrono_forge.workflows WHERE workflow = 'sp_wf';
+DELETE FROM chrono_forge.workflows WHERE workflow = 'public.sp_wf';
 ALTER TABLE chrono_forge.workflows RESET (autovacuum_enabled);
 ALTER TABLE chrono_forge.execution_logs RESET (autovacuum_enabled);
 ALTER TABLE chrono_forge.wakeups RESET (autovacuum_enabled);

@@ -14,11 +14,11 @@ BEGIN
 END $$;
 -- Runs of this suite, with their steps and their parent's branch.
 CREATE VIEW br_runs AS
-SELECT w.key, w.workflow, w.state,
+SELECT regexp_replace(w.key, '^(\$[0-9]+\$)+', '') AS key, w.workflow, w.state,
        (SELECT p.step_name FROM chrono_forge.execution_logs p WHERE p.id = w.parent_execution_log_id) AS parent_step,
        (SELECT string_agg(l.step_name || ':' || l.state, ', ' ORDER BY l.id)
           FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps
-  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'br\_%' ORDER BY w.key;
+  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'public.br\_%' ORDER BY 1;
 
 -- Single spawn, automerge: the child is linked and runnable at once; the
 -- parent joins at seal_branch(), before its next step.
@@ -34,7 +34,7 @@ CALL chrono_forge.run_pending(1);
 SELECT * FROM br_runs WHERE key LIKE 'ss-1%';
 SELECT c.args, c.owner = p.owner AS same_owner, (SELECT count(*) FROM chrono_forge.wakeups k WHERE k.workflow_id = c.id) AS wakeups
   FROM chrono_forge.workflows c JOIN chrono_forge.workflows p ON p.key = 'ss-1'
- WHERE c.key = 'ss-1$grp$child';
+ WHERE c.key LIKE '$%$ss-1$grp$child';
 CALL chrono_forge.run_pending();
 SELECT * FROM br_runs WHERE key LIKE 'ss-1%';
 -- automerge ordering: the merge log precedes the next step's.
@@ -67,8 +67,8 @@ CALL chrono_forge.run_pending(1);
 -- Dispatched children wait in spawn_batches (one row per child for a
 -- dispatch batch under 64) and become runs when a pass takes them; the
 -- probes count them.
-SELECT n, taken, keys, workflows, args FROM chrono_forge.spawn_batches ORDER BY id;
-SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE 'se-1$%';
+SELECT n, taken, array(SELECT regexp_replace(k, '^(\$[0-9]+\$)+', '') FROM unnest(keys) k) AS keys, workflows, args FROM chrono_forge.spawn_batches ORDER BY id;
+SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%';
 SELECT metadata->'cursors' AS cursors FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
    AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1');
 SELECT chrono_forge.branch_pending(id) AS pending, chrono_forge.branch_done(id) AS done
@@ -80,24 +80,24 @@ SELECT branch, spawned, pending, never_started FROM chrono_forge.branches('br_ea
 SELECT chrono_forge.start('br_child', 'se-1$grp$items_2') > 0 AS started;
 CALL chrono_forge.run_pending(1);
 SELECT n, taken FROM chrono_forge.spawn_batches ORDER BY id;
-SELECT key, state, parent_execution_log_id IS NOT NULL AS child
-  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+SELECT regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state, parent_execution_log_id IS NOT NULL AS child
+  FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%' ORDER BY key;
 CALL chrono_forge.run_pending(1);
 SELECT n, taken FROM chrono_forge.spawn_batches ORDER BY id;
-SELECT key, state, parent_execution_log_id IS NOT NULL AS child
-  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+SELECT regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state, parent_execution_log_id IS NOT NULL AS child
+  FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%' ORDER BY key;
 SELECT chrono_forge.branch_pending(id) AS pending
   FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
    AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1');
 CALL chrono_forge.run_pending();
 SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
-SELECT key, state, parent_execution_log_id IS NOT NULL AS child, created_at = (
+SELECT regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state, parent_execution_log_id IS NOT NULL AS child, created_at = (
          SELECT started_at FROM chrono_forge.execution_logs WHERE step_name = 'branch$grp'
             AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'se-1')) AS created_at_dispatch
-  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%' ORDER BY key;
+  FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%' ORDER BY key;
 SELECT * FROM br_runs WHERE key = 'se-1';
 SELECT count(*) FILTER (WHERE state = 'completed') AS children_completed
-  FROM chrono_forge.workflows WHERE key LIKE 'se-1$%';
+  FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%';
 -- A dispatch batch of 64 is spread over 32 rows of two children; a pass
 -- takes a row's next child, and the row goes with its last child.
 CREATE PROCEDURE br_quiet_child(args jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
@@ -111,14 +111,14 @@ END $$;
 SELECT chrono_forge.start('br_pairs_wf', 'pairs') > 0 AS started;
 CALL chrono_forge.run_pending(1);
 SELECT count(*) AS rows_, min(n) AS min_n, max(n) AS max_n, sum(n) AS children,
-       (SELECT keys FROM chrono_forge.spawn_batches ORDER BY id LIMIT 1) AS first_row
+       (SELECT array_agg(regexp_replace(k, '^(\$[0-9]+\$)+', '')) FROM unnest((SELECT keys FROM chrono_forge.spawn_batches ORDER BY id LIMIT 1)) k) AS first_row
   FROM chrono_forge.spawn_batches;
 CALL chrono_forge.run_pending(1);
 SELECT count(*) AS rows_, sum(taken) AS taken FROM chrono_forge.spawn_batches;
 CALL chrono_forge.run_pending(1);
 SELECT count(*) AS rows_, sum(taken) AS taken FROM chrono_forge.spawn_batches;
 CALL chrono_forge.run_pending();
-SELECT state, (SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE 'pairs$%' AND state = 'completed') AS children
+SELECT state, (SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE '$%$pairs$%' AND state = 'completed') AS children
   FROM chrono_forge.workflows WHERE key = 'pairs';
 
 -- A child whose first pass fails: its run is written when the failure is
@@ -144,13 +144,13 @@ BEGIN
 END $$;
 SELECT chrono_forge.start('br_mixed_first_wf', 'mf') > 0 AS started;
 CALL chrono_forge.run_pending(3);
-SELECT w.key, w.state, w.context, w.attempt,
+SELECT regexp_replace(w.key, '^(\$[0-9]+\$)+', '') AS key, w.state, regexp_replace(w.context::text, '\$[0-9]+\$', '', 'g') AS context, w.attempt,
        (SELECT count(*) FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups,
-       (SELECT string_agg(e.error_class || ' ' || e.error_message, '; ') FROM chrono_forge.error_logs e
-         WHERE e.workflow_id = w.id) AS errors,
+       (SELECT regexp_replace(string_agg(e.error_class || ' ' || e.error_message, '; '), '\$[0-9]+\$', '', 'g')
+          FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id) AS errors,
        (SELECT string_agg(l.step_name || ':' || l.state, ', ' ORDER BY l.id)
           FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps
-  FROM chrono_forge.workflows w WHERE w.key LIKE 'mf$%' ORDER BY w.key;
+  FROM chrono_forge.workflows w WHERE w.key LIKE '$%$mf$%' ORDER BY 1;
 SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
 SELECT chrono_forge.cancel('br_mixed_first_wf', 'mf', with_children => true);
 
@@ -164,7 +164,7 @@ CALL chrono_forge.run_pending();
 SELECT chrono_forge.wake('br_each_wf', 'se-1');
 CALL chrono_forge.run_pending();
 SELECT nextval('br_source_reads') AS reads_after;
-SELECT count(*) AS children FROM chrono_forge.workflows WHERE key LIKE 'se-1$%';
+SELECT count(*) AS children FROM chrono_forge.workflows WHERE key LIKE '$%$se-1$%';
 UPDATE br_flags SET on_ = true;
 SELECT chrono_forge.wake('br_each_wf', 'se-1');
 CALL chrono_forge.run_pending();
@@ -277,9 +277,9 @@ SELECT count(chrono_forge.start('br_bad_wf', c, jsonb_build_object('case', c)))
                     'duplicate item_key', 'no item_key', 'merge open branch', 'unknown workflow']) c;
 CALL chrono_forge.run_pending();
 SELECT w.key, w.state, e.error_class, e.error_message,
-       (SELECT count(*) FROM chrono_forge.workflows c WHERE c.key LIKE w.key || '$%') AS children
+       (SELECT count(*) FROM chrono_forge.workflows c WHERE c.key LIKE '$' || w.id || '$' || w.key || '$%') AS children
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
- WHERE w.workflow = 'br_bad_wf' ORDER BY w.id;
+ WHERE w.workflow = 'public.br_bad_wf' ORDER BY w.id;
 
 -- A stalled child keeps the branch (and the parent) pending until it is
 -- retried; its completion then wakes the parent.
@@ -318,7 +318,7 @@ SELECT (metadata->'poll') - 'last_polled_at'::text - 'next_poll_at'::text AS pol
 SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS next_poll FROM chrono_forge.merge_polls;
 SELECT * FROM br_runs WHERE key = 'pk';
 UPDATE br_flags SET on_ = true;
-SELECT chrono_forge.retry('br_fragile_child', 'pk$g$fragile');
+SELECT chrono_forge.retry('br_fragile_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$pk$g$fragile'));
 CALL chrono_forge.run_pending();
 SELECT * FROM br_runs WHERE key LIKE 'pk%';
 SELECT chrono_forge.branch_done(:pk_branch) AS done, count(*) AS polls_left FROM chrono_forge.merge_polls;
@@ -352,7 +352,7 @@ SELECT metadata->'poll'->>'pending' AS pending, metadata->'poll'->>'interval' AS
   FROM chrono_forge.execution_logs WHERE id = :po_branch;
 SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS next_poll FROM chrono_forge.merge_polls;
 -- Two children finish between polls: the rate sets the cadence (half the ETA).
-UPDATE chrono_forge.workflows SET state = 'completed' WHERE key IN ('po$g$w_1', 'po$g$w_2');
+UPDATE chrono_forge.workflows SET state = 'completed' WHERE key LIKE ANY (ARRAY['$%$po$g$w_1', '$%$po$g$w_2']);
 SET chrono_forge.fake_now = '2030-01-02 00:01:10+00';
 CALL chrono_forge.run_pending();
 SELECT metadata->'poll'->>'pending' AS pending, metadata->'poll'->>'rate' AS rate,
@@ -360,7 +360,7 @@ SELECT metadata->'poll'->>'pending' AS pending, metadata->'poll'->>'rate' AS rat
        metadata->'poll'->>'polls' AS polls
   FROM chrono_forge.execution_logs WHERE id = :po_branch;
 -- The last one, again behind the engine's back: the next poll wakes the parent.
-UPDATE chrono_forge.workflows SET state = 'completed' WHERE key = 'po$g$w_3';
+UPDATE chrono_forge.workflows SET state = 'completed' WHERE key LIKE '$%$po$g$w_3';
 SET chrono_forge.fake_now = '2030-01-02 00:02:10+00';
 CALL chrono_forge.run_pending();
 SELECT metadata->'poll'->>'pending' AS pending, metadata->'poll'->'next_poll_at' AS next_poll_at,
@@ -380,14 +380,14 @@ END $$;
 SET chrono_forge.fake_now = '2030-01-03 00:00:00+00';
 SELECT chrono_forge.start('br_kick_wf', 'kk') > 0 AS started;
 CALL chrono_forge.run_pending(1);
-DELETE FROM chrono_forge.wakeups WHERE workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'kk$g$lost');
+DELETE FROM chrono_forge.wakeups WHERE workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key LIKE '$%$kk$g$lost');
 SELECT l.id AS kk_branch FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
  WHERE w.key = 'kk' AND l.step_name = 'branch$g' \gset
 SET chrono_forge.fake_now = '2030-01-03 00:00:10+00';
 CALL chrono_forge.run_pending();
 SELECT metadata->'poll'->>'never_started' AS never_started, metadata->'poll'->>'rekicked' AS rekicked
   FROM chrono_forge.execution_logs WHERE id = :kk_branch;
-SELECT state FROM chrono_forge.workflows WHERE key = 'kk$g$lost';
+SELECT state FROM chrono_forge.workflows WHERE key LIKE '$%$kk$g$lost';
 -- Five minutes on, still never started: kicked; it runs and the parent joins.
 SET chrono_forge.fake_now = '2030-01-03 00:06:00+00';
 UPDATE chrono_forge.merge_polls SET due_at = chrono_forge.now();
@@ -415,10 +415,10 @@ SET chrono_forge.fake_now = '2030-01-04 00:00:00+00';
 SELECT chrono_forge.start('br_nest_wf', 'nest-1') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT * FROM br_runs WHERE key LIKE 'nest-1%';
-SELECT string_agg(w.key, ' < ' ORDER BY l.id) AS completion_order
+SELECT string_agg(regexp_replace(w.key, '^(\$[0-9]+\$)+', ''), ' < ' ORDER BY l.id) AS completion_order
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l
     ON l.workflow_id = w.id AND l.step_name = '$workflow_completion$'
- WHERE w.key LIKE 'nest-1%';
+ WHERE regexp_replace(w.key, '^(\$[0-9]+\$)+', '') LIKE 'nest-1%';
 
 -- Probes check ownership.
 CREATE ROLE br_stranger;
@@ -428,7 +428,7 @@ RESET ROLE;
 DROP ROLE br_stranger;
 SELECT chrono_forge.branch_done(-1);
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'br\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.br\_%';
 DROP VIEW br_runs, br_runs_read;
 -- Later suites print error log ids: leave the counter as we found it.
 ALTER TABLE chrono_forge.error_logs ALTER COLUMN id RESTART;

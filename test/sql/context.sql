@@ -60,6 +60,6 @@ SELECT chrono_forge.start('ctx_merge_wf', 'not_object') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT w.key, w.state, length(w.context->>w.key) AS stored_length, e.error_class, e.error_message
   FROM chrono_forge.workflows w LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
- WHERE w.workflow IN ('ctx_big_wf', 'ctx_merge_wf') ORDER BY w.id;
+ WHERE w.workflow IN ('public.ctx_big_wf', 'public.ctx_merge_wf') ORDER BY w.id;
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'ctx\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.ctx\_%';

@@ -152,4 +152,4 @@ SELECT count(*) AS step_rows, max(n) AS calls FROM de_once;
 SELECT step_name, attempts FROM chrono_forge.execution_logs WHERE workflow_id = :bid ORDER BY id;
 SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'de\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.de\_%';

@@ -60,7 +60,7 @@ SELECT w.workflow, w.state, w.attempt, e.error_class, e.error_message,
           FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps
   FROM chrono_forge.workflows w
   LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
- WHERE w.workflow LIKE 'err\_%'
+ WHERE w.workflow LIKE 'public.err\_%'
  ORDER BY w.id;
 -- The marker names the error log.
 SELECT count(*) AS markers_match FROM chrono_forge.execution_logs l
@@ -68,4 +68,4 @@ SELECT count(*) AS markers_match FROM chrono_forge.execution_logs l
  WHERE (l.metadata ->> 'error_log_id')::bigint = e.id;
 SELECT count(*) AS wakeups FROM chrono_forge.wakeups w
   JOIN chrono_forge.workflows r ON r.id = w.workflow_id WHERE r.state = 'failed';
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'err\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.err\_%';

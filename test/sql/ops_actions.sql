@@ -58,18 +58,18 @@ SELECT chrono_forge.cancel('ac_wf', NULL);
 -- Cancel with children: the run, its branches' children and theirs
 -- (fixture in the fan-out data model); without, the children stay.
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
-VALUES ('ac_wf', 'p1', 'public.ac_wf', 'idle', 'postgres'), ('ac_wf', 'p2', 'public.ac_wf', 'idle', 'postgres');
+VALUES ('public.ac_wf', 'p1', 'public.ac_wf', 'idle', 'postgres'), ('public.ac_wf', 'p2', 'public.ac_wf', 'idle', 'postgres');
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state)
 SELECT id, 'branch$kids', 'completed' FROM chrono_forge.workflows WHERE key IN ('p1', 'p2');
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, parent_execution_log_id)
-SELECT 'ac_wf', p.key || '$kids$' || s, 'public.ac_wf', s::chrono_forge.workflow_state, 'postgres', l.id
+SELECT 'public.ac_wf', p.key || '$kids$' || s, 'public.ac_wf', s::chrono_forge.workflow_state, 'postgres', l.id
   FROM chrono_forge.workflows p JOIN chrono_forge.execution_logs l ON l.workflow_id = p.id,
        unnest(ARRAY['idle', 'completed', 'stalled']) s
  WHERE p.key IN ('p1', 'p2');
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state)
 SELECT id, 'branch$sub', 'pending' FROM chrono_forge.workflows WHERE key IN ('p1$kids$idle', 'p2$kids$idle');
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, parent_execution_log_id)
-SELECT 'ac_wf', w.key || '$sub$g', 'public.ac_wf', 'idle', 'postgres', l.id
+SELECT 'public.ac_wf', w.key || '$sub$g', 'public.ac_wf', 'idle', 'postgres', l.id
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id AND l.step_name = 'branch$sub';
 INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)
 SELECT id, '2030-03-01', 'start' FROM chrono_forge.workflows WHERE key LIKE 'p_%' AND state = 'idle';
@@ -127,7 +127,7 @@ SELECT state FROM chrono_forge.workflows WHERE id = :u1;
 
 -- Retry every blocked child of a branch: failed and stalled ones only.
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
-VALUES ('ac_wf', 'p3', 'public.ac_wf', 'idle', 'postgres');
+VALUES ('public.ac_wf', 'p3', 'public.ac_wf', 'idle', 'postgres');
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state)
 SELECT id, 'branch$work', 'completed' FROM chrono_forge.workflows WHERE key = 'p3';
 SELECT count(chrono_forge.start('ac_fragile', 'p3$work$' || i, jsonb_build_object('what', 'child ' || i)))

@@ -28,7 +28,7 @@ SELECT id, v.s, 'pending', v.m::jsonb FROM chrono_forge.workflows w,
        (VALUES ('branch$b', NULL), ('durably_repeat$t', '{"every": "1 hour", "last_execution_at": "2030-03-31T00:00:00Z"}')) v(s, m)
  WHERE key = 'mine';
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, parent_execution_log_id)
-SELECT 'pv_wf', 'mine$b$1', 'public.pv_wf', 'stalled', 'pv_owner', id
+SELECT 'public.pv_wf', 'mine$b$1', 'public.pv_wf', 'stalled', 'pv_owner', id
   FROM chrono_forge.execution_logs WHERE step_name = 'branch$b';
 UPDATE chrono_forge.workflows SET state = 'running', locked_by = 'w:x', locked_at = '2030-03-31' WHERE id = :locked_id;
 
@@ -130,7 +130,7 @@ SELECT chrono_forge.start('pv_wf', 'parent2', '{"gate": 1}') AS p2 \gset
 RESET ROLE;
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state) VALUES (:p2, 'branch$x', 'pending');
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, parent_execution_log_id)
-SELECT 'pv_wf', 'parent2$x$' || r, 'public.pv_wf', 'idle', r::regrole, currval(pg_get_serial_sequence('chrono_forge.execution_logs', 'id'))
+SELECT 'public.pv_wf', 'parent2$x$' || r, 'public.pv_wf', 'idle', r::regrole, currval(pg_get_serial_sequence('chrono_forge.execution_logs', 'id'))
   FROM unnest(ARRAY['pv_owner', 'pv_other']) r;
 SET ROLE pv_owner;
 SELECT chrono_forge.cancel('pv_wf', 'parent2', with_children => true);

@@ -55,12 +55,12 @@ SET chrono_forge.fake_now = '2030-01-10 12:00:00+00';
 -- Overview: per workflow and state, capped.
 SELECT * FROM chrono_forge.overview();
 SELECT * FROM chrono_forge.overview(cap => 2);
-SELECT * FROM chrono_forge.overview WHERE workflow = 'vw_other';
+SELECT * FROM chrono_forge.overview WHERE workflow = 'public.vw_other';
 
 -- Run list: newest first, filters, keyset pages.
 SELECT key, state, duration, stranded FROM chrono_forge.runs();
 SELECT key FROM chrono_forge.runs(state => 'blocked');
-SELECT key FROM chrono_forge.runs(state => 'in_flight', workflow => 'vw_wf');
+SELECT key FROM chrono_forge.runs(state => 'in_flight', workflow => 'public.vw_wf');
 SELECT key FROM chrono_forge.runs(key_prefix => 'done-');
 SELECT key FROM chrono_forge.runs(key_prefix => 'one-');
 -- A prefix, not a pattern: _ and % are literal.
@@ -73,7 +73,7 @@ SELECT key FROM chrono_forge.runs(page_size => 3,
 SELECT key FROM chrono_forge.runs(state => 'completed', page_size => 2,
     before_id => (SELECT id FROM chrono_forge.workflows WHERE key = 'done-3'));
 SELECT * FROM chrono_forge.run_counts();
-SELECT * FROM chrono_forge.run_counts(workflow => 'vw_wf', cap => 2);
+SELECT * FROM chrono_forge.run_counts(workflow => 'public.vw_wf', cap => 2);
 SELECT key FROM chrono_forge.runs(state => 'sleeping');
 SELECT key FROM chrono_forge.runs(page_size => 0);
 SELECT key FROM chrono_forge.branch_children('vw_wf', 'parent', 'a', page_size => 5000);
@@ -99,15 +99,15 @@ SELECT key FROM chrono_forge.stranded_runs;
 
 -- Failure analytics: per day, rates, spikes; top errors.
 SELECT * FROM chrono_forge.daily_outcomes();
-SELECT * FROM chrono_forge.daily_outcomes('7 days', 'vw_other');
+SELECT * FROM chrono_forge.daily_outcomes('7 days', 'public.vw_other');
 SELECT * FROM chrono_forge.daily_outcomes('1 day');
 SELECT * FROM chrono_forge.daily_outcomes('0');
 SELECT error_class, errors, runs, example_message FROM chrono_forge.top_errors();
-SELECT error_class, errors FROM chrono_forge.top_errors(workflow => 'vw_other');
+SELECT error_class, errors FROM chrono_forge.top_errors(workflow => 'public.vw_other');
 
 -- Branches, children, breadcrumb (fixture in the fan-out data model).
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, started_at)
-VALUES ('vw_wf', 'parent', 'public.vw_wf', 'idle', 'postgres', '2030-01-10 09:00+00');
+VALUES ('public.vw_wf', 'parent', 'public.vw_wf', 'idle', 'postgres', '2030-01-10 09:00+00');
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, started_at, metadata)
 SELECT id, v.step, v.state::chrono_forge.step_state, '2030-01-10 09:00+00', v.metadata::jsonb
   FROM chrono_forge.workflows w,
@@ -119,19 +119,19 @@ SELECT id, v.step, v.state::chrono_forge.step_state, '2030-01-10 09:00+00', v.me
  WHERE w.key = 'parent';
 -- branch a: 5 children: completed, failed, stalled, idle never started, running.
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, started_at, parent_execution_log_id)
-SELECT 'vw_other', 'parent$a$c' || i, 'public.vw_other', s::chrono_forge.workflow_state, 'postgres',
+SELECT 'public.vw_other', 'parent$a$c' || i, 'public.vw_other', s::chrono_forge.workflow_state, 'postgres',
        CASE WHEN s <> 'idle' THEN timestamptz '2030-01-10 09:30+00' END,
        (SELECT id FROM chrono_forge.execution_logs WHERE step_name = 'branch$a')
   FROM unnest(ARRAY['completed', 'failed', 'stalled', 'idle', 'running']) WITH ORDINALITY AS u(s, i);
 UPDATE chrono_forge.workflows SET locked_by = 'w3', locked_at = '2030-01-10 11:59:30' WHERE key = 'parent$a$c5';
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, started_at, parent_execution_log_id)
-SELECT 'vw_other', 'parent$b$c1', 'public.vw_other', 'completed', 'postgres', '2030-01-10 09:30+00',
+SELECT 'public.vw_other', 'parent$b$c1', 'public.vw_other', 'completed', 'postgres', '2030-01-10 09:30+00',
        (SELECT id FROM chrono_forge.execution_logs WHERE step_name = 'branch$b');
 -- A grandchild under c3's own branch.
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state)
 SELECT id, 'branch$deep', 'pending' FROM chrono_forge.workflows WHERE key = 'parent$a$c3';
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner, parent_execution_log_id)
-SELECT 'vw_other', 'parent$a$c3$deep$g1', 'public.vw_other', 'idle', 'postgres',
+SELECT 'public.vw_other', 'parent$a$c3$deep$g1', 'public.vw_other', 'idle', 'postgres',
        (SELECT id FROM chrono_forge.execution_logs WHERE step_name = 'branch$deep');
 
 SELECT branch, sealed, merged, merge_step, spawned, pending, never_started, blocked,
@@ -162,7 +162,7 @@ SELECT count(*) AS with_children FROM chrono_forge.runs(include_children => true
 -- every hour, last tick 09:00, next tick 10:00 (two hours late), one
 -- catch-up summary of 3 skipped ticks, one failed tick.
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
-VALUES ('vw_wf', 'ticker', 'public.vw_wf', 'idle', 'postgres');
+VALUES ('public.vw_wf', 'ticker', 'public.vw_wf', 'idle', 'postgres');
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, started_at, metadata, error_class)
 SELECT w.id, v.step, v.state::chrono_forge.step_state, v.started::timestamptz, v.metadata::jsonb, v.err
   FROM chrono_forge.workflows w,
@@ -260,7 +260,7 @@ SET ROLE vw_sum_role;
 SELECT * FROM chrono_forge.overview;
 SELECT workflow FROM chrono_forge.workflow_owners;
 RESET ROLE;
-SELECT owner, workflow FROM chrono_forge.workflow_owners WHERE workflow LIKE 'vw\_%' ORDER BY 1, 2;
+SELECT owner, workflow FROM chrono_forge.workflow_owners WHERE workflow LIKE '%vw\_%' ORDER BY 1, 2;
 DELETE FROM chrono_forge.workflow_owners;
 UPDATE chrono_forge.workflow_owners_horizon SET last_id = 0, candidate = NULL, candidate_at = NULL;
 SET ROLE vw_sum_role;
@@ -283,7 +283,7 @@ SELECT count(*) AS seen FROM chrono_forge.repeat_ticks(ARRAY[:poll_id], 20);
 RESET ROLE;
 -- Its tick times read as the SQL cast reads them, whatever their form.
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
-VALUES ('vw_wf', 'ticker-2', 'public.vw_wf', current_user::regrole);
+VALUES ('public.vw_wf', 'ticker-2', 'public.vw_wf', current_user::regrole);
 INSERT INTO chrono_forge.execution_logs (workflow_id, step_name, state, metadata, started_at)
 SELECT w.id, v.step, v.state::chrono_forge.step_state, v.metadata::jsonb, v.started::timestamptz
   FROM chrono_forge.workflows w,

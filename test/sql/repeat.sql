@@ -17,12 +17,12 @@ CREATE VIEW rp_logs AS
 SELECT w.key, l.step_name, l.state, l.attempts, l.error_class,
        l.metadata->>'scheduled_for' AS scheduled_for
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id
- WHERE w.workflow LIKE 'rp\_%' ORDER BY w.id, l.id;
+ WHERE w.workflow LIKE 'public.rp\_%' ORDER BY w.id, l.id;
 CREATE VIEW rp_runs AS
 SELECT w.key, w.state,
        (SELECT string_agg(to_char(k.due_at, 'YYYY-MM-DD HH24:MI:SS') || ' ' || k.reason, ', ' ORDER BY k.due_at)
           FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups
-  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'rp\_%' ORDER BY w.id;
+  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'public.rp\_%' ORDER BY w.id;
 
 -- Every minute until three ticks ran, then the body goes on.  The step
 -- takes its scheduled time; the first tick is the first pass + every.
@@ -363,16 +363,16 @@ SELECT chrono_forge.start('rp_bad_wf', k, a) > 0 AS started FROM (VALUES
 CALL chrono_forge.run_pending();
 SELECT w.key, w.state, e.error_class, e.error_message
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
- WHERE w.workflow = 'rp_bad_wf' ORDER BY w.id;
+ WHERE w.workflow = 'public.rp_bad_wf' ORDER BY w.id;
 SELECT count(*) AS repeat_logs_written FROM chrono_forge.execution_logs l
   JOIN chrono_forge.workflows w ON w.id = l.workflow_id
- WHERE w.workflow = 'rp_bad_wf' AND l.step_name LIKE 'durably\_repeat%';
+ WHERE w.workflow = 'public.rp_bad_wf' AND l.step_name LIKE 'durably\_repeat%';
 
 -- A resume reads the coordination log and the current tick, never the
 -- ticks behind it: the step-log rows a pass reads (by index or scan) are
 -- as many with 1 past tick as with 3,001 (3,000 added by hand).  The two runs'
 -- grids are 30 s apart, so each pass below is due alone.
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'rp\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.rp\_%';
 SET chrono_forge.fake_now = '2035-01-01 00:00:40+00';
 CREATE PROCEDURE rp_reads_wf(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
@@ -405,7 +405,7 @@ SELECT rp_log_rows_read() AS after_many \gset
 SELECT :before_many - :before_few BETWEEN 1 AND 5 AS few_reads_few,
        :after_many - :before_many BETWEEN 1 AND 5 AS many_reads_few;
 SELECT key, (SELECT count(*) FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS logs
-  FROM chrono_forge.workflows w WHERE workflow = 'rp_reads_wf' ORDER BY key;
+  FROM chrono_forge.workflows w WHERE workflow = 'public.rp_reads_wf' ORDER BY key;
 
 -- Outside a pass, durably_repeat refuses to run.
 \set VERBOSITY sqlstate
@@ -414,4 +414,4 @@ CALL chrono_forge.durably_repeat('rp_record', '1 hour', 'rp_never');
 
 -- Leave nothing behind for the suites that follow.
 DROP VIEW rp_logs, rp_runs;
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'rp\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.rp\_%';

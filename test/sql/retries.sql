@@ -57,7 +57,7 @@ SELECT w.key, w.state, l.attempts,
        EXISTS (SELECT 1 FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS retry_scheduled
   FROM chrono_forge.workflows w
   JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id
- WHERE w.workflow = 'retries_match_wf' ORDER BY w.id;
+ WHERE w.workflow = 'public.retries_match_wf' ORDER BY w.id;
 
 -- Composite: the first matching policy applies, each with its own budget,
 -- kept in the step's metadata under the policy's declared errors.
@@ -137,5 +137,5 @@ SELECT state, attempt FROM chrono_forge.workflows WHERE id = :bid;
 SELECT count(*) AS errors, min(attempt), max(attempt) FROM chrono_forge.error_logs WHERE workflow_id = :bid;
 SELECT step_name LIKE '$workflow_failure$%' AS failure_marker FROM chrono_forge.execution_logs WHERE workflow_id = :bid;
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'retries\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.retries\_%';
 DELETE FROM chrono_forge.workflow_defaults;

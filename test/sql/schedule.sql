@@ -34,7 +34,10 @@ SELECT (SELECT count(*) FROM chrono_forge.schedules) AS schedules, (SELECT count
 -- pg_cron starts), owned by the caller; the last tick handled is the
 -- latest one before creation, so nothing past runs.
 SELECT chrono_forge.schedule('nightly', '0 3 * * *', 'sc_wf', '{"report": "sales"}') > 0 AS scheduled;
-SELECT jobname, schedule, command, username = current_user AS mine FROM cron.job ORDER BY jobid;
+-- (Jobs are named by the schedule's id: pg_cron truncates names to 63 bytes.)
+SELECT jobname = 'chrono_forge:' || s.id || CASE WHEN j.jobid = s.reboot_jobid THEN ':reboot' ELSE '' END AS named_by_id,
+       schedule, command, username = current_user AS mine
+  FROM cron.job j JOIN chrono_forge.schedules s ON j.jobid IN (s.jobid, s.reboot_jobid) ORDER BY j.jobid;
 SELECT name, cron, workflow, args, catch_up, last_tick, next_tick, last_run_id, runs_started
   FROM chrono_forge.schedule_status;
 \set VERBOSITY sqlstate
@@ -57,7 +60,7 @@ SELECT chrono_forge.schedule_fire('nightly');
 SELECT count(*) AS runs_of_the_tick FROM sc_runs WHERE key = 'nightly@2030-01-02T03:00Z';
 -- The job's own command does the same.
 SET chrono_forge.fake_now = '2030-01-03 03:00:01+00';
-SELECT command FROM cron.job WHERE jobname = 'chrono_forge:nightly' \gexec
+SELECT command FROM cron.job WHERE jobid = (SELECT jobid FROM chrono_forge.schedules WHERE name = 'nightly') \gexec
 CALL chrono_forge.run_pending();
 SELECT * FROM sc_runs;
 SELECT * FROM sc_log ORDER BY key;
@@ -140,7 +143,7 @@ SELECT chrono_forge.schedule_fire('nightly');
 \set VERBOSITY default
 -- A job removed by hand does not block unschedule.
 SELECT chrono_forge.schedule('manual', '0 3 * * *', 'sc_wf') > 0 AS scheduled;
-SELECT cron.unschedule('chrono_forge:manual');
+SELECT cron.unschedule((SELECT jobid FROM chrono_forge.schedules WHERE name = 'manual'));
 SELECT chrono_forge.unschedule('manual');
 SELECT (SELECT count(*) FROM chrono_forge.schedules) AS schedules, (SELECT count(*) FROM cron.job) AS jobs;
 DROP EXTENSION pg_cron;

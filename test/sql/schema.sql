@@ -22,9 +22,9 @@ SELECT 'idle'::chrono_forge.workflow_state = 'idle' AS same;
 -- Constraints hold even for the engine's own writes.
 \set VERBOSITY terse
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner)
-VALUES ('w', '', 'public.w', current_user::regrole);
+VALUES ('public.w', '', 'public.w', current_user::regrole);
 INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner, locked_by)
-VALUES ('w', 'k', 'public.w', current_user::regrole, 'someone');
+VALUES ('public.w', 'k', 'public.w', current_user::regrole, 'someone');
 \set VERBOSITY default
 
 -- Every SQL-language function pins its search path (C ones pin it

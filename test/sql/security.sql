@@ -88,7 +88,7 @@ SET ROLE sec_alice;
 CALL chrono_forge.run_pending();
 RESET ROLE;
 SELECT label, current_role_name, session_is_super FROM sec_who WHERE label = 'alice child';
-SELECT key, state, owner FROM chrono_forge.workflows WHERE key LIKE 'f1%' ORDER BY key;
+SELECT regexp_replace(key, '^\$[0-9]+\$', '') AS key, state, owner FROM chrono_forge.workflows WHERE key LIKE 'f1%' OR key LIKE '$%$f1$%' ORDER BY 1;
 
 -- Workflow procedures that would run as someone else are refused.
 CREATE PROCEDURE sec_definer_wf(args jsonb) LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN NULL; END $$;
@@ -100,7 +100,7 @@ SET ROLE sec_alice;
 SELECT chrono_forge.start('sec_private_wf', 'x');
 RESET ROLE;
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'sec\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.sec\_%';
 DELETE FROM chrono_forge.workflow_defaults;
 DROP OWNED BY sec_alice, sec_bob;
 DROP ROLE sec_alice;

@@ -36,8 +36,12 @@ SELECT chrono_forge.start('start_wf', 'k1', '{"n": 2}') = :id AS same_id;
 SELECT args FROM chrono_forge.workflows WHERE id = :id;
 SELECT count(*) AS wakeups FROM chrono_forge.wakeups WHERE workflow_id = :id;
 
--- A qualified name is kept as given and resolved once.
-SELECT chrono_forge.start('public.start_wf', 'k1') <> :id AS distinct_identity;
+-- Since 0.5.0 a run is (owner, procedure, key): every spelling of the
+-- procedure names the same run, stored under one canonical name.
+SELECT chrono_forge.start('public.start_wf', 'k1') = :id AS same_run,
+       chrono_forge.start('"public".START_WF', 'k1') = :id AS same_run_quoted;
+-- Keys beginning with '$' are reserved for children (CF012).
+SELECT chrono_forge.start('start_wf', '$1$k1$b$c');
 SELECT workflow, procedure FROM chrono_forge.workflows ORDER BY id;
 
 -- The pass stamps started_at and completes the (empty) body.

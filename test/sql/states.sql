@@ -89,5 +89,5 @@ SELECT chrono_forge.acquire_lock(:lid, 'holder-3');
 SELECT chrono_forge.acquire_lock(-1, 'holder-3');
 \set VERBOSITY default
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'st\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.st\_%';
 DELETE FROM chrono_forge.workflow_defaults;

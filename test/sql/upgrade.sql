@@ -32,7 +32,7 @@ SELECT key, state, ended_at = completed_at AS ended_when_completed
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'chrono_forge_admin';
 SELECT tablename, policyname, roles FROM pg_policies
  WHERE schemaname = 'chrono_forge' AND policyname LIKE '%admin' ORDER BY 1;
-SELECT workflow, state, runs FROM chrono_forge.overview WHERE workflow = 'up_wf';
+SELECT workflow, state, runs FROM chrono_forge.overview WHERE workflow = 'public.up_wf';
 SELECT chrono_forge.cleanup(older_than => '0') ->> 'workflows' AS cleaned;
 
 -- Periodic work after the upgrade: a repeat ticks, cron expressions parse.
@@ -119,18 +119,70 @@ END $$;
 SELECT chrono_forge.start('up_each_wf', 'e1') > 0 AS started;
 CALL chrono_forge.run_pending(max_passes => 1);
 SELECT count(*) AS child_runs, count(*) FILTER (WHERE state = 'idle') AS idle
-  FROM chrono_forge.workflows WHERE key LIKE 'e1$%';
+  FROM chrono_forge.workflows WHERE key LIKE '$%$e1$%';
 ALTER EXTENSION chrono_forge UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
 CALL chrono_forge.run_pending();
-SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'e1%' ORDER BY key;
+SELECT regexp_replace(key, '^\$[0-9]+\$', '') AS key, state FROM chrono_forge.workflows WHERE key LIKE 'e1%' OR key LIKE '$%$e1$%' ORDER BY 1;
 SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
 SELECT chrono_forge.start('up_each_wf', 'e2') > 0 AS started;
 CALL chrono_forge.run_pending(max_passes => 1);
-SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE 'e2$%';
+SELECT count(*) AS child_runs FROM chrono_forge.workflows WHERE key LIKE '$%$e2$%';
 SELECT sum(n - taken) AS children_waiting FROM chrono_forge.spawn_batches;
 CALL chrono_forge.run_pending();
-SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'e2%' ORDER BY key;
+SELECT regexp_replace(key, '^\$[0-9]+\$', '') AS key, state FROM chrono_forge.workflows WHERE key LIKE 'e2%' OR key LIKE '$%$e2$%' ORDER BY 1;
 SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
 DELETE FROM chrono_forge.workflows;
+RESET chrono_forge.fake_now;
+
+-- 0.4.0 -> 0.5.0: run identity becomes (owner, canonical procedure, key).
+-- Runs parked on 0.4.0 (a timer, a merge with a spawned child, children of
+-- spawn_each not started yet) and configured defaults keep working after
+-- the update: workflows become canonical, children take keys unique to
+-- their parent, and the parked runs finish.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.4.0';
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+CREATE PROCEDURE up_mixed_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn('a', 'up_child_wf');
+    CALL chrono_forge.spawn_each('i', 'up_child_wf', 'SELECT g AS item_key FROM generate_series(1, 2) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['kids']);
+END $$;
+-- (0.4.0 rows as the 0.4.0 library wrote them: typed names, old child keys.)
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, owner, state)
+VALUES ('up_wf', 'timer', 'public.up_wf', 'postgres', 'idle');
+INSERT INTO chrono_forge.workflow_defaults (workflow, retry_policy, owner)
+VALUES ('up_child_wf', chrono_forge.retry_policy(max_attempts => 7), 'postgres');
+SELECT chrono_forge.start('up_mixed_wf', 'm1') AS mid \gset
+UPDATE chrono_forge.workflows SET workflow = 'up_mixed_wf' WHERE id = :mid;
+CALL chrono_forge.run_pending(max_passes => 1);
+UPDATE chrono_forge.workflows SET workflow = 'up_child_wf', key = 'm1$kids$a' WHERE key LIKE '$%$m1$kids$a';
+UPDATE chrono_forge.spawn_batches
+   SET workflows = array(SELECT 'up_child_wf' FROM unnest(keys)),
+       keys = array(SELECT regexp_replace(k, '^\$[0-9]+\$', '') FROM unnest(keys) k);
+SELECT workflow, key, state FROM chrono_forge.workflows ORDER BY id;
+SELECT keys, workflows FROM chrono_forge.spawn_batches ORDER BY id;
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT workflow, regexp_replace(key, '^\$[0-9]+\$', '') AS key, key LIKE '$' || :mid || '$%' AS keyed_by_parent
+  FROM chrono_forge.workflows ORDER BY id;
+SELECT array(SELECT regexp_replace(k, '^\$[0-9]+\$', '') FROM unnest(keys) k) AS keys,
+       keys[1] LIKE '$' || :mid || '$%' AS keyed_by_parent, workflows
+  FROM chrono_forge.spawn_batches ORDER BY id;
+SELECT workflow, retry_policy->>'max_attempts' AS max_attempts FROM chrono_forge.workflow_defaults;
+SELECT conname FROM pg_constraint WHERE conrelid = 'chrono_forge.workflows'::regclass AND contype = 'u';
+-- Every spelling finds the parked run; a wake and the timer's end finish it.
+SELECT chrono_forge.wake('up_wf', 'timer') AS woken, chrono_forge.start('public.up_wf', 'timer') =
+       (SELECT id FROM chrono_forge.workflows WHERE key = 'timer') AS same_run;
+SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 04:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT workflow, regexp_replace(key, '^\$[0-9]+\$', '') AS key, state FROM chrono_forge.workflows ORDER BY id;
+SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
+DELETE FROM chrono_forge.workflows;
+DELETE FROM chrono_forge.workflow_defaults;
 RESET chrono_forge.fake_now;

@@ -8,7 +8,7 @@ SELECT w.key, w.state,
           FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id) AS steps,
        (SELECT string_agg(to_char(k.due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') || ' ' || k.reason, ', ' ORDER BY k.due_at)
           FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups
-  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'wt\_%' ORDER BY w.id;
+  FROM chrono_forge.workflows w WHERE w.workflow LIKE 'public.wt\_%' ORDER BY w.id;
 
 -- wait: resumes at first-seen time + duration; an early wake re-arms only
 -- the remainder.
@@ -202,7 +202,7 @@ SELECT w.key, w.state, e.error_class, e.error_message,
        (SELECT count(*) FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id
          AND l.step_name NOT LIKE '$%') AS steps_written
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
- WHERE w.workflow = 'wt_bad_wf' ORDER BY w.id;
+ WHERE w.workflow = 'public.wt_bad_wf' ORDER BY w.id;
 
 -- The payload an event step returns is used by the next step of the same
 -- pass (it once pointed into memory freed at the step's end).
@@ -224,8 +224,8 @@ SELECT chrono_forge.wake('wt_payload_wf', 'p');
 CALL chrono_forge.run_pending();
 SELECT chrono_forge.send_event('wt_payload_wf', 'p', 'go', '{"what": "delivered"}');
 CALL chrono_forge.run_pending();
-SELECT state FROM chrono_forge.workflows WHERE workflow = 'wt_payload_wf';
+SELECT state FROM chrono_forge.workflows WHERE workflow = 'public.wt_payload_wf';
 SELECT what FROM wt_log WHERE what LIKE 'payload%';
 
-DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'wt\_%';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.wt\_%';
 DELETE FROM chrono_forge.workflow_defaults;
