@@ -7,17 +7,17 @@
 . "${CF_SECURITY_DIR:-$(dirname "${BASH_SOURCE[0]}")}/../integration/lib.sh"
 export PGDATABASE=postgres
 
-# as ROLE [SQL]: run SQL (or stdin) as ROLE: SET ROLE in a superuser's
-# session, so that no password setup is needed.  current_user is ROLE;
-# checks read rolsuper of the role itself, never of the session.
+# as ROLE [SQL | psql options...]: run SQL, psql's -c/-f, or stdin, as
+# ROLE: role set at connection (the session user stays the superuser, so
+# that no password setup is needed).  current_user is ROLE; checks read
+# rolsuper of the role itself, never of the session.
 as() {
     local role=$1
     shift
-    if [ $# -gt 0 ]; then
-        printf 'SET ROLE %s;\n%s\n' "$role" "$*" | psql -XAtq -v ON_ERROR_STOP=1
-    else
-        { printf 'SET ROLE %s;\n' "$role"; cat; } | psql -XAtq -v ON_ERROR_STOP=1
+    if [ $# -eq 1 ] && [[ $1 != -* ]]; then
+        set -- -c "$1"
     fi
+    PGOPTIONS="-c role=$role" psql -XAtq -v ON_ERROR_STOP=1 "$@"
 }
 
 # as_login ROLE [SQL]: the same in a session of ROLE's own (its session
