@@ -24,11 +24,11 @@ SELECT cron.schedule(left('chrono_forge:' || repeat('x', 60) || '_two', 63), '0 
 SQL
 q >/dev/null <<'SQL'
 INSERT INTO chrono_forge.schedules (name, cron, workflow, catch_up, owner, jobid, reboot_jobid, last_tick)
-SELECT 'short', '0 3 * * *', 'tenant_a.nightly', 'latest', 'tenant_a',
+SELECT 'short', '0 3 * * *', 'tenant_a.nightly', 'latest', 'tenant_a'::regrole,
        (SELECT jobid FROM cron.job WHERE jobname = 'chrono_forge:short'),
        (SELECT jobid FROM cron.job WHERE jobname = 'chrono_forge:short:reboot'), now()
 UNION ALL
-SELECT repeat('x', 60) || s, c, 'tenant_a.nightly', 'latest', 'tenant_a', j.jobid, j.jobid, now()
+SELECT repeat('x', 60) || s, c, 'tenant_a.nightly', 'latest', 'tenant_a'::regrole, j.jobid, j.jobid, now()
   FROM (VALUES ('_one', '0 4 * * *'), ('_two', '0 5 * * *')) v(s, c),
        cron.job j WHERE j.jobname LIKE 'chrono_forge:xxx%';
 SQL
