@@ -111,6 +111,7 @@ DECLARE
     s record;
     j bigint;
     r bigint;
+    replaced bigint[] := '{}';
 BEGIN
     IF pg_catalog.to_regclass('cron.job') IS NULL THEN
         RETURN;
@@ -136,12 +137,19 @@ BEGIN
                       pg_catalog.format('SELECT chrono_forge.schedule_fire(%L, reboot => true)', s.name);
             RESET ROLE;
             UPDATE chrono_forge.schedules SET jobid = j, reboot_jobid = r WHERE id = s.id;
+            replaced := replaced || s.jobid || s.reboot_jobid;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'chrono_forge: could not recreate the pg_cron jobs of schedule "%" of role %: %',
                 s.name, s.owner, SQLERRM
                 USING HINT = 'Call chrono_forge.unschedule() and chrono_forge.schedule() again as its owner.';
         END;
     END LOOP;
+    -- The shared jobs the new ones replaced, once no schedule uses them.
+    EXECUTE 'DELETE FROM cron.job WHERE jobid = ANY ($1)
+               AND jobid NOT IN (SELECT jobid FROM chrono_forge.schedules WHERE jobid IS NOT NULL
+                                 UNION ALL
+                                 SELECT reboot_jobid FROM chrono_forge.schedules WHERE reboot_jobid IS NOT NULL)'
+        USING replaced;
 END
 $$;
 

@@ -28,7 +28,8 @@ expect_eq "$(q -c "SELECT count(*) = (SELECT extract(epoch FROM last_tick - '$cr
 expect_eq "$(q -c "SELECT bool_and(key = 'every_minute@' || to_char((options->>'scheduled_for')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"'))
                    FROM chrono_forge.workflows WHERE workflow = 'public.sched_wf'")" t "keys name their tick"
 expect_eq "$(q -c "SELECT (SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid)
-                           WHERE j.jobname = (SELECT 'chrono_forge:' || id FROM chrono_forge.schedules WHERE name = 'every_minute') AND d.status = 'succeeded')
+                           WHERE j.jobid = (SELECT jobid FROM chrono_forge.schedules WHERE name = 'every_minute')
+                             AND d.status = 'succeeded')
                    >= (SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.sched_wf')")" t \
     "each run came from a successful firing"
 expect_eq "$(q -c "SELECT bool_and(state = 'completed') FROM chrono_forge.workflows
