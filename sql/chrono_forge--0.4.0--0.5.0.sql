@@ -60,8 +60,11 @@ BEGIN
     -- A day before it that was noted has lost its runs (cleanup): its
     -- summary goes (the day is then counted, and has nothing to count)
     -- rather than being summarised anew, since the clamp never reaches it.
+    -- (Under the summarising lock, as any change to the summaries.)
     IF EXISTS (SELECT 1 FROM chrono_forge.outcome_days_changed c
-                WHERE oldest IS NULL OR c.day < pg_catalog.timezone('UTC', oldest)::date) THEN
+                WHERE oldest IS NULL OR c.day < pg_catalog.timezone('UTC', oldest)::date)
+       AND pg_catalog.pg_try_advisory_xact_lock(
+               'chrono_forge.outcome_days_summarised'::regclass::oid::integer, 0) THEN
         DELETE FROM chrono_forge.outcome_days_summarised s
          WHERE oldest IS NULL OR s.day < pg_catalog.timezone('UTC', oldest)::date;
         DELETE FROM chrono_forge.outcome_days o
