@@ -248,8 +248,11 @@ BEGIN
     -- A day before it that was noted has lost its runs (cleanup): its
     -- summary goes (the day is then counted, and has nothing to count)
     -- rather than being summarised anew, since the clamp never reaches it.
+    -- (Under the summarising lock, as any change to the summaries.)
     IF EXISTS (SELECT 1 FROM chrono_forge.outcome_days_changed c
-                WHERE oldest IS NULL OR c.day < pg_catalog.timezone('UTC', oldest)::date) THEN
+                WHERE oldest IS NULL OR c.day < pg_catalog.timezone('UTC', oldest)::date)
+       AND pg_catalog.pg_try_advisory_xact_lock(
+               'chrono_forge.outcome_days_summarised'::regclass::oid::integer, 0) THEN
         DELETE FROM chrono_forge.outcome_days_summarised s
          WHERE oldest IS NULL OR s.day < pg_catalog.timezone('UTC', oldest)::date;
         DELETE FROM chrono_forge.outcome_days o
@@ -350,18 +353,28 @@ BEGIN
     IF window_ IS NULL OR window_ OPERATOR(pg_catalog.<=) interval '0' THEN
         RAISE EXCEPTION 'window_ must be a positive interval' USING ERRCODE = 'CF012';
     END IF;
-    -- The window is clamped to the oldest end of a run the caller sees
-    -- (no day before it has anything to count): a window far wider than
-    -- the data, or than the calendar ('300000 years'), costs what the data
-    -- costs and is not an error.  (One index probe per ended state.)
+    -- A window reaching (within a year) past the first representable
+    -- timestamp is all time ('300000 years' is not an error).
+    IF window_ OPERATOR(pg_catalog.>=)
+       ((until_ OPERATOR(pg_catalog.-) '4713-01-01 00:00:00+00 BC'::timestamptz)
+        OPERATOR(pg_catalog.-) interval '1 year') THEN
+        since := '-infinity';
+    ELSE
+        since := until_ OPERATOR(pg_catalog.-) window_;
+    END IF;
+    -- The window then starts no earlier than the oldest end of a run the
+    -- caller sees in it: no day before has anything to count, so a window
+    -- far wider than the data costs what the data costs.  (One index
+    -- probe per ended state, from the window's start: the first visible
+    -- entry ends it.)
     SELECT LEAST((SELECT w.ended_at FROM chrono_forge.workflows w
-                   WHERE w.state_code OPERATOR(pg_catalog.=) 3 AND w.ended_at IS NOT NULL
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 3 AND w.ended_at OPERATOR(pg_catalog.>) since
                    ORDER BY w.ended_at LIMIT 1),
                  (SELECT w.ended_at FROM chrono_forge.workflows w
-                   WHERE w.state_code OPERATOR(pg_catalog.=) 4 AND w.ended_at IS NOT NULL
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 4 AND w.ended_at OPERATOR(pg_catalog.>) since
                    ORDER BY w.ended_at LIMIT 1),
                  (SELECT w.ended_at FROM chrono_forge.workflows w
-                   WHERE w.state_code OPERATOR(pg_catalog.=) 6 AND w.ended_at IS NOT NULL
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 6 AND w.ended_at OPERATOR(pg_catalog.>) since
                    ORDER BY w.ended_at LIMIT 1))
       INTO oldest;
     IF oldest IS NULL OR oldest OPERATOR(pg_catalog.>) until_ THEN
@@ -370,17 +383,10 @@ BEGIN
         PERFORM chrono_forge.outcome_days_refresh(NULL, NULL);
         RETURN;
     END IF;
-    -- The oldest end's day is whole in the clamped window, so that it can
-    -- be read from its summary.  (A window no wider than the data plus a
-    -- year cannot leave the timestamp range when subtracted; a wider one
-    -- starts at the data.)
-    oldest := pg_catalog.timezone('UTC', pg_catalog.timezone('UTC', oldest)::date::timestamp)
-              OPERATOR(pg_catalog.-) interval '1 microsecond';
-    IF window_ OPERATOR(pg_catalog.>) ((until_ OPERATOR(pg_catalog.-) oldest) OPERATOR(pg_catalog.+) interval '1 year') THEN
-        since := oldest;
-    ELSE
-        since := GREATEST(until_ OPERATOR(pg_catalog.-) window_, oldest);
-    END IF;
+    -- (From the start of the oldest end's day, so that the day is whole
+    -- and can be read from its summary.)
+    since := GREATEST(since, pg_catalog.timezone('UTC', pg_catalog.timezone('UTC', oldest)::date::timestamp)
+                             OPERATOR(pg_catalog.-) interval '1 microsecond');
     -- The window's whole days: (since, until_] holds all of them.
     first_whole := pg_catalog.timezone('UTC', since)::date + 1;
     last_whole := pg_catalog.timezone('UTC', until_)::date - 1;

@@ -229,6 +229,10 @@ SELECT in_state($$SELECT * FROM chrono_forge.top_errors('100000000 years')$$) AS
        in_state($$SELECT * FROM chrono_forge.stranded('-100000000 years')$$) AS stranded_negative;
 SELECT count(*) > 0 AS all_time FROM chrono_forge.top_errors('100000000 years');
 
--- Documented, not CF012: a negative limit given to a view (2201W).
+-- Documented, not CF012 (README, "Errors"): a negative limit given to a
+-- view (2201W), a cap of 2147483647 (22003), reap_stalled() past the
+-- timestamp range (22008).
 SELECT in_state($$SELECT * FROM chrono_forge.waiting(max_rows => -1)$$) AS waiting,
-       in_state($$SELECT * FROM chrono_forge.top_errors(sample => -1)$$) AS top_errors;
+       in_state($$SELECT * FROM chrono_forge.top_errors(sample => -1)$$) AS top_errors,
+       in_state($$SELECT * FROM chrono_forge.overview(2147483647)$$) AS overview,
+       in_state($$SELECT chrono_forge.reap_stalled('100000000 years')$$) AS reap_stalled;
