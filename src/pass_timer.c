@@ -32,6 +32,7 @@
 
 static TimeoutId pass_timeout = MAX_TIMEOUTS;	/* registered on first use */
 static TimestampTz pass_deadline = 0;
+static int	pass_limit_s = 0;		/* max_duration when the pass started */
 static bool timer_armed = false;
 
 /* Set by the handlers; read by the executor once the error is caught. */
@@ -109,8 +110,9 @@ cf_pass_timer_arm(int64 run)
 	pass_run = run;
 	if (pass_timeout == MAX_TIMEOUTS)
 		pass_timeout = RegisterTimeout(USER_TIMEOUT, pass_timeout_handler);
+	pass_limit_s = cf_max_duration_s;
 	pass_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												(int64) cf_max_duration_s * 1000);
+												(int64) pass_limit_s * 1000);
 	cf_pass_timer_resume();
 }
 
@@ -181,7 +183,7 @@ cf_pass_timeout_error(ErrorData *edata, int64 run)
 
 	edata->sqlerrcode = ERRCODE_CF_PASS_TIMEOUT;
 	edata->message = psprintf("pass of workflow run %lld exceeded chrono_forge.max_duration (%d s) and was stopped",
-							  (long long) run, cf_max_duration_s);
+							  (long long) run, pass_limit_s);
 	edata->detail = was ? psprintf("It was stopped with: %s", was) : NULL;
 	edata->hint = pstrdup("Its transaction was rolled back; the run goes on by its workflow retry policy.");
 	return edata;
