@@ -3,10 +3,11 @@
 # (all workers but one per owner), at most one of its passes runs at a
 # time and tenant_a's runs still complete.  With a small max_duration, the
 # sleeping passes are stopped, their error (CF021) recorded, and their runs
-# go on by their retry policy (here: fail after two attempts).
+# go on by their retry policy (here: fail after two attempts); a pass of
+# run_pending() is bounded the same way.
 . "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
-trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
+trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
 
 as tenant_b -f - >/dev/null <<'SQL'
 CREATE FUNCTION tenant_b.nap() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(3600)';
@@ -53,3 +54,15 @@ expect_eq "$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_a
     "$pids_before" "worker processes"
 # Nothing is left for reap_stalled() to find.
 expect_eq "$(q -c "SELECT chrono_forge.reap_stalled('1 second')")" 0 "runs reaped"
+
+# run_pending() (workers off): the caller's own pass is stopped too.
+q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
+    || fail "workers did not stop"
+as tenant_b -c "SELECT chrono_forge.start('tenant_b.sleeper', 'pending1')" >/dev/null
+start=$(date +%s)
+timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_b" -c "CALL chrono_forge.run_pending(1)" \
+    || fail "run_pending() failed or was not stopped"
+[ $(( $(date +%s) - start )) -lt 30 ] || fail "run_pending() pass outlived max_duration"
+expect_eq "$(q -c "SELECT string_agg(e.error_class || ' ' || w.state, ',') FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key = 'pending1'")" \
+    "CF021 idle" "run_pending() pass stopped at max_duration"
