@@ -7,6 +7,9 @@
 # run_pending() is bounded the same way.
 . "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
+# The workers restart after the extension is created again: wait for both.
+wait_for 30 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
+    || fail "workers not running"
 trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
 
 as tenant_b -f - >/dev/null <<'SQL'
