@@ -515,3 +515,23 @@ $$;
 -- Engine identity and search path
 -- =====================================================================
 
+
+-- =====================================================================
+-- Bounded passes and fair workers
+-- =====================================================================
+
+-- cancel() of a run whose row a pass holds does not wait for the pass: it
+-- records the cancel here (durably, with the caller's transaction) and the
+-- worker running that pass is told to stop it.  The pass, or the launcher
+-- once no pass holds the run, makes the run cancelled and deletes the row.
+-- Internal: written and read by the engine only.
+CREATE TABLE chrono_forge.cancel_requests (
+    workflow_id   bigint PRIMARY KEY
+                  REFERENCES chrono_forge.workflows (id) ON DELETE CASCADE,
+    reason        text,
+    requested_by  oid NOT NULL,
+    cancelled_run bigint NOT NULL,
+    requested_at  timestamptz NOT NULL
+);
+ALTER TABLE chrono_forge.cancel_requests ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON chrono_forge.cancel_requests FROM PUBLIC;

@@ -39,6 +39,7 @@
 #define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
 #define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
 #define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
+#define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
@@ -63,6 +64,7 @@
 extern char *cf_database;
 extern int	cf_workers;
 extern int	cf_max_duration_s;
+extern int	cf_max_workers_per_owner;
 extern int	cf_reap_stale_after_s;
 extern bool cf_enabled;
 extern int	cf_max_recoveries;
@@ -74,6 +76,7 @@ extern bool cf_fake_now_set;
 extern TimestampTz cf_fake_now_value;
 extern void cf_define_gucs(void);
 extern int	cf_reap_stale_after_effective(void);
+extern int	cf_worker_share_effective(void);
 
 /* clock.c */
 extern TimestampTz cf_clock_now(void);
@@ -97,6 +100,25 @@ extern uint64 cf_shmem_epoch(void);
 extern void cf_wake_workers(void);
 extern void cf_wake_launcher(void);
 extern bool cf_shmem_ready(void);
+extern bool cf_worker_publish_owner(int slot, Oid owner, int limit);
+extern void cf_worker_clear_owner(int slot);
+extern int	cf_owners_at_share(int slot, int limit, Oid *owners);
+extern bool cf_worker_cancel_asked(int slot, int64 run);
+extern void cf_queue_cancel_signal(int64 run);
+extern bool cf_cancels_pending(void);
+extern void cf_cancels_set_pending(bool pending);
+
+/* pass_timer.c: max_duration of a pass, cancel of a pass in flight */
+extern void cf_pass_timer_arm(int64 run);
+extern void cf_pass_timer_resume(void);
+extern void cf_pass_timer_disarm(void);
+extern bool cf_pass_timer_fired(void);
+extern bool cf_pass_cancel_fired(void);
+extern void cf_pass_interrupts_end(void);
+extern void cf_worker_cancel_signal_init(void);
+extern bool cf_cancel_requested(int64 run);
+extern int	cf_apply_cancel_requests(int64 run);
+extern ErrorData *cf_pass_timeout_error(ErrorData *edata, int64 run);
 
 /* launcher.c, worker.c */
 extern void cf_register_launcher(void);

@@ -34,6 +34,7 @@
 #include "storage/proc.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -137,6 +138,34 @@ batch_committed(void)
 static int64 pass_attempt;		/* workflow-level failures so far */
 static Jsonb *pass_retry_counts;
 
+/* This pass stopped itself because cancel() asked for its run. */
+static bool pass_stop_cancel = false;
+
+/*
+ * Stop the pass if cancel() asked for its run, or it outlived
+ * max_duration (a stop whose query cancel the body's code swallowed, or
+ * that fired as it returned).  At each primitive and before the run's
+ * completion: the next step never starts, and a step whose commit was
+ * still pending is rolled back.
+ */
+static void
+check_pass_stop(void)
+{
+	if (cf_pass_cancel_fired() ||
+		(cf_cancels_pending() && cf_cancel_requested(cf_pass.workflow_id)))
+	{
+		pass_stop_cancel = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("workflow run %lld was cancelled", (long long) cf_pass.workflow_id)));
+	}
+	if (cf_pass_timer_fired())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_PASS_TIMEOUT),
+				 errmsg("pass of workflow run %lld exceeded chrono_forge.max_duration",
+						(long long) cf_pass.workflow_id)));
+}
+
 /* ---------------------------------------------------------------------
  * Helpers for primitives
  * ---------------------------------------------------------------------
@@ -168,6 +197,8 @@ cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
 				 errhint("Do not call it from a function, inside a block with an EXCEPTION clause, "
 						 "or from a procedure with SET clauses or SECURITY DEFINER.")));
 	}
+
+	check_pass_stop();
 
 	/*
 	 * A completed step's commit waits for the next primitive or the end of
@@ -660,6 +691,7 @@ spawn_batches_maybe(void)
 	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
 	"     FROM chrono_forge.workflows w" \
 	"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)" \
+	"       AND NOT w.owner::oid = ANY ($4)" \
 	"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))" \
 	"     FOR NO KEY UPDATE SKIP LOCKED) AS w" \
 	"  LIMIT 1)," \
@@ -669,7 +701,7 @@ spawn_batches_maybe(void)
 	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d) FROM c"
 
 static bool
-claim_wakeup(Oid only_owner, bool before_spawned)
+claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr spawned_plan = NULL;
@@ -682,15 +714,16 @@ claim_wakeup(Oid only_owner, bool before_spawned)
 	if (before_spawned)
 		cf_exec(&spawned_plan,
 				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
-								 " WHERE $3 = 0 OR b.owner::oid = $3 ORDER BY b.id LIMIT 1), $1))"),
-				3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
+								 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
+								 " ORDER BY b.id LIMIT 1), $1))"),
+				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
 				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 	else
 		cf_exec(&plan, CLAIM_WAKEUP_SQL("$1"),
-				3, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID},
+				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
 				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 	cf_internal_end(&st);
 	if (SPI_processed == 0)
 		return false;
@@ -778,7 +811,7 @@ defer_step_log_checks(void)
 }
 
 static bool
-take_spawned_child(Oid only_owner)
+take_spawned_child(Oid only_owner, Datum skip_owners)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -789,8 +822,10 @@ take_spawned_child(Oid only_owner)
 	while (!taken)
 	{
 		CHECK_FOR_INTERRUPTS();
-		cf_exec(&plan, TAKE_CHILD_SQL("($1 = 0 OR b.owner::oid = $1)", TAKE_CHILD_NEW_ID, ""),
-				1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(only_owner)}, NULL, false, 0);
+		cf_exec(&plan, TAKE_CHILD_SQL("($1 = 0 OR b.owner::oid = $1) AND NOT b.owner::oid = ANY ($2)",
+									  TAKE_CHILD_NEW_ID, ""),
+				2, (Oid[]) {OIDOID, OIDARRAYOID},
+				(Datum[]) {ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 		if (SPI_processed == 0)
 			break;
 		taken = finish_take(now);
@@ -834,6 +869,26 @@ retake_spawned_child(void)
 }
 
 /*
+ * The per-owner share of the workers: owners whose passes already occupy
+ * chrono_forge.max_workers_per_owner other workers, whose runs this worker
+ * does not claim now (shared memory knows each worker's current pass).
+ * run_pending() runs its caller's own runs in its own session: none.
+ */
+static Datum
+owners_at_share(void)
+{
+	Oid			owners[CF_MAX_WORKERS];
+	Datum		elems[CF_MAX_WORKERS];
+	int			n = 0;
+
+	if (cf_worker_slot >= 0)
+		n = cf_owners_at_share(cf_worker_slot, cf_worker_share_effective(), owners);
+	for (int i = 0; i < n; i++)
+		elems[i] = ObjectIdGetDatum(owners[i]);
+	return PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+}
+
+/*
  * Claim the next due work, in due order: a wake-up, or a spawned child not
  * started yet.
  */
@@ -843,6 +898,7 @@ claim_and_lock(Oid only_owner)
 	static TimestampTz none_due_at = 0;
 	bool		spawned = spawn_batches_maybe();
 	TimestampTz now = GetCurrentTimestamp();
+	Datum		skip_owners = owners_at_share();
 
 	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
 
@@ -853,17 +909,17 @@ claim_and_lock(Oid only_owner)
 	 */
 	if (!spawned || cf_worker_slot < 0 || TimestampDifferenceExceeds(none_due_at, now, 10))
 	{
-		if (claim_wakeup(only_owner, spawned))
+		if (claim_wakeup(only_owner, spawned, skip_owners))
 			return true;
 		none_due_at = now;
 	}
 	if (!spawned)
 		return false;
-	if (take_spawned_child(only_owner))
+	if (take_spawned_child(only_owner, skip_owners))
 		return true;
 	/* No batch, or all taken by others: any wake-up due. */
 	(void) spawn_batches_exist();
-	return claim_wakeup(only_owner, false);
+	return claim_wakeup(only_owner, false, skip_owners);
 }
 
 /* Add one step log read by load_replay_cache(), in the pass's memory. */
@@ -1253,6 +1309,51 @@ relock_after_abort(void)
 	return cf_pass.stamped;
 }
 
+/*
+ * Two workers that claimed runs of one owner at the same moment may put
+ * it over its share: the later one gives its claim back before running
+ * anything (the run is due again at once, for another worker or later).
+ */
+static void
+give_back_claim(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+
+	if (!cf_pass.stamped)
+		stamp_claim();
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+			"  locked_at = NULL WHERE id = $1 AND locked_by = $2 RETURNING id)"
+			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			" SELECT id, $3, 'share' FROM w",
+			3, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
+			TimestampTzGetDatum(now)}, NULL, false, 0);
+	cf_internal_end(&st);
+	cf_queue_wakeup(now);
+	SPI_commit();
+	batch_committed();
+}
+
+/*
+ * cancel() asked for the run of this pass (which had stopped): end it
+ * cancelled, in a transaction of its own, unless another pass holds the
+ * run by now (its own checks end it then).
+ */
+static void
+finish_cancelled(void)
+{
+	(void) cf_apply_cancel_requests(cf_pass.workflow_id);
+	SPI_commit();
+	batch_committed();
+	ereport(LOG,
+			(errmsg("chrono_forge: pass of workflow run %lld stopped: the run was cancelled",
+					(long long) cf_pass.workflow_id)));
+}
+
 static bool
 error_is_interrupt(ErrorData *edata)
 {
@@ -1377,8 +1478,9 @@ static bool
 step_lost(ErrorData *edata)
 {
 	return cf_pass.commit_pending && !cf_pass.eager &&
-		cf_pass.outcome == CF_OUTCOME_NONE &&
-		edata->sqlerrcode != ERRCODE_CF_LOCK_LOST && !error_is_interrupt(edata);
+		cf_pass.outcome == CF_OUTCOME_NONE && !pass_stop_cancel &&
+		edata->sqlerrcode != ERRCODE_CF_LOCK_LOST &&
+		edata->sqlerrcode != ERRCODE_CF_PASS_TIMEOUT && !error_is_interrupt(edata);
 }
 
 /*
@@ -1442,6 +1544,43 @@ restart_pass_eagerly(void)
 }
 
 /*
+ * After an error escaped the body: was it a stop of ours?  A stop asked
+ * by cancel() ends the run cancelled (pass_stop_cancel); one by the
+ * max_duration timer is recorded as CF021 and goes by the workflow retry
+ * policy.  Any other query cancel is an operator's or a shutdown's.
+ */
+static ErrorData *
+classify_stop(ErrorData *edata)
+{
+	if (cf_pass_cancel_fired())
+		pass_stop_cancel = true;
+	else if (!pass_stop_cancel && cf_pass_timer_fired() &&
+			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			  edata->sqlerrcode == ERRCODE_CF_PASS_TIMEOUT))
+	{
+		MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
+
+		edata = cf_pass_timeout_error(edata, cf_pass.workflow_id);
+		MemoryContextSwitchTo(old);
+		ereport(LOG,
+				(errmsg("chrono_forge: %s", edata->message)));
+	}
+	return edata;
+}
+
+/* The pass is over: this worker's slot no longer names it. */
+static void
+end_pass_slot(void)
+{
+	cf_pass_interrupts_end();
+	if (cf_worker_slot >= 0)
+	{
+		cf_worker_set_current_run(cf_worker_slot, 0);
+		cf_worker_clear_owner(cf_worker_slot);
+	}
+}
+
+/*
  * One pass.  Returns false if nothing was due.  Precondition: inside a
  * transaction, connected to SPI non-atomically; on return the pass's last
  * transaction has committed and a new one is open.
@@ -1452,12 +1591,14 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	Oid			save_userid;
 	int			save_sec;
 	ErrorData  *volatile edata = NULL;
+	volatile bool pass_failed = false;
 
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
 										ALLOCSET_DEFAULT_SIZES);
 	replay_cache_reset();
 	claimed_wakeups = (Datum) 0;
+	pass_stop_cancel = false;
 
 	if (!claim_and_lock(only_owner))
 	{
@@ -1465,25 +1606,43 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		memset(&cf_pass, 0, sizeof(cf_pass));
 		return false;
 	}
-	load_replay_cache();
 	if (cf_worker_slot >= 0)
+	{
 		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
+		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
+		{
+			give_back_claim();
+			end_pass_slot();
+			MemoryContextDelete(cf_pass.cxt);
+			memset(&cf_pass, 0, sizeof(cf_pass));
+			return true;
+		}
+	}
+	load_replay_cache();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	cf_pass.outer_userid = save_userid;
 	cf_pass.outer_sec_context = save_sec;
+	cf_pass_timer_arm(cf_pass.workflow_id);
 	for (;;)
 	{
 		cf_pass.active = true;
 		PG_TRY();
 		{
+			cf_pass_timer_resume();
 			enter_owner_identity();
 			call_workflow_procedure();
 			cf_branch_before_complete();	/* fan-out: unmerged branches */
+			cf_pass_timer_disarm();
+			check_pass_stop();
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
 			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
+			/* The owner's deferred triggers are its code: bounded alike. */
+			cf_pass_timer_resume();
 			fire_deferred_as_owner();
+			cf_pass_timer_disarm();
+			check_pass_stop();
 			if (!batch_pass())
 			{
 				SPI_commit();
@@ -1492,12 +1651,14 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		}
 		PG_CATCH();
 		{
+			cf_pass_timer_disarm();
 			MemoryContextSwitchTo(cf_pass.cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
 			cf_pass.active = false;
 			abort_and_restart(proc_cxt);
 			SetUserIdAndSecContext(save_userid, save_sec);
+			edata = classify_stop(edata);
 		}
 		PG_END_TRY();
 		if (edata == NULL || !step_lost(edata) || !restart_pass_eagerly())
@@ -1505,7 +1666,13 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		edata = NULL;			/* it went with the old pass's memory */
 	}
 
-	if (edata != NULL)
+	if (edata != NULL && pass_stop_cancel)
+	{
+		finish_cancelled();
+		edata = NULL;
+		pass_failed = true;
+	}
+	else if (edata != NULL)
 	{
 		if (edata->sqlerrcode == ERRCODE_CF_LOCK_LOST || !relock_after_abort())
 			ereport(LOG,
@@ -1528,6 +1695,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		 */
 		if (error_is_interrupt(edata))
 		{
+			cf_pass_interrupts_end();
 			MemoryContextSetParent(cf_pass.cxt, proc_cxt);
 			memset(&cf_pass, 0, sizeof(cf_pass));
 			replay_cache_reset();
@@ -1535,9 +1703,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		}
 	}
 
-	cf_branch_after_pass(edata == NULL);	/* fan-out: nudge the parent */
-	if (cf_worker_slot >= 0)
-		cf_worker_set_current_run(cf_worker_slot, 0);
+	cf_branch_after_pass(edata == NULL && !pass_failed);	/* fan-out: nudge the parent */
+	end_pass_slot();
 	MemoryContextDelete(cf_pass.cxt);
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	replay_cache_reset();

@@ -19,6 +19,7 @@
 char	   *cf_database = NULL;
 int			cf_workers = 2;
 int			cf_max_duration_s = 600;
+int			cf_max_workers_per_owner = -1;
 int			cf_reap_stale_after_s = -1;
 bool		cf_enabled = true;
 int			cf_max_recoveries = 3;
@@ -85,6 +86,21 @@ cf_reap_stale_after_effective(void)
 	return 3 * cf_max_duration_s;
 }
 
+/*
+ * How many workers one owner's passes may occupy at once.  Automatic (-1):
+ * all workers but one, so that another owner always finds one; with a
+ * single worker there is nothing to share.  0: no limit.
+ */
+int
+cf_worker_share_effective(void)
+{
+	if (cf_max_workers_per_owner == 0)
+		return CF_MAX_WORKERS;
+	if (cf_max_workers_per_owner > 0)
+		return cf_max_workers_per_owner;
+	return Max(cf_workers - 1, 1);
+}
+
 void
 cf_define_gucs(void)
 {
@@ -107,12 +123,21 @@ cf_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("chrono_forge.max_duration",
-							"How long a pass may hold a run's lock before another may steal it.",
+							"How long a pass may run: its worker stops it then, and another pass may steal its lock.",
 							NULL,
 							&cf_max_duration_s,
 							600, 1, INT_MAX / 4,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("chrono_forge.max_workers_per_owner",
+							"Most workers the passes of one owner may occupy at once (-1: all workers but one; 0: no limit).",
+							NULL,
+							&cf_max_workers_per_owner,
+							-1, -1, CF_MAX_WORKERS,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("chrono_forge.reap_stale_after",

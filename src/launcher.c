@@ -32,6 +32,7 @@
 #include "chrono_forge.h"
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
+#define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
 
 static BackgroundWorkerHandle *worker_handles[CF_MAX_WORKERS];
 
@@ -219,6 +220,28 @@ spawned_children_waiting(void)
 	return due != DT_NOEND;
 }
 
+/*
+ * Carry out the cancel requests no pass holds any more (their pass ended
+ * without seeing them, its worker died, the server restarted).  True if
+ * some are left: a pass still holds their runs; look again soon.
+ */
+static bool
+apply_cancel_requests(void)
+{
+	int			left;
+
+	cf_cancels_set_pending(false);	/* a cancel committing now sets it again */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	left = cf_apply_cancel_requests(0);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (left > 0)
+		cf_cancels_set_pending(true);
+	return left > 0;
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -304,6 +327,7 @@ cf_launcher_main(Datum arg)
 								  (unsigned long long) cf_shmem_epoch()),
 						 0);
 			recovered = true;
+			cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
 		}
 		supervise_workers(serving);
 
@@ -312,8 +336,11 @@ cf_launcher_main(Datum arg)
 			TimestampTz now = GetCurrentTimestamp();
 			TimestampTz due;
 			TimestampTz oldest_lock;
+			bool		cancels_left = false;
 
 			cf_replan_if_stale();	/* the merge polls' cached plans */
+			if (cf_cancels_pending())
+				cancels_left = apply_cancel_requests();
 
 			/*
 			 * Maintenance only matters while some run is running (a lock
@@ -340,6 +367,9 @@ cf_launcher_main(Datum arg)
 			}
 			if (oldest_lock != DT_NOEND)
 				timeout_ms = LAUNCHER_MAINTENANCE_MS;
+			if (cancels_left)
+				timeout_ms = timeout_ms < 0 ? LAUNCHER_CANCEL_RETRY_MS
+					: Min(timeout_ms, LAUNCHER_CANCEL_RETRY_MS);
 
 			/*
 			 * Work due now goes to the workers (they drain all of it); we

@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
@@ -244,11 +245,16 @@ not_your_runs(const char *what, const char *workflow, const char *key)
  *
  * Every run not yet completed or cancelled (idle, running, stalled,
  * failed) becomes cancelled for good: its lock is cleared and its pending
- * wake-ups go, in one statement.  A pass in flight finds its lock gone at
- * its next step commit or at its end, and stops without writing (the
- * executor checks locked_by in the same transaction); a pass whose claim
- * has not committed yet holds the row lock, so the cancel waits for it.
- * No path schedules or claims a cancelled run again.  With children, the
+ * wake-ups go, in one statement.  A pass in flight between two steps finds
+ * its lock gone at its next step commit or at its end, and stops without
+ * writing (the executor checks locked_by in the same transaction).  A run
+ * whose row a pass holds (its claim has not committed yet, or a step is
+ * committing) is not waited for: a row of cancel_requests records the
+ * cancel durably, and after commit the worker running that pass is told
+ * to stop it (pass_timer.c); the pass, or the launcher once no pass holds
+ * the run, makes it cancelled, and no further step runs meanwhile (every
+ * primitive looks for a request first).  No path schedules or claims a
+ * cancelled run again.  With children, the
  * runs spawned by the run's branches (recursively) go too; all of them
  * must be the caller's.  Children not started yet are dropped from
  * spawn_batches and counted.
@@ -270,11 +276,12 @@ cf_cancel(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			n;
 	int64		dropped = 0;
+	Datum		held;
 	bool		batches = with_children && OidIsValid(cf_relation_oid("spawn_batches"));
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = cf_find_own_run(caller, workflow, key, true);
+	run = cf_find_own_run(caller, workflow, key, false);	/* never waits */
 
 	/*
 	 * The run and (optionally) its descendants, checked before writing.
@@ -317,28 +324,50 @@ again:
 	}
 
 	/*
-	 * Children are locked in id order after the parent (already locked);
-	 * a pass holding one of them makes us wait for its commit.
+	 * Runs no pass holds are cancelled here; the others (SKIP LOCKED) get
+	 * a cancel request.  After commit, the worker running a pass of any of
+	 * them (held, or running between two steps) is told to stop it.
 	 */
 	cf_exec(&cancel_plan,
-			"WITH w AS ("
+			"WITH x AS (SELECT w.id, w.state AS was FROM chrono_forge.workflows w WHERE w.id = ANY ($1)"
+			"  FOR NO KEY UPDATE SKIP LOCKED),"
+			" w AS ("
 			"  UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL,"
 			"   locked_at = NULL, updated_at = $2"
-			"  WHERE w.id = ANY ($1) AND w.state NOT IN ('completed', 'cancelled')"
-			"  RETURNING w.id, w.state),"
+			"  FROM x WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled')"
+			"  RETURNING w.id, x.was AS state),"
 			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
 			"  SELECT w.id, '$workflow_cancelled$', 'completed', 1, $2, $2, $2,"
 			"   jsonb_build_object('reason', $3::text, 'requested_by', $4::regrole::text,"
 			"    'cancelled_run', $5)"
-			"  FROM w ON CONFLICT (workflow_id, step_name) DO NOTHING)"
-			" SELECT count(*) FROM w",
+			"  FROM w ON CONFLICT (workflow_id, step_name) DO NOTHING),"
+			" q AS (INSERT INTO chrono_forge.cancel_requests"
+			"  (workflow_id, reason, requested_by, cancelled_run, requested_at)"
+			"  SELECT h.id, $3, $4, $5, $2 FROM chrono_forge.workflows h"
+			"  WHERE h.id = ANY ($1) AND NOT h.id IN (SELECT id FROM x)"
+			"   AND h.state NOT IN ('completed', 'cancelled')"
+			"  ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id)"
+			" SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM q),"
+			"  (SELECT array_agg(id) FROM (SELECT id FROM w WHERE w.state = 'running'"
+			"   UNION ALL SELECT workflow_id FROM q) s)",
 			5, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, OIDOID, INT8OID},
 			(Datum[]) {ids, TimestampTzGetDatum(cf_clock_now()), reason,
 			ObjectIdGetDatum(caller), Int64GetDatum(run.id)},
 			PG_ARGISNULL(2) ? "  n  " : NULL, false, 0);
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		Datum	   *runs;
+		int			nheld;
+
+		deconstruct_array(DatumGetArrayTypeP(held), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &runs, NULL, &nheld);
+		for (int i = 0; i < nheld; i++)
+			cf_queue_cancel_signal(DatumGetInt64(runs[i]));
+	}
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT32(n + (int) dropped);

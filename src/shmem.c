@@ -13,8 +13,11 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -30,6 +33,9 @@ typedef struct CfWorkerSlot
 	pid_t		pid;
 	Latch	   *latch;
 	int64		current_run;	/* run whose pass is in progress, or 0 */
+	Oid			current_owner;	/* its owner (the per-owner share) */
+	uint64		claim_seq;		/* when it was published (ties in the share) */
+	pg_atomic_uint64 cancel_run;	/* cancel() asks to stop this run's pass */
 } CfWorkerSlot;
 
 typedef struct CfShared
@@ -39,6 +45,10 @@ typedef struct CfShared
 	Latch	   *launcher_latch;
 	TimestampTz launcher_wake_at;	/* when the launcher will next look */
 	uint64		spawn_generation;	/* commits that dispatched spawn batches */
+	uint64		claim_counter;	/* orders the passes published by workers */
+	bool		cancels_pending;	/* cancel_requests may hold rows */
+	Oid			served_db;		/* the launcher's database, while attached */
+	bool		share_skipped;	/* a worker passed over an owner at its share */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
@@ -51,6 +61,12 @@ static bool cf_wakeup_queued = false;
 static TimestampTz cf_wakeup_earliest = 0;
 static bool cf_launcher_wake_queued = false;
 static bool cf_spawn_queued = false;
+
+/* Runs this transaction asked to cancel while a pass held them. */
+#define CF_MAX_QUEUED_CANCELS 64
+static int64 cf_cancel_queue[CF_MAX_QUEUED_CANCELS];
+static int	cf_n_cancel_queue = 0;
+static bool cf_cancel_queued = false;
 
 static void
 cf_shmem_request(void)
@@ -77,6 +93,8 @@ cf_shmem_startup(void)
 		/* Distinct per shared-memory lifetime: a crash restart renews it. */
 		cf_shared->epoch = (uint64) GetCurrentTimestamp();
 		cf_shared->launcher_wake_at = DT_NOEND;
+		for (int i = 0; i < CF_MAX_WORKERS; i++)
+			pg_atomic_init_u64(&cf_shared->workers[i].cancel_run, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -109,6 +127,7 @@ cf_launcher_attach(void)
 {
 	SpinLockAcquire(&cf_shared->mutex);
 	cf_shared->launcher_latch = MyLatch;
+	cf_shared->served_db = MyDatabaseId;
 	SpinLockRelease(&cf_shared->mutex);
 }
 
@@ -117,6 +136,7 @@ cf_launcher_detach(void)
 {
 	SpinLockAcquire(&cf_shared->mutex);
 	cf_shared->launcher_latch = NULL;
+	cf_shared->served_db = InvalidOid;
 	cf_shared->launcher_wake_at = DT_NOEND;
 	SpinLockRelease(&cf_shared->mutex);
 }
@@ -136,6 +156,7 @@ cf_worker_attach(int slot)
 	SpinLockAcquire(&cf_shared->mutex);
 	cf_shared->workers[slot].pid = MyProcPid;
 	cf_shared->workers[slot].latch = MyLatch;
+	cf_shared->workers[slot].current_owner = InvalidOid;
 	SpinLockRelease(&cf_shared->mutex);
 }
 
@@ -182,6 +203,172 @@ cf_worker_pid(int slot)
 	pid = cf_shared->workers[slot].pid;
 	SpinLockRelease(&cf_shared->mutex);
 	return pid;
+}
+
+/* ---- the per-owner share of the workers ---- */
+
+/*
+ * Publish the owner of the pass this worker just claimed.  Returns true if
+ * that makes the owner hold more than `limit` workers counting only passes
+ * published before this one: this worker must give the pass back (two
+ * workers claimed the same owner's runs at the same moment, each before
+ * seeing the other).
+ */
+bool
+cf_worker_publish_owner(int slot, Oid owner, int limit)
+{
+	int			before = 0;
+	uint64		seq;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	seq = ++cf_shared->claim_counter;
+	cf_shared->workers[slot].current_owner = owner;
+	cf_shared->workers[slot].claim_seq = seq;
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+		if (i != slot && cf_shared->workers[i].pid != 0 &&
+			cf_shared->workers[i].current_owner == owner &&
+			cf_shared->workers[i].claim_seq < seq)
+			before++;
+	SpinLockRelease(&cf_shared->mutex);
+	return before >= limit;
+}
+
+void
+cf_worker_clear_owner(int slot)
+{
+	bool		skipped;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[slot].current_owner = InvalidOid;
+	skipped = cf_shared->share_skipped;
+	cf_shared->share_skipped = false;
+	SpinLockRelease(&cf_shared->mutex);
+	/* A cancel aimed at the pass that just ended has nothing left to stop. */
+	pg_atomic_write_u64(&cf_shared->workers[slot].cancel_run, 0);
+
+	/*
+	 * Workers that passed over this owner's runs may sleep with them due:
+	 * its share has room again.
+	 */
+	if (skipped)
+		cf_wake_workers();
+}
+
+/*
+ * Owners whose passes already occupy `limit` workers other than `slot`:
+ * this worker does not claim their runs.  Returns how many (at most
+ * CF_MAX_WORKERS) were written to `owners`.
+ */
+int
+cf_owners_at_share(int slot, int limit, Oid *owners)
+{
+	int			n = 0;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		Oid			owner = cf_shared->workers[i].current_owner;
+		int			count = 0;
+		bool		listed = false;
+
+		if (i == slot || cf_shared->workers[i].pid == 0 || !OidIsValid(owner))
+			continue;
+		for (int j = 0; j < n; j++)
+			listed |= owners[j] == owner;
+		if (listed)
+			continue;
+		for (int j = 0; j < CF_MAX_WORKERS; j++)
+			if (j != slot && cf_shared->workers[j].pid != 0 &&
+				cf_shared->workers[j].current_owner == owner)
+				count++;
+		if (count >= limit)
+			owners[n++] = owner;
+	}
+	if (n > 0)
+		cf_shared->share_skipped = true;
+	SpinLockRelease(&cf_shared->mutex);
+	return n;
+}
+
+/* ---- cancel() of a run whose pass is in flight ---- */
+
+/* The worker's signal handler: is `run` the one a cancel asks to stop? */
+bool
+cf_worker_cancel_asked(int slot, int64 run)
+{
+	return cf_shared != NULL && run != 0 &&
+		(int64) pg_atomic_read_u64(&cf_shared->workers[slot].cancel_run) == run;
+}
+
+/*
+ * Called by cancel() for a run it could not lock (a pass holds it): after
+ * commit, the worker executing that run is told to stop its pass (the
+ * request itself is a row of cancel_requests, written by the caller), and
+ * the launcher applies whatever requests are left.
+ */
+void
+cf_queue_cancel_signal(int64 run)
+{
+	if (cf_n_cancel_queue < CF_MAX_QUEUED_CANCELS)
+		cf_cancel_queue[cf_n_cancel_queue++] = run;
+	cf_cancel_queued = true;
+	cf_queue_launcher_wake();
+}
+
+static void
+signal_cancels(void)
+{
+	pid_t		pids[CF_MAX_WORKERS];
+	int			n = 0;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->cancels_pending = true;
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		for (int j = 0; j < cf_n_cancel_queue; j++)
+		{
+			if (cf_shared->workers[i].pid != 0 &&
+				cf_shared->workers[i].current_run == cf_cancel_queue[j])
+			{
+				pg_atomic_write_u64(&cf_shared->workers[i].cancel_run,
+									(uint64) cf_cancel_queue[j]);
+				pids[n++] = cf_shared->workers[i].pid;
+				break;
+			}
+		}
+	}
+	SpinLockRelease(&cf_shared->mutex);
+	for (int i = 0; i < n; i++)
+		(void) kill(pids[i], SIGUSR2);
+}
+
+/*
+ * Are there cancel requests to look for?  Set at the commit of a cancel()
+ * that wrote one; cleared by the launcher when it has applied them all,
+ * which it knows only of its own database.  Without shared memory, and in
+ * a database the launcher does not serve: always look.
+ */
+bool
+cf_cancels_pending(void)
+{
+	bool		pending;
+
+	if (cf_shared == NULL)
+		return true;
+	SpinLockAcquire(&cf_shared->mutex);
+	pending = cf_shared->cancels_pending || cf_shared->served_db != MyDatabaseId;
+	SpinLockRelease(&cf_shared->mutex);
+	return pending;
+}
+
+void
+cf_cancels_set_pending(bool pending)
+{
+	if (cf_shared == NULL)
+		return;
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->cancels_pending = pending;
+	SpinLockRelease(&cf_shared->mutex);
 }
 
 void
@@ -272,6 +459,7 @@ cf_xact_callback(XactEvent event, void *arg)
 	TimestampTz launcher_at;
 	bool		wake_launcher;
 	bool		spawned;
+	bool		cancels;
 
 	/* The one test every unrelated transaction pays. */
 	if (likely(!cf_wakeup_queued))
@@ -284,13 +472,21 @@ cf_xact_callback(XactEvent event, void *arg)
 
 	due = cf_wakeup_earliest;
 	wake_launcher = cf_launcher_wake_queued;
+	cancels = cf_cancel_queued;
+	cf_cancel_queued = false;
 	spawned = cf_spawn_queued;
 	cf_wakeup_queued = false;
 	cf_launcher_wake_queued = false;
 	cf_spawn_queued = false;
 	if (cf_shared == NULL ||
 		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT))
+	{
+		cf_n_cancel_queue = 0;
 		return;
+	}
+	if (cancels)
+		signal_cancels();
+	cf_n_cancel_queue = 0;
 	if (spawned)
 	{
 		SpinLockAcquire(&cf_shared->mutex);

@@ -1,0 +1,265 @@
+/*-------------------------------------------------------------------------
+ *
+ * pass_timer.c
+ *	  Stopping a pass in flight: when it outlives max_duration, and when
+ *	  cancel() asks for its run.
+ *
+ * Owns the pass's max_duration timer (PostgreSQL's timeout.c, armed while
+ * the workflow body runs), the workers' SIGUSR2 handler through which
+ * cancel() stops a pass, and the cancel_requests table (the durable half
+ * of a cancel that found its run held by a pass).  Both stops are delivered
+ * as a query cancel, the way statement_timeout is; the flags set here are
+ * what tells the executor that the cancel is ours and not an operator's or
+ * a shutdown.  A stop is only delivered while the body runs: the engine's
+ * own statements that end a pass are never cancelled by it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "chrono_forge.h"
+
+static TimeoutId pass_timeout = MAX_TIMEOUTS;	/* registered on first use */
+static TimestampTz pass_deadline = 0;
+static int	pass_limit_s = 0;		/* max_duration when the pass started */
+static bool timer_armed = false;
+
+/* Set by the handlers; read by the executor once the error is caught. */
+static volatile sig_atomic_t timer_fired = false;
+static volatile sig_atomic_t cancel_fired = false;
+/* Is the body running (may a stop be delivered as a query cancel)? */
+static volatile sig_atomic_t body_running = false;
+/* The run of the pass in progress, for the SIGUSR2 handler. */
+static volatile int64 pass_run = 0;
+
+static void
+deliver_stop(void)
+{
+	if (body_running)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+}
+
+/* timeout.c calls this from its SIGALRM handler. */
+static void
+pass_timeout_handler(void)
+{
+	timer_fired = true;
+	deliver_stop();
+}
+
+/*
+ * SIGUSR2 in a worker: cancel() committed a request for some run and
+ * marked this worker's slot.  Only a mark naming the run of the pass in
+ * progress stops it, so a signal that arrives after that pass ended never
+ * stops the next one.
+ */
+static void
+cancel_signal_handler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (cf_worker_slot >= 0 && cf_worker_cancel_asked(cf_worker_slot, pass_run))
+	{
+		cancel_fired = true;
+		deliver_stop();
+	}
+	else
+		SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+cf_worker_cancel_signal_init(void)
+{
+	pqsignal(SIGUSR2, cancel_signal_handler);
+}
+
+/*
+ * The pass of `run` starts: its body may run until now + max_duration.
+ * run_pending() passes are bounded the same way.
+ */
+void
+cf_pass_timer_arm(int64 run)
+{
+	/*
+	 * A worker drains many passes per call; take a new max_duration (a
+	 * SIGHUP) from the next pass on, not the next drain.
+	 */
+	if (cf_worker_slot >= 0 && ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	timer_fired = false;
+	cancel_fired = false;
+	pass_run = run;
+	if (pass_timeout == MAX_TIMEOUTS)
+		pass_timeout = RegisterTimeout(USER_TIMEOUT, pass_timeout_handler);
+	pass_limit_s = cf_max_duration_s;
+	pass_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												(int64) pass_limit_s * 1000);
+	cf_pass_timer_resume();
+}
+
+/* The body runs (again, after an eager restart): same deadline. */
+void
+cf_pass_timer_resume(void)
+{
+	if (!timer_fired && !timer_armed)
+	{
+		enable_timeout_at(pass_timeout, pass_deadline);
+		timer_armed = true;
+	}
+	body_running = true;
+	if (timer_fired || cancel_fired)
+		deliver_stop();
+}
+
+/*
+ * The body has returned or failed: no stop is delivered any more.  A stop
+ * that fired as the body returned, not delivered yet, is dropped (the
+ * executor still sees the flags), so that it cannot cancel the engine's
+ * statements that end the pass.
+ */
+void
+cf_pass_timer_disarm(void)
+{
+	body_running = false;
+	if (timer_armed)
+	{
+		disable_timeout(pass_timeout, false);
+		timer_armed = false;
+	}
+	if ((timer_fired || cancel_fired) && QueryCancelPending)
+		QueryCancelPending = false;
+}
+
+bool
+cf_pass_timer_fired(void)
+{
+	return timer_fired;
+}
+
+bool
+cf_pass_cancel_fired(void)
+{
+	return cancel_fired;
+}
+
+/* The pass has ended: signals for its run no longer concern this process. */
+void
+cf_pass_interrupts_end(void)
+{
+	cf_pass_timer_disarm();
+	pass_run = 0;
+	timer_fired = false;
+	cancel_fired = false;
+}
+
+/*
+ * The error a pass that outlived max_duration records: CF021, whatever
+ * the body was doing when it was stopped (the query cancel it received,
+ * or its next primitive's refusal).
+ */
+ErrorData *
+cf_pass_timeout_error(ErrorData *edata, int64 run)
+{
+	char	   *was = edata->message;
+
+	edata->sqlerrcode = ERRCODE_CF_PASS_TIMEOUT;
+	edata->message = psprintf("pass of workflow run %lld exceeded chrono_forge.max_duration (%d s) and was stopped",
+							  (long long) run, pass_limit_s);
+	edata->detail = was ? psprintf("It was stopped with: %s", was) : NULL;
+	edata->hint = pstrdup("Its transaction was rolled back; the run goes on by its workflow retry policy.");
+	return edata;
+}
+
+/*
+ * Has cancel() left a request for `run`?  Only asked while requests may
+ * exist (cf_cancels_pending()).  Connects to SPI itself.
+ */
+bool
+cf_cancel_requested(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		requested;
+
+	cf_spi_connect();
+	if (!OidIsValid(cf_relation_oid("cancel_requests")))	/* before 0.5.0 */
+	{
+		SPI_finish();
+		return false;
+	}
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.cancel_requests WHERE workflow_id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 1);
+	requested = SPI_processed > 0;
+	cf_internal_end(&st);
+	SPI_finish();
+	return requested;
+}
+
+/*
+ * Carry out cancel requests (of `run`, or all if 0) whose runs no pass
+ * holds now: the run becomes cancelled, as cancel() would have made it,
+ * with the request's reason and requester in its marker; its request goes
+ * (also if the run ended meanwhile).  Requests of runs still held stay for
+ * the pass that holds them, or a later look.  Returns how many requests
+ * are left.  Connects to SPI itself; the caller commits.
+ */
+int
+cf_apply_cancel_requests(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	int64		left;
+
+	cf_spi_connect();
+	if (!OidIsValid(cf_relation_oid("cancel_requests")))
+	{
+		SPI_finish();
+		return 0;
+	}
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH r AS (SELECT q.workflow_id, q.reason, q.requested_by, q.cancelled_run"
+			"  FROM chrono_forge.cancel_requests q WHERE $1 = 0 OR q.workflow_id = $1),"
+			" x AS (SELECT w.id FROM chrono_forge.workflows w"
+			"  WHERE w.id IN (SELECT workflow_id FROM r) FOR NO KEY UPDATE SKIP LOCKED),"
+			" w AS (UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL,"
+			"   locked_at = NULL, updated_at = $2"
+			"  FROM x WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled') RETURNING w.id),"
+			" k AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+			"  SELECT w.id, '$workflow_cancelled$', 'completed', 1, $2, $2, $2,"
+			"   jsonb_build_object('reason', r.reason, 'requested_by', r.requested_by::regrole::text,"
+			"    'cancelled_run', r.cancelled_run)"
+			"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING),"
+			" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)"
+			" SELECT (SELECT count(*) FROM r) - (SELECT count(*) FROM x)",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
+			NULL, false, 0);
+	left = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	SPI_finish();
+	return (int) left;
+}

@@ -1,0 +1,71 @@
+# Item 6 / Deliver 5: one role cannot hold every worker.  tenant_b starts
+# runs whose step sleeps an hour: with two workers and the default share
+# (all workers but one per owner), at most one of its passes runs at a
+# time and tenant_a's runs still complete.  With a small max_duration, the
+# sleeping passes are stopped, their error (CF021) recorded, and their runs
+# go on by their retry policy (here: fail after two attempts); a pass of
+# run_pending() is bounded the same way.
+. "$CF_SECURITY_DIR/../integration/lib.sh"
+. "$CF_SECURITY_DIR/lib.sh"
+# The workers restart after the extension is created again: wait for both.
+wait_for 30 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
+    || fail "workers not running"
+trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
+
+as tenant_b -f - >/dev/null <<'SQL'
+CREATE FUNCTION tenant_b.nap() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(3600)';
+CREATE PROCEDURE tenant_b.sleeper(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN CALL chrono_forge.durably_execute('tenant_b.nap'); END $$;
+SELECT chrono_forge.start('tenant_b.sleeper', 'hold' || g) FROM generate_series(1, 4) g;
+SQL
+wait_for 30 "SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'" \
+    || fail "tenant_b's pass did not start"
+sleep 1
+expect_eq "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'")" 1 \
+    "workers held by tenant_b's sleeping passes"
+
+as tenant_a -f - >/dev/null <<'SQL'
+CREATE FUNCTION tenant_a.step() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE PROCEDURE tenant_a.wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN CALL chrono_forge.durably_execute('tenant_a.step'); END $$;
+SELECT chrono_forge.start('tenant_a.wf', 'k' || g) FROM generate_series(1, 20) g;
+SQL
+wait_for 30 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE workflow LIKE 'tenant_a.%' AND state = 'completed'" \
+    || fail "tenant_a's runs did not complete while tenant_b slept: $(q -c "SELECT workflow, state, count(*) FROM chrono_forge.workflows GROUP BY 1, 2")"
+expect_eq "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'")" 1 \
+    "workers held by tenant_b's sleeping passes after tenant_a's runs"
+
+# max_duration stops the sleeping passes.
+as tenant_b -c "SELECT chrono_forge.configure('tenant_b.sleeper', chrono_forge.retry_policy(max_attempts => 2, base => '1 second', cap => '1 second', jitter => false))" >/dev/null
+q -c "ALTER SYSTEM SET chrono_forge.max_duration = '2s'" -c "SELECT pg_reload_conf()" >/dev/null
+# The pass already sleeping armed its timer under the old setting: stop it
+# by cancel; the others start under the new one.
+pids_before=$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")
+sleep 1
+as tenant_b -c "SELECT chrono_forge.cancel('tenant_b.sleeper', 'hold1')" -c "SELECT chrono_forge.cancel('tenant_b.sleeper', 'hold2')" >/dev/null
+wait_for 120 "SELECT count(*) = 2 FROM chrono_forge.workflows WHERE workflow = 'tenant_b.sleeper' AND state = 'failed'" \
+    || fail "tenant_b's sleeping runs did not fail by their policy: $(q -c "SELECT key, state, attempt FROM chrono_forge.workflows WHERE workflow = 'tenant_b.sleeper'") errors: $(q -c "SELECT workflow_id, error_class, error_message FROM chrono_forge.error_logs")"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key IN ('hold3', 'hold4') AND e.error_class = 'CF021' AND e.error_message LIKE '%exceeded chrono_forge.max_duration%'")" 4 \
+    "CF021 errors recorded (two attempts of two runs)"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key IN ('hold3', 'hold4') AND l.step_name LIKE '\$workflow_failure\$%'")" 2 \
+    "failure markers"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.workflow = 'tenant_b.sleeper' AND l.step_name = 'durably_execute\$tenant_b.nap' AND l.state = 'completed'")" 0 \
+    "sleeping steps completed"
+expect_eq "$(q -c "SELECT state FROM chrono_forge.workflows WHERE key = 'hold1'")" cancelled "cancelled run"
+# Stopping passes never cost a worker its life.
+expect_eq "$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")" \
+    "$pids_before" "worker processes"
+# Nothing is left for reap_stalled() to find.
+expect_eq "$(q -c "SELECT chrono_forge.reap_stalled('1 second')")" 0 "runs reaped"
+
+# run_pending() (workers off): the caller's own pass is stopped too.
+q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
+    || fail "workers did not stop"
+as tenant_b -c "SELECT chrono_forge.start('tenant_b.sleeper', 'pending1')" >/dev/null
+start=$(date +%s)
+timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_b" -c "CALL chrono_forge.run_pending(1)" \
+    || fail "run_pending() failed or was not stopped"
+[ $(( $(date +%s) - start )) -lt 30 ] || fail "run_pending() pass outlived max_duration"
+expect_eq "$(q -c "SELECT string_agg(e.error_class || ' ' || w.state, ',') FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key = 'pending1'")" \
+    "CF021 idle" "run_pending() pass stopped at max_duration"
