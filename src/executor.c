@@ -871,36 +871,34 @@ retake_spawned_child(void)
 /*
  * The per-owner share of the workers: owners whose passes already occupy
  * chrono_forge.max_workers_per_owner other workers, whose runs this worker
- * does not claim now (shared memory knows each worker's current pass).
- * run_pending() runs its caller's own runs in its own session: none.
+ * does not claim while another owner's work is due (shared memory knows
+ * each worker's current pass).  run_pending() runs its caller's own runs
+ * in its own session: none.
  */
 static Datum
-owners_at_share(void)
+owners_at_share(int *n)
 {
 	Oid			owners[CF_MAX_WORKERS];
 	Datum		elems[CF_MAX_WORKERS];
-	int			n = 0;
 
+	*n = 0;
 	if (cf_worker_slot >= 0)
-		n = cf_owners_at_share(cf_worker_slot, cf_worker_share_effective(), owners);
-	for (int i = 0; i < n; i++)
+		*n = cf_owners_at_share(cf_worker_slot, cf_worker_share_effective(), owners);
+	for (int i = 0; i < *n; i++)
 		elems[i] = ObjectIdGetDatum(owners[i]);
-	return PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	return PointerGetDatum(construct_array(elems, *n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 }
 
 /*
- * Claim the next due work, in due order: a wake-up, or a spawned child not
- * started yet.
+ * Claim the next due work, in due order, of owners not in skip_owners: a
+ * wake-up, or a spawned child not started yet.
  */
 static bool
-claim_and_lock(Oid only_owner)
+claim_next(Oid only_owner, Datum skip_owners)
 {
 	static TimestampTz none_due_at = 0;
 	bool		spawned = spawn_batches_maybe();
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		skip_owners = owners_at_share();
-
-	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
 
 	/*
 	 * While a worker takes children from batches, it looks for wake-ups
@@ -920,6 +918,41 @@ claim_and_lock(Oid only_owner)
 	/* No batch, or all taken by others: any wake-up due. */
 	(void) spawn_batches_exist();
 	return claim_wakeup(only_owner, false, skip_owners);
+}
+
+/*
+ * Claim the next due work.  The share binds only while another owner's
+ * work is due: when a claim that skips the owners at their share finds
+ * nothing, this worker takes their work after all, and looks for other
+ * owners' work that way again only SHARE_RECHECK_MS later (such a claim
+ * may walk the whole due window of the owners it skips, so not before
+ * every pass of a one-owner backlog).
+ */
+#define SHARE_RECHECK_MS 100
+
+/* Did this pass's claim waive the share (nobody else's work was due)? */
+static bool share_waived = false;
+
+static bool
+claim_and_lock(Oid only_owner)
+{
+	static TimestampTz others_idle_at = 0;
+	int			n_skipped;
+	Datum		skip_owners = owners_at_share(&n_skipped);
+	Datum		no_owners = PointerGetDatum(construct_empty_array(OIDOID));
+	TimestampTz now = GetCurrentTimestamp();
+
+	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
+	share_waived = n_skipped > 0;
+	if (n_skipped == 0 ||
+		!TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS))
+		return claim_next(only_owner, no_owners);
+	share_waived = false;
+	if (claim_next(only_owner, skip_owners))
+		return true;
+	others_idle_at = now;
+	share_waived = true;
+	return claim_next(only_owner, no_owners);
 }
 
 /* Add one step log read by load_replay_cache(), in the pass's memory. */
@@ -1312,7 +1345,8 @@ relock_after_abort(void)
 /*
  * Two workers that claimed runs of one owner at the same moment may put
  * it over its share: the later one gives its claim back before running
- * anything (the run is due again at once, for another worker or later).
+ * anything (the run is due again at once, for another worker or later),
+ * unless its claim waived the share (claim_and_lock()).
  */
 static void
 give_back_claim(void)
@@ -1609,7 +1643,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
-		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
+		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()) &&
+			!share_waived)
 		{
 			give_back_claim();
 			end_pass_slot();
