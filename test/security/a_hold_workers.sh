@@ -38,16 +38,20 @@ wait_for 30 "SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_type = 'ch
 # max_duration stops the sleeping passes.
 as tenant_b -c "SELECT chrono_forge.configure('tenant_b.sleeper', chrono_forge.retry_policy(max_attempts => 2, base => '1 second', cap => '1 second', jitter => false))" >/dev/null
 q -c "ALTER SYSTEM SET chrono_forge.max_duration = '2s'" -c "SELECT pg_reload_conf()" >/dev/null
-# The pass already sleeping armed its timer under the old setting: stop it
-# by cancel; the others start under the new one.
+# The passes already sleeping armed their timers under the old setting
+# (which two of the four runs they are is not known): cancel all four,
+# which stops those passes too; two new runs start under the new setting.
 pids_before=$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")
 sleep 1
-as tenant_b -c "SELECT chrono_forge.cancel('tenant_b.sleeper', 'hold1')" -c "SELECT chrono_forge.cancel('tenant_b.sleeper', 'hold2')" >/dev/null
+as tenant_b -c "SELECT chrono_forge.cancel('tenant_b.sleeper', 'hold' || g) FROM generate_series(1, 4) g" >/dev/null
+wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.workflows WHERE key LIKE 'hold%' AND state = 'cancelled'" \
+    || fail "cancel did not stop the sleeping passes: $(q -c "SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'hold%'")"
+as tenant_b -c "SELECT chrono_forge.start('tenant_b.sleeper', 'short' || g) FROM generate_series(1, 2) g" >/dev/null
 wait_for 120 "SELECT count(*) = 2 FROM chrono_forge.workflows WHERE workflow = 'tenant_b.sleeper' AND state = 'failed'" \
     || fail "tenant_b's sleeping runs did not fail by their policy: $(q -c "SELECT key, state, attempt FROM chrono_forge.workflows WHERE workflow = 'tenant_b.sleeper'") errors: $(q -c "SELECT workflow_id, error_class, error_message FROM chrono_forge.error_logs")"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key IN ('hold3', 'hold4') AND e.error_class = 'CF021' AND e.error_message LIKE '%exceeded chrono_forge.max_duration%'")" 4 \
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key IN ('short1', 'short2') AND e.error_class = 'CF021' AND e.error_message LIKE '%exceeded chrono_forge.max_duration%'")" 4 \
     "CF021 errors recorded (two attempts of two runs)"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key IN ('hold3', 'hold4') AND l.step_name LIKE '\$workflow_failure\$%'")" 2 \
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key IN ('short1', 'short2') AND l.step_name LIKE '\$workflow_failure\$%'")" 2 \
     "failure markers"
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.workflow = 'tenant_b.sleeper' AND l.step_name = 'durably_execute\$tenant_b.nap' AND l.state = 'completed'")" 0 \
     "sleeping steps completed"
