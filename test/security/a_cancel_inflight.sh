@@ -3,7 +3,6 @@
 # not committed (its first step sleeps) and after it has (its second step
 # sleeps).  The run ends cancelled, the sleeping step never completes, no
 # later step runs, and the worker survives.
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 # The workers restart after the extension is created again: wait for both.
 wait_for 30 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \

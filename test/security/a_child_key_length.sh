@@ -4,7 +4,6 @@
 # to take it again and again, without end, for every owner's runs.  The
 # parent now fails at dispatch (CF012) and nothing is queued; the other
 # owner's runs go on.
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 as tenant_b -f - >/dev/null <<'SQL'
 CREATE FUNCTION tenant_b.step() RETURNS int LANGUAGE sql AS 'SELECT 1';

@@ -36,3 +36,24 @@ is_super tenant_a && fail "tenant_a became superuser through a deferred trigger"
 expect_eq "$(q -c "SELECT count(*) FROM tenant_a.seen")" 22 "deferred trigger firings"
 expect_eq "$(q -c "SELECT count(*) FROM tenant_a.seen WHERE who <> 'tenant_a' OR super")" 0 \
     "firings as anyone but tenant_a"
+
+# The same when tenant_a drives its passes itself: run_pending() from a DO
+# block and from a procedure (workers off).
+q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
+    || fail "workers did not stop"
+as tenant_a >/dev/null <<'SQL'
+CREATE PROCEDURE tenant_a.drive() LANGUAGE plpgsql AS $$ BEGIN CALL chrono_forge.run_pending(); END $$;
+SELECT chrono_forge.start('tenant_a.wf', 'do1');
+SQL
+as tenant_a 'DO $$ BEGIN CALL chrono_forge.run_pending(); END $$' >/dev/null
+as tenant_a "SELECT chrono_forge.start('tenant_a.wf', 'proc1')" >/dev/null
+as tenant_a 'CALL tenant_a.drive()' >/dev/null
+q -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE key IN ('do1', 'proc1') AND state = 'completed'")" 2 \
+    "runs driven by run_pending()"
+expect_eq "$(q -c "SELECT count(*) FROM tenant_a.seen")" 24 "deferred trigger firings"
+expect_eq "$(q -c "SELECT count(*) FROM tenant_a.seen WHERE who <> 'tenant_a' OR super")" 0 \
+    "firings as anyone but tenant_a"
+is_super tenant_a && fail "tenant_a became superuser through a deferred trigger"
+exit 0

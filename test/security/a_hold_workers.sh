@@ -8,7 +8,6 @@
 # max_duration, the sleeping passes are stopped, their error (CF021)
 # recorded, and their runs go on by their retry policy (here: fail after
 # two attempts); a pass of run_pending() is bounded the same way.
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
 q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null

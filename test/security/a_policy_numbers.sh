@@ -4,7 +4,6 @@
 # holding a worker.  Numbers must be finite and within the documented
 # maxima (CF012); a run with the largest valid numbers, or with a default
 # stored before the maxima existed, waits its backoff.
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 as tenant_a -f - >/dev/null <<'SQL'
 CREATE FUNCTION tenant_a.state(stmt text) RETURNS text LANGUAGE plpgsql AS $$

@@ -4,7 +4,6 @@
 # everyone: both are clamped to the days that have ended runs, and one
 # call summarises at most 366 days.  Every SECURITY DEFINER function
 # PUBLIC may call is audited here.
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 summarised() { q -c "SELECT count(*) FROM chrono_forge.outcome_days_summarised"; }
 

@@ -1,13 +1,11 @@
 # Helpers for the identity, oracle and schedule attacks (sourced by them).
-. "$CF_SECURITY_DIR/../integration/lib.sh"
 . "$CF_SECURITY_DIR/lib.sh"
 
-# sql_as ROLE [psql args] <<SQL: a script as ROLE (SET ROLE, then the
-# script from stdin, in one session).
+# sql_as ROLE [psql args] <<SQL: a script from stdin as ROLE (lib.sh's as).
 sql_as() {
     local role=$1
     shift
-    psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE $role" -f - "$@"
+    as "$role" -f - "$@"
 }
 
 # answer_as ROLE SQL: what SQL answers as ROLE: "NOTICE:  ok" or
