@@ -103,7 +103,9 @@ extern bool cf_shmem_ready(void);
 extern bool cf_worker_publish_owner(int slot, Oid owner, int limit);
 extern void cf_worker_clear_owner(int slot);
 extern int	cf_owners_at_share(int slot, int limit, Oid *owners);
-extern bool cf_worker_cancel_asked(int slot, int64 run);
+extern void cf_pass_slot_set(int64 run);
+extern bool cf_pass_slot_cancel_asked(int64 run);
+extern void cf_signal_pass_holders(const int64 *runs, int n);
 extern void cf_queue_cancel_signal(int64 run);
 extern bool cf_cancels_pending(void);
 extern void cf_cancels_set_pending(bool pending);
@@ -115,9 +117,9 @@ extern void cf_pass_timer_disarm(void);
 extern bool cf_pass_timer_fired(void);
 extern bool cf_pass_cancel_fired(void);
 extern void cf_pass_interrupts_end(void);
-extern void cf_worker_cancel_signal_init(void);
+extern void cf_pass_cancel_signal_init(void);
 extern bool cf_cancel_requested(int64 run);
-extern int	cf_apply_cancel_requests(int64 run);
+extern int	cf_apply_cancel_requests(int64 run, bool signal_held);
 extern ErrorData *cf_pass_timeout_error(ErrorData *edata, int64 run);
 
 /* launcher.c, worker.c */

@@ -1380,7 +1380,7 @@ give_back_claim(void)
 static void
 finish_cancelled(void)
 {
-	(void) cf_apply_cancel_requests(cf_pass.workflow_id);
+	(void) cf_apply_cancel_requests(cf_pass.workflow_id, false);
 	SPI_commit();
 	batch_committed();
 	ereport(LOG,
@@ -1602,11 +1602,12 @@ classify_stop(ErrorData *edata)
 	return edata;
 }
 
-/* The pass is over: this worker's slot no longer names it. */
+/* The pass is over: this backend's slots no longer name it. */
 static void
 end_pass_slot(void)
 {
 	cf_pass_interrupts_end();
+	cf_pass_slot_set(0);
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, 0);
@@ -1640,6 +1641,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		memset(&cf_pass, 0, sizeof(cf_pass));
 		return false;
 	}
+	cf_pass_slot_set(cf_pass.workflow_id);
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
@@ -1840,6 +1842,7 @@ cf_run_pending(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("max_passes must be at least 1 or NULL")));
+	cf_pass_cancel_signal_init();	/* cancel() stops this session's passes too */
 	(void) drain(max_passes, GetUserId());
 	PG_RETURN_VOID();
 }

@@ -234,7 +234,7 @@ apply_cancel_requests(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	left = cf_apply_cancel_requests(0);
+	left = cf_apply_cancel_requests(0, true);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	if (left > 0)
