@@ -40,6 +40,7 @@
 #define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
 #define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
 #define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
+#define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
@@ -105,6 +106,10 @@ extern void cf_worker_clear_owner(int slot);
 extern int	cf_owners_at_share(int slot, int limit, Oid *owners);
 extern void cf_pass_slot_set(int64 run);
 extern bool cf_pass_slot_cancel_asked(int64 run);
+extern bool cf_pass_slot_preempt_asked(int64 run);
+extern void cf_preempt_pass(int64 run);
+extern Oid	cf_share_overrun(int limit, long min_age_ms, int64 *victim);
+extern bool cf_share_watch(bool watch);
 extern void cf_signal_pass_holders(const int64 *runs, int n);
 extern void cf_queue_cancel_signal(int64 run);
 extern bool cf_cancels_pending(void);
@@ -116,6 +121,7 @@ extern void cf_pass_timer_resume(void);
 extern void cf_pass_timer_disarm(void);
 extern bool cf_pass_timer_fired(void);
 extern bool cf_pass_cancel_fired(void);
+extern bool cf_pass_preempt_fired(void);
 extern void cf_pass_interrupts_end(void);
 extern void cf_pass_cancel_signal_init(void);
 extern bool cf_cancel_requested(int64 run);

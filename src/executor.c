@@ -140,6 +140,8 @@ static Jsonb *pass_retry_counts;
 
 /* This pass stopped itself because cancel() asked for its run. */
 static bool pass_stop_cancel = false;
+/* ... or because the share gave its worker to another owner's work. */
+static bool pass_stop_preempt = false;
 
 /*
  * Stop the pass if cancel() asked for its run, or it outlived
@@ -163,6 +165,11 @@ check_pass_stop(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_PASS_TIMEOUT),
 				 errmsg("pass of workflow run %lld exceeded chrono_forge.max_duration",
+						(long long) cf_pass.workflow_id)));
+	if (cf_pass_preempt_fired())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_PASS_PREEMPTED),
+				 errmsg("pass of workflow run %lld was stopped to give its worker to another owner's work",
 						(long long) cf_pass.workflow_id)));
 }
 
@@ -1343,13 +1350,17 @@ relock_after_abort(void)
 }
 
 /*
- * Two workers that claimed runs of one owner at the same moment may put
- * it over its share: the later one gives its claim back before running
- * anything (the run is due again at once, for another worker or later),
- * unless its claim waived the share (claim_and_lock()).
+ * Give the run back, due again at once (`reason` names the wake-up), for
+ * another worker or later.  Two workers that claimed runs of one owner at
+ * the same moment may put it over its share: the later one gives its
+ * claim back before running anything, unless its claim waived the share
+ * (claim_and_lock()).  A pass the launcher preempted (the owner took more
+ * than its share while no other owner's work was due, and now some is)
+ * gives its run back after its transaction rolled back; its committed
+ * steps stay, and no attempt is counted.
  */
 static void
-give_back_claim(void)
+give_back_claim(const char *reason)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -1362,10 +1373,10 @@ give_back_claim(void)
 			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
 			"  locked_at = NULL WHERE id = $1 AND locked_by = $2 RETURNING id)"
 			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT id, $3, 'share' FROM w",
-			3, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID},
+			" SELECT id, $3, $4 FROM w",
+			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now)}, NULL, false, 0);
+			TimestampTzGetDatum(now), CStringGetTextDatum(reason)}, NULL, false, 0);
 	cf_internal_end(&st);
 	cf_queue_wakeup(now);
 	SPI_commit();
@@ -1588,6 +1599,10 @@ classify_stop(ErrorData *edata)
 {
 	if (cf_pass_cancel_fired())
 		pass_stop_cancel = true;
+	else if (cf_pass_preempt_fired() && !cf_pass_timer_fired() &&
+			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			  edata->sqlerrcode == ERRCODE_CF_PASS_PREEMPTED))
+		pass_stop_preempt = true;
 	else if (!pass_stop_cancel && cf_pass_timer_fired() &&
 			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			  edata->sqlerrcode == ERRCODE_CF_PASS_TIMEOUT))
@@ -1634,6 +1649,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	replay_cache_reset();
 	claimed_wakeups = (Datum) 0;
 	pass_stop_cancel = false;
+	pass_stop_preempt = false;
 
 	if (!claim_and_lock(only_owner))
 	{
@@ -1645,14 +1661,19 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
-		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()) &&
-			!share_waived)
+		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
 		{
-			give_back_claim();
-			end_pass_slot();
-			MemoryContextDelete(cf_pass.cxt);
-			memset(&cf_pass, 0, sizeof(cf_pass));
-			return true;
+			if (!share_waived)
+			{
+				give_back_claim("share");
+				end_pass_slot();
+				MemoryContextDelete(cf_pass.cxt);
+				memset(&cf_pass, 0, sizeof(cf_pass));
+				return true;
+			}
+			/* Over its share: the launcher watches for others' work. */
+			if (cf_share_watch(true))
+				cf_wake_launcher();
 		}
 	}
 	load_replay_cache();
@@ -1706,6 +1727,16 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	if (edata != NULL && pass_stop_cancel)
 	{
 		finish_cancelled();
+		edata = NULL;
+		pass_failed = true;
+	}
+	else if (edata != NULL && pass_stop_preempt)
+	{
+		if (relock_after_abort())
+			give_back_claim("preempted");
+		ereport(LOG,
+				(errmsg("chrono_forge: pass of workflow run %lld was stopped to give its worker to another owner's work; the run is due again",
+						(long long) cf_pass.workflow_id)));
 		edata = NULL;
 		pass_failed = true;
 	}

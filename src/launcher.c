@@ -33,6 +33,8 @@
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
+#define PREEMPT_AFTER_MS 1000	/* a pass this old may be preempted by the share */
+#define PREEMPT_CHECK_MS 250	/* while an owner holds more than its share */
 
 static BackgroundWorkerHandle *worker_handles[CF_MAX_WORKERS];
 
@@ -242,6 +244,41 @@ apply_cancel_requests(void)
 	return left > 0;
 }
 
+/*
+ * The per-owner share, under pressure: an owner whose claims took more
+ * than its share of the workers (no other owner's work was due then) gives
+ * one back once another owner's work is due and no worker is free: its
+ * newest pass older than PREEMPT_AFTER_MS is stopped and its run is due
+ * again (executor.c, give_back_claim).  True while some owner is over its
+ * share (look again soon).
+ */
+static bool
+enforce_share(void)
+{
+	int64		victim;
+	Oid			over;
+	TimestampTz due = DT_NOEND;
+
+	/* Cleared first: a worker going over from now on wakes us. */
+	(void) cf_share_watch(false);
+	over = cf_share_overrun(cf_worker_share_effective(), PREEMPT_AFTER_MS, &victim);
+	if (!OidIsValid(over))
+		return false;
+	(void) cf_share_watch(true);
+	if (victim == 0)
+		return true;
+	launcher_exec("SELECT k.due_at FROM chrono_forge.wakeups k"
+				  " JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
+				  " WHERE k.due_at OPERATOR(pg_catalog.<=) chrono_forge.now()"
+				  "  AND w.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $1"
+				  "  AND w.state OPERATOR(pg_catalog.=) 'idle'::chrono_forge.workflow_state"
+				  " LIMIT 1",
+				  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(over)}, &due);
+	if (due != DT_NOEND)
+		cf_preempt_pass(victim);
+	return true;
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -370,6 +407,9 @@ cf_launcher_main(Datum arg)
 			if (cancels_left)
 				timeout_ms = timeout_ms < 0 ? LAUNCHER_CANCEL_RETRY_MS
 					: Min(timeout_ms, LAUNCHER_CANCEL_RETRY_MS);
+			if (enforce_share())
+				timeout_ms = timeout_ms < 0 ? PREEMPT_CHECK_MS
+					: Min(timeout_ms, PREEMPT_CHECK_MS);
 
 			/*
 			 * Work due now goes to the workers (they drain all of it); we

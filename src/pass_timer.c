@@ -46,6 +46,7 @@ static volatile TimestampTz stop_since = 0;	/* first tick with a stop due */
 /* Set by the handlers; read by the executor once the error is caught. */
 static volatile sig_atomic_t timer_fired = false;
 static volatile sig_atomic_t cancel_fired = false;
+static volatile sig_atomic_t preempt_fired = false;
 /* Is the body running (may a stop be delivered as a query cancel)? */
 static volatile sig_atomic_t body_running = false;
 /* The run of the pass in progress, for the SIGUSR2 handler. */
@@ -78,7 +79,7 @@ pass_tick_handler(void)
 
 	if (!timer_fired && now >= pass_deadline)
 		timer_fired = true;
-	if (!timer_fired && !cancel_fired)
+	if (!timer_fired && !cancel_fired && !preempt_fired)
 		return;
 	if (stop_since == 0)
 		stop_since = now;
@@ -105,6 +106,11 @@ cancel_signal_handler(SIGNAL_ARGS)
 	if (cf_pass_slot_cancel_asked(pass_run))
 	{
 		cancel_fired = true;
+		deliver_stop();
+	}
+	else if (cf_pass_slot_preempt_asked(pass_run))
+	{
+		preempt_fired = true;
 		deliver_stop();
 	}
 	else
@@ -147,6 +153,7 @@ cf_pass_timer_arm(int64 run)
 	}
 	timer_fired = false;
 	cancel_fired = false;
+	preempt_fired = false;
 	stop_since = 0;
 	pass_run = run;
 	if (pass_timeout == MAX_TIMEOUTS)
@@ -169,7 +176,7 @@ cf_pass_timer_resume(void)
 		timer_armed = true;
 	}
 	body_running = true;
-	if (timer_fired || cancel_fired)
+	if (timer_fired || cancel_fired || preempt_fired)
 		deliver_stop();
 }
 
@@ -188,7 +195,7 @@ cf_pass_timer_disarm(void)
 		disable_timeout(pass_timeout, false);
 		timer_armed = false;
 	}
-	if ((timer_fired || cancel_fired) && QueryCancelPending)
+	if ((timer_fired || cancel_fired || preempt_fired) && QueryCancelPending)
 		QueryCancelPending = false;
 }
 
@@ -204,6 +211,12 @@ cf_pass_cancel_fired(void)
 	return cancel_fired;
 }
 
+bool
+cf_pass_preempt_fired(void)
+{
+	return preempt_fired;
+}
+
 /* The pass has ended: signals for its run no longer concern this process. */
 void
 cf_pass_interrupts_end(void)
@@ -212,6 +225,7 @@ cf_pass_interrupts_end(void)
 	pass_run = 0;
 	timer_fired = false;
 	cancel_fired = false;
+	preempt_fired = false;
 	stop_since = 0;
 }
 

@@ -37,6 +37,7 @@ typedef struct CfWorkerSlot
 	int64		current_run;	/* run whose pass is in progress, or 0 */
 	Oid			current_owner;	/* its owner (the per-owner share) */
 	uint64		claim_seq;		/* when it was published (ties in the share) */
+	TimestampTz pass_started;	/* when it was published */
 } CfWorkerSlot;
 
 /*
@@ -49,6 +50,7 @@ typedef struct CfPassSlot
 	pid_t		pid;
 	pg_atomic_uint64 run;		/* run whose pass is in progress, or 0 */
 	pg_atomic_uint64 cancel_run;	/* cancel() asks to stop this run's pass */
+	pg_atomic_uint64 preempt_run;	/* the share asks to give this run's worker back */
 } CfPassSlot;
 
 typedef struct CfShared
@@ -62,6 +64,7 @@ typedef struct CfShared
 	bool		cancels_pending;	/* cancel_requests may hold rows */
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
+	bool		share_watched;	/* the launcher watches an owner over its share */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
@@ -118,6 +121,7 @@ cf_shmem_startup(void)
 			cf_pass_slots[i].pid = 0;
 			pg_atomic_init_u64(&cf_pass_slots[i].run, 0);
 			pg_atomic_init_u64(&cf_pass_slots[i].cancel_run, 0);
+			pg_atomic_init_u64(&cf_pass_slots[i].preempt_run, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -248,6 +252,7 @@ cf_worker_publish_owner(int slot, Oid owner, int limit)
 	seq = ++cf_shared->claim_counter;
 	cf_shared->workers[slot].current_owner = owner;
 	cf_shared->workers[slot].claim_seq = seq;
+	cf_shared->workers[slot].pass_started = GetCurrentTimestamp();
 	for (int i = 0; i < CF_MAX_WORKERS; i++)
 		if (i != slot && cf_shared->workers[i].pid != 0 &&
 			cf_shared->workers[i].current_owner == owner &&
@@ -312,6 +317,78 @@ cf_owners_at_share(int slot, int limit, Oid *owners)
 	return n;
 }
 
+/*
+ * Has an owner more than `limit` workers while every worker is busy?  Its
+ * claims waived the share while no other owner's work was due (see
+ * claim_and_lock()).  Returns that owner (InvalidOid if none) and, in
+ * `victim`, the run of its newest pass that has run `min_age_ms` or more
+ * (the least work lost; 0 if none has yet): the pass to give back when
+ * another owner's work is due.
+ */
+Oid
+cf_share_overrun(int limit, long min_age_ms, int64 *victim)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz newest = DT_NOBEGIN;
+	Oid			over = InvalidOid;
+
+	*victim = 0;
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		CfWorkerSlot *w = &cf_shared->workers[i];
+		int			count = 0;
+
+		if (w->pid == 0)
+			continue;
+		if (!OidIsValid(w->current_owner))
+		{
+			over = InvalidOid;	/* a worker is free: nothing to preempt */
+			break;
+		}
+		if (OidIsValid(over))
+			continue;
+		for (int j = 0; j < CF_MAX_WORKERS; j++)
+			if (cf_shared->workers[j].pid != 0 &&
+				cf_shared->workers[j].current_owner == w->current_owner)
+				count++;
+		if (count > limit)
+			over = w->current_owner;
+	}
+	for (int i = 0; OidIsValid(over) && i < CF_MAX_WORKERS; i++)
+	{
+		CfWorkerSlot *w = &cf_shared->workers[i];
+
+		if (w->pid != 0 && w->current_owner == over && w->pass_started > newest &&
+			TimestampDifferenceExceeds(w->pass_started, now, (int) min_age_ms))
+		{
+			newest = w->pass_started;
+			*victim = w->current_run;
+		}
+	}
+	SpinLockRelease(&cf_shared->mutex);
+	return over;
+}
+
+/*
+ * Does the launcher watch the share (enforce_share() in launcher.c)?  A
+ * worker whose claim put an owner over its share asks with `watch` true:
+ * true means the launcher was not watching yet and must be woken.  The
+ * launcher sets it to what it found (false first, then true if some owner
+ * is over its share).
+ */
+bool
+cf_share_watch(bool watch)
+{
+	bool		was;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	was = cf_shared->share_watched;
+	cf_shared->share_watched = watch;
+	SpinLockRelease(&cf_shared->mutex);
+	return watch && !was;
+}
+
 /* ---- cancel() of a run whose pass is in flight ---- */
 
 static CfPassSlot *
@@ -335,7 +412,10 @@ cf_pass_slot_set(int64 run)
 		return;
 	slot->pid = MyProcPid;
 	if (run == 0)
+	{
 		pg_atomic_write_u64(&slot->cancel_run, 0);
+		pg_atomic_write_u64(&slot->preempt_run, 0);
+	}
 	pg_atomic_write_u64(&slot->run, (uint64) run);
 }
 
@@ -347,6 +427,33 @@ cf_pass_slot_cancel_asked(int64 run)
 
 	return slot != NULL && run != 0 &&
 		(int64) pg_atomic_read_u64(&slot->cancel_run) == run;
+}
+
+/* The same question for a stop asked by the share (cf_preempt_pass). */
+bool
+cf_pass_slot_preempt_asked(int64 run)
+{
+	CfPassSlot *slot = my_pass_slot();
+
+	return slot != NULL && run != 0 &&
+		(int64) pg_atomic_read_u64(&slot->preempt_run) == run;
+}
+
+/* Tell the backend whose pass is `run` to stop it and give its run back. */
+void
+cf_preempt_pass(int64 run)
+{
+	if (cf_pass_slots == NULL || run == 0)
+		return;
+	for (int i = 0; i < MaxBackends; i++)
+	{
+		if ((int64) pg_atomic_read_u64(&cf_pass_slots[i].run) == run &&
+			cf_pass_slots[i].pid != 0)
+		{
+			pg_atomic_write_u64(&cf_pass_slots[i].preempt_run, (uint64) run);
+			(void) kill(cf_pass_slots[i].pid, SIGUSR2);
+		}
+	}
 }
 
 /*
