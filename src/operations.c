@@ -376,7 +376,9 @@ again:
 /*
  * Make the caller's run (workflow, key) idle with its lock cleared, if it
  * is running; with a wake-up reason, also schedule a pass now.  True if
- * it was running.
+ * it was running.  Never waits for a pass: a run whose row a pass holds
+ * right now (its claim or a step is committing) is not stale, and is left
+ * alone with a notice (cancel() stops a pass).
  */
 static bool
 unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
@@ -389,28 +391,38 @@ unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 	CfRunRef	run;
 	TimestampTz now = cf_clock_now();
 	bool		unlocked = false;
+	bool		held = false;
 	bool		isnull;
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = cf_find_own_run(caller, workflow, key, true);
+	run = cf_find_own_run(caller, workflow, key, false);
 	if (strcmp(run.state, "running") == 0)
 	{
 		cf_exec(&plan,
-				"WITH r AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-				"  locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running' RETURNING id),"
+				"WITH x AS (SELECT id FROM chrono_forge.workflows WHERE id = $1"
+				"  FOR NO KEY UPDATE SKIP LOCKED),"
+				" r AS (UPDATE chrono_forge.workflows w SET state = 'idle', locked_by = NULL,"
+				"  locked_at = NULL, updated_at = $2 FROM x WHERE w.id = x.id AND w.state = 'running'"
+				"  RETURNING w.id),"
 				" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 				"  SELECT id, $2, $3 FROM r WHERE $3 IS NOT NULL)"
-				" SELECT count(*) FROM r",
+				" SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM x)",
 				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
 				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now),
 				wakeup_reason ? CStringGetTextDatum(wakeup_reason) : (Datum) 0},
 				wakeup_reason ? NULL : "  n", false, 0);
 		unlocked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull)) == 1;
+		held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull)) == 0;
 	}
 	cf_internal_end(&st);
 	SPI_finish();
+	if (held)
+		ereport(NOTICE,
+				(errmsg("workflow run (%s, %s) is held by a pass in progress; left as it is", workflow, key),
+				 errhint("cancel() stops a pass in progress.")));
 	if (unlocked && wakeup_reason)
 		cf_queue_wakeup(now);
 	return unlocked;

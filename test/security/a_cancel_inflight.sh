@@ -1,5 +1,6 @@
 # Item 6 / Deliver 5: the owner's cancel() of a run whose pass is in
-# flight returns at once and stops the pass: while the pass's claim has
+# flight returns at once and stops the pass (reap() and force_unlock()
+# do not wait for it either): while the pass's claim has
 # not committed (its first step sleeps) and after it has (its second step
 # sleeps).  The run ends cancelled, the sleeping step never completes, no
 # later step runs, and the worker survives.
@@ -32,6 +33,15 @@ for wf in first_sleeps second_sleeps; do
     wait_for 30 "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'" \
         || fail "$wf: pass did not start"
     sleep 0.5
+    if [ $wf = first_sleeps ]; then
+        # The pass holds the run (its claim commits with the first step):
+        # reap() and force_unlock() leave it alone, without waiting.
+        for action in reap force_unlock; do
+            r=$(timeout 10 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.$action('tenant_a.$wf', 'k')" 2>&1) \
+                || fail "$action waited for the pass: $r"
+            expect_eq "$(echo "$r" | tail -1)" f "$action of a held run"
+        done
+    fi
     start=$(date +%s%N)
     n=$(timeout 20 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.cancel('tenant_a.$wf', 'k', 'stop it')") \
         || fail "$wf: cancel() failed or hung"
