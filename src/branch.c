@@ -737,6 +737,7 @@ cf_spawn(PG_FUNCTION_ARGS)
 	args = PG_ARGISNULL(2) ? cf_jsonb_parse("{}") : PG_GETARG_JSONB_P(2);
 	if (!JB_ROOT_IS_OBJECT(args))
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn args must be a JSON object", NULL);
+	cf_check_json_size("spawn args", args);
 	b = require_branch("spawn");
 	if (b->sealed)
 	{
@@ -943,6 +944,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 			if (!JB_ROOT_IS_OBJECT(row_args))
 				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 						 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
+			cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
 			batch_add(&cb, row_wf,
 					  child_key(b->name, psprintf("%s_%s", name, item_key)),
 					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);

@@ -57,6 +57,7 @@
 #define CF_KEY_MAX_BYTES 1024
 #define CF_CHILD_KEY_MAX_BYTES 2048
 #define CF_STEP_NAME_MAX_BYTES 2000
+#define CF_JSON_MAX_BYTES (1024 * 1024)	/* start args and options, event payloads */
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
 #define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
@@ -156,6 +157,7 @@ extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
 extern void cf_check_length(const char *what, const char *s, int max_bytes);
+extern void cf_check_json_size(const char *what, Jsonb *value);
 extern void cf_validate_workflow_name(const char *workflow);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);

@@ -253,6 +253,8 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("options must be a JSON object", NULL);
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
+	cf_check_json_size("args", args);
+	cf_check_json_size("options", options);
 	/*
 	 * Keys beginning with '$' are the engine's: children are keyed
 	 * "$<parent run id>$...", so that nothing outside their parent can
