@@ -10,6 +10,258 @@
 -- Security, continued (issue 14)
 -- =====================================================================
 
+-- The views' workflow filter is any spelling of the procedure, as start()
+-- takes it (runs are stored under the canonical name since 0.5.0): each
+-- view canonicalizes the filter, on the caller's search_path, once per
+-- call.  (Bodies as in their last version, with that one change.)
+
+CREATE OR REPLACE FUNCTION chrono_forge.runs(
+    state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
+    created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
+    include_children boolean DEFAULT false,
+    before_id bigint DEFAULT NULL, page_size integer DEFAULT 50)
+    RETURNS SETOF chrono_forge.run_row
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    codes smallint[] := chrono_forge.state_codes(runs.state);
+    lim integer := chrono_forge.page_limit(runs.page_size);
+    by_time boolean := runs.created_from IS NOT NULL OR runs.created_to IS NOT NULL;
+    ts timestamptz := chrono_forge.now();
+    stale interval := chrono_forge.reap_stale_after();
+    -- key_prefix as a LIKE pattern (escaped), which the key index serves.
+    pattern text := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+        runs.key_prefix, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+BEGIN
+    runs.workflow := chrono_forge.canonical_workflow(runs.workflow);
+    -- One ordered index range per state, merged: never more than
+    -- page_size rows read per state (plus what the filters skip).
+    IF by_time THEN
+        -- A created range: read the range (BRIN) once, for every state,
+        -- and keep the newest rows; walking each state's runs from the
+        -- newest would skip everything created after a range in the past.
+        -- (state_code + 0 and id + 0 keep the planner on the BRIN range.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM chrono_forge.workflows t
+         WHERE t.state_code + 0 = ANY (codes)
+           AND (runs.before_id IS NULL OR t.id + 0 < runs.before_id)
+           AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+           AND (runs.key_prefix IS NULL
+                OR (t.key LIKE pattern AND pg_catalog.starts_with(t.key, runs.key_prefix)))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id + 0 DESC
+         LIMIT lim;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
+           CASE WHEN w.state = 'running' THEN ts - w.started_at
+                WHEN w.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                     coalesce(w.ended_at, w.updated_at) - w.started_at END,
+           w.locked_by,
+           w.state = 'running' AND w.locked_at < ts - stale,
+           w.parent_execution_log_id
+      FROM pg_catalog.unnest(codes) AS s(code)
+     CROSS JOIN LATERAL (
+        SELECT * FROM chrono_forge.workflows t
+         WHERE t.state_code = s.code
+           AND (runs.before_id IS NULL OR t.id < runs.before_id)
+           AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+           AND (runs.key_prefix IS NULL
+                OR (t.key LIKE pattern AND pg_catalog.starts_with(t.key, runs.key_prefix)))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id DESC LIMIT lim) w
+     ORDER BY w.id DESC
+     LIMIT lim;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.run_counts(
+    workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
+    created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
+    include_children boolean DEFAULT false, cap integer DEFAULT 5000)
+    RETURNS TABLE (state chrono_forge.workflow_state, runs text, capped boolean)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
+    pattern text := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+        run_counts.key_prefix, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    n bigint;
+BEGIN
+    run_counts.workflow := chrono_forge.canonical_workflow(run_counts.workflow);
+    FOR code IN 1..6 LOOP
+        SELECT pg_catalog.count(*) INTO n FROM
+            (SELECT 1 FROM chrono_forge.workflows w
+              WHERE w.state_code = code::smallint
+                AND (run_counts.workflow IS NULL OR w.workflow = run_counts.workflow)
+                AND (run_counts.key_prefix IS NULL
+                     OR (w.key LIKE pattern AND pg_catalog.starts_with(w.key, run_counts.key_prefix)))
+                AND (run_counts.created_from IS NULL OR w.created_at >= run_counts.created_from)
+                AND (run_counts.created_to IS NULL OR w.created_at < run_counts.created_to)
+                AND (run_counts.include_children OR w.parent_execution_log_id IS NULL)
+              LIMIT cap + 1) x;
+        state := states[code];
+        runs := CASE WHEN n > cap THEN cap::text || '+' ELSE n::text END;
+        capped := n > cap;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.daily_outcomes(window_ interval DEFAULT '7 days',
+    workflow text DEFAULT NULL, spike_rate double precision DEFAULT 0.10)
+    RETURNS TABLE (day date, completed bigint, failed bigint, cancelled bigint,
+                   completion_rate double precision, failure_rate double precision,
+                   spike boolean)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    until_ timestamptz := chrono_forge.now();
+    since timestamptz;
+    oldest timestamptz;
+    first_whole date;
+    last_whole date;
+BEGIN
+    daily_outcomes.workflow := chrono_forge.canonical_workflow(daily_outcomes.workflow);
+    IF window_ IS NULL OR window_ OPERATOR(pg_catalog.<=) interval '0' THEN
+        RAISE EXCEPTION 'window_ must be a positive interval' USING ERRCODE = 'CF012';
+    END IF;
+    -- A window reaching (within a year) past the first representable
+    -- timestamp is all time ('300000 years' is not an error).
+    IF window_ OPERATOR(pg_catalog.>=)
+       ((until_ OPERATOR(pg_catalog.-) '4713-01-01 00:00:00+00 BC'::timestamptz)
+        OPERATOR(pg_catalog.-) interval '1 year') THEN
+        since := '-infinity';
+    ELSE
+        since := until_ OPERATOR(pg_catalog.-) window_;
+    END IF;
+    -- The window then starts no earlier than the oldest end of a run the
+    -- caller sees in it: no day before has anything to count, so a window
+    -- far wider than the data costs what the data costs.  (One index
+    -- probe per ended state, from the window's start: the first visible
+    -- entry ends it.)
+    SELECT LEAST((SELECT w.ended_at FROM chrono_forge.workflows w
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 3 AND w.ended_at OPERATOR(pg_catalog.>) since
+                   ORDER BY w.ended_at LIMIT 1),
+                 (SELECT w.ended_at FROM chrono_forge.workflows w
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 4 AND w.ended_at OPERATOR(pg_catalog.>) since
+                   ORDER BY w.ended_at LIMIT 1),
+                 (SELECT w.ended_at FROM chrono_forge.workflows w
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 6 AND w.ended_at OPERATOR(pg_catalog.>) since
+                   ORDER BY w.ended_at LIMIT 1))
+      INTO oldest;
+    IF oldest IS NULL OR oldest OPERATOR(pg_catalog.>) until_ THEN
+        -- (Nothing to count; the refresh still drops the summaries of
+        -- days whose runs are gone.)
+        PERFORM chrono_forge.outcome_days_refresh(NULL, NULL);
+        RETURN;
+    END IF;
+    -- (From the start of the oldest end's day, so that the day is whole
+    -- and can be read from its summary.)
+    since := GREATEST(since, pg_catalog.timezone('UTC', pg_catalog.timezone('UTC', oldest)::date::timestamp)
+                             OPERATOR(pg_catalog.-) interval '1 microsecond');
+    -- The window's whole days: (since, until_] holds all of them.
+    first_whole := pg_catalog.timezone('UTC', since)::date + 1;
+    last_whole := pg_catalog.timezone('UTC', until_)::date - 1;
+    PERFORM chrono_forge.outcome_days_refresh(first_whole, last_whole);
+    -- One statement (one snapshot): a whole day summarised and without a
+    -- change the caller can see adds up its summary rows; any other day
+    -- is one index-only range count of (state_code, ended_at).  (CASE
+    -- runs only the subquery it picks; a lateral qual would be tested on
+    -- every row of the other; OFFSET 0 keeps it from being copied into
+    -- every reference to its result.  The days' bounds are computed
+    -- apart (OFFSET 0 again) so that they reach the scans as values:
+    -- under row-level security a condition computed with a function that
+    -- is not leakproof, like timezone(), cannot be an index condition.)
+    RETURN QUERY
+    SELECT g.day, n.completed, n.failed, n.cancelled,
+           n.completed::double precision / NULLIF(n.completed + n.failed, 0),
+           n.failed::double precision / NULLIF(n.completed + n.failed, 0),
+           coalesce(n.failed::double precision / NULLIF(n.completed + n.failed, 0) >= spike_rate, false)
+      FROM (SELECT d.day, pg_catalog.timezone('UTC', d.day::timestamp) AS lo,
+                   pg_catalog.timezone('UTC', (d.day + 1)::timestamp) AS hi,
+                   d.day BETWEEN first_whole AND last_whole
+                   AND EXISTS (SELECT 1 FROM chrono_forge.outcome_days_summarised s WHERE s.day = d.day)
+                   AND NOT EXISTS (SELECT 1 FROM chrono_forge.outcome_days_changed c WHERE c.day = d.day)
+                       AS summarised
+              FROM (SELECT pg_catalog.timezone('UTC', since)::date + i AS day
+                      FROM pg_catalog.generate_series(0, pg_catalog.timezone('UTC', until_)::date
+                                                         - pg_catalog.timezone('UTC', since)::date) i) d
+            OFFSET 0) g
+     CROSS JOIN LATERAL (
+          SELECT CASE WHEN g.summarised THEN
+                     (SELECT ARRAY[coalesce(pg_catalog.sum(o.completed), 0), coalesce(pg_catalog.sum(o.failed), 0),
+                                   coalesce(pg_catalog.sum(o.cancelled), 0)]::bigint[]
+                        FROM chrono_forge.outcome_days o
+                       WHERE o.day = g.day
+                         AND (daily_outcomes.workflow IS NULL OR o.workflow = daily_outcomes.workflow))
+                 ELSE
+                     (SELECT ARRAY[pg_catalog.count(*) FILTER (WHERE w.state_code = 3),
+                                   pg_catalog.count(*) FILTER (WHERE w.state_code = 4),
+                                   pg_catalog.count(*) FILTER (WHERE w.state_code = 6)]
+                        FROM chrono_forge.workflows w
+                       WHERE w.state_code IN (3, 4, 6)
+                         AND w.ended_at >= g.lo AND w.ended_at < g.hi
+                         AND w.ended_at > since AND w.ended_at <= until_
+                         AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow))
+                 END AS c
+          OFFSET 0) x
+     CROSS JOIN LATERAL (SELECT x.c[1] AS completed, x.c[2] AS failed, x.c[3] AS cancelled) n
+     WHERE n.completed + n.failed + n.cancelled > 0
+     ORDER BY g.day;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.top_errors(window_ interval DEFAULT '7 days',
+    workflow text DEFAULT NULL, max_rows integer DEFAULT 8, sample integer DEFAULT 2000)
+    RETURNS TABLE (error_class text, errors bigint, runs bigint, last_seen timestamptz,
+                   example_message text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    SELECT e.error_class, pg_catalog.count(*), pg_catalog.count(DISTINCT e.workflow_id),
+           pg_catalog.max(e.created_at),
+           (pg_catalog.array_agg(e.error_message ORDER BY e.id DESC))[1]
+      FROM (SELECT e.* FROM chrono_forge.error_logs e
+             WHERE e.created_at OPERATOR(pg_catalog.>) (
+                   SELECT CASE WHEN window_ OPERATOR(pg_catalog.>=)
+                                    ((chrono_forge.now() OPERATOR(pg_catalog.-) '4713-01-01 00:00:00+00 BC'::timestamptz)
+                                     OPERATOR(pg_catalog.-) interval '1 year')
+                               THEN '-infinity'::timestamptz
+                               WHEN window_ OPERATOR(pg_catalog.<=) interval '-1000 years'
+                               THEN 'infinity'::timestamptz
+                               ELSE chrono_forge.now() OPERATOR(pg_catalog.-) window_ END)
+               AND (top_errors.workflow IS NULL OR EXISTS (
+                    SELECT 1 FROM chrono_forge.workflows w
+                     WHERE w.id = e.workflow_id AND w.workflow = (SELECT chrono_forge.canonical_workflow(top_errors.workflow))))
+             ORDER BY e.created_at DESC LIMIT sample) e
+     GROUP BY e.error_class
+     ORDER BY 2 DESC, 1
+     LIMIT max_rows
+$$;
+
 -- (end of section: security)
 
 
