@@ -187,7 +187,7 @@ poison_pass(char *message)
 		pass_poison = MemoryContextStrdup(cf_pass.cxt, message);
 }
 
-/* The body went on after a refusal: its error, as the pass's. */
+/* The body went on after a refusal and then halted or failed otherwise. */
 static ErrorData *
 poison_error(void)
 {
@@ -196,7 +196,8 @@ poison_error(void)
 	edata->elevel = ERROR;
 	edata->sqlerrcode = ERRCODE_CF_NOT_IN_PASS;
 	edata->message = pass_poison;
-	edata->detail = MemoryContextStrdup(cf_pass.cxt, "The run fails even if the workflow catches this error.");
+	edata->detail = MemoryContextStrdup(cf_pass.cxt,
+										"The workflow caught this error and went on; the run fails all the same.");
 	return edata;
 }
 
@@ -221,7 +222,7 @@ cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
 				 errmsg("%s", pass_poison),
-				 errdetail("An earlier call of this pass was refused; the run fails.")));
+				 errdetail("The workflow caught this error and went on; the run fails all the same.")));
 
 	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
 	{
@@ -1825,7 +1826,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			if (pass_poison != NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_CF_NOT_IN_PASS),
-						 errmsg("%s", pass_poison)));
+						 errmsg("%s", pass_poison),
+						 errdetail("The workflow caught this error and went on; the run fails all the same.")));
 			cf_branch_before_complete();	/* fan-out: unmerged branches */
 			cf_pass_timer_disarm();
 			check_pass_stop();
@@ -1854,7 +1856,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			SetUserIdAndSecContext(save_userid, save_sec);
 			edata = classify_stop(edata);
 			if (pass_poison != NULL && !pass_stop_cancel && !error_is_interrupt(edata) &&
-				edata->sqlerrcode != ERRCODE_CF_LOCK_LOST)
+				edata->sqlerrcode != ERRCODE_CF_LOCK_LOST &&
+				edata->sqlerrcode != ERRCODE_CF_NOT_IN_PASS)
 			{
 				edata = poison_error();
 				cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
@@ -1922,14 +1925,14 @@ require_top_level_call(FunctionCallInfo fcinfo, const char *what)
 		poison_pass(psprintf("%s cannot be called from inside a workflow", what));
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
-				 errmsg("%s cannot be called from inside a workflow", what)));
+				 errmsg("%s cannot be called from inside a workflow", what),
+				 errdetail("Passes do not nest; the run fails.")));
 	}
 	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
 				 errmsg("%s must be called with CALL outside a transaction block", what),
-				 errdetail("Each pass commits: not from a function, a trigger, a block with an "
-						   "EXCEPTION clause or a procedure that cannot commit.")));
+				 errdetail("Each pass commits.")));
 }
 
 /*

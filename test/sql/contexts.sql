@@ -288,3 +288,7 @@ SELECT w.key, w.state, string_agg(l.step_name || ':' || l.state, ', ' ORDER BY l
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id
  WHERE w.workflow = 'public.cx_body_loop_wf' GROUP BY w.id, w.key, w.state ORDER BY w.id;
 SELECT count(*) AS cursors FROM pg_cursors;
+-- Leave the next suites a clean slate.
+DROP VIEW cx_runs;
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.cx\_%';
+SELECT count(*) AS left_over FROM chrono_forge.wakeups;
