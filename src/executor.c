@@ -11,8 +11,9 @@
  * workers' drain loop.  The workflow procedure runs as a non-atomic CALL,
  * as the run's owner; the drain may itself run inside the caller's
  * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
- * cursors every abort of a pass must leave alone (abort_and_restart()).  This file must never run user code
- * as anyone but the owner, and never publish a continuation while the
+ * cursors every abort of a pass must leave alone (abort_and_restart()).
+ * This file must never run user code as anyone but the owner, and never
+ * publish a continuation while the
  * run's lock is still held (the continuation is written by the very
  * statement that releases it).
  *
