@@ -13,9 +13,8 @@
  * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
  * cursors every abort of a pass must leave alone (abort_and_restart()).
  * This file must never run user code as anyone but the owner, and never
- * publish a continuation while the
- * run's lock is still held (the continuation is written by the very
- * statement that releases it).
+ * publish a continuation while the run's lock is still held (the
+ * continuation is written by the very statement that releases it).
  *
  *-------------------------------------------------------------------------
  */
