@@ -270,6 +270,9 @@ $$;
 -- Calling contexts (issue 15, items 1-2)
 -- =====================================================================
 
+-- Nothing in SQL: the pass driver (src/executor.c) aborts a failed pass
+-- on its own SPI connection and fails a run whose body caught a refusal.
+
 -- (end of section: calling contexts)
 
 
