@@ -1920,12 +1920,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			finish_pass(FINISH_RELEASE, NULL, 0, 0, NULL);
 		else if (cf_pass.outcome == CF_OUTCOME_STALL)
 			finish_pass(FINISH_STALL, NULL, 0, 0, NULL);
-		else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW ||
-				 edata->sqlerrcode == ERRCODE_CF_INVALID_ARGUMENT)
-		{
-			/* A programming error (CF012 is bad input): no retry helps. */
+		else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)
 			finish_pass(FINISH_FAIL, edata, 0, (int) pass_attempt + 1, NULL);
-		}
 		else
 			finish_after_body_error(edata);
 		SPI_commit();

@@ -229,12 +229,18 @@ cf_check_length(const char *what, const char *s, int max_bytes)
 				 errdetail("It has %zu bytes; at most %d are allowed.", strlen(s), max_bytes)));
 }
 
-/* The same for a JSON value a run keeps (start's args, an event payload). */
+/*
+ * The same for a JSON value a run keeps (start's args, an event payload).
+ * Inside a pass (spawn's args, a start() in a body), a programming error:
+ * the run fails at once.
+ */
 void
 cf_check_json_size(const char *what, Jsonb *value)
 {
-	if (value != NULL && VARSIZE(value) > CF_JSON_MAX_BYTES)
-		ereport(ERROR,
+	if (value == NULL || VARSIZE(value) <= CF_JSON_MAX_BYTES)
+		return;
+	cf_fail_now();
+	ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("%s is too large", what),
 				 errdetail("It has %zu bytes as jsonb; at most %d are allowed.",
