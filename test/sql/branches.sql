@@ -311,7 +311,8 @@ SELECT merge_step, branch_log_ids = ARRAY[:pk_branch]::bigint[] AS watches,
        to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_at FROM chrono_forge.merge_polls;
 SELECT metadata->>'poll_token' = (SELECT token FROM chrono_forge.merge_polls) AS token_stamped
   FROM chrono_forge.execution_logs WHERE id = :pk_branch;
--- The poller: the stalled child is not moving, so it backs off to max_interval.
+-- The child's stall made the poll due at once (0.6.0): it found the child
+-- blocked, not moving, and backed off to max_interval.
 SET chrono_forge.fake_now = '2030-01-01 00:00:05+00';
 CALL chrono_forge.run_pending();
 SELECT (metadata->'poll') - 'last_polled_at'::text - 'next_poll_at'::text AS poll FROM chrono_forge.execution_logs WHERE id = :pk_branch;
