@@ -520,6 +520,50 @@ SELECT w.state, e.error_class, e.error_message
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'cb';
 DROP VIEW br_kids;
 
+-- spawn_each keys and cursors in canonical form (0.6.0): a dispatch that
+-- stops after its first batch and resumes in a session with other
+-- DateStyle, TimeZone and float settings misses and repeats no child, and
+-- every child's key reads the same (ISO, UTC, shortest exact floats).
+CREATE SEQUENCE br_gate_calls;
+CREATE TABLE br_gate (open boolean);
+INSERT INTO br_gate VALUES (false);
+CREATE FUNCTION br_gated_keys() RETURNS TABLE (item_key timestamptz) LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('br_gate_calls') >= 2 AND NOT (SELECT open FROM br_gate) THEN
+        RAISE EXCEPTION 'gate closed';
+    END IF;
+    RETURN QUERY SELECT t FROM unnest(ARRAY[timestamptz '2030-03-05 12:00:00+00',
+        '2030-04-01 00:00:00+00', '2030-06-01 00:00:00.25+00']) t;
+END $$;
+CREATE PROCEDURE br_canon_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('k');
+    CALL chrono_forge.spawn_each('f', 'br_quiet_child',
+        'SELECT x AS item_key FROM unnest(ARRAY[0.3::float8, 0.1::float8 + 0.2::float8]) x');
+    CALL chrono_forge.spawn_each('t', 'br_quiet_child', 'SELECT * FROM br_gated_keys()', batch_size => 1);
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['k']);
+END $$;
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'America/New_York';
+SET extra_float_digits = -3;
+SELECT chrono_forge.start('br_canon_wf', 'canon', '{}', '{"retry_policy": {"max_attempts": 1}}') > 0 AS started;
+CALL chrono_forge.run_pending(1);
+SELECT state FROM chrono_forge.workflows WHERE key = 'canon';
+SELECT l.metadata->'cursors'->'t' AS cursor FROM chrono_forge.execution_logs l
+  JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'canon' AND l.step_name = 'branch$k';
+SET DateStyle = 'ISO, MDY';
+SET TimeZone = 'Europe/Paris';
+RESET extra_float_digits;
+UPDATE br_gate SET open = true;
+SELECT chrono_forge.retry('br_canon_wf', 'canon');
+CALL chrono_forge.run_pending();
+RESET DateStyle;
+RESET TimeZone;
+SELECT regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state FROM chrono_forge.workflows
+ WHERE key LIKE '$%$canon$%' ORDER BY 1;
+SELECT state FROM chrono_forge.workflows WHERE key = 'canon';
+
 -- Probes check ownership.
 CREATE ROLE br_stranger;
 SET ROLE br_stranger;
