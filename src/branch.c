@@ -1089,8 +1089,8 @@ cmp_branch_name(const void *a, const void *b)
 static const char *const child_failure_names[] = {"wait", "fail", "ignore"};
 
 /* merge_branches' on_child_failure; a bad value fails the run (CF012). */
-CfChildFailure
-cf_child_failure_parse(const char *s)
+static CfChildFailure
+child_failure_parse(const char *s)
 {
 	for (int i = 0; i < (int) lengthof(child_failure_names); i++)
 		if (s != NULL && strcmp(s, child_failure_names[i]) == 0)
@@ -1350,7 +1350,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
 	if (PG_NARGS() > 3)
-		policy = cf_child_failure_parse(text_arg(fcinfo, 3));
+		policy = child_failure_parse(text_arg(fcinfo, 3));
 
 	sorted = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -1488,7 +1488,8 @@ cf_branch_after_pass(bool completed)
 /*
  * A child of branch log_id completed and committed: look whether the
  * branch is now done and, if its parent waits on a merge of it, wake the
- * parent.  Looking after the commit means that of two last children
+ * parent; if only failed, stalled or cancelled children are left, make
+ * the merge's poll due now (its policy decides: 'ignore' merges).  Looking after the commit means that of two last children
  * completing at once, at least the later looker sees both; a crash in
  * between is covered by the poller.  Caller: in a transaction, connected
  * to SPI non-atomically.

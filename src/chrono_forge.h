@@ -343,7 +343,6 @@ typedef enum CfChildFailure
 	CF_CHILD_FAILURE_IGNORE
 } CfChildFailure;
 
-extern CfChildFailure cf_child_failure_parse(const char *s);
 extern bool cf_merge_poll_due_now(int64 branch_log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
