@@ -431,8 +431,13 @@ SELECT regexp_replace(w.key, '^(\$[0-9]+\$)+', '') AS key, w.state
 CREATE PROCEDURE br_policy_wf(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     CALL chrono_forge.branch('g');
+    IF args ? 'slow_first' THEN
+        CALL chrono_forge.spawn('slow', coalesce(args->>'slow', 'br_waiting_child'));
+    END IF;
     CALL chrono_forge.spawn('ok', 'br_child');
-    CALL chrono_forge.spawn('slow', coalesce(args->>'slow', 'br_waiting_child'));
+    IF NOT args ? 'slow_first' THEN
+        CALL chrono_forge.spawn('slow', coalesce(args->>'slow', 'br_waiting_child'));
+    END IF;
     CALL chrono_forge.seal_branch();
     CALL chrono_forge.merge_branches(ARRAY['g'], '10 seconds', '1 hour',
                                      on_child_failure => coalesce(args->>'policy', 'wait'));
@@ -508,6 +513,11 @@ SELECT * FROM br_kids WHERE key LIKE 'ci$%' ORDER BY 1;
 SELECT * FROM br_runs WHERE key = 'ci';
 SELECT l.metadata FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
  WHERE w.key = 'ci' AND l.step_name = 'merge$g';
+-- (The same with the child that stalls running first.)
+SELECT chrono_forge.start('br_policy_wf', 'ci2', '{"policy": "ignore", "slow": "br_fragile_child", "slow_first": true}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM br_kids WHERE key LIKE 'ci2$%' ORDER BY 1;
+SELECT key, state FROM br_runs WHERE key = 'ci2';
 SELECT chrono_forge.start('br_policy_wf', 'cx', '{"policy": "ignore"}') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cx$g$slow'));
