@@ -41,9 +41,13 @@
 #define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
 #define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
 #define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
+#define ERRCODE_CF_CHILD_FAILED			MAKE_SQLSTATE('C','F','0','2','5')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
+/* An error log's copy of the run's context, as JSON; where it was raised. */
+#define CF_ERROR_CONTEXT_MAX 65536
+#define CF_ERROR_WHERE_MAX 16384
 
 /*
  * Documented maxima of inputs (README, "Errors"), refused with CF012
@@ -323,7 +327,23 @@ extern void cf_branch_after_pass(bool completed);
 extern int64 cf_branch_take_nudge(void);
 extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
-										int64 *running);
+										int64 *running, int64 *blocked);
+extern int64 cf_branch_children_live(int64 log_id, int64 cap);
+
+/*
+ * What a merge makes of a child that failed, stalled or was cancelled
+ * (merge_branches' on_child_failure): WAIT keeps the merge waiting until
+ * the child is retried (the default, as before 0.6.0); FAIL fails the
+ * parent at once (CF025) naming the children; IGNORE counts them ended.
+ */
+typedef enum CfChildFailure
+{
+	CF_CHILD_FAILURE_WAIT,
+	CF_CHILD_FAILURE_FAIL,
+	CF_CHILD_FAILURE_IGNORE
+} CfChildFailure;
+
+extern bool cf_merge_poll_due_now(int64 branch_log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
 

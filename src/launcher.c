@@ -130,7 +130,11 @@ redrive_runs(const char *lost_lock, int64 current_run)
 							   " e AS (INSERT INTO chrono_forge.error_logs"
 							   "  (workflow_id, attempt, error_class, error_message, context, created_at)"
 							   "  SELECT id, $1 + 1, 'CF015', 'passes of this run ended their worker process too often',"
-							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled'),"
+							   /* an error's context snapshot is capped (journal.c) */
+							   "   CASE WHEN pg_catalog.octet_length(context::text) > " CppAsString2(CF_ERROR_CONTEXT_MAX)
+							   "    THEN pg_catalog.jsonb_build_object('$truncated', pg_catalog.jsonb_build_object("
+							   "     'bytes', pg_catalog.octet_length(context::text), 'kept', 0)) ELSE context END,"
+							   "   chrono_forge.now() FROM r WHERE state = 'stalled'),"
 							   " d AS (DELETE FROM chrono_forge.wakeups k USING r"
 							   "  WHERE k.workflow_id = r.id AND r.state = 'stalled')"
 							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
