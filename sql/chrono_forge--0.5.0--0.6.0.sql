@@ -262,6 +262,41 @@ CREATE OR REPLACE FUNCTION chrono_forge.top_errors(window_ interval DEFAULT '7 d
      LIMIT max_rows
 $$;
 
+-- Outcome summaries written before 0.5.0 name workflows as their callers
+-- typed them; since 0.5.0 runs (and so the views' filters) use the
+-- canonical name.  Each summary row takes the canonical name of the
+-- procedure its name resolves to for its owner ("$user", public as that
+-- owner), merged with the row already there; a name that resolves to
+-- nothing stays as it is.
+DO $$
+DECLARE
+    r record;
+    canonical text;
+BEGIN
+    FOR r IN SELECT DISTINCT o.workflow, o.owner FROM chrono_forge.outcome_days o LOOP
+        PERFORM pg_catalog.set_config('search_path',
+            pg_catalog.quote_ident(r.owner::text) OPERATOR(pg_catalog.||) ', public', true);
+        BEGIN
+            canonical := chrono_forge.canonical_workflow(r.workflow);
+        EXCEPTION WHEN OTHERS THEN
+            canonical := r.workflow;
+        END;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        CONTINUE WHEN canonical OPERATOR(pg_catalog.=) r.workflow;
+        INSERT INTO chrono_forge.outcome_days AS d (day, workflow, owner, completed, failed, cancelled)
+        SELECT o.day, canonical, o.owner, o.completed, o.failed, o.cancelled
+          FROM chrono_forge.outcome_days o
+         WHERE o.workflow OPERATOR(pg_catalog.=) r.workflow AND o.owner OPERATOR(pg_catalog.=) r.owner
+        ON CONFLICT (day, workflow, owner) DO UPDATE
+           SET completed = d.completed OPERATOR(pg_catalog.+) excluded.completed,
+               failed = d.failed OPERATOR(pg_catalog.+) excluded.failed,
+               cancelled = d.cancelled OPERATOR(pg_catalog.+) excluded.cancelled;
+        DELETE FROM chrono_forge.outcome_days o
+         WHERE o.workflow OPERATOR(pg_catalog.=) r.workflow AND o.owner OPERATOR(pg_catalog.=) r.owner;
+    END LOOP;
+END
+$$;
+
 -- (end of section: security)
 
 

@@ -258,3 +258,19 @@ RESET DateStyle;
 RESET TimeZone;
 DELETE FROM chrono_forge.workflows;
 RESET chrono_forge.fake_now;
+
+-- 0.5.0 -> 0.6.0: outcome summaries written under typed names (before
+-- 0.5.0) take the canonical name, merged with the rows already under it;
+-- a name that resolves to nothing stays.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.5.0';
+CREATE PROCEDURE up_od_wf(args jsonb) LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;
+INSERT INTO chrono_forge.outcome_days (day, workflow, owner, completed, failed, cancelled) VALUES
+    ('2030-01-01', 'up_od_wf', 'postgres', 1, 2, 3),
+    ('2030-01-01', 'public.up_od_wf', 'postgres', 10, 20, 30),
+    ('2030-01-02', 'UP_OD_WF', 'postgres', 100, 0, 0),
+    ('2030-01-02', 'gone_wf', 'postgres', 7, 0, 0);
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT day, workflow, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY day, workflow;
+DROP PROCEDURE up_od_wf(jsonb);
+DELETE FROM chrono_forge.outcome_days;
