@@ -45,6 +45,14 @@ cf_register_launcher(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+
+	/*
+	 * Not before recovery ends: a streaming standby shares its primary's
+	 * settings, and nothing can be written there.  The postmaster starts
+	 * us at promotion, and the runs the old primary's workers held (locks
+	 * of another shared-memory epoch) are re-driven then, like those of a
+	 * crash (test/integration/t_standby.sh).
+	 */
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 1;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "chrono_forge");
