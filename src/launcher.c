@@ -291,6 +291,18 @@ enforce_share(void)
 	return true;
 }
 
+/* The extension in this database, or InvalidOid. */
+static Oid
+installed_extension(void)
+{
+	Oid			ext;
+
+	StartTransactionCommand();
+	ext = get_extension_oid("chrono_forge", true);
+	CommitTransactionCommand();
+	return ext;
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -324,7 +336,7 @@ void
 cf_launcher_main(Datum arg)
 {
 	bool		serving = false;
-	bool		recovered = false;
+	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
 	TimestampTz last_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -364,19 +376,31 @@ cf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		serving = cf_enabled && cf_extension_installed();
-		if (serving && !recovered)
 		{
-			/*
-			 * Runs locked in an earlier server lifetime, or by workers of an
-			 * earlier launcher (stopped above), lost their pass.
-			 */
-			redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
-								  (unsigned long long) cf_shmem_epoch(),
-								  (unsigned long long) cf_shmem_epoch()),
-						 0);
-			recovered = true;
-			cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+			Oid			ext = cf_enabled ? installed_extension() : InvalidOid;
+
+			serving = OidIsValid(ext);
+			if (!serving)
+				recovered_for = InvalidOid;
+			else if (ext != recovered_for)
+			{
+				/*
+				 * We start serving: runs locked in an earlier server lifetime
+				 * (a crash, a promoted standby, a physical backup), by
+				 * workers of an earlier launcher (stopped above), or by our
+				 * own workers before we stopped serving, lost their pass.
+				 * The last covers a restore, made with the workers off or
+				 * into a re-created extension: the dump's locks are this
+				 * cluster's own.  Dead sessions' locks: maintenance, now.
+				 */
+				redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
+									  (unsigned long long) cf_shmem_epoch(),
+									  (unsigned long long) cf_shmem_epoch()),
+							 0);
+				recovered_for = ext;
+				last_maintenance = 0;
+				cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+			}
 		}
 		supervise_workers(serving);
 
