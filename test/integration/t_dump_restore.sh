@@ -1,16 +1,16 @@
 # A logical backup keeps every run, and a restore resumes them.  Own
 # cluster (own_cluster.sh) serving database "app", with pg_cron there too.
 # A tenant's workload: a run locked by a worker in the middle of its pass,
-# parked timers, an event wait, a merge waiting for its children, a
-# schedule, a finished run with an error, a configure() default.  Then
-# pg_dumpall -g and pg_dump, and the restore of README's "Backup and
-# restore": the workers off (chrono_forge.enabled), pg_restore, the workers
-# on.  1. over the served database itself (pg_restore --clean: the
-# launcher lives on, and the dump's locks are this server's own); 2. into a
-# new cluster whose roles have other oids.  Every row comes back; the
-# locked run is re-driven at once, with no committed step repeated; timers
-# fire; the event, the merge and the schedule (through pg_cron) go on; ids
-# go on from the dump's.
+# parked timers, an event wait and an event kept for later, a merge
+# waiting for its children, a schedule, a finished run with an error, a
+# configure() default.  Then pg_dumpall -g and pg_dump, and the restore of
+# README's "Backup, restore and standbys": the workers off
+# (chrono_forge.enabled), pg_restore, the workers on.  1. Over the served
+# database itself (pg_restore --clean: the launcher lives on, and the
+# dump's locks are this server's own); 2. into a new cluster whose roles
+# have other oids.  Every row comes back; the locked run is re-driven at
+# once, with no committed step repeated; timers fire; the events, the
+# merge and the schedule (through pg_cron) go on; ids go on from the dump's.
 set -uo pipefail
 . "$CF_INTEGRATION_DIR/lib.sh"
 . "$CF_INTEGRATION_DIR/own_cluster.sh"
@@ -79,10 +79,12 @@ BEGIN
     CALL chrono_forge.durably_execute('fx_step', name => 'after', args => '{"s": "after"}');
 END $$;
 CREATE PROCEDURE dr_event(args jsonb) LANGUAGE plpgsql AS $$
-DECLARE p jsonb;
+DECLARE p jsonb; q jsonb;
 BEGIN
     CALL chrono_forge.await_event('go', p);
-    CALL chrono_forge.durably_execute('fx_step', name => 'got', args => jsonb_build_object('s', p->>'s'));
+    CALL chrono_forge.await_event('then', q);
+    CALL chrono_forge.durably_execute('fx_step', name => 'got',
+        args => jsonb_build_object('s', concat_ws(',', p->>'s', q->>'s')));
 END $$;
 CREATE PROCEDURE dr_kid(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
@@ -112,6 +114,7 @@ SET ROLE dr_tenant;
 SELECT chrono_forge.configure('dr_flaky', chrono_forge.retry_policy(7));
 SELECT chrono_forge.start('dr_locked', 'locked');
 SELECT chrono_forge.start('dr_event', 'event');
+SELECT chrono_forge.send_event('dr_event', 'event', 'then', '{"s": "kept"}');
 SELECT chrono_forge.start('dr_parent', 'merge');
 SELECT chrono_forge.start('dr_flaky', 'flaky');
 SELECT chrono_forge.schedule('dr_every_minute', '* * * * *', 'dr_sched_wf');
@@ -159,7 +162,7 @@ oc_wait_for $A 30 "SELECT count(*) = 4 FROM chrono_forge.workflows WHERE (key IN
                    AND state = 'completed'" app || fail "event or merge did not go on"
 oc_wait_for $A 30 "SELECT bool_and(state = 'completed') FROM chrono_forge.workflows WHERE workflow <> 'public.dr_sched_wf'" app \
     || { qa -c "SELECT key, state FROM chrono_forge.workflows ORDER BY id"; fail "runs left unfinished"; }
-expect_eq "$(qa -c "SELECT step FROM fx WHERE run = 'event'")" "restored" "the event after the restore"
+expect_eq "$(qa -c "SELECT step FROM fx WHERE run = 'event'")" "restored,kept" "an event sent after the restore, one kept in the dump"
 expect_eq "$(qa -c "SELECT count(*) FROM fx WHERE step = 'merged'")" 1 "the merge"
 expect_eq "$(qa -c "SET ROLE dr_tenant" -c "SELECT chrono_forge.start('dr_timer', 'new') > $max_id")" t "ids go on"
 expect_eq "$(qa -c "SET ROLE dr_tenant" -c "SELECT count(*) > 0 FROM chrono_forge.overview")" t "overview as the tenant"
