@@ -303,6 +303,24 @@ installed_extension(void)
 	return ext;
 }
 
+/*
+ * We start serving this database: runs locked in an earlier server
+ * lifetime (a crash, a promoted standby, a physical backup), by workers of
+ * an earlier launcher (stopped at our start), or by our own workers before
+ * we stopped serving lost their pass.  The last covers a restore, made
+ * with the workers off or into a re-created extension: the dump's locks
+ * may be this server's own.
+ */
+static void
+redrive_lost_runs(void)
+{
+	redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
+						  (unsigned long long) cf_shmem_epoch(),
+						  (unsigned long long) cf_shmem_epoch()),
+				 0);
+	cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -360,6 +378,7 @@ cf_launcher_main(Datum arg)
 	for (;;)
 	{
 		long		timeout_ms = -1;	/* until something wakes us */
+		Oid			ext;
 
 		/*
 		 * Publish "no planned wake" before looking: a commit that lands
@@ -376,31 +395,15 @@ cf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		ext = cf_enabled ? installed_extension() : InvalidOid;
+		serving = OidIsValid(ext);
+		if (!serving)
+			recovered_for = InvalidOid;
+		else if (ext != recovered_for)
 		{
-			Oid			ext = cf_enabled ? installed_extension() : InvalidOid;
-
-			serving = OidIsValid(ext);
-			if (!serving)
-				recovered_for = InvalidOid;
-			else if (ext != recovered_for)
-			{
-				/*
-				 * We start serving: runs locked in an earlier server lifetime
-				 * (a crash, a promoted standby, a physical backup), by
-				 * workers of an earlier launcher (stopped above), or by our
-				 * own workers before we stopped serving, lost their pass.
-				 * The last covers a restore, made with the workers off or
-				 * into a re-created extension: the dump's locks are this
-				 * cluster's own.  Dead sessions' locks: maintenance, now.
-				 */
-				redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
-									  (unsigned long long) cf_shmem_epoch(),
-									  (unsigned long long) cf_shmem_epoch()),
-							 0);
-				recovered_for = ext;
-				last_maintenance = 0;
-				cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
-			}
+			redrive_lost_runs();
+			recovered_for = ext;
+			last_maintenance = 0;	/* dead sessions' locks: at once */
 		}
 		supervise_workers(serving);
 
