@@ -19,7 +19,8 @@ oc_q $P <<SQL || fail "setup"
 CREATE EXTENSION chrono_forge;
 CREATE TABLE effects (run text, step int);
 CREATE FUNCTION sb_step(args jsonb) RETURNS void LANGUAGE sql AS
-  \$\$ SELECT pg_sleep(0.15); INSERT INTO effects (run, step) VALUES (args->>'k', (args->>'i')::int) \$\$;
+  \$\$ SELECT pg_sleep(CASE WHEN (args->>'i')::int > 1 THEN 0.2 ELSE 0 END);
+      INSERT INTO effects (run, step) VALUES (args->>'k', (args->>'i')::int) \$\$;
 CREATE PROCEDURE sb_wf(args jsonb) LANGUAGE plpgsql AS \$\$
 BEGIN
     FOR i IN 1..$STEPS LOOP
@@ -49,7 +50,8 @@ oc_q $P -c "SELECT count(chrono_forge.start('sb_wf', 'r' || i, jsonb_build_objec
             FROM generate_series(1, $RUNS) i" >/dev/null || fail "start"
 oc_wait_for $S 30 "SELECT count(*) = $RUNS FROM chrono_forge.workflows WHERE workflow = 'public.sb_wf'" \
     || fail "the standby never saw the runs"
-# Stop the primary while its workers hold runs (each lock lasts a pass).
+# Stop the primary while its workers hold runs: a pass's lock is committed
+# with its first step (quick), and held through the slow ones.
 oc_wait_for $S 60 "SELECT (SELECT count(*) FROM effects) > $RUNS / 2
                    AND (SELECT count(*) >= 2 FROM chrono_forge.workflows WHERE state = 'running')" \
     || fail "nothing ran on the primary"
