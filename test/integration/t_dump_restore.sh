@@ -39,7 +39,7 @@ SELECT concat_ws(' | ', (SELECT count(*) FROM w),
   (SELECT count(*) FROM chrono_forge.workflow_defaults), (SELECT count(*) FROM chrono_forge.schedules),
   (SELECT string_agg(concat_ws(':', id, key, state, owner, locked_by), ',' ORDER BY id) FROM w),
   (SELECT string_agg(concat_ws(':', name, owner, jobid, reboot_jobid), ',') FROM chrono_forge.schedules),
-  (SELECT count(*) FROM fx))"
+  (SELECT count(*) FROM fx WHERE step <> 'tick'))"
 
 oc_init a $A "${CONF[@]}" || fail "initdb"
 oc_start a || fail "cluster did not start"
