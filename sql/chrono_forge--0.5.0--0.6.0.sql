@@ -499,6 +499,50 @@ $$;
 -- Backups and standbys (issue 15, items 5-6)
 -- =====================================================================
 
+/*
+ * pg_dump keeps an extension's tables out of a dump unless they are marked
+ * as configuration tables: before 0.6.0 a logical backup came back with no
+ * runs.  Marked here: every table whose rows are the users' data or state
+ * the engine cannot rebuild (runs, step logs, errors, wake-ups, events,
+ * defaults, schedules, parked merges, children not started yet, cancel
+ * requests, the per-day outcome summaries, which outlive the runs cleanup
+ * deletes), and their identity sequences, so ids go on after a restore.
+ * Not marked: workflow_owners and workflow_owners_horizon, a cache of the
+ * (workflow, owner) pairs that overview() rebuilds from the runs (a fresh
+ * install's horizon, 0, makes the first call read every run once).
+ * pg_dump orders the marked tables by their foreign keys.  See README,
+ * "Backup and restore".
+ */
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.workflows', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.workflows_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.execution_logs', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.execution_logs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.error_logs', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.error_logs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.wakeups', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.wakeups_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.events', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.workflow_defaults', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.schedules_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.merge_polls', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.merge_polls_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.cancel_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_summarised', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_changed', '');
+
+/*
+ * Who asked for a cancel, as a role (dumped by name, like every owner
+ * column) rather than a bare oid that would name nobody, or somebody else,
+ * in the cluster a dump is restored into.  Binary compatible: no rewrite.
+ */
+ALTER TABLE chrono_forge.cancel_requests
+    ALTER COLUMN requested_by TYPE pg_catalog.regrole;
+
 -- (end of section: backups)
 
 

@@ -45,6 +45,14 @@ cf_register_launcher(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+
+	/*
+	 * Not before recovery ends: a streaming standby shares its primary's
+	 * settings, and nothing can be written there.  The postmaster starts
+	 * us at promotion, and the runs the old primary's workers held (locks
+	 * of another shared-memory epoch) are re-driven then, like those of a
+	 * crash (test/integration/t_standby.sh).
+	 */
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 1;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "chrono_forge");
@@ -283,6 +291,36 @@ enforce_share(void)
 	return true;
 }
 
+/* The extension in this database, or InvalidOid. */
+static Oid
+installed_extension(void)
+{
+	Oid			ext;
+
+	StartTransactionCommand();
+	ext = get_extension_oid("chrono_forge", true);
+	CommitTransactionCommand();
+	return ext;
+}
+
+/*
+ * We start serving this database: runs locked in an earlier server
+ * lifetime (a crash, a promoted standby, a physical backup), by workers of
+ * an earlier launcher (stopped at our start), or by our own workers before
+ * we stopped serving lost their pass.  The last covers a restore, made
+ * with the workers off or into a re-created extension: the dump's locks
+ * may be this server's own.
+ */
+static void
+redrive_lost_runs(void)
+{
+	redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
+						  (unsigned long long) cf_shmem_epoch(),
+						  (unsigned long long) cf_shmem_epoch()),
+				 0);
+	cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+}
+
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -316,7 +354,7 @@ void
 cf_launcher_main(Datum arg)
 {
 	bool		serving = false;
-	bool		recovered = false;
+	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
 	TimestampTz last_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -340,6 +378,7 @@ cf_launcher_main(Datum arg)
 	for (;;)
 	{
 		long		timeout_ms = -1;	/* until something wakes us */
+		Oid			ext;
 
 		/*
 		 * Publish "no planned wake" before looking: a commit that lands
@@ -356,19 +395,15 @@ cf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		serving = cf_enabled && cf_extension_installed();
-		if (serving && !recovered)
+		ext = cf_enabled ? installed_extension() : InvalidOid;
+		serving = OidIsValid(ext);
+		if (!serving)
+			recovered_for = InvalidOid;
+		else if (ext != recovered_for)
 		{
-			/*
-			 * Runs locked in an earlier server lifetime, or by workers of an
-			 * earlier launcher (stopped above), lost their pass.
-			 */
-			redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
-								  (unsigned long long) cf_shmem_epoch(),
-								  (unsigned long long) cf_shmem_epoch()),
-						 0);
-			recovered = true;
-			cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+			redrive_lost_runs();
+			recovered_for = ext;
+			last_maintenance = 0;	/* dead sessions' locks: at once */
 		}
 		supervise_workers(serving);
 

@@ -274,3 +274,12 @@ ALTER EXTENSION chrono_forge UPDATE;
 SELECT day, workflow, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY day, workflow;
 DROP PROCEDURE up_od_wf(jsonb);
 DELETE FROM chrono_forge.outcome_days;
+
+-- 0.5.0 -> 0.6.0, backups: the tables of user data and their sequences
+-- are configuration tables, so pg_dump keeps their rows (the cache of
+-- workflow owners is rebuilt, not dumped); who asked for a cancel is a role.
+SELECT c.relname FROM pg_extension e, unnest(e.extconfig) x(oid)
+  JOIN pg_class c ON c.oid = x.oid
+ WHERE e.extname = 'chrono_forge' ORDER BY 1;
+SELECT atttypid::regtype FROM pg_attribute
+ WHERE attrelid = 'chrono_forge.cancel_requests'::regclass AND attname = 'requested_by';
