@@ -510,8 +510,8 @@ $$;
  * Not marked: workflow_owners and workflow_owners_horizon, a cache of the
  * (workflow, owner) pairs that overview() rebuilds from the runs (a fresh
  * install's horizon, 0, makes the first call read every run once).
- * pg_dump orders the marked tables by their foreign keys.  See README,
- * "Backup and restore".
+ * pg_dump orders the marked tables by their foreign keys.  See
+ * doc/operations.md, "Backup, restore and standbys".
  */
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.workflows', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.workflows_id_seq', '');

@@ -50,7 +50,7 @@
 #define CF_ERROR_WHERE_MAX 16384
 
 /*
- * Documented maxima of inputs (README, "Errors"), refused with CF012
+ * Documented maxima of inputs (doc/reference.md, "Maxima"), refused with CF012
  * before anything is written.  Names and keys end up in btree indexes
  * whose entries may not exceed a third of a page (~2.7 KB): a run's key
  * with its workflow, a step name built from a primitive's prefix and up

@@ -4,7 +4,7 @@
 # parked timers, an event wait and an event kept for later, a merge
 # waiting for its children, a schedule, a finished run with an error, a
 # configure() default.  Then pg_dumpall -g and pg_dump, and the restore of
-# README's "Backup, restore and standbys": the workers off
+# doc/operations.md, "Backup, restore and standbys": the workers off
 # (chrono_forge.enabled), pg_restore, the workers on.  1. Over the served
 # database itself (pg_restore --clean: the launcher lives on, and the
 # dump's locks are this server's own); 2. into a new cluster whose roles
@@ -21,7 +21,7 @@ CONF=("shared_preload_libraries = 'chrono_forge,pg_cron'" "chrono_forge.database
 
 qa() { oc_q $A -d app "$@"; }
 qb() { oc_q $B -d app "$@"; }
-workers_set() {     # PORT on|off: what the README's restore steps do
+workers_set() {     # PORT on|off: what the restore steps of doc/operations.md do
     oc_q "$1" -c "ALTER SYSTEM SET chrono_forge.enabled = $2" -c "SELECT pg_reload_conf()" >/dev/null
     local want=2
     [ "$2" = off ] && want=0

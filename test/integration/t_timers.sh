@@ -1,6 +1,6 @@
 # With the workers on: waits, polls, events and wakes resume their runs by
 # themselves.  The bounds here only catch a hang; lateness is measured by
-# the benchmarks (docs/BENCHMARKS.md).
+# the benchmarks (BENCHMARKS.md).
 . "$CF_INTEGRATION_DIR/lib.sh"
 q <<'SQL' >/dev/null
 CREATE TABLE tm_seen (key text, what text, at timestamptz DEFAULT clock_timestamp());

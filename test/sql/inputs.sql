@@ -31,7 +31,7 @@ CREATE TEMP TABLE in_before AS SELECT in_rows() AS rows;
 SELECT s, in_state(format('SELECT chrono_forge.start(%L, %L)', s, s)) AS sqlstate
   FROM unnest(ARRAY['a.b.c.d', '"unterminated', 'x..y', '""', 'other_db.public.in_wf',
                     'nosuchschema.in_wf']) AS s;
--- Names and keys over their maxima (README): CF012, not 54000 at insert
+-- Names and keys over their maxima (doc/reference.md): CF012, not 54000 at insert
 -- (random text does not compress below the index limit).
 CREATE FUNCTION in_long(n int) RETURNS text LANGUAGE sql AS $$
     SELECT string_agg(md5(i::text), '') FROM generate_series(1, (n + 31) / 32) i $$;
