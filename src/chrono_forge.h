@@ -17,31 +17,8 @@
 #include "executor/spi.h"
 #include "utils/jsonb.h"
 
-/*
- * SQLSTATEs: class CF is ours alone.  README.md lists them; keep both in
- * step.
- */
-#define ERRCODE_CF_HALT					MAKE_SQLSTATE('C','F','0','0','0')
-#define ERRCODE_CF_CONCURRENT_EXECUTION	MAKE_SQLSTATE('C','F','0','0','1')
-#define ERRCODE_CF_LOCK_LOST			MAKE_SQLSTATE('C','F','0','0','2')
-#define ERRCODE_CF_NOT_EXECUTABLE		MAKE_SQLSTATE('C','F','0','0','3')
-#define ERRCODE_CF_NOT_RETRYABLE		MAKE_SQLSTATE('C','F','0','0','4')
-#define ERRCODE_CF_INVALID_STEP_NAME	MAKE_SQLSTATE('C','F','0','0','5')
-#define ERRCODE_CF_NOT_IN_BRANCH		MAKE_SQLSTATE('C','F','0','0','6')
-#define ERRCODE_CF_UNMERGED_BRANCH		MAKE_SQLSTATE('C','F','0','0','7')
-#define ERRCODE_CF_UNKNOWN_BRANCH		MAKE_SQLSTATE('C','F','0','0','8')
-#define ERRCODE_CF_STEP_FAILED			MAKE_SQLSTATE('C','F','0','0','9')
-#define ERRCODE_CF_WAIT_CONDITION_NOT_MET MAKE_SQLSTATE('C','F','0','1','0')
-#define ERRCODE_CF_CONTEXT_INVALID		MAKE_SQLSTATE('C','F','0','1','1')
-#define ERRCODE_CF_INVALID_ARGUMENT		MAKE_SQLSTATE('C','F','0','1','2')
-#define ERRCODE_CF_NOT_IN_PASS			MAKE_SQLSTATE('C','F','0','1','3')
-#define ERRCODE_CF_UNKNOWN_RUN			MAKE_SQLSTATE('C','F','0','1','4')
-#define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
-#define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
-#define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
-#define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
-#define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
-#define ERRCODE_CF_CHILD_FAILED			MAKE_SQLSTATE('C','F','0','2','5')
+/* SQLSTATEs of class CF: errcodes.h, the one list. */
+#include "errcodes.h"
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
