@@ -298,6 +298,32 @@ extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
 extern void cf_write_taken_run(void);
 
+/* pass.c, replay.c: for the pass driver (executor.c) */
+typedef struct CfBatch
+{
+	int			passes;			/* passes in the open shared commit */
+	Oid			owner;			/* whose they are */
+	TimestampTz started;		/* when the first began */
+	int			suspended;		/* passes to commit alone after a failed batch */
+	int64		nudges[1000];	/* parents to nudge (commit_batch's maximum) */
+	int			n_nudges;
+	int			nudges_committed;	/* the first n have committed */
+} CfBatch;
+extern CfBatch cf_batch;
+extern bool cf_pass_stop_cancel;
+extern bool cf_pass_stop_preempt;
+extern char *cf_pass_poison;
+extern void cf_batch_committed(void);
+extern void cf_check_pass_stop(void);
+extern void cf_poison_pass(char *message);
+extern ErrorData *cf_poison_error(void);
+extern void cf_write_taken_run_as(bool completed);
+extern void cf_stamp_claim(void);
+extern void cf_enter_owner_identity(void);
+extern void cf_fire_deferred_as_owner(void);
+extern void cf_replay_reset(void);
+extern void cf_replay_load(void);
+
 /* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
 extern void cf_branch_before_complete(void);
 extern void cf_branch_after_pass(bool completed);
