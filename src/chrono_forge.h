@@ -66,6 +66,7 @@ extern TimestampTz cf_clock_now(void);
 
 /* shmem.c: shared state, worker slots, wake-ups after commit */
 #define CF_MAX_WORKERS 32
+extern int	cf_worker_slot;		/* this executor worker's slot, or -1 */
 extern void cf_shmem_register(void);
 extern void cf_register_xact_callback(void);
 extern void cf_queue_wakeup(TimestampTz due_at);
@@ -117,7 +118,6 @@ PGDLLEXPORT void cf_worker_main(Datum arg);
 extern void cf_worker_attach(int slot);
 
 /* executor.c, for worker.c */
-extern int	cf_worker_slot;
 extern int	cf_last_drain_passes;
 
 /* journal.c: internal SQL, run as the extension owner on a pinned path */
@@ -155,8 +155,9 @@ extern char *cf_canonical_workflow(const char *workflow);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 
-/* operations.c */
+/* access.c */
 extern bool cf_is_admin(Oid role);
+extern void cf_not_your_runs(const char *what, const char *workflow, const char *key);
 
 /* call.c: the user's functions */
 typedef struct CfFunction

@@ -54,8 +54,6 @@
 PG_FUNCTION_INFO_V1(cf_run_pending);
 PG_FUNCTION_INFO_V1(cf_worker_drain);
 
-/* Set by worker.c in executor workers: which slot, for lock tokens. */
-int			cf_worker_slot = -1;
 int			cf_last_drain_passes = 0;
 
 /* Wake-up rows this pass claimed (deleted again if the claim rolls back). */

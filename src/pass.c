@@ -581,3 +581,21 @@ cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
 		cf_lock_lost();
 	return id;
 }
+
+/*
+ * The same for a JSON value a run keeps (start's args, an event payload).
+ * Inside a pass (spawn's args, a start() in a body), a programming error:
+ * the run fails at once.
+ */
+void
+cf_check_json_size(const char *what, Jsonb *value)
+{
+	if (value == NULL || VARSIZE(value) <= CF_JSON_MAX_BYTES)
+		return;
+	cf_fail_now();
+	ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s is too large", what),
+				 errdetail("It has %zu bytes as jsonb; at most %d are allowed.",
+						   (size_t) VARSIZE(value), CF_JSON_MAX_BYTES)));
+}

@@ -38,6 +38,15 @@
 
 #include "chrono_forge.h"
 
+static void
+invalid_argument(const char *msg, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("%s", msg),
+			 hint ? errhint("%s", hint) : 0));
+}
+
 
 /*
  * A user-supplied name segment: no NULL, nothing empty, no '$' (it splits
@@ -71,24 +80,6 @@ cf_check_length(const char *what, const char *s, int max_bytes)
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("%s is too long", what),
 				 errdetail("It has %zu bytes; at most %d are allowed.", strlen(s), max_bytes)));
-}
-
-/*
- * The same for a JSON value a run keeps (start's args, an event payload).
- * Inside a pass (spawn's args, a start() in a body), a programming error:
- * the run fails at once.
- */
-void
-cf_check_json_size(const char *what, Jsonb *value)
-{
-	if (value == NULL || VARSIZE(value) <= CF_JSON_MAX_BYTES)
-		return;
-	cf_fail_now();
-	ereport(ERROR,
-				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("%s is too large", what),
-				 errdetail("It has %zu bytes as jsonb; at most %d are allowed.",
-						   (size_t) VARSIZE(value), CF_JSON_MAX_BYTES)));
 }
 
 /*
@@ -199,4 +190,18 @@ cf_jsonb_is_true(Jsonb *v)
 
 	return v != NULL && JsonbExtractScalar(&v->root, &scalar) &&
 		scalar.type == jbvBool && scalar.val.boolean;
+}
+
+char *
+cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(n))
+		invalid_argument(psprintf("%s must not be NULL", what), NULL);
+	s = text_to_cstring(PG_GETARG_TEXT_PP(n));
+	if (s[0] == '\0')
+		invalid_argument(psprintf("%s must not be empty", what), NULL);
+	cf_check_length(what, s, strcmp(what, "key") == 0 ? CF_KEY_MAX_BYTES : CF_NAME_MAX_BYTES);
+	return s;
 }
