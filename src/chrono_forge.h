@@ -190,6 +190,14 @@ extern int64 cf_step_log_write(const char *step_name, const char *state, int att
 							  Jsonb *metadata_patch, Jsonb *result,
 							  ErrorData *edata);
 extern Jsonb *cf_jsonb_parse(const char *text);
+
+/* journal.c: the step log and error log rows, of any run */
+extern CfStepLog cf_journal_read_step(int64 workflow_id, const char *step_name);
+extern int64 cf_journal_write_step(int64 workflow_id, const char *step_name, const char *state,
+								   int attempts, Jsonb *metadata_patch, Jsonb *result,
+								   ErrorData *edata, const char *lock_token, bool is_new);
+extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
+								  ErrorData *edata, Jsonb *context);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
 
 /* wait.c: shared by the waiting primitives */

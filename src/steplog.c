@@ -42,131 +42,37 @@
 #include "utils/timestamp.h"
 #include "chrono_forge.h"
 
-/* The run's log row for step_name, if any.  Caller is connected to SPI. */
+/*
+ * The pass's run's log row for step_name, if any: from the replay cache
+ * when it can tell.  Caller is connected to SPI.
+ */
 CfStepLog
 cf_step_log_read(const char *step_name)
 {
-	static SPIPlanPtr plan = NULL;
-	CfStepLog	log = {false, 0, NULL, 0, NULL};
-	CfInternal	st;
-	bool		isnull;
-	MemoryContext cxt = CurrentMemoryContext;
+	CfStepLog	log;
 
 	if (cf_step_log_cached(step_name, &log))
 		return log;
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"SELECT state::text, attempts, coalesce(metadata, '{}'), id FROM chrono_forge.execution_logs"
-			" WHERE workflow_id = $1 AND step_name = $2",
-			2, (Oid[]) {INT8OID, TEXTOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step_name)},
-			NULL, true, 1);
-	cf_internal_end(&st);
-	if (SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-
-		log.exists = true;
-		log.state = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		log.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		log.metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
-		log.id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		MemoryContextSwitchTo(old);
-	}
-	else
-		log.metadata = cf_jsonb_parse("{}");
-	return log;
+	return cf_journal_read_step(cf_pass.workflow_id, step_name);
 }
 
-#define STEP_LOG_COLUMNS \
-	" (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at," \
-	"  metadata, result, error_class, error_message)"
-
-#define STEP_LOG_VALUES \
-	" $1, $2, $3::chrono_forge.step_state, $4, chrono_forge.now(), chrono_forge.now()," \
-	"  CASE WHEN $3 = 'completed' THEN chrono_forge.now() END, $5, $6, $7, $8"
-
-#define STEP_LOG_UPSERT \
-	" ON CONFLICT (workflow_id, step_name) DO UPDATE SET state = EXCLUDED.state," \
-	"  attempts = EXCLUDED.attempts, last_executed_at = EXCLUDED.last_executed_at," \
-	"  completed_at = EXCLUDED.completed_at," \
-	"  metadata = CASE WHEN EXCLUDED.metadata IS NULL THEN l.metadata" \
-	"   ELSE coalesce(l.metadata, '{}') || EXCLUDED.metadata END," \
-	"  result = EXCLUDED.result, error_class = EXCLUDED.error_class," \
-	"  error_message = EXCLUDED.error_message, updated_at = EXCLUDED.last_executed_at"
-
-#define STEP_LOG_INSERT(on_conflict) \
-	"INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS \
-	" VALUES (" STEP_LOG_VALUES ")" on_conflict " RETURNING id"
-
-/* Writes only if this pass still holds the run (takes its row lock). */
-#define STEP_LOG_LOCKED_INSERT(on_conflict) \
-	"WITH lk AS (SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $9" \
-	"  FOR NO KEY UPDATE)" \
-	" INSERT INTO chrono_forge.execution_logs AS l" STEP_LOG_COLUMNS \
-	" SELECT" STEP_LOG_VALUES " FROM lk" on_conflict " RETURNING id"
-
 /*
- * Create or update the run's log row for step_name: state, attempts,
- * metadata merged with metadata_patch, result, and the error (class and
- * message) if any.  With prove_lock, the same statement also takes the
- * run's row lock and writes nothing unless this pass still holds the run
- * (what cf_save_context_and_check_lock() does in a statement of its own).
- * Returns the row's id, or 0 if the lock was not ours.  Caller is
- * connected to SPI; the caller commits.
+ * Write the pass's run's log row for step_name (see
+ * cf_journal_write_step()); with prove_lock, only while this pass holds
+ * the run.  Returns the row's id, or 0 if the lock was not ours.
  */
 static int64
 step_log_upsert(const char *step_name, const char *state, int attempts,
 				Jsonb *metadata_patch, Jsonb *result, ErrorData *edata, bool prove_lock)
 {
-	/* [prove_lock][known to be new]: a new row needs no ON CONFLICT. */
-	static SPIPlanPtr plans[2][2];
-	CfInternal	st;
-	Datum		values[9];
-	char		nulls[10] = "         ";
-	bool		isnull;
 	CfStepLog	known;
 	bool		is_new = cf_step_log_cached(step_name, &known) && !known.exists;
 
 	cf_step_log_forget(step_name);
-	values[0] = Int64GetDatum(cf_pass.workflow_id);
-	values[1] = CStringGetTextDatum(step_name);
-	values[2] = CStringGetTextDatum(state);
-	values[3] = Int32GetDatum(attempts);
-	if (metadata_patch)
-		values[4] = JsonbPGetDatum(metadata_patch);
-	else
-		nulls[4] = 'n';
-	if (result)
-		values[5] = JsonbPGetDatum(result);
-	else
-		nulls[5] = 'n';
-	if (edata)
-	{
-		values[6] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-		values[7] = CStringGetTextDatum(edata->message ? edata->message : "");
-	}
-	else
-		nulls[6] = nulls[7] = 'n';
-	values[8] = CStringGetTextDatum(cf_pass.lock_token ? cf_pass.lock_token : "");
-
-	cf_internal_begin(&st);
-	if (prove_lock)
-		cf_exec(&plans[1][is_new],
-				is_new ? STEP_LOG_LOCKED_INSERT("") : STEP_LOG_LOCKED_INSERT(STEP_LOG_UPSERT),
-				9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID},
-				values, nulls, false, 0);
-	else
-		cf_exec(&plans[0][is_new],
-				is_new ? STEP_LOG_INSERT("") : STEP_LOG_INSERT(STEP_LOG_UPSERT),
-				8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},
-				values, nulls, false, 0);
-	cf_internal_end(&st);
-	if (SPI_processed == 0)
-		return 0;
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return cf_journal_write_step(cf_pass.workflow_id, step_name, state, attempts,
+								 metadata_patch, result, edata,
+								 prove_lock ? (cf_pass.lock_token ? cf_pass.lock_token : "") : NULL,
+								 is_new);
 }
 
 int64
@@ -201,66 +107,15 @@ cf_step_log_write_owned(const char *step_name, const char *state, int attempts,
 }
 
 /*
- * Insert an error_logs row; returns its id.  Caller is connected to SPI.
- * The error's hint and context (where it was raised) have columns of
- * their own since 0.6.0: a schema not updated yet gets the row without
- * them.
+ * Insert an error_logs row (cf_journal_log_error()); returns its id.  A
+ * child of the pass not written yet is written first: error_logs'
+ * foreign key is checked at once.  Caller is connected to SPI.
  */
 int64
 cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 			 ErrorData *edata, Jsonb *context)
 {
-	static SPIPlanPtr plans[2];
-	Oid			types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
-	TEXTOID, TEXTOID};
-	Datum		values[9];
-	char		nulls[9] = "         ";
-	bool		isnull;
-	CfInternal	st;
-	bool		v06 = get_attnum(cf_relation_oid("error_logs"), "error_context") != InvalidAttrNumber;
-
-	values[0] = Int64GetDatum(workflow_id);
-	if (step_name)
-		values[1] = CStringGetTextDatum(step_name);
-	else
-		nulls[1] = 'n';
-	values[2] = Int32GetDatum(attempt);
-	values[3] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	if (edata->message)
-		values[4] = CStringGetTextDatum(edata->message);
-	else
-		nulls[4] = 'n';
-	if (edata->detail)
-		values[5] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[5] = 'n';
-	context = capped_context(context);
-	if (context)
-		values[6] = JsonbPGetDatum(context);
-	else
-		nulls[6] = 'n';
-	if (edata->hint)
-		values[7] = CStringGetTextDatum(edata->hint);
-	else
-		nulls[7] = 'n';
-	if (edata->context)
-		values[8] = clipped_text(edata->context);
-	else
-		nulls[8] = 'n';
-
-	/* (error_logs' foreign key is checked at once: write the run first) */
 	if (workflow_id == cf_pass.workflow_id)
 		cf_write_taken_run();
-	cf_internal_begin(&st);
-	cf_exec(&plans[v06],
-			v06 ? "INSERT INTO chrono_forge.error_logs"
-			" (workflow_id, step_name, attempt, error_class, error_message, error_detail, context,"
-			"  error_hint, error_context, created_at)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, chrono_forge.now()) RETURNING id"
-			: "INSERT INTO chrono_forge.error_logs"
-			" (workflow_id, step_name, attempt, error_class, error_message, error_detail, context, created_at)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, chrono_forge.now()) RETURNING id",
-			v06 ? 9 : 7, types, values, nulls, false, 1);
-	cf_internal_end(&st);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return cf_journal_log_error(workflow_id, step_name, attempt, edata, context);
 }
