@@ -341,6 +341,8 @@ extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running, int64 *blocked);
 extern int64 cf_branch_children_live(int64 log_id, int64 cap);
+extern int64 cf_branch_children_blocked(int64 log_id);
+extern bool cf_branch_is_sealed(int64 log_id);
 
 /*
  * What a merge makes of a child that failed, stalled or was cancelled
