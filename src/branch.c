@@ -2,8 +2,8 @@
  *
  * branch.c
  *	  Fan-out: branch, spawn, spawn_each, seal_branch, merge_branches, the
- *	  branch probes, the unmerged-branch gate and the child-to-parent
- *	  nudge at completion.
+ *	  unmerged-branch gate and the child-to-parent nudge at completion
+ *	  (the branch probes are probes.c's).
  *
  * Owns the per-pass registry of opened branches and the dispatch of
  * children.  A branch is the step branch$<name> (pending while it

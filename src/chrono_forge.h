@@ -120,7 +120,8 @@ extern void cf_worker_attach(int slot);
 /* executor.c, for worker.c */
 extern int	cf_last_drain_passes;
 
-/* journal.c: internal SQL, run as the extension owner on a pinned path */
+/* internal.c: internal SQL, run as the extension owner on a pinned path;
+ * util.c: validation (cf_check_json_size: pass.c, it fails the pass) */
 typedef struct CfInternal
 {
 	Oid			save_userid;
@@ -143,7 +144,7 @@ extern void cf_validate_workflow_name(const char *workflow);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 
-/* control.c, for other client entry points */
+/* util.c (cf_required_text), access.c: for the client entry points */
 typedef struct CfRunRef
 {
 	int64		id;
@@ -173,7 +174,7 @@ extern Jsonb *cf_function_call(CfFunction *f, Jsonb *args, TimestampTz at);
 extern ErrorData *cf_run_guarded(void (*fn) (void *), void *arg);
 extern bool cf_error_is_fatal_to_pass(ErrorData *edata);
 
-/* journal.c: step logs */
+/* steplog.c: the pass's step log and error log; util.c: JSON */
 typedef struct CfStepLog
 {
 	bool		exists;
@@ -200,7 +201,7 @@ extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int 
 								  ErrorData *edata, Jsonb *context);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
 
-/* wait.c: shared by the waiting primitives */
+/* util.c: JSON, intervals, timestamps; step.c: shared by the primitives */
 extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);
 extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
@@ -244,7 +245,7 @@ extern CfRetryDecision cf_policy_decide(Jsonb *policy, int sqlerrcode,
 extern Jsonb *cf_policy_for_workflow(const char *workflow);
 extern Jsonb *cf_step_policy(Jsonb *per_call);
 
-/* executor.c: the pass */
+/* pass.c: the pass state; replay.c: its cache; step.c: failed steps, results */
 typedef enum CfOutcome
 {
 	CF_OUTCOME_NONE = 0,		/* error escaped the body: workflow-level retry */
@@ -333,7 +334,7 @@ extern void cf_fire_deferred_as_owner(void);
 extern void cf_replay_reset(void);
 extern void cf_replay_load(void);
 
-/* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
+/* branch.c (hooks of the pass), probes.c, merge.c (the merge poller): fan-out */
 extern void cf_branch_before_complete(void);
 extern void cf_branch_after_pass(bool completed);
 extern int64 cf_branch_take_nudge(void);

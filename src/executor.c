@@ -7,8 +7,8 @@
  *	  continuation, stall or fail the run, all in the transaction that ends
  *	  the pass.
  *
- * Owns the per-backend pass state (cf_pass), run_pending() and the
- * workers' drain loop.  The workflow procedure runs as a non-atomic CALL,
+ * Owns the claim, the finish and the drain loop of run_pending() and the
+ * workers (the pass state the primitives share is pass.c's).  The workflow procedure runs as a non-atomic CALL,
  * as the run's owner; the drain may itself run inside the caller's
  * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
  * cursors every abort of a pass must leave alone (abort_and_restart()).

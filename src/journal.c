@@ -1,13 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * journal.c
- *	  The engine's own SQL: run as the extension owner on a pinned path.
+ *	  The journal: step log and error log rows, of any run.
  *
- * Owns how internal statements run (cached plans, identity, search path),
- * name validation and the error log.  Internal statements must never run
- * user code: the identity switch here is only for the engine's tables, and
- * the search path is pinned so that no user object can stand in for a
- * catalog one.
+ * Owns the statements that read and write execution_logs and error_logs
+ * rows by run id (the pass's cache and lock proof around them are
+ * steplog.c's).  Knows nothing of the current pass: every run id and lock
+ * token is the caller's.  Must never run user code.
  *
  *-------------------------------------------------------------------------
  */

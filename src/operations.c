@@ -3,12 +3,12 @@
  * operations.c
  *	  Operator actions on runs: cancel (with or without its children), reap
  *	  one stranded run, force-unlock, retry every blocked child of a
- *	  branch; retention one committed batch at a time; and who counts as
- *	  an admin.
+ *	  branch; retention one committed batch at a time.
  *
  * Like control.c, each action takes the caller's identity before entering
  * the engine's, and acts only on runs the caller owns (is a member of the
- * owner), unless the caller is a member of chrono_forge_admin.  Every
+ * owner), unless the caller is a member of chrono_forge_admin (access.c
+ * answers both).  Every
  * check happens before anything is written.  Nothing here runs user code.
  *
  *-------------------------------------------------------------------------
