@@ -17,31 +17,8 @@
 #include "executor/spi.h"
 #include "utils/jsonb.h"
 
-/*
- * SQLSTATEs: class CF is ours alone.  README.md lists them; keep both in
- * step.
- */
-#define ERRCODE_CF_HALT					MAKE_SQLSTATE('C','F','0','0','0')
-#define ERRCODE_CF_CONCURRENT_EXECUTION	MAKE_SQLSTATE('C','F','0','0','1')
-#define ERRCODE_CF_LOCK_LOST			MAKE_SQLSTATE('C','F','0','0','2')
-#define ERRCODE_CF_NOT_EXECUTABLE		MAKE_SQLSTATE('C','F','0','0','3')
-#define ERRCODE_CF_NOT_RETRYABLE		MAKE_SQLSTATE('C','F','0','0','4')
-#define ERRCODE_CF_INVALID_STEP_NAME	MAKE_SQLSTATE('C','F','0','0','5')
-#define ERRCODE_CF_NOT_IN_BRANCH		MAKE_SQLSTATE('C','F','0','0','6')
-#define ERRCODE_CF_UNMERGED_BRANCH		MAKE_SQLSTATE('C','F','0','0','7')
-#define ERRCODE_CF_UNKNOWN_BRANCH		MAKE_SQLSTATE('C','F','0','0','8')
-#define ERRCODE_CF_STEP_FAILED			MAKE_SQLSTATE('C','F','0','0','9')
-#define ERRCODE_CF_WAIT_CONDITION_NOT_MET MAKE_SQLSTATE('C','F','0','1','0')
-#define ERRCODE_CF_CONTEXT_INVALID		MAKE_SQLSTATE('C','F','0','1','1')
-#define ERRCODE_CF_INVALID_ARGUMENT		MAKE_SQLSTATE('C','F','0','1','2')
-#define ERRCODE_CF_NOT_IN_PASS			MAKE_SQLSTATE('C','F','0','1','3')
-#define ERRCODE_CF_UNKNOWN_RUN			MAKE_SQLSTATE('C','F','0','1','4')
-#define ERRCODE_CF_WORKER_CRASHED		MAKE_SQLSTATE('C','F','0','1','5')
-#define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
-#define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
-#define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
-#define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
-#define ERRCODE_CF_CHILD_FAILED			MAKE_SQLSTATE('C','F','0','2','5')
+/* SQLSTATEs of class CF: errcodes.h, the one list. */
+#include "errcodes.h"
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
@@ -89,6 +66,7 @@ extern TimestampTz cf_clock_now(void);
 
 /* shmem.c: shared state, worker slots, wake-ups after commit */
 #define CF_MAX_WORKERS 32
+extern int	cf_worker_slot;		/* this executor worker's slot, or -1 */
 extern void cf_shmem_register(void);
 extern void cf_register_xact_callback(void);
 extern void cf_queue_wakeup(TimestampTz due_at);
@@ -140,10 +118,10 @@ PGDLLEXPORT void cf_worker_main(Datum arg);
 extern void cf_worker_attach(int slot);
 
 /* executor.c, for worker.c */
-extern int	cf_worker_slot;
 extern int	cf_last_drain_passes;
 
-/* journal.c: internal SQL, run as the extension owner on a pinned path */
+/* internal.c: internal SQL, run as the extension owner on a pinned path;
+ * util.c: validation (cf_check_json_size: pass.c, it fails the pass) */
 typedef struct CfInternal
 {
 	Oid			save_userid;
@@ -166,7 +144,7 @@ extern void cf_validate_workflow_name(const char *workflow);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 
-/* control.c, for other client entry points */
+/* util.c (cf_required_text), access.c: for the client entry points */
 typedef struct CfRunRef
 {
 	int64		id;
@@ -178,8 +156,9 @@ extern char *cf_canonical_workflow(const char *workflow);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
 
-/* operations.c */
+/* access.c */
 extern bool cf_is_admin(Oid role);
+extern void cf_not_your_runs(const char *what, const char *workflow, const char *key);
 
 /* call.c: the user's functions */
 typedef struct CfFunction
@@ -195,7 +174,7 @@ extern Jsonb *cf_function_call(CfFunction *f, Jsonb *args, TimestampTz at);
 extern ErrorData *cf_run_guarded(void (*fn) (void *), void *arg);
 extern bool cf_error_is_fatal_to_pass(ErrorData *edata);
 
-/* journal.c: step logs */
+/* steplog.c: the pass's step log and error log; util.c: JSON */
 typedef struct CfStepLog
 {
 	bool		exists;
@@ -212,9 +191,17 @@ extern int64 cf_step_log_write(const char *step_name, const char *state, int att
 							  Jsonb *metadata_patch, Jsonb *result,
 							  ErrorData *edata);
 extern Jsonb *cf_jsonb_parse(const char *text);
+
+/* journal.c: the step log and error log rows, of any run */
+extern CfStepLog cf_journal_read_step(int64 workflow_id, const char *step_name);
+extern int64 cf_journal_write_step(int64 workflow_id, const char *step_name, const char *state,
+								   int attempts, Jsonb *metadata_patch, Jsonb *result,
+								   ErrorData *edata, const char *lock_token, bool is_new);
+extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
+								  ErrorData *edata, Jsonb *context);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
 
-/* wait.c: shared by the waiting primitives */
+/* util.c: JSON, intervals, timestamps; step.c: shared by the primitives */
 extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);
 extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
@@ -258,7 +245,7 @@ extern CfRetryDecision cf_policy_decide(Jsonb *policy, int sqlerrcode,
 extern Jsonb *cf_policy_for_workflow(const char *workflow);
 extern Jsonb *cf_step_policy(Jsonb *per_call);
 
-/* executor.c: the pass */
+/* pass.c: the pass state; replay.c: its cache; step.c: failed steps, results */
 typedef enum CfOutcome
 {
 	CF_OUTCOME_NONE = 0,		/* error escaped the body: workflow-level retry */
@@ -321,7 +308,33 @@ extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
 extern void cf_write_taken_run(void);
 
-/* branch.c, merge.c: fan-out (hooks of the pass, the merge poller) */
+/* pass.c, replay.c: for the pass driver (executor.c) */
+typedef struct CfBatch
+{
+	int			passes;			/* passes in the open shared commit */
+	Oid			owner;			/* whose they are */
+	TimestampTz started;		/* when the first began */
+	int			suspended;		/* passes to commit alone after a failed batch */
+	int64		nudges[1000];	/* parents to nudge (commit_batch's maximum) */
+	int			n_nudges;
+	int			nudges_committed;	/* the first n have committed */
+} CfBatch;
+extern CfBatch cf_batch;
+extern bool cf_pass_stop_cancel;
+extern bool cf_pass_stop_preempt;
+extern char *cf_pass_poison;
+extern void cf_batch_committed(void);
+extern void cf_check_pass_stop(void);
+extern void cf_poison_pass(char *message);
+extern ErrorData *cf_poison_error(void);
+extern void cf_write_taken_run_as(bool completed);
+extern void cf_stamp_claim(void);
+extern void cf_enter_owner_identity(void);
+extern void cf_fire_deferred_as_owner(void);
+extern void cf_replay_reset(void);
+extern void cf_replay_load(void);
+
+/* branch.c (hooks of the pass), probes.c, merge.c (the merge poller): fan-out */
 extern void cf_branch_before_complete(void);
 extern void cf_branch_after_pass(bool completed);
 extern int64 cf_branch_take_nudge(void);
@@ -329,6 +342,8 @@ extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
 										int64 *running, int64 *blocked);
 extern int64 cf_branch_children_live(int64 log_id, int64 cap);
+extern int64 cf_branch_children_blocked(int64 log_id);
+extern bool cf_branch_is_sealed(int64 log_id);
 
 /*
  * What a merge makes of a child that failed, stalled or was cancelled

@@ -7,8 +7,8 @@
  *	  continuation, stall or fail the run, all in the transaction that ends
  *	  the pass.
  *
- * Owns the per-backend pass state (cf_pass), run_pending() and the
- * workers' drain loop.  The workflow procedure runs as a non-atomic CALL,
+ * Owns the claim, the finish and the drain loop of run_pending() and the
+ * workers (the pass state the primitives share is pass.c's).  The workflow procedure runs as a non-atomic CALL,
  * as the run's owner; the drain may itself run inside the caller's
  * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
  * cursors every abort of a pass must leave alone (abort_and_restart()).
@@ -54,566 +54,13 @@
 PG_FUNCTION_INFO_V1(cf_run_pending);
 PG_FUNCTION_INFO_V1(cf_worker_drain);
 
-CfPass		cf_pass;
-
-/* Set by worker.c in executor workers: which slot, for lock tokens. */
-int			cf_worker_slot = -1;
 int			cf_last_drain_passes = 0;
-
-typedef struct CompletedStep
-{
-	char	   *name;
-	Jsonb	   *result;
-} CompletedStep;
-
-/* The replay cache: completed steps, sorted by name, read once per pass. */
-static CompletedStep *completed_steps = NULL;
-static int	n_completed_steps = 0;
-static int	max_completed_steps = 0;
-
-/*
- * Read with them, the run's other step logs (pending or failed), sorted by
- * name: a step's first attempt needs no query to learn that it has no log
- * yet.  Names this pass has written since are read again from the table:
- * written_steps holds their hashes (a collision only costs a query).
- */
-typedef struct OpenStep
-{
-	char	   *name;
-	CfStepLog	log;
-} OpenStep;
-static OpenStep *open_steps = NULL;
-static int	n_open_steps = 0;
-static HTAB *written_steps = NULL;
-
-static void
-replay_cache_reset(void)
-{
-	completed_steps = NULL;
-	n_completed_steps = max_completed_steps = 0;
-	open_steps = NULL;
-	n_open_steps = 0;
-	written_steps = NULL;
-}
-
-static uint32
-step_name_hash(const char *step_name)
-{
-	return hash_bytes((const unsigned char *) step_name, strlen(step_name));
-}
 
 /* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
 static Datum claimed_wakeups = (Datum) 0;
 
-/*
- * Shared commits: a worker's consecutive passes that each fit in one
- * transaction (nothing committed before their end, as in a trivial run)
- * and belong to one owner are committed together, up to commit_batch of
- * them and while the first is younger than commit_batch_window: the WAL
- * flush a commit waits for is the larger part of a trivial run's time.
- * Nothing of such a pass is visible before that commit; if the
- * transaction aborts first, their runs are due again as they were (their
- * claims roll back too) and run again.  One owner only, so that no role's
- * failing run can roll back another role's work.
- */
-static int	batched_passes = 0;
-static Oid	batch_owner = InvalidOid;
-static TimestampTz batch_started = 0;
-static int	batch_suspended = 0;	/* passes to commit alone after a failed batch */
-
-/*
- * Parents to nudge for batched children, once their completions have
- * committed (cf_branch_nudge()); the first nudges_committed have.
- */
-static int64 batch_nudges[1000];	/* commit_batch's maximum (guc.c) */
-static int	n_batch_nudges = 0;
-static int	nudges_committed = 0;
-
-/* The transaction holding the batched passes (if any) has committed. */
-static void
-batch_committed(void)
-{
-	batched_passes = 0;
-	nudges_committed = n_batch_nudges;
-}
-
 static int64 pass_attempt;		/* workflow-level failures so far */
 static Jsonb *pass_retry_counts;
-
-/* This pass stopped itself because cancel() asked for its run. */
-static bool pass_stop_cancel = false;
-/* ... or because the share gave its worker to another owner's work. */
-static bool pass_stop_preempt = false;
-
-/*
- * Stop the pass if cancel() asked for its run, or it outlived
- * max_duration (a stop whose query cancel the body's code swallowed, or
- * that fired as it returned).  At each primitive and before the run's
- * completion: the next step never starts, and a step whose commit was
- * still pending is rolled back.
- */
-static void
-check_pass_stop(void)
-{
-	if (cf_pass_cancel_fired() ||
-		(cf_cancels_pending() && cf_cancel_requested(cf_pass.workflow_id)))
-	{
-		pass_stop_cancel = true;
-		ereport(ERROR,
-				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("workflow run %lld was cancelled", (long long) cf_pass.workflow_id)));
-	}
-	if (cf_pass_timer_fired())
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_PASS_TIMEOUT),
-				 errmsg("pass of workflow run %lld exceeded chrono_forge.max_duration",
-						(long long) cf_pass.workflow_id)));
-	if (cf_pass_preempt_fired())
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_PASS_PREEMPTED),
-				 errmsg("pass of workflow run %lld was stopped to give its worker to another owner's work",
-						(long long) cf_pass.workflow_id)));
-}
-
-/* ---------------------------------------------------------------------
- * Helpers for primitives
- * ---------------------------------------------------------------------
- */
-
-/*
- * A primitive (or run_pending()) refused its calling context during this
- * pass: the run fails with CF013, whatever the body does with the error.
- * A handler that catches it (an EXCEPTION block, a step's own retries)
- * changes nothing: the pass ends failed, never completed or released.
- */
-static char *pass_poison = NULL;	/* the first refusal's message */
-
-static void
-poison_pass(char *message)
-{
-	cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
-	if (pass_poison == NULL)
-		pass_poison = MemoryContextStrdup(cf_pass.cxt, message);
-}
-
-/* The body went on after a refusal and then halted or failed otherwise. */
-static ErrorData *
-poison_error(void)
-{
-	ErrorData  *edata = MemoryContextAllocZero(cf_pass.cxt, sizeof(ErrorData));
-
-	edata->elevel = ERROR;
-	edata->sqlerrcode = ERRCODE_CF_NOT_IN_PASS;
-	edata->message = pass_poison;
-	edata->detail = MemoryContextStrdup(cf_pass.cxt,
-										"The workflow caught this error and went on; the run fails all the same.");
-	return edata;
-}
-
-/*
- * Primitives commit, so they need a pass and a non-atomic context.  Being
- * called in an atomic context during a pass is a programming error in the
- * workflow: the run fails at once.
- */
-void
-cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
-{
-	CallContext *cc = (CallContext *) fcinfo->context;
-
-	if (!cf_pass.active)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_NOT_IN_PASS),
-				 errmsg("chrono_forge.%s can only be called while chrono_forge runs a workflow", primitive),
-				 errhint("Start the workflow with chrono_forge.start(); the workers or CALL chrono_forge.run_pending() run it.")));
-
-	/* After a refusal the body caught, nothing more of the pass runs. */
-	if (pass_poison != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_NOT_IN_PASS),
-				 errmsg("%s", pass_poison),
-				 errdetail("The workflow caught this error and went on; the run fails all the same.")));
-
-	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
-	{
-		poison_pass(psprintf("chrono_forge.%s cannot run in an atomic context", primitive));
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_NOT_IN_PASS),
-				 errmsg("chrono_forge.%s cannot run in an atomic context", primitive),
-				 errdetail("It commits, so it must be CALLed from the workflow procedure itself."),
-				 errhint("Do not call it from a function, inside a block with an EXCEPTION clause, "
-						 "or from a procedure with SET clauses or SECURITY DEFINER.")));
-	}
-
-	check_pass_stop();
-
-	/*
-	 * A completed step's commit waits for the next primitive or the end of
-	 * the pass, so that the last step of a pass shares its commit with the
-	 * completion.  Never longer: the body's own code between two primitives
-	 * is all that a step's commit can wait for.
-	 */
-	if (cf_pass.commit_pending)
-	{
-		cf_spi_connect();
-		cf_commit();
-		SPI_finish();
-	}
-}
-
-void
-cf_fail_now(void)
-{
-	cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
-}
-
-static int
-completed_cmp(const void *a, const void *b)
-{
-	return strcmp(((const CompletedStep *) a)->name, ((const CompletedStep *) b)->name);
-}
-
-bool
-cf_step_completed(const char *step_name, Jsonb **result)
-{
-	CompletedStep key;
-	CompletedStep *found;
-
-	if (n_completed_steps == 0)
-		return false;
-	key.name = (char *) step_name;
-	found = bsearch(&key, completed_steps, n_completed_steps,
-					sizeof(CompletedStep), completed_cmp);
-	if (found == NULL)
-		return false;
-	*result = found->result;
-	return true;
-}
-
-static int
-open_step_cmp(const void *a, const void *b)
-{
-	return strcmp(((const OpenStep *) a)->name, ((const OpenStep *) b)->name);
-}
-
-/* A repeat tick's log (never in the cache): durably_repeat$<name>$<epoch>. */
-static bool
-is_repeat_tick(const char *step_name)
-{
-	return strncmp(step_name, "durably_repeat$", 15) == 0 &&
-		strchr(step_name + 15, CF_STEP_DELIMITER) != NULL;
-}
-
-/*
- * The step's log as the pass's cache knows it; false if the cache cannot
- * tell (a tick, a completed step, or a name written during this pass).
- */
-bool
-cf_step_log_cached(const char *step_name, CfStepLog *log)
-{
-	OpenStep	key;
-	OpenStep   *found;
-	Jsonb	   *ignored;
-	uint32		h;
-
-	if (!cf_pass.active || is_repeat_tick(step_name) ||
-		cf_step_completed(step_name, &ignored))
-		return false;
-	h = step_name_hash(step_name);
-	if (written_steps != NULL && hash_search(written_steps, &h, HASH_FIND, NULL) != NULL)
-		return false;
-	key.name = (char *) step_name;
-	found = n_open_steps == 0 ? NULL
-		: bsearch(&key, open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
-	if (found != NULL)
-		*log = found->log;
-	else
-	{
-		memset(log, 0, sizeof(*log));
-		log->metadata = cf_jsonb_parse("{}");
-	}
-	return true;
-}
-
-/* The pass wrote step_name's log: the cache no longer knows it. */
-void
-cf_step_log_forget(const char *step_name)
-{
-	uint32		h;
-
-	if (!cf_pass.active || cf_pass.cxt == NULL)
-		return;
-	if (written_steps == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(uint32);
-		ctl.entrysize = sizeof(uint32);
-		ctl.hcxt = cf_pass.cxt;
-		written_steps = hash_create("chrono_forge written steps", 64, &ctl,
-									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	h = step_name_hash(step_name);
-	(void) hash_search(written_steps, &h, HASH_ENTER, NULL);
-}
-
-/* Record a step completed during this pass (keeps the array sorted). */
-void
-cf_step_remember(const char *step_name, Jsonb *result)
-{
-	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
-	int			pos;
-
-	if (n_completed_steps == max_completed_steps)
-	{
-		max_completed_steps = Max(16, max_completed_steps * 2);
-		completed_steps = completed_steps
-			? repalloc(completed_steps, sizeof(CompletedStep) * max_completed_steps)
-			: palloc(sizeof(CompletedStep) * max_completed_steps);
-	}
-	for (pos = n_completed_steps; pos > 0; pos--)
-	{
-		if (strcmp(completed_steps[pos - 1].name, step_name) < 0)
-			break;
-		completed_steps[pos] = completed_steps[pos - 1];
-	}
-	completed_steps[pos].name = pstrdup(step_name);
-	completed_steps[pos].result = result ? (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result)) : NULL;
-	n_completed_steps++;
-	MemoryContextSwitchTo(old);
-}
-
-/* At most one continuation per pass: the last one set wins. */
-void
-cf_set_continuation(TimestampTz at, const char *reason)
-{
-	cf_pass.has_continuation = true;
-	cf_pass.continuation_at = at;
-	cf_pass.continuation_reason = reason;
-}
-
-void
-cf_halt(const char *step_name)
-{
-	cf_pass.outcome = CF_OUTCOME_HALT;
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_HALT),
-			 errmsg("chrono_forge pass halted at step \"%s\"", step_name),
-			 errdetail("This is how a pass defers; the run resumes later.")));
-}
-
-/* A step exhausted its policy: the run becomes stalled. */
-void
-cf_stall(const char *step_name, int attempts, ErrorData *edata)
-{
-	cf_pass.outcome = CF_OUTCOME_STALL;
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_STEP_FAILED),
-			 errmsg("step \"%s\" failed after %d attempt%s: %s", step_name, attempts,
-					attempts == 1 ? "" : "s", edata->message),
-			 errdetail("The step's last error was SQLSTATE %s; the run is now stalled.",
-					   unpack_sql_state(edata->sqlerrcode)),
-			 errhint("Fix the cause, then call chrono_forge.retry().")));
-}
-
-/*
- * Inside a step's transaction: write the context if it changed, and prove
- * this pass still owns the run.  A pass that overran and lost its lock
- * must not commit its step.
- */
-void
-cf_save_context_and_check_lock(void)
-{
-	static SPIPlanPtr update_plan = NULL;
-	static SPIPlanPtr lock_plan = NULL;
-	Datum		values[4];
-	CfInternal	st;
-
-	/*
-	 * Until the claim is stamped, this transaction still holds the row lock
-	 * the claim took: nobody can have stolen the run.  A child's run not
-	 * written yet is claimed by its spawn_batches row's lock, and gets its
-	 * context when it is written.
-	 */
-	if ((!cf_pass.stamped && !cf_pass.context_dirty) || cf_pass.run_unwritten)
-		return;
-	values[0] = Int64GetDatum(cf_pass.workflow_id);
-	values[1] = CStringGetTextDatum(cf_pass.lock_token);
-	values[2] = JsonbPGetDatum(cf_pass.context);
-	values[3] = BoolGetDatum(!cf_pass.stamped);
-	cf_internal_begin(&st);
-	/* The row lock holds until commit: a stealer waits for this step. */
-	if (cf_pass.context_dirty)
-		cf_exec(&update_plan,
-				"UPDATE chrono_forge.workflows SET updated_at = chrono_forge.now(), context = $3"
-				" WHERE id = $1 AND (locked_by = $2 OR $4)",
-				4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, BOOLOID}, values, NULL, false, 0);
-	else
-		cf_exec(&lock_plan,
-				"SELECT 1 FROM chrono_forge.workflows WHERE id = $1 AND locked_by = $2"
-				" FOR NO KEY UPDATE",
-				2, (Oid[]) {INT8OID, TEXTOID}, values, NULL, false, 0);
-	cf_internal_end(&st);
-	if (SPI_processed != 1)
-		cf_lock_lost();
-	cf_pass.context_dirty = false;
-}
-
-void
-cf_lock_lost(void)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_LOCK_LOST),
-			 errmsg("workflow run %lld ran longer than chrono_forge.max_duration and lost its lock",
-					(long long) cf_pass.workflow_id),
-			 errdetail("Its step was rolled back; the pass that holds the lock now carries on.")));
-}
-
-/*
- * Write the run of a child taken from spawn_batches (see take_spawned_child()):
- * running under this pass's lock, or, at the end of a pass that completed
- * it, completed with its completion marker, so that a child that completes
- * in its first pass writes its run once.  A run with its key written
- * meanwhile (by start()) loses the child: the pass rolls back.
- */
-static void
-write_taken_run(bool completed)
-{
-	static SPIPlanPtr plans[2];
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	bool		isnull;
-	bool		written;
-
-	cf_internal_begin(&st);
-	cf_exec(&plans[completed],
-			"WITH w AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, context,"
-			"   owner, parent_execution_log_id, state, locked_by, locked_at, started_at, completed_at,"
-			"   created_at, updated_at) OVERRIDING SYSTEM VALUE"
-			"  VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-			"   CASE WHEN $11 THEN 'completed' ELSE 'running' END::chrono_forge.workflow_state,"
-			"   CASE WHEN $11 THEN NULL ELSE $9 END, CASE WHEN $11 THEN NULL ELSE $10 END, $10,"
-			"   CASE WHEN $11 THEN $13 END, $12, $13)"
-			"  ON CONFLICT DO NOTHING RETURNING id),"
-			" l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
-			"  SELECT id, '$workflow_completion$', 'completed', 1, $13, $13, $13 FROM w WHERE $11)"
-			" SELECT count(*) FROM w",
-			13, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, INT8OID,
-				TEXTOID, TIMESTAMPTZOID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.workflow),
-				CStringGetTextDatum(cf_pass.key), CStringGetTextDatum(cf_pass.procedure),
-				JsonbPGetDatum(cf_pass.args), JsonbPGetDatum(cf_pass.context),
-				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(cf_pass.parent_log_id),
-				CStringGetTextDatum(cf_pass.lock_token), TimestampTzGetDatum(cf_pass.claimed_at),
-				BoolGetDatum(completed), TimestampTzGetDatum(cf_pass.spawn_due_at),
-			TimestampTzGetDatum(now)},
-			NULL, false, 0);
-	written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 1;
-	cf_internal_end(&st);
-	if (!written)
-		cf_lock_lost();
-	cf_pass.run_unwritten = false;
-	cf_pass.stamped = true;
-	cf_pass.context_dirty = false;
-}
-
-/* Before a write that needs the run's row (an error log, a merge poll). */
-void
-cf_write_taken_run(void)
-{
-	if (cf_pass.run_unwritten)
-		write_taken_run(false);
-}
-
-/*
- * Write the claim on the run's row: the lock's holder and time, and the
- * state running.  Deferred from the claim to the pass's first commit (or
- * left to the pass's last statement, when that is its only commit): until
- * then the row lock the claim took is the lock, and no other session can
- * tell the difference, since nothing of the pass is visible before it
- * commits.  A trivial run so updates its row once, not twice.
- */
-static void
-stamp_claim(void)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-
-	if (cf_pass.run_unwritten)
-	{
-		write_taken_run(false);
-		return;
-	}
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
-			" started_at = coalesce(started_at, $3), updated_at = $3 WHERE id = $1",
-			3, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(cf_pass.claimed_at)},
-			NULL, false, 0);
-	cf_internal_end(&st);
-	cf_pass.stamped = true;
-}
-
-/*
- * The identity user code runs under: the run's owner, as in a SECURITY
- * DEFINER function (no SET ROLE, no SET SESSION AUTHORIZATION).  Not a
- * security-restricted operation: PostgreSQL refuses to queue deferred
- * triggers in one, and a step must be free to write a table with a
- * deferred constraint.  What a pass may leave in a worker's session for the
- * next owner's pass, reset_session_after_pass() drops.
- */
-static void
-enter_owner_identity(void)
-{
-	SetUserIdAndSecContext(cf_pass.owner,
-						   cf_pass.outer_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-/*
- * Fire, as the run's owner, what the owner's code queued for the commit:
- * deferred triggers and deferred constraint checks.  Left to the commit
- * itself they would fire under the identity that commits, a worker's
- * superuser.  Called after the engine's own writes of the transaction and
- * just before it commits; the commit finds nothing left but the engine's
- * own deferred checks, queued afterwards.  An error here is the pass's
- * error, as it would have been at the commit.
- */
-static void
-fire_deferred_as_owner(void)
-{
-	Oid			userid;
-	int			sec_context;
-
-	GetUserIdAndSecContext(&userid, &sec_context);
-	enter_owner_identity();
-	AfterTriggerFireDeferred();
-	SetUserIdAndSecContext(userid, sec_context);
-}
-
-/*
- * Commit from a primitive.  The next transaction starts under the pass's
- * outer identity, so that an abort of it restores that identity and never
- * leaves a session as the run's owner.
- */
-void
-cf_commit(void)
-{
-	Oid			userid;
-	int			sec_context;
-
-	if (!cf_pass.stamped)
-		stamp_claim();
-	fire_deferred_as_owner();
-	GetUserIdAndSecContext(&userid, &sec_context);
-	SetUserIdAndSecContext(cf_pass.outer_userid, cf_pass.outer_sec_context);
-	SPI_commit();
-	SetUserIdAndSecContext(userid, sec_context);
-	cf_pass.committed = true;
-	cf_pass.commit_pending = false;
-	batch_committed();			/* the batched passes went with this commit */
-}
 
 /* ---------------------------------------------------------------------
  * Claim, replay cache, finish
@@ -715,7 +162,7 @@ spawn_batches_maybe(void)
  * wake-up of that run (duplicates coalesce into this pass), and take its
  * row lock, in one statement.  All of it commits with the pass's first
  * commit, or rolls back; the lock is written on the row just before that
- * commit (stamp_claim()).
+ * commit (cf_stamp_claim()).
  *
  * The lock rules are acquire_lock()'s: only idle runs, or running runs
  * whose lock is older than max_duration (stolen).  Candidates are read in
@@ -781,7 +228,7 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
  * Take the next child of the oldest spawn batch nobody else is taking
  * from: the batch row's lock (held until the pass commits) is the claim,
  * and nothing is visible before that commit.  The child's run gets its id
- * now and its row when the pass first commits or ends (write_taken_run()),
+ * now and its row when the pass first commits or ends (cf_write_taken_run_as()),
  * so a child that completes in one pass writes its run once; its step logs
  * come first, their foreign key checked at commit.  A child whose key is
  * already a run is passed over (as the dispatch of 0.3.0 did), its id
@@ -1001,142 +448,6 @@ claim_and_lock(Oid only_owner)
 	return claim_next(only_owner, no_owners);
 }
 
-/* Add one step log read by load_replay_cache(), in the pass's memory. */
-static void
-replay_cache_add(Datum name, bool completed, Datum result, bool result_null,
-				 const char *state, int32 attempts, Datum metadata, bool metadata_null,
-				 int64 id, int *max_open)
-{
-	if (completed)
-	{
-		if (n_completed_steps == max_completed_steps)
-		{
-			max_completed_steps *= 2;
-			completed_steps = repalloc(completed_steps, sizeof(CompletedStep) * max_completed_steps);
-		}
-		completed_steps[n_completed_steps].name = TextDatumGetCString(name);
-		completed_steps[n_completed_steps].result = result_null ? NULL : DatumGetJsonbPCopy(result);
-		n_completed_steps++;
-	}
-	else
-	{
-		OpenStep   *o;
-
-		if (n_open_steps == *max_open)
-		{
-			*max_open *= 2;
-			open_steps = repalloc(open_steps, sizeof(OpenStep) * *max_open);
-		}
-		o = &open_steps[n_open_steps++];
-		o->name = TextDatumGetCString(name);
-		o->log.exists = true;
-		o->log.state = pstrdup(state);
-		o->log.attempts = attempts;
-		o->log.metadata = metadata_null ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(metadata);
-		o->log.id = id;
-	}
-}
-
-/*
- * One read of every step log of the run, repetition ticks excluded: the
- * completed ones are the replay cache, the others the open steps.  An
- * index scan of execution_logs_replay_idx (whose predicate excludes the
- * ticks), not a query: planned, the lookup was custom-planned on every
- * pass whenever the statistics showed few distinct runs (as they do after
- * a fan-out's parent wrote the only logs), 8% of a child's pass.  A 0.1.0
- * database has no such index and is read by the query.
- */
-static void
-load_replay_cache(void)
-{
-	Oid			relid = cf_relation_oid("execution_logs");
-	Oid			idxid = cf_relation_oid("execution_logs_replay_idx");
-	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
-	int			max_open = 16;
-
-	max_completed_steps = 16;
-	completed_steps = palloc(sizeof(CompletedStep) * max_completed_steps);
-	open_steps = palloc(sizeof(OpenStep) * max_open);
-	n_completed_steps = 0;
-	n_open_steps = 0;
-	if (cf_pass.run_unwritten)
-	{
-		/* a child just taken from spawn_batches: no log yet */
-	}
-	else if (OidIsValid(idxid))
-	{
-		Relation	rel = table_open(relid, AccessShareLock);
-		TupleDesc	desc = RelationGetDescr(rel);
-		AttrNumber	att_name = get_attnum(relid, "step_name");
-		AttrNumber	att_result = get_attnum(relid, "result");
-		AttrNumber	att_state = get_attnum(relid, "state");
-		AttrNumber	att_attempts = get_attnum(relid, "attempts");
-		AttrNumber	att_metadata = get_attnum(relid, "metadata");
-		AttrNumber	att_id = get_attnum(relid, "id");
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	tup;
-
-		ScanKeyInit(&key, get_attnum(relid, "workflow_id"), BTEqualStrategyNumber, F_INT8EQ,
-					Int64GetDatum(cf_pass.workflow_id));
-		scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
-		while (HeapTupleIsValid(tup = systable_getnext(scan)))
-		{
-			bool		isnull;
-			bool		result_null;
-			bool		metadata_null;
-			Datum		name = heap_getattr(tup, att_name, desc, &isnull);
-			char	   *state = DatumGetCString(DirectFunctionCall1(enum_out,
-																	heap_getattr(tup, att_state, desc, &isnull)));
-			Datum		result = heap_getattr(tup, att_result, desc, &result_null);
-			Datum		metadata = heap_getattr(tup, att_metadata, desc, &metadata_null);
-
-			replay_cache_add(name, strcmp(state, "completed") == 0, result, result_null, state,
-							 DatumGetInt32(heap_getattr(tup, att_attempts, desc, &isnull)),
-							 metadata, metadata_null,
-							 DatumGetInt64(heap_getattr(tup, att_id, desc, &isnull)), &max_open);
-		}
-		systable_endscan(scan);
-		UnregisterSnapshot(snapshot);
-		table_close(rel, AccessShareLock);
-	}
-	else
-	{
-		static SPIPlanPtr plan = NULL;
-		CfInternal	st;
-
-		cf_internal_begin(&st);
-		cf_exec(&plan,
-				"SELECT step_name, result, state::text, attempts, metadata, id"
-				" FROM chrono_forge.execution_logs"
-				" WHERE workflow_id = $1 AND step_name NOT LIKE 'durably\\_repeat$%$%'",
-				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
-				NULL, true, 0);
-		cf_internal_end(&st);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		result_null;
-			bool		metadata_null;
-			char	   *state = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-			Datum		result = SPI_getbinval(tup, desc, 2, &result_null);
-			Datum		metadata = SPI_getbinval(tup, desc, 5, &metadata_null);
-
-			replay_cache_add(SPI_getbinval(tup, desc, 1, &isnull), strcmp(state, "completed") == 0,
-							 result, result_null, state,
-							 DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull)),
-							 metadata, metadata_null,
-							 DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)), &max_open);
-		}
-	}
-	qsort(completed_steps, n_completed_steps, sizeof(CompletedStep), completed_cmp);
-	qsort(open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
-	MemoryContextSwitchTo(old);
-}
-
 typedef enum FinishKind
 {
 	FINISH_COMPLETE,
@@ -1170,7 +481,7 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	/* A child completed in its first pass: its run is written once. */
 	if (cf_pass.run_unwritten)
 	{
-		write_taken_run(kind == FINISH_COMPLETE);
+		cf_write_taken_run_as(kind == FINISH_COMPLETE);
 		if (kind == FINISH_COMPLETE)
 			return;
 	}
@@ -1467,12 +778,12 @@ abort_and_restart(MemoryContext proc_cxt)
 	PG_END_TRY();
 	MemoryContextSwitchTo(spi_proc_cxt);
 	drop_body_portals();
-	if (batched_passes > 0)
+	if (cf_batch.passes > 0)
 		ereport(DEBUG1,
 				(errmsg("chrono_forge: %d passes awaiting their shared commit rolled back; their runs are due again",
-						batched_passes)));
-	batched_passes = 0;
-	n_batch_nudges = nudges_committed;
+						cf_batch.passes)));
+	cf_batch.passes = 0;
+	cf_batch.n_nudges = cf_batch.nudges_committed;
 }
 
 /*
@@ -1524,7 +835,7 @@ give_back_claim(const char *reason)
 	TimestampTz now = cf_clock_now();
 
 	if (!cf_pass.stamped)
-		stamp_claim();
+		cf_stamp_claim();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
@@ -1537,7 +848,7 @@ give_back_claim(const char *reason)
 	cf_internal_end(&st);
 	cf_queue_wakeup(now);
 	SPI_commit();
-	batch_committed();
+	cf_batch_committed();
 }
 
 /*
@@ -1550,7 +861,7 @@ finish_cancelled(void)
 {
 	(void) cf_apply_cancel_requests(cf_pass.workflow_id, false);
 	SPI_commit();
-	batch_committed();
+	cf_batch_committed();
 	ereport(LOG,
 			(errmsg("chrono_forge: pass of workflow run %lld stopped: the run was cancelled",
 					(long long) cf_pass.workflow_id)));
@@ -1602,26 +913,26 @@ batch_pass(void)
 	TimestampTz now;
 
 	if (cf_worker_slot < 0 || cf_pass.committed ||
-		batched_passes + 1 >= cf_commit_batch)
+		cf_batch.passes + 1 >= cf_commit_batch)
 		return false;
-	if (batch_suspended > 0)
+	if (cf_batch.suspended > 0)
 	{
-		batch_suspended--;
+		cf_batch.suspended--;
 		return false;
 	}
 	now = GetCurrentTimestamp();
-	if (batched_passes == 0)
+	if (cf_batch.passes == 0)
 	{
-		batch_started = now;
-		batch_owner = cf_pass.owner;
+		cf_batch.started = now;
+		cf_batch.owner = cf_pass.owner;
 	}
-	else if (cf_pass.owner != batch_owner ||
-			 TimestampDifferenceExceeds(batch_started, now, cf_commit_batch_window_ms))
+	else if (cf_pass.owner != cf_batch.owner ||
+			 TimestampDifferenceExceeds(cf_batch.started, now, cf_commit_batch_window_ms))
 		return false;
-	batched_passes++;
-	batch_nudges[n_batch_nudges] = cf_branch_take_nudge();
-	if (batch_nudges[n_batch_nudges] != 0)
-		n_batch_nudges++;
+	cf_batch.passes++;
+	cf_batch.nudges[cf_batch.n_nudges] = cf_branch_take_nudge();
+	if (cf_batch.nudges[cf_batch.n_nudges] != 0)
+		cf_batch.n_nudges++;
 	return true;
 }
 
@@ -1629,12 +940,12 @@ batch_pass(void)
 static void
 run_committed_nudges(void)
 {
-	for (int i = 0; i < nudges_committed; i++)
-		cf_branch_nudge(batch_nudges[i]);
-	memmove(batch_nudges, batch_nudges + nudges_committed,
-			sizeof(int64) * (n_batch_nudges - nudges_committed));
-	n_batch_nudges -= nudges_committed;
-	nudges_committed = 0;
+	for (int i = 0; i < cf_batch.nudges_committed; i++)
+		cf_branch_nudge(cf_batch.nudges[i]);
+	memmove(cf_batch.nudges, cf_batch.nudges + cf_batch.nudges_committed,
+			sizeof(int64) * (cf_batch.n_nudges - cf_batch.nudges_committed));
+	cf_batch.n_nudges -= cf_batch.nudges_committed;
+	cf_batch.nudges_committed = 0;
 }
 
 /*
@@ -1646,7 +957,7 @@ run_committed_nudges(void)
 static void
 commit_batch(MemoryContext proc_cxt)
 {
-	int			n = batched_passes;
+	int			n = cf_batch.passes;
 
 	PG_TRY();
 	{
@@ -1664,10 +975,10 @@ commit_batch(MemoryContext proc_cxt)
 				(errmsg("chrono_forge: the shared commit of %d passes failed: %s", n, edata->message),
 				 errdetail("Their runs are due again; the next passes commit one by one.")));
 		FreeErrorData(edata);
-		batch_suspended = cf_commit_batch;
+		cf_batch.suspended = cf_commit_batch;
 	}
 	PG_END_TRY();
-	batch_committed();			/* no nudge left if the commit failed */
+	cf_batch_committed();			/* no nudge left if the commit failed */
 	run_committed_nudges();
 }
 
@@ -1680,7 +991,7 @@ static bool
 step_lost(ErrorData *edata)
 {
 	return cf_pass.commit_pending && !cf_pass.eager &&
-		cf_pass.outcome == CF_OUTCOME_NONE && !pass_stop_cancel &&
+		cf_pass.outcome == CF_OUTCOME_NONE && !cf_pass_stop_cancel &&
 		edata->sqlerrcode != ERRCODE_CF_LOCK_LOST &&
 		edata->sqlerrcode != ERRCODE_CF_PASS_TIMEOUT && !error_is_interrupt(edata);
 }
@@ -1740,14 +1051,14 @@ restart_pass_eagerly(void)
 		MemoryContextSwitchTo(prev);
 	}
 	cf_internal_end(&st);
-	replay_cache_reset();
-	load_replay_cache();
+	cf_replay_reset();
+	cf_replay_load();
 	return true;
 }
 
 /*
  * After an error escaped the body: was it a stop of ours?  A stop asked
- * by cancel() ends the run cancelled (pass_stop_cancel); one by the
+ * by cancel() ends the run cancelled (cf_pass_stop_cancel); one by the
  * max_duration timer is recorded as CF021 and goes by the workflow retry
  * policy.  Any other query cancel is an operator's or a shutdown's.
  */
@@ -1755,12 +1066,12 @@ static ErrorData *
 classify_stop(ErrorData *edata)
 {
 	if (cf_pass_cancel_fired())
-		pass_stop_cancel = true;
+		cf_pass_stop_cancel = true;
 	else if (cf_pass_preempt_fired() && !cf_pass_timer_fired() &&
 			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			  edata->sqlerrcode == ERRCODE_CF_PASS_PREEMPTED))
-		pass_stop_preempt = true;
-	else if (!pass_stop_cancel && cf_pass_timer_fired() &&
+		cf_pass_stop_preempt = true;
+	else if (!cf_pass_stop_cancel && cf_pass_timer_fired() &&
 			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			  edata->sqlerrcode == ERRCODE_CF_PASS_TIMEOUT))
 	{
@@ -1803,11 +1114,11 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
 										ALLOCSET_DEFAULT_SIZES);
-	replay_cache_reset();
+	cf_replay_reset();
 	claimed_wakeups = (Datum) 0;
-	pass_stop_cancel = false;
-	pass_stop_preempt = false;
-	pass_poison = NULL;
+	cf_pass_stop_cancel = false;
+	cf_pass_stop_preempt = false;
+	cf_pass_poison = NULL;
 
 	if (!claim_and_lock(only_owner))
 	{
@@ -1834,7 +1145,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 				cf_wake_launcher();
 		}
 	}
-	load_replay_cache();
+	cf_replay_load();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	cf_pass.outer_userid = save_userid;
@@ -1846,28 +1157,28 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		PG_TRY();
 		{
 			cf_pass_timer_resume();
-			enter_owner_identity();
+			cf_enter_owner_identity();
 			call_workflow_procedure();
-			if (pass_poison != NULL)
+			if (cf_pass_poison != NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_CF_NOT_IN_PASS),
-						 errmsg("%s", pass_poison),
+						 errmsg("%s", cf_pass_poison),
 						 errdetail("The workflow caught this error and went on; the run fails all the same.")));
 			cf_branch_before_complete();	/* fan-out: unmerged branches */
 			cf_pass_timer_disarm();
-			check_pass_stop();
+			cf_check_pass_stop();
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
 			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
 			/* The owner's deferred triggers are its code: bounded alike. */
 			cf_pass_timer_resume();
-			fire_deferred_as_owner();
+			cf_fire_deferred_as_owner();
 			cf_pass_timer_disarm();
-			check_pass_stop();
+			cf_check_pass_stop();
 			if (!batch_pass())
 			{
 				SPI_commit();
-				batch_committed();
+				cf_batch_committed();
 			}
 		}
 		PG_CATCH();
@@ -1880,11 +1191,11 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			abort_and_restart(proc_cxt);
 			SetUserIdAndSecContext(save_userid, save_sec);
 			edata = classify_stop(edata);
-			if (pass_poison != NULL && !pass_stop_cancel && !error_is_interrupt(edata) &&
+			if (cf_pass_poison != NULL && !cf_pass_stop_cancel && !error_is_interrupt(edata) &&
 				edata->sqlerrcode != ERRCODE_CF_LOCK_LOST &&
 				edata->sqlerrcode != ERRCODE_CF_NOT_IN_PASS)
 			{
-				edata = poison_error();
+				edata = cf_poison_error();
 				cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
 			}
 		}
@@ -1894,13 +1205,13 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		edata = NULL;			/* it went with the old pass's memory */
 	}
 
-	if (edata != NULL && pass_stop_cancel)
+	if (edata != NULL && cf_pass_stop_cancel)
 	{
 		finish_cancelled();
 		edata = NULL;
 		pass_failed = true;
 	}
-	else if (edata != NULL && pass_stop_preempt)
+	else if (edata != NULL && cf_pass_stop_preempt)
 	{
 		if (relock_after_abort())
 			give_back_claim("preempted");
@@ -1925,7 +1236,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		else
 			finish_after_body_error(edata);
 		SPI_commit();
-		batch_committed();
+		cf_batch_committed();
 
 		/*
 		 * A cancel or shutdown stops the caller too, once the run is safe.
@@ -1936,7 +1247,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			cf_pass_interrupts_end();
 			MemoryContextSetParent(cf_pass.cxt, proc_cxt);
 			memset(&cf_pass, 0, sizeof(cf_pass));
-			replay_cache_reset();
+			cf_replay_reset();
 			ReThrowError(edata);
 		}
 	}
@@ -1945,7 +1256,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	end_pass_slot();
 	MemoryContextDelete(cf_pass.cxt);
 	memset(&cf_pass, 0, sizeof(cf_pass));
-	replay_cache_reset();
+	cf_replay_reset();
 	return true;
 }
 
@@ -1957,7 +1268,7 @@ require_top_level_call(FunctionCallInfo fcinfo, const char *what)
 	/* From a body or a step: a programming error, the run fails. */
 	if (cf_pass.active)
 	{
-		poison_pass(psprintf("%s cannot be called from inside a workflow", what));
+		cf_poison_pass(psprintf("%s cannot be called from inside a workflow", what));
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
 				 errmsg("%s cannot be called from inside a workflow", what),
@@ -2009,10 +1320,10 @@ drain(int max_passes, Oid only_owner)
 	while (max_passes <= 0 || passes < max_passes)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (!run_one_pass(batched_passes > 0 ? batch_owner : only_owner, proc_cxt))
+		if (!run_one_pass(cf_batch.passes > 0 ? cf_batch.owner : only_owner, proc_cxt))
 		{
 			/* Nothing more of the batch's owner: commit, then any owner. */
-			if (batched_passes > 0)
+			if (cf_batch.passes > 0)
 			{
 				commit_batch(proc_cxt);
 				continue;
@@ -2023,13 +1334,13 @@ drain(int max_passes, Oid only_owner)
 			break;
 		}
 		passes++;
-		if (nudges_committed > 0 && batched_passes == 0)
+		if (cf_batch.nudges_committed > 0 && cf_batch.passes == 0)
 			run_committed_nudges();
 		if (cf_worker_slot >= 0)
 			reset_session_after_pass();
 		cf_replan_if_stale();
 	}
-	if (batched_passes > 0)
+	if (cf_batch.passes > 0)
 		commit_batch(proc_cxt);
 	SPI_finish();
 	MemoryContextSwitchTo(proc_cxt);

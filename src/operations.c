@@ -3,12 +3,12 @@
  * operations.c
  *	  Operator actions on runs: cancel (with or without its children), reap
  *	  one stranded run, force-unlock, retry every blocked child of a
- *	  branch; retention one committed batch at a time; and who counts as
- *	  an admin.
+ *	  branch; retention one committed batch at a time.
  *
  * Like control.c, each action takes the caller's identity before entering
  * the engine's, and acts only on runs the caller owns (is a member of the
- * owner), unless the caller is a member of chrono_forge_admin.  Every
+ * owner), unless the caller is a member of chrono_forge_admin (access.c
+ * answers both).  Every
  * check happens before anything is written.  Nothing here runs user code.
  *
  *-------------------------------------------------------------------------
@@ -45,235 +45,7 @@ PG_FUNCTION_INFO_V1(cf_reap);
 PG_FUNCTION_INFO_V1(cf_force_unlock);
 PG_FUNCTION_INFO_V1(cf_retry_blocked_children);
 PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
-PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
 PG_FUNCTION_INFO_V1(cf_repeat_ticks);
-PG_FUNCTION_INFO_V1(cf_workflows_state_columns);
-
-/* The run's state (an enum label) in the tuple; "" if NULL. */
-static const char *
-tuple_state(HeapTuple tuple, TupleDesc desc)
-{
-	bool		isnull;
-	Datum		state = heap_getattr(tuple, SPI_fnumber(desc, "state"), desc, &isnull);
-
-	return isnull ? "" : DatumGetCString(DirectFunctionCall1(enum_out, state));
-}
-
-static bool
-state_is_terminal(const char *state)
-{
-	return strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
-		strcmp(state, "cancelled") == 0;
-}
-
-/* state_code: 1..6 in the enum's order (0.2.0 computed it in the table). */
-static int16
-state_code(const char *state)
-{
-	static const char *const labels[] = {"idle", "running", "completed", "failed",
-	"stalled", "cancelled"};
-
-	for (int i = 0; i < (int) lengthof(labels); i++)
-		if (strcmp(state, labels[i]) == 0)
-			return (int16) (i + 1);
-	elog(ERROR, "unknown workflow state \"%s\"", state);
-	return 0;					/* keep compiler quiet */
-}
-
-/*
- * ended_at for a run whose state changes from old_state to new_state:
- * updated_at on the way into completed, failed or cancelled, NULL on the
- * way out.  Sets the new value; false if ended_at does not change.
- */
-static bool
-ended_at_change(const char *old_state, const char *new_state, HeapTuple new,
-				TupleDesc desc, Datum *value, bool *isnull)
-{
-	bool		was = state_is_terminal(old_state);
-	bool		is = state_is_terminal(new_state);
-
-	if (was == is)
-		return false;
-	*isnull = true;
-	*value = (Datum) 0;
-	if (is)
-		*value = heap_getattr(new, SPI_fnumber(desc, "updated_at"), desc, isnull);
-	return true;
-}
-
-/*
- * A run whose ending lies in a day daily_outcomes() may have summarised
- * changes: note the day for its owner (see outcome_days_refresh(), which
- * summarises a day only an hour after it ended).  That is a run leaving an
- * ended state an hour or more after it ended, or entering one with an
- * updated_at an hour or more in the past (only with a clock set back);
- * never an update a pass makes.
- */
-static void
-note_outcome_day_change(const char *old_state, const char *new_state,
-						HeapTuple old, HeapTuple new, TupleDesc desc)
-{
-	static SPIPlanPtr plan = NULL;
-	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), -3600 * 1000);
-	bool		isnull;
-	Datum		ended = heap_getattr(old, SPI_fnumber(desc, "ended_at"), desc, &isnull);
-	CfInternal	st;
-
-	if (!isnull)
-	{
-		if (strcmp(old_state, new_state) == 0 || DatumGetTimestampTz(ended) >= cutoff)
-			return;
-	}
-	else
-	{
-		if (!state_is_terminal(new_state))
-			return;
-		ended = heap_getattr(new, SPI_fnumber(desc, "updated_at"), desc, &isnull);
-		if (isnull || DatumGetTimestampTz(ended) >= cutoff)
-			return;
-	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.outcome_days_changed (day, owner)"
-			" VALUES (pg_catalog.timezone('UTC', $1)::date, $2)",
-			2, (Oid[]) {TIMESTAMPTZOID, REGROLEOID},
-			(Datum[]) {ended, heap_getattr(new, SPI_fnumber(desc, "owner"), desc, &isnull)},
-			NULL, false, 0);
-	cf_internal_end(&st);
-	SPI_finish();
-}
-
-/* failed, stalled or cancelled: what a merge calls a blocked child */
-static bool
-state_is_blocked(const char *state)
-{
-	return strcmp(state, "failed") == 0 || strcmp(state, "stalled") == 0 ||
-		strcmp(state, "cancelled") == 0;
-}
-
-/*
- * A child becoming blocked (failed, stalled, cancelled; written so by
- * whichever path: a pass, the launcher, cancel()): a parked merge of its
- * branch looks at once, so that its on_child_failure acts now rather than
- * at its next poll.  Rare: never on a pass's ordinary updates.
- */
-static void
-note_child_blocked(const char *old_state, const char *new_state, HeapTuple new,
-				   TupleDesc desc)
-{
-	bool		isnull;
-	Datum		parent;
-
-	if (!state_is_blocked(new_state) || state_is_blocked(old_state))
-		return;
-	parent = heap_getattr(new, SPI_fnumber(desc, "parent_execution_log_id"), desc, &isnull);
-	if (isnull)
-		return;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	(void) cf_merge_poll_due_now(DatumGetInt64(parent));
-	SPI_finish();
-}
-
-static void
-require_row_trigger(FunctionCallInfo fcinfo, const char *name)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "%s: not a BEFORE row trigger", name);
-}
-
-/*
- * 0.2.0's trigger on workflows (BEFORE UPDATE OF state, when a run enters
- * or leaves completed, failed or cancelled): ended_at.  Kept for databases
- * not yet updated to 0.3.0.
- */
-Datum
-cf_workflows_ended_at(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	int			cols[1];
-	Datum		values[1];
-	bool		nulls[1];
-
-	require_row_trigger(fcinfo, "cf_workflows_ended_at");
-	desc = trigdata->tg_relation->rd_att;
-	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
-		!ended_at_change(tuple_state(trigdata->tg_trigtuple, desc),
-						 tuple_state(trigdata->tg_newtuple, desc),
-						 trigdata->tg_newtuple, desc, &values[0], &nulls[0]))
-		return PointerGetDatum(trigdata->tg_newtuple);
-	cols[0] = SPI_fnumber(desc, "ended_at");
-	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, desc, 1, cols,
-													 values, nulls));
-}
-
-/*
- * The trigger on workflows since 0.3.0 (BEFORE INSERT OR UPDATE OF state,
- * state_code): state_code from state, ended_at as above, and the note of
- * a changed outcome day.  In C and
- * without a WHEN clause because it fires on every state change of every
- * run: a stored generated column and a trigger's WHEN clause are both
- * re-read from the catalog text for each statement, which cost a trivial
- * run 4% of its worker's CPU.
- */
-Datum
-cf_workflows_state_columns(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	tuple;
-	int			cols[2];
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
-	int			n = 1;
-	const char *new_state;
-
-	require_row_trigger(fcinfo, "cf_workflows_state_columns");
-	desc = trigdata->tg_relation->rd_att;
-	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple
-		: trigdata->tg_trigtuple;
-	cols[0] = SPI_fnumber(desc, "state_code");
-	new_state = tuple_state(tuple, desc);
-	values[0] = Int16GetDatum(state_code(new_state));
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-	{
-		const char *old_state = tuple_state(trigdata->tg_trigtuple, desc);
-
-		if (ended_at_change(old_state, new_state, tuple, desc, &values[1], &nulls[1]))
-			cols[n++] = SPI_fnumber(desc, "ended_at");
-		note_outcome_day_change(old_state, new_state, trigdata->tg_trigtuple, tuple, desc);
-		note_child_blocked(old_state, new_state, tuple, desc);
-	}
-	else
-		note_child_blocked("", new_state, tuple, desc);
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
-}
-
-/* Members of chrono_forge_admin (and superusers) act on every run. */
-bool
-cf_is_admin(Oid role)
-{
-	Oid			admin = get_role_oid("chrono_forge_admin", true);
-
-	if (superuser_arg(role))
-		return true;
-	return OidIsValid(admin) && has_privs_of_role(role, admin);
-}
-
-static void
-not_your_runs(const char *what, const char *workflow, const char *key)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for %s of workflow run (%s, %s)", what, workflow, key),
-			 errdetail("Some of them belong to another role; only their owner or a member of chrono_forge_admin may act on them.")));
-}
 
 /*
  * cancel(workflow, key, reason, with_children) -> runs cancelled.
@@ -341,7 +113,7 @@ again:
 			NULL, false, 0);	/* not read-only: a fresh snapshot each look */
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-		not_your_runs("the children", workflow, key);
+		cf_not_your_runs("the children", workflow, key);
 	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
 	if (batches)
 	{
@@ -540,7 +312,7 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 		Datum		ok = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
 		if (!isnull && !DatumGetBool(ok))
-			not_your_runs("the blocked children", workflow, key);
+			cf_not_your_runs("the blocked children", workflow, key);
 	}
 
 	cf_exec(&retry_plan,

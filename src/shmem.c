@@ -694,3 +694,6 @@ cf_register_xact_callback(void)
 {
 	RegisterXactCallback(cf_xact_callback, NULL);
 }
+
+/* Set by worker.c in executor workers: which slot, for lock tokens. */
+int			cf_worker_slot = -1;

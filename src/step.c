@@ -211,3 +211,98 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	cf_step_failed(step_name, attempt.attempt, log.metadata, NULL, cf_step_policy(policy), edata);
 	PG_RETURN_VOID();			/* not reached */
 }
+
+/* Programming errors in a primitive's arguments fail the run at once. */
+void
+cf_primitive_invalid_argument(const char *msg)
+{
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("%s", msg)));
+}
+
+/*
+ * t + i for the primitives, whose intervals and start times are the
+ * caller's.  A result beyond the timestamp range (or an infinite t, which
+ * no interval moves) is bad input: CF012, failing the run at once, rather
+ * than 22008 going round the workflow-level retries to fail the same way.
+ * The addition itself is pure, so its range error can be caught here
+ * without a subtransaction.
+ */
+TimestampTz
+cf_timestamp_plus(TimestampTz t, Interval *i)
+{
+	volatile TimestampTz result = DT_NOEND;
+	volatile bool out_of_range = TIMESTAMP_NOT_FINITE(t);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!out_of_range)
+	{
+		PG_TRY();
+		{
+			result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															 TimestampTzGetDatum(t),
+															 IntervalPGetDatum(i)));
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
+				PG_RE_THROW();
+			FlushErrorState();
+			FreeErrorData(edata);
+			out_of_range = true;
+		}
+		PG_END_TRY();
+	}
+	if (out_of_range)
+		cf_primitive_invalid_argument(psprintf("timestamp out of range: %s + %s",
+											   DatumGetCString(DirectFunctionCall1(timestamptz_out,
+																				   TimestampTzGetDatum(t))),
+											   DatumGetCString(DirectFunctionCall1(interval_out,
+																				   IntervalPGetDatum(i)))));
+	return result;
+}
+
+/* A boolean condition function; anything else is bad input. */
+CfFunction *
+cf_condition_lookup(const char *condition, const char *what)
+{
+	CfFunction *f = cf_function_lookup(condition, what, false);
+
+	if (f->rettype != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s %s must return boolean", what, condition)));
+	return f;
+}
+
+/*
+ * A wait that ran out: the step fails, the error is logged on it, and the
+ * run stalls with CF010.
+ */
+void
+cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
+				const char *message)
+{
+	ErrorData	edata;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.sqlerrcode = ERRCODE_CF_WAIT_CONDITION_NOT_MET;
+	edata.message = (char *) message;
+	cf_log_error(cf_pass.workflow_id, step_name, attempts, &edata, cf_pass.context);
+	cf_step_log_write(step_name, "failed", attempts, metadata_patch, NULL, &edata);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	cf_pass.outcome = CF_OUTCOME_STALL;
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_WAIT_CONDITION_NOT_MET),
+			 errmsg("%s: %s", step_name, message),
+			 errdetail("The run is now stalled."),
+			 errhint("Call chrono_forge.retry() to wait again.")));
+}

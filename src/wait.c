@@ -28,147 +28,16 @@ PG_FUNCTION_INFO_V1(cf_wait);
 PG_FUNCTION_INFO_V1(cf_wait_until);
 PG_FUNCTION_INFO_V1(cf_continue_if);
 
-/* Programming errors in a primitive's arguments fail the run at once. */
-void
-cf_primitive_invalid_argument(const char *msg)
-{
-	cf_fail_now();
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-			 errmsg("%s", msg)));
-}
-
-bool
-cf_interval_is_negative(Interval *i)
-{
-	return i->month < 0 || i->day < 0 || i->time < 0;
-}
-
 static bool
 interval_is_positive(Interval *i)
 {
 	return !cf_interval_is_negative(i) && (i->month > 0 || i->day > 0 || i->time > 0);
 }
 
-/*
- * t + i for the primitives, whose intervals and start times are the
- * caller's.  A result beyond the timestamp range (or an infinite t, which
- * no interval moves) is bad input: CF012, failing the run at once, rather
- * than 22008 going round the workflow-level retries to fail the same way.
- * The addition itself is pure, so its range error can be caught here
- * without a subtransaction.
- */
-TimestampTz
-cf_timestamp_plus(TimestampTz t, Interval *i)
-{
-	volatile TimestampTz result = DT_NOEND;
-	volatile bool out_of_range = TIMESTAMP_NOT_FINITE(t);
-	MemoryContext cxt = CurrentMemoryContext;
-
-	if (!out_of_range)
-	{
-		PG_TRY();
-		{
-			result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-															 TimestampTzGetDatum(t),
-															 IntervalPGetDatum(i)));
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
-				PG_RE_THROW();
-			FlushErrorState();
-			FreeErrorData(edata);
-			out_of_range = true;
-		}
-		PG_END_TRY();
-	}
-	if (out_of_range)
-		cf_primitive_invalid_argument(psprintf("timestamp out of range: %s + %s",
-											   DatumGetCString(DirectFunctionCall1(timestamptz_out,
-																				   TimestampTzGetDatum(t))),
-											   DatumGetCString(DirectFunctionCall1(interval_out,
-																				   IntervalPGetDatum(i)))));
-	return result;
-}
-
-/* A string as a JSON string literal. */
-char *
-cf_json_string(const char *s)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	escape_json(&buf, s);
-	return buf.data;
-}
-
-double
-cf_interval_seconds(Interval *i)
-{
-	return (double) i->time / USECS_PER_SEC +
-		((double) i->day + (double) i->month * DAYS_PER_MONTH) * SECS_PER_DAY;
-}
-
-/* A timestamp as a JSON string in UTC, ISO 8601: readable whatever the
- * session's DateStyle and TimeZone. */
-char *
-cf_json_timestamp(TimestampTz t)
-{
-	int			utc = 0;
-	char		buf[MAXDATELEN + 1];
-
-	return psprintf("\"%s\"", JsonEncodeDateTime(buf, TimestampTzGetDatum(t),
-												 TIMESTAMPTZOID, &utc));
-}
-
-/* metadata->key as a timestamp; false if absent. */
-bool
-cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t)
-{
-	Jsonb	   *v = cf_jsonb_get(metadata, key);
-	JsonbValue	scalar;
-
-	if (v == NULL || !JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString)
-		return false;
-	*t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-												 CStringGetDatum(pnstrdup(scalar.val.string.val,
-																		  scalar.val.string.len)),
-												 ObjectIdGetDatum(InvalidOid),
-												 Int32GetDatum(-1)));
-	return true;
-}
-
 static Jsonb *
 jsonb_true(void)
 {
 	return cf_jsonb_parse("true");
-}
-
-bool
-cf_jsonb_is_true(Jsonb *v)
-{
-	JsonbValue	scalar;
-
-	return v != NULL && JsonbExtractScalar(&v->root, &scalar) &&
-		scalar.type == jbvBool && scalar.val.boolean;
-}
-
-/* A boolean condition function; anything else is bad input. */
-CfFunction *
-cf_condition_lookup(const char *condition, const char *what)
-{
-	CfFunction *f = cf_function_lookup(condition, what, false);
-
-	if (f->rettype != BOOLOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("%s %s must return boolean", what, condition)));
-	return f;
 }
 
 typedef struct ConditionCall
@@ -204,32 +73,6 @@ defer_step(const char *step_name, int attempts, Jsonb *metadata_patch)
 	cf_commit();
 	SPI_finish();
 	cf_halt(step_name);
-}
-
-/*
- * A wait that ran out: the step fails, the error is logged on it, and the
- * run stalls with CF010.
- */
-void
-cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
-				const char *message)
-{
-	ErrorData	edata;
-
-	memset(&edata, 0, sizeof(edata));
-	edata.sqlerrcode = ERRCODE_CF_WAIT_CONDITION_NOT_MET;
-	edata.message = (char *) message;
-	cf_log_error(cf_pass.workflow_id, step_name, attempts, &edata, cf_pass.context);
-	cf_step_log_write(step_name, "failed", attempts, metadata_patch, NULL, &edata);
-	cf_save_context_and_check_lock();
-	cf_commit();
-	SPI_finish();
-	cf_pass.outcome = CF_OUTCOME_STALL;
-	ereport(ERROR,
-			(errcode(ERRCODE_CF_WAIT_CONDITION_NOT_MET),
-			 errmsg("%s: %s", step_name, message),
-			 errdetail("The run is now stalled."),
-			 errhint("Call chrono_forge.retry() to wait again.")));
 }
 
 /* wait(duration interval, name text) */
