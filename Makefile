@@ -27,7 +27,7 @@ OBJS = $(SRCS:.c=.o)
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --outputdir=test/results \
 	--temp-instance=test/results/tmp_check --temp-config=test/regress.conf \
-	--load-extension=chrono_forge --dbname=cf_regression
+	--load-extension=chrono_forge
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test --outputdir=test/results/isolation \
 	--temp-instance=test/results/tmp_check_iso --temp-config=test/isolation.conf \
@@ -42,6 +42,12 @@ EXTRA_CLEAN = src/errcode_names.h test/results
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The databases the suites run in (PGXS passes --dbname=$(CONTRIB_TESTDB)
+# and $(ISOLATION_TESTDB)); test/regress.conf names cf_regression for
+# pg_cron.
+CONTRIB_TESTDB = cf_regression
+ISOLATION_TESTDB = cf_isolation
 
 # The current version's install script: the schema file as it is (it
 # carries the \echo guard, and MODULE_PATHNAME, which CREATE EXTENSION
