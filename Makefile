@@ -49,6 +49,12 @@ include $(PGXS)
 CONTRIB_TESTDB = cf_regression
 ISOLATION_TESTDB = cf_isolation
 
+# initdb, which starts the temporary instances, refuses to run as root:
+# say so at once (test/run-all runs the suites as the postgres user then).
+installcheck: installcheck-not-root
+installcheck-not-root:
+	@if [ "$$(id -u)" = 0 ]; then echo "make installcheck: initdb refuses to run as root; run it as another user (bash test/run-all does that for you)" >&2; exit 1; fi
+
 # The current version's install script: the schema file as it is (it
 # carries the \echo guard, and MODULE_PATHNAME, which CREATE EXTENSION
 # replaces with the control file's module_pathname).
@@ -64,7 +70,7 @@ src/retry.o: src/errcode_names.h
 # Every subsystem includes the shared header: a change to it rebuilds all.
 $(OBJS): src/chrono_forge.h
 
-.PHONY: check-all demo bench
+.PHONY: check-all demo bench installcheck-not-root
 check-all:
 	bash test/run-all
 demo:
