@@ -4,10 +4,11 @@
  * which a fresh CREATE EXTENSION runs.  Databases installed at an earlier
  * version get here by the upgrade chain (chrono_forge--0.1.0.sql, then
  * each chrono_forge--A--B.sql), which stays as released.  Both must leave
- * the same catalog: test/catalog-match compares a fresh install with one
- * updated from 0.1.0.  So a change to the current upgrade script is made
- * here too, and each function's body is copied from its latest definition
- * character for character.
+ * the same catalog: test/integration/t_catalog_match.sh compares a fresh
+ * install with one updated from 0.1.0 and fails with the difference.  So
+ * a change to the current upgrade script is made here too, and each
+ * function's body is copied from its latest definition character for
+ * character.
  *
  * Order: types; the admin role; tables, each with its indexes,
  * constraints, row-level security policies and grants; what pg_dump
