@@ -2,7 +2,7 @@
 # pg_cron preloaded (the shared integration cluster does not load it),
 # the cleanup and reap jobs are installed, run, and do their work;
 # unschedule_maintenance() removes them.  (Without pg_cron the function
-# fails with CF020: see test/sql/ops_schedule.sql.)
+# fails with CF020: see sql/ops_schedule.sql.)
 . "$CF_INTEGRATION_DIR/lib.sh"
 port=$((PGPORT + 100))
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || [ -e "/var/run/postgresql/.s.PGSQL.$port" ]; do
