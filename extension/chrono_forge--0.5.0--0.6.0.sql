@@ -1,8 +1,9 @@
 /* chrono_forge 0.5.0 -> 0.6.0: reliability.  No calling context crashes
  * the server; every merge ends; backups keep every run; standbys wait
- * quietly and serve at promotion.  See README.md.
- * A fresh CREATE EXTENSION runs the 0.1.0 script and then each upgrade
- * script in turn. */
+ * quietly and serve at promotion.  See CHANGELOG.md.
+ * A fresh CREATE EXTENSION runs chrono_forge--0.6.0.sql, built from
+ * chrono_forge.sql, which holds everything this script makes; the catalog
+ * test (test/integration/t_catalog_match.sh) checks that both agree. */
 
 \echo Use "ALTER EXTENSION chrono_forge UPDATE TO '0.6.0'" to load this file. \quit
 
