@@ -149,6 +149,7 @@ extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
 extern void cf_check_length(const char *what, const char *s, int max_bytes);
 extern void cf_validate_workflow_name(const char *workflow);
+extern void cf_validate_routine_name(const char *name, const char *what);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 
