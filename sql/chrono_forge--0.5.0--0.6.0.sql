@@ -66,4 +66,19 @@ BEGIN
 END
 $$;
 
+-- context_set(NULL, v) outside a pass answered CF012 (its key check came
+-- first) where every other context function answers CF013.
+CREATE OR REPLACE FUNCTION chrono_forge.context_set(key text, value jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    ctx jsonb := chrono_forge.context();    -- CF013 outside a pass
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION 'context key must not be NULL' USING ERRCODE = 'CF012';
+    END IF;
+    PERFORM chrono_forge.context_replace(ctx OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(key, value));
+END
+$$;
+
 -- (end of section: fuzz)
