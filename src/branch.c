@@ -35,6 +35,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -198,27 +199,37 @@ children_not_taken(int64 log_id, int64 cap, Snapshot snapshot)
 	return n;
 }
 
-/*
- * Count the children of a branch log that are not completed, at most cap
- * (cap <= 0: all): those not started yet (spawn_batches), then the runs,
- * walking workflows_children_idx by one equality range
- * per pending state, so completed children are never visited, whatever
- * the planner would think of the table's statistics.  Each range is read
- * from its end: a child leaves the idle range when it runs, in about id
- * order, and the dead index entries it leaves at the range's start stay
- * until a vacuum, so a forward probe for "any idle child?" walked past
- * every child run so far (O(n) per child's nudge, 10% of a child's pass at
- * 20,000 children).  Optionally counts
- * the never-started (not started yet, or idle with no started_at) and
- * running ones.  Reads with a
- * fresh snapshot: what committed before the call.  Engine use only (no
- * row-level security): callers check ownership.
- */
-int64
-cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running)
+/* Which children count_children() walks. */
+typedef enum ChildWalk
 {
-	/* state_code of idle, running, failed, stalled, cancelled */
+	WALK_PENDING,				/* not completed: live and blocked */
+	WALK_LIVE,					/* not started yet, idle, running */
+	WALK_BLOCKED				/* failed, stalled, cancelled */
+} ChildWalk;
+
+/*
+ * Count the children of a branch log in the walk's states, at most cap
+ * (cap <= 0: all): those not started yet (spawn_batches; not for
+ * WALK_BLOCKED), then the runs, walking workflows_children_idx by one
+ * equality range per state, so completed children are never visited,
+ * whatever the planner would think of the table's statistics.  Each range
+ * is read from its end: a child leaves the idle range when it runs, in
+ * about id order, and the dead index entries it leaves at the range's
+ * start stay until a vacuum, so a forward probe for "any idle child?"
+ * walked past every child run so far (O(n) per child's nudge, 10% of a
+ * child's pass at 20,000 children).  Optionally counts the never-started
+ * (not started yet, or idle with no started_at), running and blocked
+ * ones.  Reads with a fresh snapshot: what committed before the call.
+ * Engine use only (no row-level security): callers check ownership.
+ */
+static int64
+count_children(int64 log_id, int64 cap, ChildWalk walk, int64 *never_started,
+			   int64 *running, int64 *blocked)
+{
+	/* state_code of idle, running, then the blocked failed, stalled, cancelled */
 	static const int16 states[] = {1, 2, 4, 5, 6};
+	int			first = walk == WALK_BLOCKED ? 2 : 0;
+	int			last = walk == WALK_LIVE ? 2 : (int) lengthof(states);
 	Oid			relid = cf_relation_oid("workflows");
 	Oid			idxid = cf_relation_oid("workflows_children_idx");
 	Relation	rel;
@@ -234,6 +245,8 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 		elog(ERROR, "chrono_forge.workflows_children_idx is missing");
 	if (running)
 		*running = 0;
+	if (blocked)
+		*blocked = 0;
 	rel = table_open(relid, AccessShareLock);
 	idx = index_open(idxid, AccessShareLock);
 	desc = RelationGetDescr(rel);
@@ -241,10 +254,11 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	state_att = get_attnum(relid, "state_code");
 	started_att = get_attnum(relid, "started_at");
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	n = children_not_taken(log_id, never_started ? 0 : cap, snapshot);
+	if (walk != WALK_BLOCKED)
+		n = children_not_taken(log_id, never_started ? 0 : cap, snapshot);
 	if (never_started)
 		*never_started = n;
-	for (int i = 0; i < (int) lengthof(states) && (cap <= 0 || n < cap); i++)
+	for (int i = first; i < last && (cap <= 0 || n < cap); i++)
 	{
 		ScanKeyData key[2];
 		SysScanDesc scan;
@@ -268,6 +282,8 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 			}
 			else if (i == 1 && running)
 				(*running)++;
+			else if (i >= 2 && blocked)
+				(*blocked)++;
 			if (cap > 0 && n >= cap)
 				break;
 		}
@@ -279,9 +295,24 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 	return (cap > 0 && n > cap) ? cap : n;
 }
 
-/* Sealed, and no child that is not completed? */
+/* Children not completed (see count_children), at most cap. */
+int64
+cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 *running,
+						   int64 *blocked)
+{
+	return count_children(log_id, cap, WALK_PENDING, never_started, running, blocked);
+}
+
+/* Children not started yet, idle or running, at most cap. */
+int64
+cf_branch_children_live(int64 log_id, int64 cap)
+{
+	return count_children(log_id, cap, WALK_LIVE, NULL, NULL, NULL);
+}
+
+/* The branch's log is completed (seal_branch() ran)? */
 static bool
-branch_done_internal(int64 log_id)
+branch_sealed_internal(int64 log_id)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -295,7 +326,15 @@ branch_done_internal(int64 log_id)
 	sealed = SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cf_internal_end(&st);
-	return sealed && cf_branch_children_pending(log_id, 1, NULL, NULL) == 0;
+	return sealed;
+}
+
+/* Sealed, and no child that is not completed? */
+static bool
+branch_done_internal(int64 log_id)
+{
+	return branch_sealed_internal(log_id) &&
+		cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) == 0;
 }
 
 /* Children not completed, counting at most cap. */
@@ -304,7 +343,7 @@ branch_pending_internal(int64 log_id, int32 cap)
 {
 	if (cap == 0)
 		return 0;
-	return cf_branch_children_pending(log_id, cap, NULL, NULL);
+	return cf_branch_children_pending(log_id, cap, NULL, NULL, NULL);
 }
 
 /*
@@ -442,7 +481,7 @@ cf_branch(PG_FUNCTION_ARGS)
 }
 
 static void merge(OpenBranch **branches, int n, Interval *min_interval,
-				  Interval *max_interval);
+				  Interval *max_interval, CfChildFailure policy);
 
 /* seal_branch(): the current branch dispatched everything. */
 Datum
@@ -476,7 +515,7 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 		Interval	min_interval = {5 * USECS_PER_SEC, 0, 0};
 		Interval	max_interval = {300 * USECS_PER_SEC, 0, 0};
 
-		merge(&b, 1, &min_interval, &max_interval);
+		merge(&b, 1, &min_interval, &max_interval, CF_CHILD_FAILURE_WAIT);
 	}
 	PG_RETURN_VOID();
 }
@@ -737,6 +776,7 @@ cf_spawn(PG_FUNCTION_ARGS)
 	args = PG_ARGISNULL(2) ? cf_jsonb_parse("{}") : PG_GETARG_JSONB_P(2);
 	if (!JB_ROOT_IS_OBJECT(args))
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn args must be a JSON object", NULL);
+	cf_check_json_size("spawn args", args);
 	b = require_branch("spawn");
 	if (b->sealed)
 	{
@@ -757,9 +797,13 @@ cf_spawn(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The spawn's cursor from the branch log: done?, the last item_key. */
+/*
+ * The spawn's cursor from the branch log: done?, the last item_key, and
+ * whether that key is in canonical form (0.6.0; see canonical_begin()).
+ */
 static void
-read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *spawned)
+read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *spawned,
+			bool *canonical)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -769,9 +813,11 @@ read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *sp
 	*done = false;
 	*after = NULL;
 	*spawned = 0;
+	*canonical = true;			/* a new cursor */
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT (c->>'done')::boolean, c->>'after', (c->>'spawned')::bigint"
+			"SELECT (c->>'done')::boolean, c->>'after', (c->>'spawned')::bigint,"
+			"  c IS NULL OR c ? 'canonical'"
 			" FROM (SELECT metadata->'cursors'->$2 AS c FROM chrono_forge.execution_logs WHERE id = $1) s",
 			2, (Oid[]) {INT8OID, TEXTOID},
 			(Datum[]) {Int64GetDatum(log_id), CStringGetTextDatum(spawn)}, NULL, true, 1);
@@ -783,6 +829,40 @@ read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *sp
 	*after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	*spawned = isnull ? 0 : DatumGetInt64(d);
+	*canonical = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+}
+
+/*
+ * An item_key's text (a child's key, the cursor) must not depend on the
+ * settings of the session that happens to dispatch: a dispatch resumed by
+ * a worker with another DateStyle, TimeZone or float setting would
+ * misread its cursor.  Keys are rendered and the cursor read back under
+ * fixed settings, in a GUC nesting level of their own (the source query
+ * itself runs under the session's).  Returns the level for canonical_end().
+ */
+static int
+canonical_begin(void)
+{
+	static const char *const settings[][2] = {
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"TimeZone", "UTC"},
+		{"extra_float_digits", "1"},	/* > 0: shortest exact */
+		{"bytea_output", "hex"},
+		{"lc_monetary", "C"},
+	};
+	int			level = NewGUCNestLevel();
+
+	for (int i = 0; i < (int) lengthof(settings); i++)
+		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+static void
+canonical_end(int level)
+{
+	AtEOXact_GUC(true, level);
 }
 
 /*
@@ -811,6 +891,9 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	Oid			key_type;
 	Oid			key_input;
 	Oid			key_ioparam;
+	Oid			key_output;
+	bool		key_varlena;
+	bool		canonical;
 	char	   *first_sql;
 	char	   *next_sql;
 	MemoryContext batch_cxt;
@@ -842,7 +925,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	}
 
 	cf_spi_connect();
-	read_cursor(b->log_id, name, &done, &after, &spawned);
+	read_cursor(b->log_id, name, &done, &after, &spawned, &canonical);
 	if (done)
 	{
 		SPI_finish();
@@ -871,11 +954,12 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
 	SPI_freetuptable(SPI_tuptable);
 	getTypeInputInfo(key_type, &key_input, &key_ioparam);
-	first_sql = psprintf("SELECT s.item_key::text, %s, %s FROM (%s) AS s"
+	getTypeOutputInfo(key_type, &key_output, &key_varlena);
+	first_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
 						 " ORDER BY s.item_key LIMIT $1",
 						 args_col ? "s.args::jsonb" : "'{}'::jsonb",
 						 wf_col ? "s.workflow::text" : "NULL::text", source);
-	next_sql = psprintf("SELECT s.item_key::text, %s, %s FROM (%s) AS s"
+	next_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
 						" WHERE s.item_key > $2 ORDER BY s.item_key LIMIT $1",
 						args_col ? "s.args::jsonb" : "'{}'::jsonb",
 						wf_col ? "s.workflow::text" : "NULL::text", source);
@@ -891,6 +975,8 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 		bool		last;
 		char	   *prev_key = NULL;
 		char	   *last_key = NULL;
+		char	  **keys;
+		int			level;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(batch_cxt);
@@ -900,10 +986,17 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 			rc = SPI_execute_with_args(first_sql, 1, (Oid[]) {INT4OID},
 									   (Datum[]) {Int32GetDatum(batch_size + 1)}, NULL, false, 0);
 		else
+		{
+			/* A cursor written by 0.5.0 is read as it was written. */
+			int			level = canonical ? canonical_begin() : 0;
+			Datum		cursor = OidInputFunctionCall(key_input, after, key_ioparam, -1);
+
+			if (canonical)
+				canonical_end(level);
 			rc = SPI_execute_with_args(next_sql, 2, (Oid[]) {INT4OID, key_type},
-									   (Datum[]) {Int32GetDatum(batch_size + 1),
-										   OidInputFunctionCall(key_input, after, key_ioparam, -1)},
+									   (Datum[]) {Int32GetDatum(batch_size + 1), cursor},
 									   NULL, false, 0);
+		}
 		if (rc < 0)
 			elog(ERROR, "could not read the spawn_each source: %s", SPI_result_code_string(rc));
 		rows = SPI_processed;
@@ -911,11 +1004,23 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 		last = rows <= (uint64) batch_size;
 
 		old = MemoryContextSwitchTo(batch_cxt);
+		keys = palloc0(sizeof(char *) * Max(rows, 1));
+		level = canonical_begin();
+		for (int i = 0; i < (int) rows; i++)
+		{
+			bool		isnull;
+			Datum		k = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				keys[i] = OidOutputFunctionCall(key_output, k);
+		}
+		canonical_end(level);
+		canonical = true;
 		batch_init(&cb, batch_cxt);
 		for (int i = 0; i < (int) rows; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
-			char	   *item_key = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+			char	   *item_key = keys[i];
 			char	   *row_wf;
 			bool		isnull;
 			Datum		a;
@@ -943,6 +1048,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 			if (!JB_ROOT_IS_OBJECT(row_args))
 				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 						 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
+			cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
 			batch_add(&cb, row_wf,
 					  child_key(b->name, psprintf("%s_%s", name, item_key)),
 					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);
@@ -956,7 +1062,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 		if (last_key != NULL)
 			after = MemoryContextStrdup(cf_pass.cxt, last_key);
 		save_cursor(b->log_id, name,
-					psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s}",
+					psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s, \"canonical\": true}",
 							 after ? cf_json_string(after) : "null",
 							 (long long) spawned, last ? "true" : "false"));
 		commit_step();
@@ -980,23 +1086,118 @@ cmp_branch_name(const void *a, const void *b)
 	return strcmp((*(OpenBranch *const *) a)->name, (*(OpenBranch *const *) b)->name);
 }
 
-static bool
-all_done(OpenBranch **branches, int n)
+static const char *const child_failure_names[] = {"wait", "fail", "ignore"};
+
+/* merge_branches' on_child_failure; a bad value fails the run (CF012). */
+static CfChildFailure
+child_failure_parse(const char *s)
 {
+	for (int i = 0; i < (int) lengthof(child_failure_names); i++)
+		if (s != NULL && strcmp(s, child_failure_names[i]) == 0)
+			return (CfChildFailure) i;
+	fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+			 psprintf("merge_branches on_child_failure must be 'wait', 'fail' or 'ignore', not %s",
+					  s ? quote_literal_cstr(s) : "NULL"), NULL);
+}
+
+/* Failed, stalled and cancelled children of the branches (all of them). */
+static int64
+blocked_children(OpenBranch **branches, int n)
+{
+	int64		total = 0;
+
 	for (int i = 0; i < n; i++)
-		if (!branch_done_internal(branches[i]->log_id))
+		total += count_children(branches[i]->log_id, 0, WALK_BLOCKED, NULL, NULL, NULL);
+	return total;
+}
+
+/*
+ * on_child_failure => 'fail': a failed, stalled or cancelled child fails
+ * the run at once (CF025), naming the first few.  The other children go
+ * on; cancel(..., with_children => true) stops them.
+ */
+static void
+fail_on_blocked(const char *step_name, OpenBranch **branches, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		total = blocked_children(branches, n);
+	ArrayBuildState *ids;
+	StringInfoData names;
+	CfInternal	st;
+
+	if (total == 0)
+		return;
+	ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	for (int i = 0; i < n; i++)
+		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT key, state::text FROM chrono_forge.workflows"
+			" WHERE parent_execution_log_id = ANY ($1) AND state_code IN (4, 5, 6) ORDER BY id LIMIT 5",
+			1, (Oid[]) {INT8ARRAYOID}, (Datum[]) {makeArrayResult(ids, CurrentMemoryContext)},
+			NULL, true, 0);
+	cf_internal_end(&st);
+	initStringInfo(&names);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&names, "%s%s (%s)", i > 0 ? ", " : "",
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+	if (total > (int64) SPI_processed)
+		appendStringInfo(&names, " and " INT64_FORMAT " more", total - (int64) SPI_processed);
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_CHILD_FAILED),
+			 errmsg("child failed: " INT64_FORMAT " %s of %s failed, stalled or %s cancelled",
+					total, total == 1 ? "child" : "children", step_name, total == 1 ? "was" : "were"),
+			 errdetail("Children: %s.", names.data),
+			 errhint("Retry them (chrono_forge.retry_blocked_children()), then retry this run.")));
+}
+
+/*
+ * May the merge complete?  Every branch sealed and every child completed;
+ * under 'ignore', every child ended (completed, failed, stalled or
+ * cancelled).  Under 'fail' a blocked child fails the run.
+ */
+static bool
+merge_ready(const char *step_name, OpenBranch **branches, int n, CfChildFailure policy)
+{
+	if (policy == CF_CHILD_FAILURE_FAIL)
+		fail_on_blocked(step_name, branches, n);
+	for (int i = 0; i < n; i++)
+	{
+		int64		log_id = branches[i]->log_id;
+
+		if (!branch_sealed_internal(log_id))
 			return false;
+		if (policy == CF_CHILD_FAILURE_IGNORE ? cf_branch_children_live(log_id, 1) > 0 :
+			cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) > 0)
+			return false;
+	}
 	return true;
+}
+
+/* The merge's policy, on its log (the poller reads it there). */
+static Jsonb *
+merge_metadata(CfChildFailure policy, int64 ignored)
+{
+	return cf_jsonb_parse(ignored >= 0
+						  ? psprintf("{\"on_child_failure\": \"%s\", \"ignored_children\": " INT64_FORMAT "}",
+									 child_failure_names[policy], ignored)
+						  : psprintf("{\"on_child_failure\": \"%s\"}", child_failure_names[policy]));
 }
 
 /* The merge is complete: log it, drop its poll, commit, remember. */
 static void
-complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts)
+complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts,
+			   CfChildFailure policy)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 
-	cf_step_log_write(step_name, "completed", attempts, NULL, NULL, NULL);
+	cf_step_log_write(step_name, "completed", attempts,
+					  merge_metadata(policy, policy == CF_CHILD_FAILURE_IGNORE ?
+									 blocked_children(branches, n) : -1),
+					  NULL, NULL);
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"DELETE FROM chrono_forge.merge_polls WHERE workflow_id = $1 AND merge_step = $2",
@@ -1030,7 +1231,8 @@ random_token(void)
  * replayed while it waits: the poller or a child's completion wakes it.
  */
 static void
-merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval)
+merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval,
+	  CfChildFailure policy)
 {
 	static SPIPlanPtr stamp_plan = NULL;
 	StringInfoData step;
@@ -1055,9 +1257,9 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 
 	cf_spi_connect();
 	log = cf_step_log_read(step.data);
-	if (all_done(branches, n))
+	if (merge_ready(step.data, branches, n, policy))
 	{
-		complete_merge(step.data, branches, n, log.attempts + 1);
+		complete_merge(step.data, branches, n, log.attempts + 1, policy);
 		SPI_finish();
 		return;
 	}
@@ -1068,7 +1270,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	for (int i = 0; i < n; i++)
 		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
-	cf_step_log_write(step.data, "pending", log.attempts + 1, NULL, NULL, NULL);
+	cf_step_log_write(step.data, "pending", log.attempts + 1, merge_metadata(policy, -1), NULL, NULL);
 	cf_write_taken_run();		/* merge_polls' foreign key */
 	cf_internal_begin(&st);
 	cf_exec(&stamp_plan,
@@ -1096,9 +1298,9 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	 * nudge us: look once more now that it is.  Either it sees the token
 	 * or we see its completion.
 	 */
-	if (all_done(branches, n))
+	if (merge_ready(step.data, branches, n, policy))
 	{
-		complete_merge(step.data, branches, n, log.attempts + 1);
+		complete_merge(step.data, branches, n, log.attempts + 1, policy);
 		SPI_finish();
 		return;
 	}
@@ -1106,7 +1308,10 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	cf_halt(step.data);
 }
 
-/* merge_branches(names text[], min_interval interval, max_interval interval) */
+/*
+ * merge_branches(names text[], min_interval interval, max_interval
+ * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
+ */
 Datum
 cf_merge_branches(PG_FUNCTION_ARGS)
 {
@@ -1121,6 +1326,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	StringInfoData step;
 	Jsonb	   *ignored;
 	char	  **sorted;
+	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
 
 	cf_require_pass(fcinfo, "merge_branches");
 	cf_fail_now();
@@ -1143,6 +1349,8 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
+	if (PG_NARGS() > 3)
+		policy = child_failure_parse(text_arg(fcinfo, 3));
 
 	sorted = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -1201,7 +1409,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 		branches[m++] = b;
 	}
 	cf_pass.outcome = CF_OUTCOME_NONE;
-	merge(branches, m, min_interval, max_interval);
+	merge(branches, m, min_interval, max_interval, policy);
 	PG_RETURN_VOID();
 }
 
@@ -1280,7 +1488,8 @@ cf_branch_after_pass(bool completed)
 /*
  * A child of branch log_id completed and committed: look whether the
  * branch is now done and, if its parent waits on a merge of it, wake the
- * parent.  Looking after the commit means that of two last children
+ * parent; if only failed, stalled or cancelled children are left, make
+ * the merge's poll due now (its policy decides: 'ignore' merges).  Looking after the commit means that of two last children
  * completing at once, at least the later looker sees both; a crash in
  * between is covered by the poller.  Caller: in a transaction, connected
  * to SPI non-atomically.
@@ -1292,9 +1501,16 @@ cf_branch_nudge(int64 log_id)
 	CfInternal	st;
 	TimestampTz now;
 
-	/* The common case: siblings still pending, a few index probes. */
-	if (cf_branch_children_pending(log_id, 1, NULL, NULL) > 0)
+	/* The common case: siblings still to run, a few index probes. */
+	if (cf_branch_children_live(log_id, 1) > 0)
 		return;
+	if (cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) > 0)
+	{
+		/* Only failed, stalled or cancelled ones left: the merge's policy decides. */
+		if (cf_merge_poll_due_now(log_id))
+			SPI_commit();
+		return;
+	}
 	now = cf_clock_now();
 	cf_internal_begin(&st);
 	cf_exec(&plan,

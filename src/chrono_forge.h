@@ -40,9 +40,14 @@
 #define ERRCODE_CF_TICK_EXPIRED			MAKE_SQLSTATE('C','F','0','1','6')
 #define ERRCODE_CF_PG_CRON_MISSING		MAKE_SQLSTATE('C','F','0','1','7')
 #define ERRCODE_CF_PASS_TIMEOUT			MAKE_SQLSTATE('C','F','0','2','1')
+#define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
+#define ERRCODE_CF_CHILD_FAILED			MAKE_SQLSTATE('C','F','0','2','5')
 
 #define CF_STEP_DELIMITER '$'
 #define CF_CONTEXT_VALUE_MAX 16384
+/* An error log's copy of the run's context, as JSON; where it was raised. */
+#define CF_ERROR_CONTEXT_MAX 65536
+#define CF_ERROR_WHERE_MAX 16384
 
 /*
  * Documented maxima of inputs (README, "Errors"), refused with CF012
@@ -56,6 +61,7 @@
 #define CF_KEY_MAX_BYTES 1024
 #define CF_CHILD_KEY_MAX_BYTES 2048
 #define CF_STEP_NAME_MAX_BYTES 2000
+#define CF_JSON_MAX_BYTES (1024 * 1024)	/* start args and options, event payloads */
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
 #define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
@@ -103,7 +109,13 @@ extern bool cf_shmem_ready(void);
 extern bool cf_worker_publish_owner(int slot, Oid owner, int limit);
 extern void cf_worker_clear_owner(int slot);
 extern int	cf_owners_at_share(int slot, int limit, Oid *owners);
-extern bool cf_worker_cancel_asked(int slot, int64 run);
+extern void cf_pass_slot_set(int64 run);
+extern bool cf_pass_slot_cancel_asked(int64 run);
+extern bool cf_pass_slot_preempt_asked(int64 run);
+extern void cf_preempt_pass(int64 run);
+extern Oid	cf_share_overrun(int limit, long min_age_ms, int64 *victim);
+extern bool cf_share_watch(bool watch);
+extern void cf_signal_pass_holders(const int64 *runs, int n);
 extern void cf_queue_cancel_signal(int64 run);
 extern bool cf_cancels_pending(void);
 extern void cf_cancels_set_pending(bool pending);
@@ -114,10 +126,11 @@ extern void cf_pass_timer_resume(void);
 extern void cf_pass_timer_disarm(void);
 extern bool cf_pass_timer_fired(void);
 extern bool cf_pass_cancel_fired(void);
+extern bool cf_pass_preempt_fired(void);
 extern void cf_pass_interrupts_end(void);
-extern void cf_worker_cancel_signal_init(void);
+extern void cf_pass_cancel_signal_init(void);
 extern bool cf_cancel_requested(int64 run);
-extern int	cf_apply_cancel_requests(int64 run);
+extern int	cf_apply_cancel_requests(int64 run, bool signal_held);
 extern ErrorData *cf_pass_timeout_error(ErrorData *edata, int64 run);
 
 /* launcher.c, worker.c */
@@ -148,6 +161,7 @@ extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 extern bool cf_extension_installed(void);
 extern void cf_validate_name_segment(const char *what, const char *segment);
 extern void cf_check_length(const char *what, const char *s, int max_bytes);
+extern void cf_check_json_size(const char *what, Jsonb *value);
 extern void cf_validate_workflow_name(const char *workflow);
 extern void cf_validate_routine_name(const char *name, const char *what);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
@@ -314,7 +328,23 @@ extern void cf_branch_after_pass(bool completed);
 extern int64 cf_branch_take_nudge(void);
 extern void cf_branch_nudge(int64 log_id);
 extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started,
-										int64 *running);
+										int64 *running, int64 *blocked);
+extern int64 cf_branch_children_live(int64 log_id, int64 cap);
+
+/*
+ * What a merge makes of a child that failed, stalled or was cancelled
+ * (merge_branches' on_child_failure): WAIT keeps the merge waiting until
+ * the child is retried (the default, as before 0.6.0); FAIL fails the
+ * parent at once (CF025) naming the children; IGNORE counts them ended.
+ */
+typedef enum CfChildFailure
+{
+	CF_CHILD_FAILURE_WAIT,
+	CF_CHILD_FAILURE_FAIL,
+	CF_CHILD_FAILURE_IGNORE
+} CfChildFailure;
+
+extern bool cf_merge_poll_due_now(int64 branch_log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
 

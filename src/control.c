@@ -253,6 +253,8 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("options must be a JSON object", NULL);
 	args = PG_GETARG_JSONB_P(2);
 	options = PG_GETARG_JSONB_P(3);
+	cf_check_json_size("args", args);
+	cf_check_json_size("options", options);
 	/*
 	 * Keys beginning with '$' are the engine's: children are keyed
 	 * "$<parent run id>$...", so that nothing outside their parent can
@@ -466,6 +468,29 @@ cf_wake(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(woken);
 }
 
+/*
+ * A cancelled child whose parent is not cancelled may be retried (a merge
+ * counts it blocked, as a failed one): true if run is one.  Its cancel
+ * marker is renamed after its id, so that a later cancel() writes its own.
+ */
+static bool
+retryable_cancelled_child(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		ok;
+
+	cf_exec(&plan,
+			"SELECT p.state <> 'cancelled' FROM chrono_forge.workflows c"
+			" JOIN chrono_forge.execution_logs l ON l.id = c.parent_execution_log_id"
+			" JOIN chrono_forge.workflows p ON p.id = l.workflow_id WHERE c.id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 1);
+	if (SPI_processed != 1)
+		return false;
+	ok = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && DatumGetBool(ok);
+}
+
 Datum
 cf_retry(PG_FUNCTION_ARGS)
 {
@@ -480,16 +505,20 @@ cf_retry(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, true);
-	if (strcmp(run.state, "stalled") != 0 && strcmp(run.state, "failed") != 0)
+	if (strcmp(run.state, "stalled") != 0 && strcmp(run.state, "failed") != 0 &&
+		!(strcmp(run.state, "cancelled") == 0 && retryable_cancelled_child(run.id)))
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_RETRYABLE),
 				 errmsg("workflow run (%s, %s) is not retryable", workflow, key),
-				 errdetail("Its state is %s; only stalled and failed runs can be retried.", run.state)));
+				 errdetail("Its state is %s; only stalled and failed runs, and cancelled children "
+						   "of a run not cancelled, can be retried.", run.state)));
 
 	cf_exec(&plan,
 			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
 			"  locked_at = NULL, attempt = 0, retry_counts = '{}', recoveries = 0, updated_at = $2"
-			"  WHERE id = $1)"
+			"  WHERE id = $1),"
+			" c AS (UPDATE chrono_forge.execution_logs SET step_name = '$workflow_cancelled$' || id"
+			"  WHERE workflow_id = $1 AND step_name = '$workflow_cancelled$')"
 			" INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
 			" VALUES ($1, '$workflow_retry$' || (extract(epoch FROM $2)::bigint)::text, 'completed', 1, $2, $2, $2,"

@@ -49,6 +49,8 @@ cf_send_event(PG_FUNCTION_ARGS)
 	key = cf_required_text(fcinfo, 1, "key");
 	name = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	cf_validate_name_segment("event name", name);
+	if (!PG_ARGISNULL(3))
+		cf_check_json_size("event payload", PG_GETARG_JSONB_P(3));
 
 	SPI_connect();
 	cf_internal_begin(&st);

@@ -8,11 +8,13 @@
  *	  the pass.
  *
  * Owns the per-backend pass state (cf_pass), run_pending() and the
- * workers' drain loop.  The workflow procedure runs as a top-level,
- * non-atomic CALL, as the run's owner.  This file must never run user code
- * as anyone but the owner, and never publish a continuation while the
- * run's lock is still held (the continuation is written by the very
- * statement that releases it).
+ * workers' drain loop.  The workflow procedure runs as a non-atomic CALL,
+ * as the run's owner; the drain may itself run inside the caller's
+ * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
+ * cursors every abort of a pass must leave alone (abort_and_restart()).
+ * This file must never run user code as anyone but the owner, and never
+ * publish a continuation while the run's lock is still held (the
+ * continuation is written by the very statement that releases it).
  *
  *-------------------------------------------------------------------------
  */
@@ -140,6 +142,8 @@ static Jsonb *pass_retry_counts;
 
 /* This pass stopped itself because cancel() asked for its run. */
 static bool pass_stop_cancel = false;
+/* ... or because the share gave its worker to another owner's work. */
+static bool pass_stop_preempt = false;
 
 /*
  * Stop the pass if cancel() asked for its run, or it outlived
@@ -164,12 +168,47 @@ check_pass_stop(void)
 				(errcode(ERRCODE_CF_PASS_TIMEOUT),
 				 errmsg("pass of workflow run %lld exceeded chrono_forge.max_duration",
 						(long long) cf_pass.workflow_id)));
+	if (cf_pass_preempt_fired())
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_PASS_PREEMPTED),
+				 errmsg("pass of workflow run %lld was stopped to give its worker to another owner's work",
+						(long long) cf_pass.workflow_id)));
 }
 
 /* ---------------------------------------------------------------------
  * Helpers for primitives
  * ---------------------------------------------------------------------
  */
+
+/*
+ * A primitive (or run_pending()) refused its calling context during this
+ * pass: the run fails with CF013, whatever the body does with the error.
+ * A handler that catches it (an EXCEPTION block, a step's own retries)
+ * changes nothing: the pass ends failed, never completed or released.
+ */
+static char *pass_poison = NULL;	/* the first refusal's message */
+
+static void
+poison_pass(char *message)
+{
+	cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+	if (pass_poison == NULL)
+		pass_poison = MemoryContextStrdup(cf_pass.cxt, message);
+}
+
+/* The body went on after a refusal and then halted or failed otherwise. */
+static ErrorData *
+poison_error(void)
+{
+	ErrorData  *edata = MemoryContextAllocZero(cf_pass.cxt, sizeof(ErrorData));
+
+	edata->elevel = ERROR;
+	edata->sqlerrcode = ERRCODE_CF_NOT_IN_PASS;
+	edata->message = pass_poison;
+	edata->detail = MemoryContextStrdup(cf_pass.cxt,
+										"The workflow caught this error and went on; the run fails all the same.");
+	return edata;
+}
 
 /*
  * Primitives commit, so they need a pass and a non-atomic context.  Being
@@ -187,9 +226,16 @@ cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
 				 errmsg("chrono_forge.%s can only be called while chrono_forge runs a workflow", primitive),
 				 errhint("Start the workflow with chrono_forge.start(); the workers or CALL chrono_forge.run_pending() run it.")));
 
+	/* After a refusal the body caught, nothing more of the pass runs. */
+	if (pass_poison != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("%s", pass_poison),
+				 errdetail("The workflow caught this error and went on; the run fails all the same.")));
+
 	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
 	{
-		cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+		poison_pass(psprintf("chrono_forge.%s cannot run in an atomic context", primitive));
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
 				 errmsg("chrono_forge.%s cannot run in an atomic context", primitive),
@@ -1290,19 +1336,137 @@ call_workflow_procedure(void)
 }
 
 /*
+ * Where drain() stands in the caller's SPI stack.  run_pending() may be
+ * CALLed from a DO block or a procedure (a pg_cron job, a test's loop):
+ * their PL/pgSQL connections lie below drain()'s, and an abort pops every
+ * connection down to the first one marked as ending the transaction
+ * itself, so only SPI_rollback() on drain()'s own connection keeps the
+ * caller's.  drain() connects from spi_home, a context nothing else is
+ * ever current in: after an error, SPI_finish() pops what the failed code
+ * left above it until it returns to spi_home.
+ */
+static MemoryContext spi_home = NULL;
+static MemoryContext spi_proc_cxt = NULL;	/* drain()'s connection's */
+static bool drain_nested = false;	/* below a PL's SPI connection */
+static List *caller_portals = NIL;	/* names, in spi_home */
+
+static void
+drain_connect(void)
+{
+	MemoryContextSwitchTo(spi_home);
+	cf_spi_connect();
+	spi_proc_cxt = CurrentMemoryContext;
+}
+
+/*
+ * The caller's cursor loop (FOR r IN SELECT ... LOOP CALL run_pending())
+ * must survive an aborted pass: hold its cursor now, as the pass's first
+ * COMMIT would (a loop over a query that writes is refused here, as it
+ * would be there, with 2D000).  Their names tell them apart from cursors
+ * a failed body left held (drop_body_portals()).
+ */
+static void
+hold_caller_portals(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	HoldPinnedPortals();
+	caller_portals = NIL;
+	if (!drain_nested)
+		return;
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT name FROM pg_catalog.pg_cursors", 0, NULL, NULL, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		Portal		portal = GetPortalByName(name);
+
+		if (PortalIsValid(portal) && portal->portalPinned)
+		{
+			MemoryContext old = MemoryContextSwitchTo(spi_home);
+
+			caller_portals = lappend(caller_portals, pstrdup(name));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	cf_internal_end(&st);
+}
+
+static bool
+is_caller_portal(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, caller_portals)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * After the abort: drop the cursors a failed body left held and pinned
+ * (a loop around a primitive, held by the primitive's commit), as the
+ * main loop does after an error.  None but the caller's are anyone's now.
+ */
+static void
+drop_body_portals(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (!drain_nested)
+	{
+		PortalErrorCleanup();	/* no caller's cursor: every held one is the pass's */
+		return;
+	}
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT name FROM pg_catalog.pg_cursors", 0, NULL, NULL, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	cf_internal_end(&st);
+	foreach(lc, names)
+	{
+		Portal		portal = GetPortalByName((char *) lfirst(lc));
+
+		if (PortalIsValid(portal) && portal->autoHeld && !is_caller_portal(portal->name))
+		{
+			portal->portalPinned = false;
+			PortalDrop(portal, false);
+		}
+	}
+}
+
+/*
  * After an error escaped the body, throw the failed transaction away and
- * start a fresh one, the way ROLLBACK inside a procedure does.  The SPI
- * stack is popped by the abort; reconnect in the procedure's own context.
+ * start a fresh one, as ROLLBACK inside a procedure does, on drain()'s
+ * connection: the caller's SPI stack and cursors stay.  Subtransactions
+ * the failed code left open go first, then the connections it left.
+ * SPI_rollback() holds pinned cursors first; one the failed code left
+ * pinned may refuse (its query failed, or writes): the rollback is done
+ * all the same, and that error is not the pass's.
  */
 static void
 abort_and_restart(MemoryContext proc_cxt)
 {
-	if (ActivePortal != NULL)
-		ActivePortal->portalSnapshot = NULL;
-	AbortCurrentTransaction();
-	StartTransactionCommand();
-	MemoryContextSwitchTo(proc_cxt);
-	cf_spi_connect();
+	while (IsSubTransaction())
+		RollbackAndReleaseCurrentSubTransaction();
+	while (SPI_finish() == SPI_OK_FINISH && CurrentMemoryContext != spi_home)
+		;
+	drain_connect();
+	PG_TRY();
+	{
+		SPI_rollback();
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(spi_proc_cxt);
+	drop_body_portals();
 	if (batched_passes > 0)
 		ereport(DEBUG1,
 				(errmsg("chrono_forge: %d passes awaiting their shared commit rolled back; their runs are due again",
@@ -1343,13 +1507,17 @@ relock_after_abort(void)
 }
 
 /*
- * Two workers that claimed runs of one owner at the same moment may put
- * it over its share: the later one gives its claim back before running
- * anything (the run is due again at once, for another worker or later),
- * unless its claim waived the share (claim_and_lock()).
+ * Give the run back, due again at once (`reason` names the wake-up), for
+ * another worker or later.  Two workers that claimed runs of one owner at
+ * the same moment may put it over its share: the later one gives its
+ * claim back before running anything, unless its claim waived the share
+ * (claim_and_lock()).  A pass the launcher preempted (the owner took more
+ * than its share while no other owner's work was due, and now some is)
+ * gives its run back after its transaction rolled back; its committed
+ * steps stay, and no attempt is counted.
  */
 static void
-give_back_claim(void)
+give_back_claim(const char *reason)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -1362,10 +1530,10 @@ give_back_claim(void)
 			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
 			"  locked_at = NULL WHERE id = $1 AND locked_by = $2 RETURNING id)"
 			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT id, $3, 'share' FROM w",
-			3, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID},
+			" SELECT id, $3, $4 FROM w",
+			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now)}, NULL, false, 0);
+			TimestampTzGetDatum(now), CStringGetTextDatum(reason)}, NULL, false, 0);
 	cf_internal_end(&st);
 	cf_queue_wakeup(now);
 	SPI_commit();
@@ -1380,7 +1548,7 @@ give_back_claim(void)
 static void
 finish_cancelled(void)
 {
-	(void) cf_apply_cancel_requests(cf_pass.workflow_id);
+	(void) cf_apply_cancel_requests(cf_pass.workflow_id, false);
 	SPI_commit();
 	batch_committed();
 	ereport(LOG,
@@ -1588,6 +1756,10 @@ classify_stop(ErrorData *edata)
 {
 	if (cf_pass_cancel_fired())
 		pass_stop_cancel = true;
+	else if (cf_pass_preempt_fired() && !cf_pass_timer_fired() &&
+			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			  edata->sqlerrcode == ERRCODE_CF_PASS_PREEMPTED))
+		pass_stop_preempt = true;
 	else if (!pass_stop_cancel && cf_pass_timer_fired() &&
 			 (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			  edata->sqlerrcode == ERRCODE_CF_PASS_TIMEOUT))
@@ -1602,11 +1774,12 @@ classify_stop(ErrorData *edata)
 	return edata;
 }
 
-/* The pass is over: this worker's slot no longer names it. */
+/* The pass is over: this backend's slots no longer name it. */
 static void
 end_pass_slot(void)
 {
 	cf_pass_interrupts_end();
+	cf_pass_slot_set(0);
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, 0);
@@ -1633,6 +1806,8 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	replay_cache_reset();
 	claimed_wakeups = (Datum) 0;
 	pass_stop_cancel = false;
+	pass_stop_preempt = false;
+	pass_poison = NULL;
 
 	if (!claim_and_lock(only_owner))
 	{
@@ -1640,17 +1815,23 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		memset(&cf_pass, 0, sizeof(cf_pass));
 		return false;
 	}
+	cf_pass_slot_set(cf_pass.workflow_id);
 	if (cf_worker_slot >= 0)
 	{
 		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
-		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()) &&
-			!share_waived)
+		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
 		{
-			give_back_claim();
-			end_pass_slot();
-			MemoryContextDelete(cf_pass.cxt);
-			memset(&cf_pass, 0, sizeof(cf_pass));
-			return true;
+			if (!share_waived)
+			{
+				give_back_claim("share");
+				end_pass_slot();
+				MemoryContextDelete(cf_pass.cxt);
+				memset(&cf_pass, 0, sizeof(cf_pass));
+				return true;
+			}
+			/* Over its share: the launcher watches for others' work. */
+			if (cf_share_watch(true))
+				cf_wake_launcher();
 		}
 	}
 	load_replay_cache();
@@ -1667,6 +1848,11 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			cf_pass_timer_resume();
 			enter_owner_identity();
 			call_workflow_procedure();
+			if (pass_poison != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_CF_NOT_IN_PASS),
+						 errmsg("%s", pass_poison),
+						 errdetail("The workflow caught this error and went on; the run fails all the same.")));
 			cf_branch_before_complete();	/* fan-out: unmerged branches */
 			cf_pass_timer_disarm();
 			check_pass_stop();
@@ -1694,6 +1880,13 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 			abort_and_restart(proc_cxt);
 			SetUserIdAndSecContext(save_userid, save_sec);
 			edata = classify_stop(edata);
+			if (pass_poison != NULL && !pass_stop_cancel && !error_is_interrupt(edata) &&
+				edata->sqlerrcode != ERRCODE_CF_LOCK_LOST &&
+				edata->sqlerrcode != ERRCODE_CF_NOT_IN_PASS)
+			{
+				edata = poison_error();
+				cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+			}
 		}
 		PG_END_TRY();
 		if (edata == NULL || !step_lost(edata) || !restart_pass_eagerly())
@@ -1704,6 +1897,16 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	if (edata != NULL && pass_stop_cancel)
 	{
 		finish_cancelled();
+		edata = NULL;
+		pass_failed = true;
+	}
+	else if (edata != NULL && pass_stop_preempt)
+	{
+		if (relock_after_abort())
+			give_back_claim("preempted");
+		ereport(LOG,
+				(errmsg("chrono_forge: pass of workflow run %lld was stopped to give its worker to another owner's work; the run is due again",
+						(long long) cf_pass.workflow_id)));
 		edata = NULL;
 		pass_failed = true;
 	}
@@ -1751,15 +1954,20 @@ require_top_level_call(FunctionCallInfo fcinfo, const char *what)
 {
 	CallContext *cc = (CallContext *) fcinfo->context;
 
+	/* From a body or a step: a programming error, the run fails. */
+	if (cf_pass.active)
+	{
+		poison_pass(psprintf("%s cannot be called from inside a workflow", what));
+		ereport(ERROR,
+				(errcode(ERRCODE_CF_NOT_IN_PASS),
+				 errmsg("%s cannot be called from inside a workflow", what),
+				 errdetail("Passes do not nest; the run fails.")));
+	}
 	if (cc == NULL || !IsA(cc, CallContext) || cc->atomic || IsSubTransaction())
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_NOT_IN_PASS),
 				 errmsg("%s must be called with CALL outside a transaction block", what),
 				 errdetail("Each pass commits.")));
-	if (cf_pass.active)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_NOT_IN_PASS),
-				 errmsg("%s cannot be called from inside a workflow", what)));
 }
 
 /*
@@ -1794,7 +2002,10 @@ drain(int max_passes, Oid only_owner)
 	MemoryContext proc_cxt = CurrentMemoryContext;
 	int			passes = 0;
 
-	cf_spi_connect();
+	drain_nested = SPI_inside_nonatomic_context();
+	spi_home = AllocSetContextCreate(proc_cxt, "chrono_forge drain", ALLOCSET_SMALL_SIZES);
+	drain_connect();
+	hold_caller_portals();
 	while (max_passes <= 0 || passes < max_passes)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -1822,6 +2033,9 @@ drain(int max_passes, Oid only_owner)
 		commit_batch(proc_cxt);
 	SPI_finish();
 	MemoryContextSwitchTo(proc_cxt);
+	MemoryContextDelete(spi_home);
+	spi_home = NULL;
+	caller_portals = NIL;
 	return passes;
 }
 
@@ -1840,6 +2054,7 @@ cf_run_pending(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("max_passes must be at least 1 or NULL")));
+	cf_pass_cancel_signal_init();	/* cancel() stops this session's passes too */
 	(void) drain(max_passes, GetUserId());
 	PG_RETURN_VOID();
 }

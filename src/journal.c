@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
@@ -230,6 +231,24 @@ cf_check_length(const char *what, const char *s, int max_bytes)
 }
 
 /*
+ * The same for a JSON value a run keeps (start's args, an event payload).
+ * Inside a pass (spawn's args, a start() in a body), a programming error:
+ * the run fails at once.
+ */
+void
+cf_check_json_size(const char *what, Jsonb *value)
+{
+	if (value == NULL || VARSIZE(value) <= CF_JSON_MAX_BYTES)
+		return;
+	cf_fail_now();
+	ereport(ERROR,
+				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+				 errmsg("%s is too large", what),
+				 errdetail("It has %zu bytes as jsonb; at most %d are allowed.",
+						   (size_t) VARSIZE(value), CF_JSON_MAX_BYTES)));
+}
+
+/*
  * A workflow name as the caller typed it: one to three dot-separated
  * identifiers, the first of three being this database (as PostgreSQL
  * reads qualified names).  Checked here so that a malformed name is bad
@@ -268,17 +287,75 @@ cf_validate_routine_name(const char *name, const char *what)
 	pfree(copy);
 }
 
-/* Insert an error_logs row; returns its id.  Caller is connected to SPI. */
+/*
+ * The run's context as kept with an error: whole up to
+ * CF_ERROR_CONTEXT_MAX bytes of JSON, else its keys in order while they
+ * fit, and "$truncated": {bytes, keys, kept} (the whole snapshot's size
+ * and key count, the keys kept).  A run may hold far more context than
+ * one error row should copy, once per failed attempt.
+ */
+static Jsonb *
+capped_context(Jsonb *context)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	Datum		d;
+	size_t		bytes;
+
+	if (context == NULL)
+		return NULL;
+	bytes = strlen(JsonbToCString(NULL, &context->root, VARSIZE(context)));
+	if (bytes <= CF_ERROR_CONTEXT_MAX)
+		return context;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT coalesce(pg_catalog.jsonb_object_agg(k, v) FILTER (WHERE used <= $2), '{}')"
+			" || pg_catalog.jsonb_build_object('$truncated', pg_catalog.jsonb_build_object("
+			"  'bytes', $3, 'keys', pg_catalog.count(k), 'kept', pg_catalog.count(k) FILTER (WHERE used <= $2)))"
+			" FROM (SELECT e.k, e.v, pg_catalog.sum(pg_catalog.octet_length(e.k)"
+			"   + pg_catalog.octet_length(e.v::text) + 6) OVER (ORDER BY e.k) AS used"
+			"  FROM pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof($1) = 'object'"
+			"   THEN $1 ELSE '{}' END) AS e(k, v)) s",
+			3, (Oid[]) {JSONBOID, INT8OID, INT8OID},
+			(Datum[]) {JsonbPGetDatum(context), Int64GetDatum(CF_ERROR_CONTEXT_MAX - 256),
+				Int64GetDatum((int64) bytes)},
+			NULL, true, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	cf_internal_end(&st);
+	return DatumGetJsonbPCopy(d);
+}
+
+/* At most CF_ERROR_WHERE_MAX bytes of s (its start: the innermost frames). */
+static Datum
+clipped_text(const char *s)
+{
+	int			len = strlen(s);
+
+	if (len > CF_ERROR_WHERE_MAX)
+		return PointerGetDatum(cstring_to_text(psprintf("%.*s...",
+														pg_mbcliplen(s, len, CF_ERROR_WHERE_MAX), s)));
+	return CStringGetTextDatum(s);
+}
+
+/*
+ * Insert an error_logs row; returns its id.  Caller is connected to SPI.
+ * The error's hint and context (where it was raised) have columns of
+ * their own since 0.6.0: a schema not updated yet gets the row without
+ * them.
+ */
 int64
 cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 			 ErrorData *edata, Jsonb *context)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[7] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	static SPIPlanPtr plans[2];
+	Oid			types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
+	TEXTOID, TEXTOID};
+	Datum		values[9];
+	char		nulls[9] = "         ";
 	bool		isnull;
 	CfInternal	st;
+	bool		v06 = get_attnum(cf_relation_oid("error_logs"), "error_context") != InvalidAttrNumber;
 
 	values[0] = Int64GetDatum(workflow_id);
 	if (step_name)
@@ -295,20 +372,33 @@ cf_log_error(int64 workflow_id, const char *step_name, int attempt,
 		values[5] = CStringGetTextDatum(edata->detail);
 	else
 		nulls[5] = 'n';
+	context = capped_context(context);
 	if (context)
 		values[6] = JsonbPGetDatum(context);
 	else
 		nulls[6] = 'n';
+	if (edata->hint)
+		values[7] = CStringGetTextDatum(edata->hint);
+	else
+		nulls[7] = 'n';
+	if (edata->context)
+		values[8] = clipped_text(edata->context);
+	else
+		nulls[8] = 'n';
 
 	/* (error_logs' foreign key is checked at once: write the run first) */
 	if (workflow_id == cf_pass.workflow_id)
 		cf_write_taken_run();
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.error_logs"
+	cf_exec(&plans[v06],
+			v06 ? "INSERT INTO chrono_forge.error_logs"
+			" (workflow_id, step_name, attempt, error_class, error_message, error_detail, context,"
+			"  error_hint, error_context, created_at)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, chrono_forge.now()) RETURNING id"
+			: "INSERT INTO chrono_forge.error_logs"
 			" (workflow_id, step_name, attempt, error_class, error_message, error_detail, context, created_at)"
 			" VALUES ($1, $2, $3, $4, $5, $6, $7, chrono_forge.now()) RETURNING id",
-			7, types, values, nulls, false, 1);
+			v06 ? 9 : 7, types, values, nulls, false, 1);
 	cf_internal_end(&st);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

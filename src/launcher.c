@@ -33,6 +33,8 @@
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
+#define PREEMPT_AFTER_MS 1000	/* a pass this old may be preempted by the share */
+#define PREEMPT_CHECK_MS 250	/* while an owner holds more than its share */
 
 static BackgroundWorkerHandle *worker_handles[CF_MAX_WORKERS];
 
@@ -43,6 +45,14 @@ cf_register_launcher(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+
+	/*
+	 * Not before recovery ends: a streaming standby shares its primary's
+	 * settings, and nothing can be written there.  The postmaster starts
+	 * us at promotion, and the runs the old primary's workers held (locks
+	 * of another shared-memory epoch) are re-driven then, like those of a
+	 * crash (test/integration/t_standby.sh).
+	 */
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 1;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "chrono_forge");
@@ -128,7 +138,11 @@ redrive_runs(const char *lost_lock, int64 current_run)
 							   " e AS (INSERT INTO chrono_forge.error_logs"
 							   "  (workflow_id, attempt, error_class, error_message, context, created_at)"
 							   "  SELECT id, $1 + 1, 'CF015', 'passes of this run ended their worker process too often',"
-							   "   context, chrono_forge.now() FROM r WHERE state = 'stalled'),"
+							   /* an error's context snapshot is capped (journal.c) */
+							   "   CASE WHEN pg_catalog.octet_length(context::text) > " CppAsString2(CF_ERROR_CONTEXT_MAX)
+							   "    THEN pg_catalog.jsonb_build_object('$truncated', pg_catalog.jsonb_build_object("
+							   "     'bytes', pg_catalog.octet_length(context::text), 'kept', 0)) ELSE context END,"
+							   "   chrono_forge.now() FROM r WHERE state = 'stalled'),"
 							   " d AS (DELETE FROM chrono_forge.wakeups k USING r"
 							   "  WHERE k.workflow_id = r.id AND r.state = 'stalled')"
 							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
@@ -234,12 +248,77 @@ apply_cancel_requests(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	left = cf_apply_cancel_requests(0);
+	left = cf_apply_cancel_requests(0, true);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	if (left > 0)
 		cf_cancels_set_pending(true);
 	return left > 0;
+}
+
+/*
+ * The per-owner share, under pressure: an owner whose claims took more
+ * than its share of the workers (no other owner's work was due then) gives
+ * one back once another owner's work is due and no worker is free: its
+ * newest pass older than PREEMPT_AFTER_MS is stopped and its run is due
+ * again (executor.c, give_back_claim).  True while some owner is over its
+ * share (look again soon).
+ */
+static bool
+enforce_share(void)
+{
+	int64		victim;
+	Oid			over;
+	TimestampTz due = DT_NOEND;
+
+	/* Cleared first: a worker going over from now on wakes us. */
+	(void) cf_share_watch(false);
+	over = cf_share_overrun(cf_worker_share_effective(), PREEMPT_AFTER_MS, &victim);
+	if (!OidIsValid(over))
+		return false;
+	(void) cf_share_watch(true);
+	if (victim == 0)
+		return true;
+	launcher_exec("SELECT k.due_at FROM chrono_forge.wakeups k"
+				  " JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
+				  " WHERE k.due_at OPERATOR(pg_catalog.<=) chrono_forge.now()"
+				  "  AND w.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $1"
+				  "  AND w.state OPERATOR(pg_catalog.=) 'idle'::chrono_forge.workflow_state"
+				  " LIMIT 1",
+				  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(over)}, &due);
+	if (due != DT_NOEND)
+		cf_preempt_pass(victim);
+	return true;
+}
+
+/* The extension in this database, or InvalidOid. */
+static Oid
+installed_extension(void)
+{
+	Oid			ext;
+
+	StartTransactionCommand();
+	ext = get_extension_oid("chrono_forge", true);
+	CommitTransactionCommand();
+	return ext;
+}
+
+/*
+ * We start serving this database: runs locked in an earlier server
+ * lifetime (a crash, a promoted standby, a physical backup), by workers of
+ * an earlier launcher (stopped at our start), or by our own workers before
+ * we stopped serving lost their pass.  The last covers a restore, made
+ * with the workers off or into a re-created extension: the dump's locks
+ * may be this server's own.
+ */
+static void
+redrive_lost_runs(void)
+{
+	redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
+						  (unsigned long long) cf_shmem_epoch(),
+						  (unsigned long long) cf_shmem_epoch()),
+				 0);
+	cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
 }
 
 static void
@@ -275,7 +354,7 @@ void
 cf_launcher_main(Datum arg)
 {
 	bool		serving = false;
-	bool		recovered = false;
+	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
 	TimestampTz last_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -299,6 +378,7 @@ cf_launcher_main(Datum arg)
 	for (;;)
 	{
 		long		timeout_ms = -1;	/* until something wakes us */
+		Oid			ext;
 
 		/*
 		 * Publish "no planned wake" before looking: a commit that lands
@@ -315,19 +395,15 @@ cf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		serving = cf_enabled && cf_extension_installed();
-		if (serving && !recovered)
+		ext = cf_enabled ? installed_extension() : InvalidOid;
+		serving = OidIsValid(ext);
+		if (!serving)
+			recovered_for = InvalidOid;
+		else if (ext != recovered_for)
 		{
-			/*
-			 * Runs locked in an earlier server lifetime, or by workers of an
-			 * earlier launcher (stopped above), lost their pass.
-			 */
-			redrive_runs(psprintf("locked_by NOT LIKE '%llu:%%' OR locked_by LIKE '%llu:w%%'",
-								  (unsigned long long) cf_shmem_epoch(),
-								  (unsigned long long) cf_shmem_epoch()),
-						 0);
-			recovered = true;
-			cf_cancels_set_pending(true);	/* requests of an earlier lifetime */
+			redrive_lost_runs();
+			recovered_for = ext;
+			last_maintenance = 0;	/* dead sessions' locks: at once */
 		}
 		supervise_workers(serving);
 
@@ -370,6 +446,9 @@ cf_launcher_main(Datum arg)
 			if (cancels_left)
 				timeout_ms = timeout_ms < 0 ? LAUNCHER_CANCEL_RETRY_MS
 					: Min(timeout_ms, LAUNCHER_CANCEL_RETRY_MS);
+			if (enforce_share())
+				timeout_ms = timeout_ms < 0 ? PREEMPT_CHECK_MS
+					: Min(timeout_ms, PREEMPT_CHECK_MS);
 
 			/*
 			 * Work due now goes to the workers (they drain all of it); we

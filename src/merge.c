@@ -6,6 +6,13 @@
  *	  itself by the measured drain rate, re-dispatches children that were
  *	  never picked up, and stamps its state on the branch logs.
  *
+ * A merge waits for every child to complete, but under its policy
+ * (on_child_failure, on the merge step's log) a failed, stalled or
+ * cancelled child fails the parent ('fail': the parent is woken and its
+ * merge raises) or counts as ended ('ignore').  Such a child makes its
+ * merge's poll due at once (cf_merge_poll_due_now(), from the runs'
+ * trigger), so the policy acts without waiting for max_interval.
+ *
  * Owns merge_polls after merge_branches() (branch.c) created the row.
  * Polls run in the launcher, one transaction each, so they never queue
  * behind the passes of the fan-out they watch; run_pending() runs the
@@ -49,6 +56,7 @@ typedef struct BranchSample
 	int64		pending;
 	int64		never_started;
 	int64		running;
+	int64		blocked;		/* failed, stalled, cancelled */
 	int64		spawned;		/* -1: unknown */
 	int64		rekicked;
 	double		rate;
@@ -90,7 +98,8 @@ sample_children(BranchSample *s)
 	static SPIPlanPtr spawned_plan = NULL;
 	static SPIPlanPtr spawned_batches_plan = NULL;
 
-	s->pending = cf_branch_children_pending(s->log_id, 0, &s->never_started, &s->running);
+	s->pending = cf_branch_children_pending(s->log_id, 0, &s->never_started, &s->running,
+											&s->blocked);
 
 	/*
 	 * Spawned is counted once, when sealed, then carried forward: runs and
@@ -149,8 +158,8 @@ record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
 			TimestampTz next, double interval, double eta)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[13];
-	char		nulls[14] = "             ";
+	Datum		values[14];
+	char		nulls[15] = "              ";
 
 	values[0] = Int64GetDatum(s->log_id);
 	values[1] = TimestampTzGetDatum(now);
@@ -171,11 +180,12 @@ record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
 	values[10] = Int64GetDatum(s->rekicked);
 	values[11] = CStringGetTextDatum(token);
 	values[12] = Int64GetDatum(s->running);
+	values[13] = Int64GetDatum(s->blocked);
 	cf_exec(&plan,
 			"UPDATE chrono_forge.execution_logs l SET metadata = coalesce(l.metadata, '{}')"
 			" || jsonb_build_object('poll', jsonb_build_object("
 			"  'last_polled_at', $2, 'next_poll_at', $3, 'interval', round($4::numeric, 3),"
-			"  'pending', $5, 'never_started', $6, 'running', $13, 'spawned', $7, 'sealed', $8,"
+			"  'pending', $5, 'never_started', $6, 'running', $13, 'blocked', $14, 'spawned', $7, 'sealed', $8,"
 			"  'rate', round($9::numeric, 3), 'eta_seconds', round($10::numeric, 1),"
 			"  'polls', coalesce((l.metadata->'poll'->>'polls')::bigint, 0) + 1,"
 			"  'rekicked', $11,"
@@ -183,8 +193,8 @@ record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
 			"  'last_rekick_at', CASE WHEN $11 > 0 THEN to_jsonb($2) ELSE l.metadata->'poll'->'last_rekick_at' END)),"
 			" updated_at = $2"
 			" WHERE l.id = $1 AND l.metadata->>'poll_token' = $12",
-			13, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, FLOAT8OID, INT8OID, INT8OID,
-				INT8OID, BOOLOID, FLOAT8OID, FLOAT8OID, INT8OID, TEXTOID, INT8OID},
+			14, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, FLOAT8OID, INT8OID, INT8OID,
+				INT8OID, BOOLOID, FLOAT8OID, FLOAT8OID, INT8OID, TEXTOID, INT8OID, INT8OID},
 			values, nulls, false, 0);
 }
 
@@ -226,7 +236,10 @@ poll_one(Oid only_owner)
 	int64		pending = 0,
 				prior_pending = 0,
 				never_started = 0,
-				running = 0;
+				running = 0,
+				blocked = 0;
+	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
+	char	   *policy_name;
 	TimestampTz earliest_prior = DT_NOEND;
 	double		prev_delay = -1;
 	double		rate = 0;
@@ -238,7 +251,9 @@ poll_one(Oid only_owner)
 	cf_exec(&pick_plan,
 			"SELECT p.id, p.workflow_id, p.branch_log_ids,"
 			"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8,"
-			"  p.token, w.state IN ('idle', 'running')"
+			"  p.token, w.state IN ('idle', 'running'),"
+			"  (SELECT m.metadata->>'on_child_failure' FROM chrono_forge.execution_logs m"
+			"    WHERE m.workflow_id = p.workflow_id AND m.step_name = p.merge_step)"
 			" FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id"
 			" WHERE p.due_at <= $1 AND ($2 = 0 OR w.owner::oid = $2)"
 			" ORDER BY p.due_at LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
@@ -258,6 +273,12 @@ poll_one(Oid only_owner)
 	max_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	token = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6);
 	parent_active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull));
+	/* Merges parked before 0.6.0 have no policy: 'wait', as they were. */
+	policy_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8);
+	if (policy_name != NULL && strcmp(policy_name, "fail") == 0)
+		policy = CF_CHILD_FAILURE_FAIL;
+	else if (policy_name != NULL && strcmp(policy_name, "ignore") == 0)
+		policy = CF_CHILD_FAILURE_IGNORE;
 	if (!parent_active)
 	{
 		/* The parent ended (cancelled, failed): the chain ends with it. */
@@ -323,6 +344,7 @@ poll_one(Oid only_owner)
 		pending += s->pending;
 		never_started += s->never_started;
 		running += s->running;
+		blocked += s->blocked;
 		if (s->has_prior)
 		{
 			prior_pending += s->prior_pending;
@@ -336,9 +358,15 @@ poll_one(Oid only_owner)
 			s->rate = (s->prior_pending - s->pending) / seconds_between(s->prior_at, now);
 	}
 
-	if (all_sealed && pending == 0)
+	/*
+	 * Done, or done as far as the policy goes ('ignore': only ended
+	 * children left; 'fail': one failed, the parent's merge will raise):
+	 * the last poll, then the parent's wake-up.
+	 */
+	if ((all_sealed && (pending == 0 ||
+						(policy == CF_CHILD_FAILURE_IGNORE && pending == blocked))) ||
+		(policy == CF_CHILD_FAILURE_FAIL && blocked > 0))
 	{
-		/* Done: the last poll, then the parent's wake-up. */
 		for (int i = 0; i < n; i++)
 		{
 			samples[i].rate = 0;
@@ -397,6 +425,36 @@ poll_one(Oid only_owner)
 	cf_internal_end(&st);
 	cf_queue_wakeup(next);
 	return true;
+}
+
+/*
+ * A child of branch log branch_log_id failed, stalled or was cancelled
+ * (or the last of its live siblings completed with such ones left): if a
+ * merge of that branch is parked, its poll is due now, so that the merge's
+ * policy acts at once (and branches() shows the child blocked).  True if a
+ * poll moved; the launcher hears of it at commit.  Caller is connected to
+ * SPI and commits.
+ */
+bool
+cf_merge_poll_due_now(int64 branch_log_id)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz now = cf_clock_now();
+	CfInternal	st;
+	bool		moved;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.merge_polls p SET due_at = $2 FROM chrono_forge.execution_logs l"
+			" WHERE l.id = $1 AND p.workflow_id = l.workflow_id AND $1 = ANY (p.branch_log_ids)"
+			"  AND p.due_at > $2",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(branch_log_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+	moved = SPI_processed > 0;
+	cf_internal_end(&st);
+	if (moved)
+		cf_queue_wakeup(now);
+	return moved;
 }
 
 /* Installed at 0.2.0 or later?  (The library also serves 0.1.0 schemas.) */

@@ -145,6 +145,38 @@ note_outcome_day_change(const char *old_state, const char *new_state,
 	SPI_finish();
 }
 
+/* failed, stalled or cancelled: what a merge calls a blocked child */
+static bool
+state_is_blocked(const char *state)
+{
+	return strcmp(state, "failed") == 0 || strcmp(state, "stalled") == 0 ||
+		strcmp(state, "cancelled") == 0;
+}
+
+/*
+ * A child becoming blocked (failed, stalled, cancelled; written so by
+ * whichever path: a pass, the launcher, cancel()): a parked merge of its
+ * branch looks at once, so that its on_child_failure acts now rather than
+ * at its next poll.  Rare: never on a pass's ordinary updates.
+ */
+static void
+note_child_blocked(const char *old_state, const char *new_state, HeapTuple new,
+				   TupleDesc desc)
+{
+	bool		isnull;
+	Datum		parent;
+
+	if (!state_is_blocked(new_state) || state_is_blocked(old_state))
+		return;
+	parent = heap_getattr(new, SPI_fnumber(desc, "parent_execution_log_id"), desc, &isnull);
+	if (isnull)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	(void) cf_merge_poll_due_now(DatumGetInt64(parent));
+	SPI_finish();
+}
+
 static void
 require_row_trigger(FunctionCallInfo fcinfo, const char *name)
 {
@@ -218,7 +250,10 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 		if (ended_at_change(old_state, new_state, tuple, desc, &values[1], &nulls[1]))
 			cols[n++] = SPI_fnumber(desc, "ended_at");
 		note_outcome_day_change(old_state, new_state, trigdata->tg_trigtuple, tuple, desc);
+		note_child_blocked(old_state, new_state, tuple, desc);
 	}
+	else
+		note_child_blocked("", new_state, tuple, desc);
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
 }
 
@@ -378,7 +413,9 @@ again:
 /*
  * Make the caller's run (workflow, key) idle with its lock cleared, if it
  * is running; with a wake-up reason, also schedule a pass now.  True if
- * it was running.
+ * it was running.  Never waits for a pass: a run whose row a pass holds
+ * right now (its claim or a step is committing) is not stale, and is left
+ * alone with a notice (cancel() stops a pass).
  */
 static bool
 unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
@@ -391,28 +428,38 @@ unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 	CfRunRef	run;
 	TimestampTz now = cf_clock_now();
 	bool		unlocked = false;
+	bool		held = false;
 	bool		isnull;
 
 	SPI_connect();
 	cf_internal_begin(&st);
-	run = cf_find_own_run(caller, workflow, key, true);
+	run = cf_find_own_run(caller, workflow, key, false);
 	if (strcmp(run.state, "running") == 0)
 	{
 		cf_exec(&plan,
-				"WITH r AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-				"  locked_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'running' RETURNING id),"
+				"WITH x AS (SELECT id FROM chrono_forge.workflows WHERE id = $1"
+				"  FOR NO KEY UPDATE SKIP LOCKED),"
+				" r AS (UPDATE chrono_forge.workflows w SET state = 'idle', locked_by = NULL,"
+				"  locked_at = NULL, updated_at = $2 FROM x WHERE w.id = x.id AND w.state = 'running'"
+				"  RETURNING w.id),"
 				" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 				"  SELECT id, $2, $3 FROM r WHERE $3 IS NOT NULL)"
-				" SELECT count(*) FROM r",
+				" SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM x)",
 				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
 				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now),
 				wakeup_reason ? CStringGetTextDatum(wakeup_reason) : (Datum) 0},
 				wakeup_reason ? NULL : "  n", false, 0);
 		unlocked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull)) == 1;
+		held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull)) == 0;
 	}
 	cf_internal_end(&st);
 	SPI_finish();
+	if (held)
+		ereport(NOTICE,
+				(errmsg("workflow run (%s, %s) is held by a pass in progress; left as it is", workflow, key),
+				 errhint("cancel() stops a pass in progress.")));
 	if (unlocked && wakeup_reason)
 		cf_queue_wakeup(now);
 	return unlocked;
@@ -450,8 +497,10 @@ cf_force_unlock(PG_FUNCTION_ARGS)
 
 /*
  * retry_blocked_children(workflow, key, branch) -> children retried.
- * Every failed or stalled child of branch$<branch> is retried as retry()
- * would: a $workflow_retry$ marker, state idle, one pass scheduled.
+ * Every failed or stalled child of branch$<branch>, and every cancelled
+ * one unless the run itself is cancelled, is retried as retry() would: a
+ * $workflow_retry$ marker (a cancelled child's cancel marker renamed
+ * after its id), state idle, one pass scheduled.
  */
 Datum
 cf_retry_blocked_children(PG_FUNCTION_ARGS)
@@ -469,18 +518,20 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Datum		log_id;
 	int			n;
+	bool		with_cancelled;
 
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);
+	with_cancelled = strcmp(run.state, "cancelled") != 0;
 	cf_exec(&find_plan,
 			"SELECT l.id, (SELECT bool_and($3 OR pg_has_role($4, c.owner, 'MEMBER'))"
 			"  FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = l.id"
-			"   AND c.state IN ('failed', 'stalled'))"
+			"   AND (c.state IN ('failed', 'stalled') OR (c.state = 'cancelled' AND $5)))"
 			" FROM chrono_forge.execution_logs l WHERE l.workflow_id = $1 AND l.step_name = 'branch$' || $2",
-			4, (Oid[]) {INT8OID, TEXTOID, BOOLOID, OIDOID},
+			5, (Oid[]) {INT8OID, TEXTOID, BOOLOID, OIDOID, BOOLOID},
 			(Datum[]) {Int64GetDatum(run.id), CStringGetTextDatum(branch),
-			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
+			BoolGetDatum(admin), ObjectIdGetDatum(caller), BoolGetDatum(with_cancelled)},
 			NULL, true, 0);
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -496,11 +547,14 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 
 	cf_exec(&retry_plan,
 			"WITH c AS (SELECT id, state FROM chrono_forge.workflows"
-			"  WHERE parent_execution_log_id = $1 AND state IN ('failed', 'stalled')"
+			"  WHERE parent_execution_log_id = $1"
+			"   AND (state IN ('failed', 'stalled') OR (state = 'cancelled' AND $3))"
 			"  ORDER BY id FOR NO KEY UPDATE),"
 			" w AS (UPDATE chrono_forge.workflows w SET state = 'idle', locked_by = NULL,"
 			"  locked_at = NULL, attempt = 0, retry_counts = '{}', recoveries = 0, updated_at = $2"
-			"  FROM c WHERE w.id = c.id AND w.state IN ('failed', 'stalled') RETURNING w.id, c.state),"
+			"  FROM c WHERE w.id = c.id AND w.state = c.state RETURNING w.id, c.state),"
+			" m AS (UPDATE chrono_forge.execution_logs m SET step_name = '$workflow_cancelled$' || m.id"
+			"  FROM w WHERE m.workflow_id = w.id AND m.step_name = '$workflow_cancelled$'),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
 			"  SELECT id, '$workflow_retry$' || (extract(epoch FROM $2)::bigint)::text, 'completed', 1,"
@@ -511,8 +565,8 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 			"  SELECT id, $2, 'retry' FROM w)"
 			" SELECT count(*) FROM w",
-			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {log_id, TimestampTzGetDatum(now)},
+			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, BOOLOID},
+			(Datum[]) {log_id, TimestampTzGetDatum(now), BoolGetDatum(with_cancelled)},
 			NULL, false, 0);
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cf_internal_end(&st);

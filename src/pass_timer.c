@@ -4,14 +4,16 @@
  *	  Stopping a pass in flight: when it outlives max_duration, and when
  *	  cancel() asks for its run.
  *
- * Owns the pass's max_duration timer (PostgreSQL's timeout.c, armed while
- * the workflow body runs), the workers' SIGUSR2 handler through which
- * cancel() stops a pass, and the cancel_requests table (the durable half
- * of a cancel that found its run held by a pass).  Both stops are delivered
- * as a query cancel, the way statement_timeout is; the flags set here are
- * what tells the executor that the cancel is ours and not an operator's or
- * a shutdown.  A stop is only delivered while the body runs: the engine's
- * own statements that end a pass are never cancelled by it.
+ * Owns the pass's tick (PostgreSQL's timeout.c, armed while the workflow
+ * body runs) that enforces max_duration, the SIGUSR2 handler through
+ * which cancel() stops a pass (in workers and in run_pending() sessions),
+ * and the cancel_requests table (the durable half of a cancel that found
+ * its run held by a pass).  Both stops are delivered as a query cancel,
+ * the way statement_timeout is, and again at every tick until the body
+ * ends; a worker whose body keeps swallowing them is ended.  The flags set
+ * here are what tells the executor that the cancel is ours and not an
+ * operator's or a shutdown.  A stop is only delivered while the body runs:
+ * the engine's own statements that end a pass are never cancelled by it.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,7 +24,9 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
+#include "replication/walsender.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timeout.h"
@@ -30,14 +34,19 @@
 
 #include "chrono_forge.h"
 
+#define STOP_REPEAT_MS 100		/* the pass's tick */
+#define STOP_GRACE_MS 5000		/* a worker's body may swallow stops this long */
+
 static TimeoutId pass_timeout = MAX_TIMEOUTS;	/* registered on first use */
 static TimestampTz pass_deadline = 0;
 static int	pass_limit_s = 0;		/* max_duration when the pass started */
 static bool timer_armed = false;
+static volatile TimestampTz stop_since = 0;	/* first tick with a stop due */
 
 /* Set by the handlers; read by the executor once the error is caught. */
 static volatile sig_atomic_t timer_fired = false;
 static volatile sig_atomic_t cancel_fired = false;
+static volatile sig_atomic_t preempt_fired = false;
 /* Is the body running (may a stop be delivered as a query cancel)? */
 static volatile sig_atomic_t body_running = false;
 /* The run of the pass in progress, for the SIGUSR2 handler. */
@@ -54,28 +63,54 @@ deliver_stop(void)
 	SetLatch(MyLatch);
 }
 
-/* timeout.c calls this from its SIGALRM handler. */
+/*
+ * timeout.c calls this from its SIGALRM handler, every STOP_REPEAT_MS
+ * while the pass runs.  Past the deadline, or once cancel() asked, it
+ * delivers the stop again at each tick: a body that swallows the query
+ * cancel (an EXCEPTION clause catching query_canceled) is stopped again at
+ * its next interrupt check.  A worker whose body has swallowed stops for
+ * STOP_GRACE_MS ends as pg_terminate_backend() would end it (a FATAL no
+ * handler catches); the launcher re-drives its run.
+ */
 static void
-pass_timeout_handler(void)
+pass_tick_handler(void)
 {
-	timer_fired = true;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!timer_fired && now >= pass_deadline)
+		timer_fired = true;
+	if (!timer_fired && !cancel_fired && !preempt_fired)
+		return;
+	if (stop_since == 0)
+		stop_since = now;
+	else if (cf_worker_slot >= 0 && body_running &&
+			 TimestampDifferenceExceeds(stop_since, now, STOP_GRACE_MS))
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
 	deliver_stop();
 }
 
 /*
- * SIGUSR2 in a worker: cancel() committed a request for some run and
- * marked this worker's slot.  Only a mark naming the run of the pass in
- * progress stops it, so a signal that arrives after that pass ended never
- * stops the next one.
+ * SIGUSR2 in a backend driving passes: cancel() committed a request for
+ * some run and marked this backend's pass slot.  Only a mark naming the
+ * run of the pass in progress stops it, so a signal that arrives after
+ * that pass ended never stops the next one.
  */
 static void
 cancel_signal_handler(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	if (cf_worker_slot >= 0 && cf_worker_cancel_asked(cf_worker_slot, pass_run))
+	if (cf_pass_slot_cancel_asked(pass_run))
 	{
 		cancel_fired = true;
+		deliver_stop();
+	}
+	else if (cf_pass_slot_preempt_asked(pass_run))
+	{
+		preempt_fired = true;
 		deliver_stop();
 	}
 	else
@@ -83,10 +118,21 @@ cancel_signal_handler(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/*
+ * Workers, and sessions calling run_pending(): SIGUSR2 stops a pass that
+ * cancel() asked to stop.  A session ignores SIGUSR2 otherwise; a
+ * walsender uses it for itself and keeps it (its passes are bounded by
+ * max_duration only).
+ */
 void
-cf_worker_cancel_signal_init(void)
+cf_pass_cancel_signal_init(void)
 {
+	static bool installed = false;
+
+	if (installed || am_walsender)
+		return;
 	pqsignal(SIGUSR2, cancel_signal_handler);
+	installed = true;
 }
 
 /*
@@ -107,9 +153,11 @@ cf_pass_timer_arm(int64 run)
 	}
 	timer_fired = false;
 	cancel_fired = false;
+	preempt_fired = false;
+	stop_since = 0;
 	pass_run = run;
 	if (pass_timeout == MAX_TIMEOUTS)
-		pass_timeout = RegisterTimeout(USER_TIMEOUT, pass_timeout_handler);
+		pass_timeout = RegisterTimeout(USER_TIMEOUT, pass_tick_handler);
 	pass_limit_s = cf_max_duration_s;
 	pass_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												(int64) pass_limit_s * 1000);
@@ -120,13 +168,15 @@ cf_pass_timer_arm(int64 run)
 void
 cf_pass_timer_resume(void)
 {
-	if (!timer_fired && !timer_armed)
+	if (!timer_armed)
 	{
-		enable_timeout_at(pass_timeout, pass_deadline);
+		enable_timeout_every(pass_timeout,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_REPEAT_MS),
+							 STOP_REPEAT_MS);
 		timer_armed = true;
 	}
 	body_running = true;
-	if (timer_fired || cancel_fired)
+	if (timer_fired || cancel_fired || preempt_fired)
 		deliver_stop();
 }
 
@@ -145,7 +195,7 @@ cf_pass_timer_disarm(void)
 		disable_timeout(pass_timeout, false);
 		timer_armed = false;
 	}
-	if ((timer_fired || cancel_fired) && QueryCancelPending)
+	if ((timer_fired || cancel_fired || preempt_fired) && QueryCancelPending)
 		QueryCancelPending = false;
 }
 
@@ -161,6 +211,12 @@ cf_pass_cancel_fired(void)
 	return cancel_fired;
 }
 
+bool
+cf_pass_preempt_fired(void)
+{
+	return preempt_fired;
+}
+
 /* The pass has ended: signals for its run no longer concern this process. */
 void
 cf_pass_interrupts_end(void)
@@ -169,6 +225,8 @@ cf_pass_interrupts_end(void)
 	pass_run = 0;
 	timer_fired = false;
 	cancel_fired = false;
+	preempt_fired = false;
+	stop_since = 0;
 }
 
 /*
@@ -220,16 +278,18 @@ cf_cancel_requested(int64 run)
  * holds now: the run becomes cancelled, as cancel() would have made it,
  * with the request's reason and requester in its marker; its request goes
  * (also if the run ended meanwhile).  Requests of runs still held stay for
- * the pass that holds them, or a later look.  Returns how many requests
+ * the pass that holds them, or a later look; with `signal_held`, the
+ * passes holding them are told (again) to stop.  Returns how many requests
  * are left.  Connects to SPI itself; the caller commits.
  */
 int
-cf_apply_cancel_requests(int64 run)
+cf_apply_cancel_requests(int64 run, bool signal_held)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	bool		isnull;
-	int64		left;
+	Datum		held;
+	int			left = 0;
 
 	cf_spi_connect();
 	if (!OidIsValid(cf_relation_oid("cancel_requests")))
@@ -254,12 +314,25 @@ cf_apply_cancel_requests(int64 run)
 			"    'cancelled_run', r.cancelled_run)"
 			"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING),"
 			" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)"
-			" SELECT (SELECT count(*) FROM r) - (SELECT count(*) FROM x)",
+			" SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x)",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
 			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
 			NULL, false, 0);
-	left = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		Datum	   *runs;
+		int64	   *ids;
+
+		deconstruct_array(DatumGetArrayTypeP(held), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &runs, NULL, &left);
+		ids = palloc(sizeof(int64) * left);
+		for (int i = 0; i < left; i++)
+			ids[i] = DatumGetInt64(runs[i]);
+		if (signal_held)
+			cf_signal_pass_holders(ids, left);
+	}
 	cf_internal_end(&st);
 	SPI_finish();
-	return (int) left;
+	return left;
 }

@@ -83,15 +83,31 @@ grid_step(TimestampTz t, Interval *every, int64 n)
 }
 
 /*
+ * The one expiry rule: a tick expired once now is past tick + timeout.
+ * Both the tick-by-tick loop and the fast-forward below use it: with a
+ * calendar timeout, tick + timeout < now and tick < now - timeout
+ * disagree at month ends (Feb 28 + 1 month = Mar 28 < Mar 31, while Mar
+ * 31 - 1 month = Feb 28 is not after Feb 28), and the two rules once left
+ * two summary rows for one catch-up.  tick + timeout never decreases as
+ * the tick grows, so the first unexpired tick can be searched for.
+ */
+static bool
+tick_expired(TimestampTz tick, Interval *timeout, TimestampTz now)
+{
+	return now > cf_timestamp_plus(tick, timeout);
+}
+
+/*
  * The first tick of the grid next, next + every, ... that has not expired
- * (>= cutoff), given next < cutoff; *skipped counts the ticks before it,
+ * (tick_expired), given next has; *skipped counts the ticks before it,
  * *last_skipped is the one just before it.  Closed form: an estimate of
- * the count from the interval's length, corrected by a step or two.
- * Intervals mixing months with days or time are walked tick by tick (no
- * jump is exact for them); months-only ones settle first (see above).
+ * the count from the interval's length (to now - timeout), corrected by a
+ * step or two.  Intervals mixing months with days or time are walked tick
+ * by tick (no jump is exact for them); months-only ones settle first (see
+ * above).
  */
 static TimestampTz
-first_unexpired_tick(TimestampTz next, Interval *every, TimestampTz cutoff,
+first_unexpired_tick(TimestampTz next, Interval *every, Interval *timeout, TimestampTz now,
 					 int64 *skipped, TimestampTz *last_skipped)
 {
 	TimestampTz t = next;
@@ -101,23 +117,52 @@ first_unexpired_tick(TimestampTz next, Interval *every, TimestampTz cutoff,
 
 	if (every->month != 0)
 		walk_limit = (every->day != 0 || every->time != 0) ? PG_INT64_MAX : CALENDAR_SETTLE_TICKS;
-	while (t < cutoff && count < walk_limit)
+	while (tick_expired(t, timeout, now) && count < walk_limit)
 	{
 		CHECK_FOR_INTERRUPTS();
 		prev = t;
 		t = grid_step(t, every, 1);
 		count++;
 	}
-	if (t < cutoff)
+	if (tick_expired(t, timeout, now))
 	{
+		TimestampTz cutoff = cf_timestamp_plus(now, DatumGetIntervalP(DirectFunctionCall1(interval_um, IntervalPGetDatum(timeout))));
 		double		span_us = (double) cutoff - (double) t;
 		double		every_us = cf_interval_seconds(every) * USECS_PER_SEC;
 		int64		n = Max(1, (int64) (span_us / every_us));
+		int64		lo = 0;		/* a step known expired (t itself) */
+		int64		hi;			/* one known not expired */
+		int64		d = 1;
 
-		while (n > 1 && grid_step(t, every, n - 1) >= cutoff)
-			n--;
-		while (grid_step(t, every, n) < cutoff)
-			n++;
+		/*
+		 * The estimate is off by a few ticks (a calendar timeout: by up to
+		 * three days' worth): gallop from it to a bracket, then halve.
+		 */
+		if (tick_expired(grid_step(t, every, n), timeout, now))
+		{
+			for (lo = n, hi = n + 1; tick_expired(grid_step(t, every, hi), timeout, now); d *= 2)
+			{
+				lo = hi;
+				hi = n + 2 * d;
+			}
+		}
+		else
+		{
+			for (hi = n; n - d > 0 && !tick_expired(grid_step(t, every, n - d), timeout, now); d *= 2)
+				hi = n - d;
+			lo = Max(n - d, 0);
+		}
+		while (hi - lo > 1)
+		{
+			int64		mid = lo + (hi - lo) / 2;
+
+			CHECK_FOR_INTERRUPTS();
+			if (tick_expired(grid_step(t, every, mid), timeout, now))
+				lo = mid;
+			else
+				hi = mid;
+		}
+		n = hi;
 		prev = grid_step(t, every, n - 1);
 		t = grid_step(t, every, n);
 		count += n;
@@ -355,7 +400,7 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 		TimestampTz tick = has_last ? cf_timestamp_plus(last, r.every) : anchor;
 		char	   *name_of_tick = tick_name(&r, tick);
 		CfStepLog	log = cf_step_log_read(name_of_tick);
-		bool		expired = now > cf_timestamp_plus(tick, r.timeout);
+		bool		expired = tick_expired(tick, r.timeout, now);
 
 		CHECK_FOR_INTERRUPTS();
 		if (log.exists && (strcmp(log.state, "completed") == 0 ||
@@ -369,11 +414,10 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 		else if (expired)
 		{
 			/* Dormant past whole ticks: skip them all, leave one summary row. */
-			TimestampTz cutoff = cf_timestamp_plus(now, DatumGetIntervalP(DirectFunctionCall1(interval_um, IntervalPGetDatum(r.timeout))));
 			int64		skipped;
 			TimestampTz last_skipped;
 
-			(void) first_unexpired_tick(tick, r.every, cutoff, &skipped, &last_skipped);
+			(void) first_unexpired_tick(tick, r.every, r.timeout, now, &skipped, &last_skipped);
 			name_of_tick = tick_name(&r, last_skipped);
 			write_expired_tick(&r, name_of_tick, 0,
 							   tick_metadata(&r, last_skipped,

@@ -136,6 +136,7 @@ cf_schedule(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("args must be a JSON object")));
 	args = PG_GETARG_JSONB_P(3);
+	cf_check_json_size("args", args);
 	(void) parse_catch_up(catch_up);
 	/* Its runs name the procedure by schema, whatever pg_cron's search_path. */
 	workflow = cf_resolve_workflow(workflow, false);

@@ -18,12 +18,14 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "chrono_forge.h"
@@ -35,8 +37,21 @@ typedef struct CfWorkerSlot
 	int64		current_run;	/* run whose pass is in progress, or 0 */
 	Oid			current_owner;	/* its owner (the per-owner share) */
 	uint64		claim_seq;		/* when it was published (ties in the share) */
-	pg_atomic_uint64 cancel_run;	/* cancel() asks to stop this run's pass */
+	TimestampTz pass_started;	/* when it was published */
 } CfWorkerSlot;
+
+/*
+ * One per backend (by MyBackendId), workers and run_pending() sessions
+ * alike: the pass it drives, so that cancel() can stop that pass.  Only
+ * the backend itself writes its `run` and `pid`.
+ */
+typedef struct CfPassSlot
+{
+	pid_t		pid;
+	pg_atomic_uint64 run;		/* run whose pass is in progress, or 0 */
+	pg_atomic_uint64 cancel_run;	/* cancel() asks to stop this run's pass */
+	pg_atomic_uint64 preempt_run;	/* the share asks to give this run's worker back */
+} CfPassSlot;
 
 typedef struct CfShared
 {
@@ -49,10 +64,12 @@ typedef struct CfShared
 	bool		cancels_pending;	/* cancel_requests may hold rows */
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
+	bool		share_watched;	/* the launcher watches an owner over its share */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
 static CfShared *cf_shared = NULL;
+static CfPassSlot *cf_pass_slots = NULL;	/* MaxBackends of them */
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -63,8 +80,8 @@ static bool cf_launcher_wake_queued = false;
 static bool cf_spawn_queued = false;
 
 /* Runs this transaction asked to cancel while a pass held them. */
-#define CF_MAX_QUEUED_CANCELS 64
-static int64 cf_cancel_queue[CF_MAX_QUEUED_CANCELS];
+static int64 *cf_cancel_queue = NULL;	/* in TopMemoryContext */
+static int	cf_cancel_queue_size = 0;
 static int	cf_n_cancel_queue = 0;
 static bool cf_cancel_queued = false;
 
@@ -73,7 +90,8 @@ cf_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(CfShared)));
+	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(CfShared)),
+									mul_size(MaxBackends, sizeof(CfPassSlot))));
 }
 
 static void
@@ -93,8 +111,18 @@ cf_shmem_startup(void)
 		/* Distinct per shared-memory lifetime: a crash restart renews it. */
 		cf_shared->epoch = (uint64) GetCurrentTimestamp();
 		cf_shared->launcher_wake_at = DT_NOEND;
-		for (int i = 0; i < CF_MAX_WORKERS; i++)
-			pg_atomic_init_u64(&cf_shared->workers[i].cancel_run, 0);
+	}
+	cf_pass_slots = ShmemInitStruct("chrono_forge passes",
+									mul_size(MaxBackends, sizeof(CfPassSlot)), &found);
+	if (!found)
+	{
+		for (int i = 0; i < MaxBackends; i++)
+		{
+			cf_pass_slots[i].pid = 0;
+			pg_atomic_init_u64(&cf_pass_slots[i].run, 0);
+			pg_atomic_init_u64(&cf_pass_slots[i].cancel_run, 0);
+			pg_atomic_init_u64(&cf_pass_slots[i].preempt_run, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -224,6 +252,7 @@ cf_worker_publish_owner(int slot, Oid owner, int limit)
 	seq = ++cf_shared->claim_counter;
 	cf_shared->workers[slot].current_owner = owner;
 	cf_shared->workers[slot].claim_seq = seq;
+	cf_shared->workers[slot].pass_started = GetCurrentTimestamp();
 	for (int i = 0; i < CF_MAX_WORKERS; i++)
 		if (i != slot && cf_shared->workers[i].pid != 0 &&
 			cf_shared->workers[i].current_owner == owner &&
@@ -243,8 +272,6 @@ cf_worker_clear_owner(int slot)
 	skipped = cf_shared->share_skipped;
 	cf_shared->share_skipped = false;
 	SpinLockRelease(&cf_shared->mutex);
-	/* A cancel aimed at the pass that just ended has nothing left to stop. */
-	pg_atomic_write_u64(&cf_shared->workers[slot].cancel_run, 0);
 
 	/*
 	 * Workers that passed over this owner's runs may sleep with them due:
@@ -290,27 +317,194 @@ cf_owners_at_share(int slot, int limit, Oid *owners)
 	return n;
 }
 
+/*
+ * Has an owner more than `limit` workers while every worker is busy?  Its
+ * claims waived the share while no other owner's work was due (see
+ * claim_and_lock()).  Returns that owner (InvalidOid if none) and, in
+ * `victim`, the run of its newest pass that has run `min_age_ms` or more
+ * (the least work lost; 0 if none has yet): the pass to give back when
+ * another owner's work is due.
+ */
+Oid
+cf_share_overrun(int limit, long min_age_ms, int64 *victim)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz newest = DT_NOBEGIN;
+	Oid			over = InvalidOid;
+
+	*victim = 0;
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		CfWorkerSlot *w = &cf_shared->workers[i];
+		int			count = 0;
+
+		if (w->pid == 0)
+			continue;
+		if (!OidIsValid(w->current_owner))
+		{
+			over = InvalidOid;	/* a worker is free: nothing to preempt */
+			break;
+		}
+		if (OidIsValid(over))
+			continue;
+		for (int j = 0; j < CF_MAX_WORKERS; j++)
+			if (cf_shared->workers[j].pid != 0 &&
+				cf_shared->workers[j].current_owner == w->current_owner)
+				count++;
+		if (count > limit)
+			over = w->current_owner;
+	}
+	for (int i = 0; OidIsValid(over) && i < CF_MAX_WORKERS; i++)
+	{
+		CfWorkerSlot *w = &cf_shared->workers[i];
+
+		if (w->pid != 0 && w->current_owner == over && w->pass_started > newest &&
+			TimestampDifferenceExceeds(w->pass_started, now, (int) min_age_ms))
+		{
+			newest = w->pass_started;
+			*victim = w->current_run;
+		}
+	}
+	SpinLockRelease(&cf_shared->mutex);
+	return over;
+}
+
+/*
+ * Does the launcher watch the share (enforce_share() in launcher.c)?  A
+ * worker whose claim put an owner over its share asks with `watch` true:
+ * true means the launcher was not watching yet and must be woken.  The
+ * launcher sets it to what it found (false first, then true if some owner
+ * is over its share).
+ */
+bool
+cf_share_watch(bool watch)
+{
+	bool		was;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	was = cf_shared->share_watched;
+	cf_shared->share_watched = watch;
+	SpinLockRelease(&cf_shared->mutex);
+	return watch && !was;
+}
+
 /* ---- cancel() of a run whose pass is in flight ---- */
 
-/* The worker's signal handler: is `run` the one a cancel asks to stop? */
-bool
-cf_worker_cancel_asked(int slot, int64 run)
+static CfPassSlot *
+my_pass_slot(void)
 {
-	return cf_shared != NULL && run != 0 &&
-		(int64) pg_atomic_read_u64(&cf_shared->workers[slot].cancel_run) == run;
+	if (cf_pass_slots == NULL || MyBackendId < 1 || MyBackendId > MaxBackends)
+		return NULL;
+	return &cf_pass_slots[MyBackendId - 1];
+}
+
+/*
+ * This backend drives a pass of `run` (0: none any more).  A cancel aimed
+ * at the pass that ended has nothing left to stop, so it is cleared.
+ */
+void
+cf_pass_slot_set(int64 run)
+{
+	CfPassSlot *slot = my_pass_slot();
+
+	if (slot == NULL)
+		return;
+	slot->pid = MyProcPid;
+	if (run == 0)
+	{
+		pg_atomic_write_u64(&slot->cancel_run, 0);
+		pg_atomic_write_u64(&slot->preempt_run, 0);
+	}
+	pg_atomic_write_u64(&slot->run, (uint64) run);
+}
+
+/* The SIGUSR2 handler's question: is `run` the one a cancel asks to stop? */
+bool
+cf_pass_slot_cancel_asked(int64 run)
+{
+	CfPassSlot *slot = my_pass_slot();
+
+	return slot != NULL && run != 0 &&
+		(int64) pg_atomic_read_u64(&slot->cancel_run) == run;
+}
+
+/* The same question for a stop asked by the share (cf_preempt_pass). */
+bool
+cf_pass_slot_preempt_asked(int64 run)
+{
+	CfPassSlot *slot = my_pass_slot();
+
+	return slot != NULL && run != 0 &&
+		(int64) pg_atomic_read_u64(&slot->preempt_run) == run;
+}
+
+/* Tell the backend whose pass is `run` to stop it and give its run back. */
+void
+cf_preempt_pass(int64 run)
+{
+	if (cf_pass_slots == NULL || run == 0)
+		return;
+	for (int i = 0; i < MaxBackends; i++)
+	{
+		if ((int64) pg_atomic_read_u64(&cf_pass_slots[i].run) == run &&
+			cf_pass_slots[i].pid != 0)
+		{
+			pg_atomic_write_u64(&cf_pass_slots[i].preempt_run, (uint64) run);
+			(void) kill(cf_pass_slots[i].pid, SIGUSR2);
+		}
+	}
+}
+
+/*
+ * Tell every backend whose pass is one of `runs` to stop it (SIGUSR2; see
+ * pass_timer.c).  Sent again to a pass that swallowed the first stop, it
+ * stops it again.
+ */
+void
+cf_signal_pass_holders(const int64 *runs, int n)
+{
+	if (cf_pass_slots == NULL || n == 0)
+		return;
+	for (int i = 0; i < MaxBackends; i++)
+	{
+		int64		run = (int64) pg_atomic_read_u64(&cf_pass_slots[i].run);
+		pid_t		pid = cf_pass_slots[i].pid;
+
+		if (run == 0 || pid == 0)
+			continue;
+		for (int j = 0; j < n; j++)
+		{
+			if (runs[j] == run)
+			{
+				pg_atomic_write_u64(&cf_pass_slots[i].cancel_run, (uint64) run);
+				(void) kill(pid, SIGUSR2);
+				break;
+			}
+		}
+	}
 }
 
 /*
  * Called by cancel() for a run it could not lock (a pass holds it): after
- * commit, the worker executing that run is told to stop its pass (the
+ * commit, the backend driving that run's pass is told to stop it (the
  * request itself is a row of cancel_requests, written by the caller), and
- * the launcher applies whatever requests are left.
+ * the launcher applies whatever requests are left, telling their passes
+ * again until they end.
  */
 void
 cf_queue_cancel_signal(int64 run)
 {
-	if (cf_n_cancel_queue < CF_MAX_QUEUED_CANCELS)
-		cf_cancel_queue[cf_n_cancel_queue++] = run;
+	if (cf_n_cancel_queue == cf_cancel_queue_size)
+	{
+		int			size = Max(16, cf_cancel_queue_size * 2);
+
+		cf_cancel_queue = cf_cancel_queue
+			? repalloc(cf_cancel_queue, size * sizeof(int64))
+			: MemoryContextAlloc(TopMemoryContext, size * sizeof(int64));
+		cf_cancel_queue_size = size;
+	}
+	cf_cancel_queue[cf_n_cancel_queue++] = run;
 	cf_cancel_queued = true;
 	cf_queue_launcher_wake();
 }
@@ -318,28 +512,10 @@ cf_queue_cancel_signal(int64 run)
 static void
 signal_cancels(void)
 {
-	pid_t		pids[CF_MAX_WORKERS];
-	int			n = 0;
-
 	SpinLockAcquire(&cf_shared->mutex);
 	cf_shared->cancels_pending = true;
-	for (int i = 0; i < CF_MAX_WORKERS; i++)
-	{
-		for (int j = 0; j < cf_n_cancel_queue; j++)
-		{
-			if (cf_shared->workers[i].pid != 0 &&
-				cf_shared->workers[i].current_run == cf_cancel_queue[j])
-			{
-				pg_atomic_write_u64(&cf_shared->workers[i].cancel_run,
-									(uint64) cf_cancel_queue[j]);
-				pids[n++] = cf_shared->workers[i].pid;
-				break;
-			}
-		}
-	}
 	SpinLockRelease(&cf_shared->mutex);
-	for (int i = 0; i < n; i++)
-		(void) kill(pids[i], SIGUSR2);
+	cf_signal_pass_holders(cf_cancel_queue, cf_n_cancel_queue);
 }
 
 /*

@@ -94,7 +94,7 @@ cf_worker_main(Datum arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
-	cf_worker_cancel_signal_init();	/* SIGUSR2: cancel() stops a pass */
+	cf_pass_cancel_signal_init();	/* SIGUSR2: cancel() stops a pass */
 	BackgroundWorkerUnblockSignals();
 #ifdef __GLIBC__
 

@@ -1,5 +1,6 @@
 # Item 6 / Deliver 5: the owner's cancel() of a run whose pass is in
-# flight returns at once and stops the pass: while the pass's claim has
+# flight returns at once and stops the pass (reap() and force_unlock()
+# do not wait for it either): while the pass's claim has
 # not committed (its first step sleeps) and after it has (its second step
 # sleeps).  The run ends cancelled, the sleeping step never completes, no
 # later step runs, and the worker survives.
@@ -32,6 +33,15 @@ for wf in first_sleeps second_sleeps; do
     wait_for 30 "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'" \
         || fail "$wf: pass did not start"
     sleep 0.5
+    if [ $wf = first_sleeps ]; then
+        # The pass holds the run (its claim commits with the first step):
+        # reap() and force_unlock() leave it alone, without waiting.
+        for action in reap force_unlock; do
+            r=$(timeout 10 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.$action('tenant_a.$wf', 'k')" 2>&1) \
+                || fail "$action waited for the pass: $r"
+            expect_eq "$(echo "$r" | tail -1)" f "$action of a held run"
+        done
+    fi
     start=$(date +%s%N)
     n=$(timeout 20 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.cancel('tenant_a.$wf', 'k', 'stop it')") \
         || fail "$wf: cancel() failed or hung"
@@ -54,30 +64,29 @@ expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs WHERE step_n
 expect_eq "$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")" \
     "$pids_before" "worker processes"
 
-# Nothing is lost when the process running the pass dies: a pass of
-# run_pending() (not signalled) holds the run, cancel() records its
-# request and returns, the session is terminated (its claim rolls back);
-# once the workers are back, the launcher (or the next pass, at its first
-# primitive) ends the run cancelled and no step runs.
+# A pass of run_pending() is stopped the same way: cancel() returns at
+# once, the session's pass ends (its CALL returns, the session lives on),
+# the run ends cancelled and no later step runs.
 trap 'q -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
 q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'" \
     || fail "workers did not stop"
-as tenant_a -c "SELECT chrono_forge.start('tenant_a.first_sleeps', 'crash')" >/dev/null
-psql -XAtq -c "SET ROLE tenant_a" -c "SET application_name = 'cf_pending_victim'" \
-    -c "CALL chrono_forge.run_pending()" >/dev/null 2>&1 &
+as tenant_a -c "SELECT chrono_forge.start('tenant_a.first_sleeps', 'session')" >/dev/null
+out=$(mktemp)
+psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SET application_name = 'cf_pending_victim'" \
+    -c "CALL chrono_forge.run_pending()" -c "SELECT 'session lives'" > "$out" 2>&1 &
+victim=$!
 wait_for 30 "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'cf_pending_victim' AND wait_event = 'PgSleep'" \
     || fail "run_pending() pass did not start"
-n=$(timeout 20 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.cancel('tenant_a.first_sleeps', 'crash', 'gone')") \
+n=$(timeout 20 psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE tenant_a" -c "SELECT chrono_forge.cancel('tenant_a.first_sleeps', 'session', 'gone')") \
     || fail "cancel() failed or hung against a run_pending() pass"
-expect_eq "$n" 1 "runs cancelled (request)"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.cancel_requests")" 1 "requests recorded"
-q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cf_pending_victim'" >/dev/null
-wait
-q -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null
-wait_for 30 "SELECT state = 'cancelled' FROM chrono_forge.workflows WHERE key = 'crash'" \
-    || fail "request not applied after the pass died: $(q -c "SELECT state FROM chrono_forge.workflows WHERE key = 'crash'")"
-expect_eq "$(q -c "SELECT l.metadata->>'reason' FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'crash' AND l.step_name = '\$workflow_cancelled\$'")" \
-    "gone" "cancel marker after the pass died"
+expect_eq "$n" 1 "runs cancelled (run_pending pass)"
+wait_for 15 "SELECT state = 'cancelled' FROM chrono_forge.workflows WHERE key = 'session'" \
+    || fail "run_pending() pass not stopped: $(q -c "SELECT state FROM chrono_forge.workflows WHERE key = 'session'")"
+timeout 15 tail --pid=$victim -f /dev/null || fail "run_pending() still runs"
+wait $victim || fail "run_pending() session failed: $(cat "$out")"
+expect_eq "$(tail -1 "$out")" "session lives" "the session after its pass was stopped"
+expect_eq "$(q -c "SELECT l.metadata->>'reason' FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'session' AND l.step_name = '\$workflow_cancelled\$'")" \
+    "gone" "cancel marker of the run_pending() pass"
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.cancel_requests")" 0 "requests left"
 expect_eq "$(q -c "SELECT string_agg(step, ',' ORDER BY step) FROM tenant_a.done")" quick "steps that ran"

@@ -7,7 +7,9 @@
 # owner's work is due, so afterwards tenant_b may have both.  With a small
 # max_duration, the sleeping passes are stopped, their error (CF021)
 # recorded, and their runs go on by their retry policy (here: fail after
-# two attempts); a pass of run_pending() is bounded the same way.
+# two attempts); a pass of run_pending() is bounded the same way.  When
+# tenant_b alone has taken both workers and tenant_a's work becomes due,
+# one of tenant_b's passes is preempted.
 . "$CF_SECURITY_DIR/lib.sh"
 trap 'q -c "ALTER SYSTEM RESET chrono_forge.max_duration" -c "ALTER SYSTEM RESET chrono_forge.enabled" -c "SELECT pg_reload_conf()" >/dev/null' EXIT
 q -c "ALTER SYSTEM SET chrono_forge.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
@@ -33,6 +35,22 @@ wait_for 30 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE workflow LIK
     || fail "tenant_a's runs did not complete while tenant_b slept: $(q -c "SELECT workflow, state, count(*) FROM chrono_forge.workflows GROUP BY 1, 2")"
 wait_for 30 "SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'" \
     || fail "tenant_b's pass did not start"
+
+# Alone, tenant_b takes both workers (tenant_b's four sleepers are due).
+# Once tenant_a's work is due again, the share takes one back at once:
+# tenant_b's newest pass is stopped (preempted) and its run is due again,
+# with no attempt counted and no error; tenant_a's runs complete.
+wait_for 30 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker' AND wait_event = 'PgSleep'" \
+    || fail "tenant_b alone did not take both workers"
+pids=$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")
+as tenant_a -c "SELECT chrono_forge.start('tenant_a.wf', 'late' || g) FROM generate_series(1, 5) g" >/dev/null
+wait_for 30 "SELECT count(*) = 5 FROM chrono_forge.workflows WHERE key LIKE 'late%' AND state = 'completed'" \
+    || fail "tenant_a's runs were not served while tenant_b held both workers: $(q -c "SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'late%'")"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.error_logs")" 0 "errors of the preempted pass"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE 'hold%' AND state IN ('idle', 'running') AND attempt = 0")" 4 \
+    "tenant_b's runs after the preemption"
+expect_eq "$(q -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'chrono_forge worker'")" \
+    "$pids" "worker processes after the preemption"
 
 # max_duration stops the sleeping passes.
 as tenant_b -c "SELECT chrono_forge.configure('tenant_b.sleeper', chrono_forge.retry_policy(max_attempts => 2, base => '1 second', cap => '1 second', jitter => false))" >/dev/null

@@ -311,7 +311,8 @@ SELECT merge_step, branch_log_ids = ARRAY[:pk_branch]::bigint[] AS watches,
        to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_at FROM chrono_forge.merge_polls;
 SELECT metadata->>'poll_token' = (SELECT token FROM chrono_forge.merge_polls) AS token_stamped
   FROM chrono_forge.execution_logs WHERE id = :pk_branch;
--- The poller: the stalled child is not moving, so it backs off to max_interval.
+-- The child's stall made the poll due at once (0.6.0): it found the child
+-- blocked, not moving, and backed off to max_interval.
 SET chrono_forge.fake_now = '2030-01-01 00:00:05+00';
 CALL chrono_forge.run_pending();
 SELECT (metadata->'poll') - 'last_polled_at'::text - 'next_poll_at'::text AS poll FROM chrono_forge.execution_logs WHERE id = :pk_branch;
@@ -419,6 +420,159 @@ SELECT string_agg(regexp_replace(w.key, '^(\$[0-9]+\$)+', ''), ' < ' ORDER BY l.
   FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l
     ON l.workflow_id = w.id AND l.step_name = '$workflow_completion$'
  WHERE regexp_replace(w.key, '^(\$[0-9]+\$)+', '') LIKE 'nest-1%';
+
+-- What a failed, stalled or cancelled child means to a merge
+-- (on_child_failure, 0.6.0).  'wait' (the default): a cancelled child
+-- blocks the merge as a failed one does, is shown blocked, and can be
+-- retried; its cancel makes the merge's poll due at once.
+CREATE VIEW br_kids AS
+SELECT regexp_replace(w.key, '^(\$[0-9]+\$)+', '') AS key, w.state
+  FROM chrono_forge.workflows w WHERE w.key ~ '^\$' AND w.workflow LIKE 'public.br\_%';
+CREATE PROCEDURE br_policy_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('g');
+    IF args ? 'slow_first' THEN
+        CALL chrono_forge.spawn('slow', coalesce(args->>'slow', 'br_waiting_child'));
+    END IF;
+    CALL chrono_forge.spawn('ok', 'br_child');
+    IF NOT args ? 'slow_first' THEN
+        CALL chrono_forge.spawn('slow', coalesce(args->>'slow', 'br_waiting_child'));
+    END IF;
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['g'], '10 seconds', '1 hour',
+                                     on_child_failure => coalesce(args->>'policy', 'wait'));
+    CALL chrono_forge.durably_execute('br_note', name => 'after', args => jsonb_build_object('what', 'merged ' || chrono_forge.key()));
+END $$;
+SET chrono_forge.fake_now = '2030-01-05 00:00:00+00';
+SELECT chrono_forge.start('br_policy_wf', 'cw') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM br_kids WHERE key LIKE 'cw$%' ORDER BY 1;
+SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_at FROM chrono_forge.merge_polls;
+SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cw$g$slow'));
+SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_now FROM chrono_forge.merge_polls;
+CALL chrono_forge.run_pending();
+SELECT branch, merged, pending, blocked, poll->>'blocked' AS poll_blocked FROM chrono_forge.branches('br_policy_wf', 'cw');
+SELECT blocked, regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state FROM chrono_forge.branch_children('br_policy_wf', 'cw', 'g');
+SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS next_poll FROM chrono_forge.merge_polls;
+SELECT state FROM chrono_forge.workflows WHERE key = 'cw';
+-- retry() re-drives the cancelled child (and a later cancel writes its own marker).
+UPDATE br_flags SET on_ = true;
+SELECT chrono_forge.retry('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cw$g$slow'));
+SELECT step_name ~ '^\$workflow_cancelled\$[0-9]+$' AS marker_renamed
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key LIKE '$%$cw$g$slow' AND l.step_name LIKE '$workflow\_cancelled$%';
+CALL chrono_forge.run_pending();
+SELECT * FROM br_runs WHERE key = 'cw';
+UPDATE br_flags SET on_ = false;
+
+-- retry_blocked_children() takes cancelled children too, not those of a
+-- cancelled run (nor does retry()).
+SELECT chrono_forge.start('br_policy_wf', 'cr') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cr$g$slow'));
+SELECT chrono_forge.retry_blocked_children('br_policy_wf', 'cr', 'g') AS retried;
+SELECT * FROM br_kids WHERE key LIKE 'cr$%' ORDER BY 1;
+SELECT chrono_forge.cancel('br_policy_wf', 'cr', with_children => true);
+SELECT chrono_forge.retry_blocked_children('br_policy_wf', 'cr', 'g') AS retried;
+DO $$
+BEGIN
+    PERFORM chrono_forge.retry('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cr$g$slow'));
+EXCEPTION WHEN SQLSTATE 'CF004' THEN
+    RAISE NOTICE 'CF004: %', SQLERRM ~ 'not retryable';
+END $$;
+
+-- 'fail': a child that stalls fails the parent at once (CF025), naming it;
+-- retried children and a retried parent then merge.
+SELECT chrono_forge.start('br_policy_wf', 'cf', '{"policy": "fail", "slow": "br_fragile_child"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM br_kids WHERE key LIKE 'cf$%' ORDER BY 1;
+SELECT w.state, e.error_class, regexp_replace(e.error_message, '\$[0-9]+\$', '$', 'g') AS error_message,
+       regexp_replace(e.error_detail, '\$[0-9]+\$', '$', 'g') AS error_detail, e.error_hint
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'cf';
+SELECT count(*) AS polls_left FROM chrono_forge.merge_polls;
+UPDATE br_flags SET on_ = true;
+SELECT chrono_forge.retry_blocked_children('br_policy_wf', 'cf', 'g') AS retried;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.retry('br_policy_wf', 'cf');
+CALL chrono_forge.run_pending();
+SELECT key, state, regexp_replace(steps, '[0-9]+', 'N', 'g') AS steps FROM br_runs WHERE key = 'cf';
+UPDATE br_flags SET on_ = false;
+-- ... and a cancelled child likewise.
+SELECT chrono_forge.start('br_policy_wf', 'cc', '{"policy": "fail"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cc$g$slow'));
+CALL chrono_forge.run_pending();
+SELECT w.state, e.error_class, regexp_replace(e.error_detail, '\$[0-9]+\$', '$', 'g') AS error_detail
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'cc';
+
+-- 'ignore': failed, stalled and cancelled children count as ended; the
+-- merge notes how many it passed over.
+SELECT chrono_forge.start('br_policy_wf', 'ci', '{"policy": "ignore", "slow": "br_fragile_child"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM br_kids WHERE key LIKE 'ci$%' ORDER BY 1;
+SELECT * FROM br_runs WHERE key = 'ci';
+SELECT l.metadata FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'ci' AND l.step_name = 'merge$g';
+-- (The same with the child that stalls running first.)
+SELECT chrono_forge.start('br_policy_wf', 'ci2', '{"policy": "ignore", "slow": "br_fragile_child", "slow_first": true}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM br_kids WHERE key LIKE 'ci2$%' ORDER BY 1;
+SELECT key, state FROM br_runs WHERE key = 'ci2';
+SELECT chrono_forge.start('br_policy_wf', 'cx', '{"policy": "ignore"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cx$g$slow'));
+CALL chrono_forge.run_pending();
+SELECT * FROM br_runs WHERE key = 'cx';
+-- A bad policy fails the run (CF012).
+SELECT chrono_forge.start('br_policy_wf', 'cb', '{"policy": "skip"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT w.state, e.error_class, e.error_message
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'cb';
+DROP VIEW br_kids;
+
+-- spawn_each keys and cursors in canonical form (0.6.0): a dispatch that
+-- stops after its first batch and resumes in a session with other
+-- DateStyle, TimeZone and float settings misses and repeats no child, and
+-- every child's key reads the same (ISO, UTC, shortest exact floats).
+CREATE SEQUENCE br_gate_calls;
+CREATE TABLE br_gate (open boolean);
+INSERT INTO br_gate VALUES (false);
+CREATE FUNCTION br_gated_keys() RETURNS TABLE (item_key timestamptz) LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('br_gate_calls') >= 2 AND NOT (SELECT open FROM br_gate) THEN
+        RAISE EXCEPTION 'gate closed';
+    END IF;
+    RETURN QUERY SELECT t FROM unnest(ARRAY[timestamptz '2030-03-05 12:00:00+00',
+        '2030-04-01 00:00:00+00', '2030-06-01 00:00:00.25+00']) t;
+END $$;
+CREATE PROCEDURE br_canon_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('k');
+    CALL chrono_forge.spawn_each('f', 'br_quiet_child',
+        'SELECT x AS item_key FROM unnest(ARRAY[0.3::float8, 0.1::float8 + 0.2::float8]) x');
+    CALL chrono_forge.spawn_each('t', 'br_quiet_child', 'SELECT * FROM br_gated_keys()', batch_size => 1);
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['k']);
+END $$;
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'America/New_York';
+SET extra_float_digits = -3;
+SELECT chrono_forge.start('br_canon_wf', 'canon', '{}', '{"retry_policy": {"max_attempts": 1}}') > 0 AS started;
+CALL chrono_forge.run_pending(1);
+SELECT state FROM chrono_forge.workflows WHERE key = 'canon';
+SELECT l.metadata->'cursors'->'t' AS cursor FROM chrono_forge.execution_logs l
+  JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'canon' AND l.step_name = 'branch$k';
+SET DateStyle = 'ISO, MDY';
+SET TimeZone = 'Europe/Paris';
+RESET extra_float_digits;
+UPDATE br_gate SET open = true;
+SELECT chrono_forge.retry('br_canon_wf', 'canon');
+CALL chrono_forge.run_pending();
+RESET DateStyle;
+RESET TimeZone;
+SELECT regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state FROM chrono_forge.workflows
+ WHERE key LIKE '$%$canon$%' ORDER BY 1;
+SELECT state FROM chrono_forge.workflows WHERE key = 'canon';
 
 -- Probes check ownership.
 CREATE ROLE br_stranger;

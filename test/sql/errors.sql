@@ -69,3 +69,54 @@ SELECT count(*) AS markers_match FROM chrono_forge.execution_logs l
 SELECT count(*) AS wakeups FROM chrono_forge.wakeups w
   JOIN chrono_forge.workflows r ON r.id = w.workflow_id WHERE r.state = 'failed';
 DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.err\_%';
+
+-- An error log keeps where the error was raised (its context: function
+-- and line), its detail and its hint, for a step's error and for the
+-- body's; timeline() shows them.
+CREATE FUNCTION err_inner(what text) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% failed', what USING DETAIL = 'the detail of ' || what,
+        HINT = 'the hint of ' || what, ERRCODE = '22012';
+END $$;
+CREATE FUNCTION err_step_boom() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN err_inner('step');
+END $$;
+CREATE PROCEDURE err_where_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    IF args ? 'step' THEN
+        CALL chrono_forge.durably_execute('err_step_boom',
+            retry_policy => chrono_forge.retry_policy(max_attempts => 1));
+    END IF;
+    PERFORM err_inner('body');
+END $$;
+SELECT chrono_forge.start('err_where_wf', 'body', '{}', '{"retry_policy": {"max_attempts": 1}}') > 0 AS started;
+SELECT chrono_forge.start('err_where_wf', 'step', '{"step": true}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT w.key, e.step_name, e.error_class, e.error_message, e.error_detail, e.error_hint,
+       split_part(e.error_context, E'\n', 1) AS raised_at,
+       e.error_context ~ 'PL/pgSQL function err_where_wf\(jsonb\) line [47] at (PERFORM|CALL)' AS from_body
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
+ WHERE w.workflow = 'public.err_where_wf' ORDER BY e.id;
+SELECT step_name, errors->0->>'error_detail' AS detail, errors->0->>'error_hint' AS hint,
+       split_part(errors->0->>'error_context', E'\n', 1) AS context
+  FROM chrono_forge.timeline('err_where_wf', 'step') WHERE errors IS NOT NULL;
+
+-- The run's context copied into an error log is capped at 64 kB of JSON:
+-- the keys that fit, in key order, and a "$truncated" marker (the
+-- snapshot's size, its keys, the keys kept).  The run keeps all of it.
+CREATE PROCEDURE err_big_context_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..6 LOOP
+        PERFORM chrono_forge.context_set('k' || i, to_jsonb(repeat(i::text, 15000)));
+    END LOOP;
+    RAISE EXCEPTION 'big context' USING ERRCODE = '22012';
+END $$;
+SELECT chrono_forge.start('err_big_context_wf', 'big', '{}', '{"retry_policy": {"max_attempts": 1}}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT e.context->'$truncated' AS marker, octet_length(e.context::text) <= 65536 AS within_cap,
+       (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(e.context) k) AS keys,
+       (SELECT count(*) FROM jsonb_object_keys(w.context)) AS run_keys
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
+ WHERE w.key = 'big';
+DELETE FROM chrono_forge.workflows WHERE workflow LIKE 'public.err\_%';

@@ -236,3 +236,28 @@ SELECT in_state($$SELECT * FROM chrono_forge.waiting(max_rows => -1)$$) AS waiti
        in_state($$SELECT * FROM chrono_forge.top_errors(sample => -1)$$) AS top_errors,
        in_state($$SELECT * FROM chrono_forge.overview(2147483647)$$) AS overview,
        in_state($$SELECT chrono_forge.reap_stalled('100000000 years')$$) AS reap_stalled;
+
+-- JSON a run keeps is at most 1 MB as jsonb (CF012, nothing written):
+-- start() args and options, schedule() args, an event payload; spawn args
+-- inside a pass fail the run at once.
+DELETE FROM chrono_forge.workflows;
+CREATE TEMP TABLE in_json_before AS SELECT in_rows() AS rows;
+CREATE FUNCTION in_big() RETURNS jsonb LANGUAGE sql AS
+    $$ SELECT jsonb_build_object('x', repeat('x', 1100000)) $$;
+SELECT in_state($$SELECT chrono_forge.start('in_wf', 'big', in_big())$$) AS start_args,
+       in_state($$SELECT chrono_forge.start('in_wf', 'big', '{}', in_big())$$) AS start_options,
+       in_state($$SELECT chrono_forge.schedule('big', '* * * * *', 'in_wf', in_big())$$) AS schedule_args;
+SELECT chrono_forge.start('in_wf', 'small', jsonb_build_object('x', repeat('x', 1000000))) > 0 AS just_under;
+SELECT in_state($$SELECT chrono_forge.send_event('in_wf', 'small', 'e', in_big())$$) AS event_payload;
+DELETE FROM chrono_forge.workflows;
+SELECT rows = in_rows() AS nothing_written FROM in_json_before;
+CREATE PROCEDURE in_big_spawn_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('b');
+    CALL chrono_forge.spawn('s', 'in_wf', in_big());
+END $$;
+SELECT chrono_forge.start('in_big_spawn_wf', 'p') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT w.state, w.attempt, e.error_class, e.error_message
+  FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
+ WHERE w.workflow = 'public.in_big_spawn_wf';

@@ -318,3 +318,28 @@ DROP ROLE vw_sum_role;
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;
 DELETE FROM chrono_forge.workflow_defaults;
+
+-- The views' workflow filter takes any spelling of the procedure, on the
+-- caller's search_path, as start() does (runs are stored under the
+-- canonical name): unqualified, qualified, another case.
+CREATE SCHEMA vw_app;
+CREATE FUNCTION vw_app.st() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION vw_app.bad() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'bad' USING ERRCODE = 'ZZ002'; END $$;
+CREATE PROCEDURE vw_app.spelled(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('vw_app.st');
+    CALL chrono_forge.durably_execute('vw_app.bad', retry_policy => '{"max_attempts": 1}');
+END $$;
+SET search_path = vw_app, public;
+SELECT chrono_forge.start('spelled', 's1') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT f, (SELECT count(*) FROM chrono_forge.runs(workflow => f)) AS runs,
+       (SELECT runs FROM chrono_forge.run_counts(f) WHERE state = 'stalled') AS stalled,
+       (SELECT count(*) FROM chrono_forge.top_errors('1000 years', f)) AS error_classes
+  FROM unnest(ARRAY['spelled', 'vw_app.spelled', 'VW_APP.Spelled', '"vw_app"."spelled"']) f;
+SELECT chrono_forge.cancel('spelled', 's1') AS cancelled;
+SELECT f, (SELECT sum(cancelled) FROM chrono_forge.daily_outcomes('1000 years', f)) AS cancelled
+  FROM unnest(ARRAY['spelled', 'vw_app.spelled', 'VW_APP.Spelled', '"vw_app"."spelled"']) f;
+RESET search_path;
+DELETE FROM chrono_forge.workflows;
+DROP SCHEMA vw_app CASCADE;

@@ -304,6 +304,35 @@ SET chrono_forge.fake_now = '2040-01-02 00:00:00+00';
 CALL chrono_forge.run_pending();
 SELECT label, scheduled FROM rp_ticks WHERE label = 'daily' ORDER BY scheduled;
 
+-- A calendar timeout at a month end: the catch-up and the expiry of each
+-- tick follow one rule (now past tick + timeout).  First pass on Mar 31:
+-- Feb 1 .. Feb 28 have expired (Feb 28 + 1 month = Mar 28), one summary
+-- row of 28, then Mar 1's tick runs (Mar 1 + 1 month = Apr 1).
+SET chrono_forge.fake_now = '2030-03-31 00:00:00+00';
+CREATE PROCEDURE rp_calendar_timeout_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_repeat('rp_record', (args->>'every')::interval, 'rp_never',
+        start_at => '2030-02-01 00:00:00+00', timeout => '1 month');
+END $$;
+SELECT chrono_forge.start('rp_calendar_timeout_wf', 'cal_timeout', '{"every": "1 day"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT metadata->'fast_forwarded' AS n, metadata->>'from' AS "from", metadata->>'to' AS "to", error_message
+  FROM chrono_forge.execution_logs WHERE metadata ? 'fast_forwarded'
+   AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'cal_timeout');
+SELECT min(scheduled) AS first_tick_run, count(*) AS ticks_run FROM rp_ticks WHERE label = 'cal_timeout';
+-- Six-hourly ticks (the closed-form jump, then its correction over the three
+-- days the two rules disagree on): the count is the walk's.
+SELECT chrono_forge.start('rp_calendar_timeout_wf', 'cal_timeout_h', '{"every": "6 hours"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT count(*) AS summaries,
+       min((metadata->>'fast_forwarded')::int) = (SELECT count(*) FROM generate_series(
+            timestamptz '2030-02-01 00:00:00+00', '2030-03-31 00:00:00+00', '6 hours') t
+          WHERE t + interval '1 month' < '2030-03-31 00:00:00+00') AS n_matches_walk,
+       min(metadata->>'to') AS "to"
+  FROM chrono_forge.execution_logs WHERE metadata ? 'fast_forwarded'
+   AND workflow_id = (SELECT id FROM chrono_forge.workflows WHERE key = 'cal_timeout_h');
+DELETE FROM chrono_forge.workflows WHERE key LIKE 'cal\_timeout%';
+
 -- A crash between a tick's completion and the coordination's update (the
 -- engine writes both in one transaction; here the coordination is set
 -- back by hand): the completed tick is not run again, the grid moves on.

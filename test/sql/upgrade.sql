@@ -186,3 +186,100 @@ SELECT count(*) AS batches_left FROM chrono_forge.spawn_batches;
 DELETE FROM chrono_forge.workflows;
 DELETE FROM chrono_forge.workflow_defaults;
 RESET chrono_forge.fake_now;
+
+-- 0.5.0 -> 0.6.0: a spawn_each cursor written by 0.5.0 (item_key as text
+-- in the writer's session settings) resumes after the update with no
+-- child missing or repeated, and later batches write canonical keys
+-- (ISO, UTC) whatever the session's settings; a merge parked on 0.5.0
+-- (no policy on its log) finishes.  (The library
+-- runs 0.5.0's merge_branches, without on_child_failure, and error logs
+-- without their new columns, until the update.)
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.5.0';
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+CREATE SEQUENCE up_gate_calls;
+CREATE TABLE up_gate (open boolean);
+INSERT INTO up_gate VALUES (false);
+-- The source fails on its second read while the gate is closed.
+CREATE FUNCTION up_gated_keys() RETURNS TABLE (item_key timestamptz) LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('up_gate_calls') >= 2 AND NOT (SELECT open FROM up_gate) THEN
+        RAISE EXCEPTION 'gate closed';
+    END IF;
+    RETURN QUERY SELECT t FROM unnest(ARRAY[timestamptz '2030-03-05 12:00:00+00',
+        '2030-04-01 00:00:00+00', '2030-06-01 00:00:00+00']) t;
+END $$;
+CREATE PROCEDURE up_quiet_wf(args jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE PROCEDURE up_keys_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('k');
+    CALL chrono_forge.spawn_each('t', 'up_quiet_wf', 'SELECT * FROM up_gated_keys()', batch_size => 1);
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['k']);
+END $$;
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'America/New_York';
+SELECT chrono_forge.start('up_keys_wf', 'k1', '{}', '{"retry_policy": {"max_attempts": 1}}') AS kid \gset
+CALL chrono_forge.run_pending(max_passes => 1);
+SELECT state FROM chrono_forge.workflows WHERE id = :kid;
+-- (The cursor as 0.5.0 wrote it: the key's text in this session's settings.)
+UPDATE chrono_forge.execution_logs
+   SET metadata = jsonb_set(metadata, '{cursors,t}', jsonb_build_object('after',
+           (timestamptz '2030-03-05 12:00:00+00')::text, 'spawned', 1, 'done', false))
+ WHERE workflow_id = :kid AND step_name = 'branch$k';
+UPDATE chrono_forge.spawn_batches
+   SET keys = array(SELECT regexp_replace(k, '_.*$', '_' || (timestamptz '2030-03-05 12:00:00+00')::text) FROM unnest(keys) k);
+SELECT metadata->'cursors' AS cursor_050 FROM chrono_forge.execution_logs
+ WHERE workflow_id = :kid AND step_name = 'branch$k';
+-- A merge parked on 0.5.0.
+CREATE PROCEDURE up_merge_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('m');
+    CALL chrono_forge.spawn('c', 'up_quiet_wf');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['m'], '1 second', '1 minute');
+END $$;
+SELECT chrono_forge.start('up_merge_wf', 'm2') AS mid \gset
+CALL chrono_forge.run_pending(max_passes => 1);
+UPDATE chrono_forge.execution_logs SET metadata = NULL WHERE workflow_id = :mid AND step_name = 'merge$m';
+SELECT merge_step FROM chrono_forge.merge_polls WHERE workflow_id = :mid;
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+UPDATE up_gate SET open = true;
+SELECT chrono_forge.retry('up_keys_wf', 'k1');
+CALL chrono_forge.run_pending();
+SELECT metadata->'cursors' AS cursor_060 FROM chrono_forge.execution_logs
+ WHERE workflow_id = :kid AND step_name = 'branch$k';
+SELECT regexp_replace(key, '^\$[0-9]+\$', '') AS key, state FROM chrono_forge.workflows ORDER BY id;
+SELECT l.metadata FROM chrono_forge.execution_logs l WHERE l.workflow_id = :kid AND l.step_name = 'merge$k';
+SELECT error_class, error_message, error_hint, error_context IS NOT NULL AS has_context
+  FROM chrono_forge.error_logs ORDER BY id;
+RESET DateStyle;
+RESET TimeZone;
+DELETE FROM chrono_forge.workflows;
+RESET chrono_forge.fake_now;
+
+-- 0.5.0 -> 0.6.0: outcome summaries written under typed names (before
+-- 0.5.0) take the canonical name, merged with the rows already under it;
+-- a name that resolves to nothing stays.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.5.0';
+CREATE PROCEDURE up_od_wf(args jsonb) LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;
+INSERT INTO chrono_forge.outcome_days (day, workflow, owner, completed, failed, cancelled) VALUES
+    ('2030-01-01', 'up_od_wf', 'postgres', 1, 2, 3),
+    ('2030-01-01', 'public.up_od_wf', 'postgres', 10, 20, 30),
+    ('2030-01-02', 'UP_OD_WF', 'postgres', 100, 0, 0),
+    ('2030-01-02', 'gone_wf', 'postgres', 7, 0, 0);
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT day, workflow, completed, failed, cancelled FROM chrono_forge.outcome_days ORDER BY day, workflow;
+DROP PROCEDURE up_od_wf(jsonb);
+DELETE FROM chrono_forge.outcome_days;
+
+-- 0.5.0 -> 0.6.0, backups: the tables of user data and their sequences
+-- are configuration tables, so pg_dump keeps their rows (the cache of
+-- workflow owners is rebuilt, not dumped); who asked for a cancel is a role.
+SELECT c.relname FROM pg_extension e, unnest(e.extconfig) x(oid)
+  JOIN pg_class c ON c.oid = x.oid
+ WHERE e.extname = 'chrono_forge' ORDER BY 1;
+SELECT atttypid::regtype FROM pg_attribute
+ WHERE attrelid = 'chrono_forge.cancel_requests'::regclass AND attname = 'requested_by';
