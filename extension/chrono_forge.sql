@@ -772,12 +772,13 @@ CREATE FUNCTION chrono_forge.context_fetch(key text, "default" jsonb) RETURNS js
 CREATE FUNCTION chrono_forge.context_set(key text, value jsonb) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    ctx jsonb := chrono_forge.context();    -- CF013 outside a pass
 BEGIN
     IF key IS NULL THEN
         RAISE EXCEPTION 'context key must not be NULL' USING ERRCODE = 'CF012';
     END IF;
-    PERFORM chrono_forge.context_replace(
-        chrono_forge.context() OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(key, value));
+    PERFORM chrono_forge.context_replace(ctx OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(key, value));
 END
 $$;
 
@@ -1131,11 +1132,23 @@ END
 $$;
 
 CREATE FUNCTION chrono_forge.cleanup_add(a jsonb, b jsonb) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce(pg_catalog.jsonb_object_agg(k, coalesce((a->>k)::bigint, 0) + coalesce((b->>k)::bigint, 0)), '{}')
-      FROM (SELECT pg_catalog.jsonb_object_keys(b) UNION SELECT pg_catalog.jsonb_object_keys(a)) AS t(k)
+BEGIN
+    IF pg_catalog.jsonb_typeof(coalesce(a, '{}')) OPERATOR(pg_catalog.<>) 'object'
+       OR pg_catalog.jsonb_typeof(coalesce(b, '{}')) OPERATOR(pg_catalog.<>) 'object'
+       OR EXISTS (SELECT FROM (SELECT value FROM pg_catalog.jsonb_each(a)
+                               UNION ALL SELECT value FROM pg_catalog.jsonb_each(b)) e
+                   WHERE pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.<>) 'number') THEN
+        RAISE EXCEPTION 'cleanup_add takes two objects of counts' USING ERRCODE = 'CF012';
+    END IF;
+    RETURN (SELECT coalesce(pg_catalog.jsonb_object_agg(k,
+                coalesce((a OPERATOR(pg_catalog.->) k)::numeric, 0) OPERATOR(pg_catalog.+)
+                coalesce((b OPERATOR(pg_catalog.->) k)::numeric, 0)), '{}')
+              FROM (SELECT pg_catalog.jsonb_object_keys(coalesce(b, '{}'))
+                    UNION SELECT pg_catalog.jsonb_object_keys(coalesce(a, '{}'))) AS t(k));
+END
 $$;
 
 -- The contract's function: every batch in the caller's transaction.

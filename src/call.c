@@ -58,7 +58,7 @@ function_plans_reset(void)
 CfFunction *
 cf_function_lookup(const char *name, const char *what, bool takes_time)
 {
-	List	   *names = stringToQualifiedNameList(name);
+	List	   *names;
 	Oid			argtype = JSONBOID;
 	Oid			fn;
 	bool		found;
@@ -70,6 +70,8 @@ cf_function_lookup(const char *name, const char *what, bool takes_time)
 	Oid			rettype;
 	SPIPlanPtr	plan;
 
+	cf_validate_routine_name(name, what);
+	names = stringToQualifiedNameList(name);
 	fn = LookupFuncName(names, 1, &argtype, true);
 	if (!OidIsValid(fn) && takes_time)
 	{

@@ -141,6 +141,7 @@ extern void cf_validate_name_segment(const char *what, const char *segment);
 extern void cf_check_length(const char *what, const char *s, int max_bytes);
 extern void cf_check_json_size(const char *what, Jsonb *value);
 extern void cf_validate_workflow_name(const char *workflow);
+extern void cf_validate_routine_name(const char *name, const char *what);
 extern int64 cf_log_error(int64 workflow_id, const char *step_name,
 						  int attempt, ErrorData *edata, Jsonb *context);
 

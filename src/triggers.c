@@ -173,7 +173,9 @@ require_row_trigger(FunctionCallInfo fcinfo, const char *name)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "%s: not a BEFORE row trigger", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s: not called as a BEFORE row trigger", name)));
 }
 
 /*

@@ -92,21 +92,31 @@ cf_check_length(const char *what, const char *s, int max_bytes)
 void
 cf_validate_workflow_name(const char *workflow)
 {
+	cf_validate_routine_name(workflow, "workflow");
+}
+
+/*
+ * The same check for any routine name the caller gives (what: "workflow",
+ * "step", "condition"): a malformed name is CF012 like a missing routine.
+ */
+void
+cf_validate_routine_name(const char *name, const char *what)
+{
 	char	   *copy;
 	List	   *parts;
 	bool		ok;
 
-	cf_check_length("workflow", workflow, CF_NAME_MAX_BYTES);
-	copy = pstrdup(workflow);
+	cf_check_length(what, name, CF_NAME_MAX_BYTES);
+	copy = pstrdup(name);
 	ok = SplitIdentifierString(copy, '.', &parts);
 	if (ok && list_length(parts) == 3)
 		ok = strcmp((char *) linitial(parts), get_database_name(MyDatabaseId)) == 0;
 	if (!ok || list_length(parts) < 1 || list_length(parts) > 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
-				 errmsg("invalid workflow name: %s", workflow),
-				 errhint("A workflow names a procedure: name, schema.name or database.schema.name, "
-						 "identifiers double-quoted as in SQL.")));
+				 errmsg("invalid %s name: %s", what, name),
+				 errhint("A %s names a routine: name, schema.name or database.schema.name, "
+						 "identifiers double-quoted as in SQL.", what)));
 	list_free(parts);
 	pfree(copy);
 }
