@@ -103,9 +103,9 @@ SELECT chrono_forge.cron_next('* * * * *', '294276-12-31 23:59:00+00') AS past_t
        to_char(chrono_forge.cron_prev('0 0 1 1 *', '4713-06-01 00:00:00+00 BC') AT TIME ZONE 'UTC',
                'YYYY-MM-DD HH24:MI BC') AS first_representable;
 
--- context_set(NULL, ...) is CF012 (was 22023), in and out of a pass
--- (inside, like an unknown step function, it goes through the
--- workflow-level retries: it may be called from a step).
+-- context_set(NULL, ...) is CF012 (was 22023) in a pass (like an unknown
+-- step function, it goes through the workflow-level retries: it may be
+-- called from a step); outside a pass CF013, as for every context function.
 SELECT in_state($$SELECT chrono_forge.context_set(NULL, '1')$$) AS outside_pass;
 
 -- daily_outcomes() and outcome_days_refresh() are clamped to the days
