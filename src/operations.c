@@ -564,6 +564,71 @@ typedef struct TickScan
 	Datum		failed;
 } TickScan;
 
+/* What tick_summary() counts over a window. */
+typedef struct TickTally
+{
+	int64		missed;
+	int64		failed;
+	TimestampTz next_at;
+	bool		has_next;
+	Datum		late_sum;		/* interval */
+	int64		late_n;
+} TickTally;
+
+/*
+ * One tick's log into the tally: pending (the next one), completed (how
+ * late it started), failed (missed if expired, CF016, counting the ticks
+ * it fast-forwarded; else failed).
+ */
+static void
+tally_tick(TickScan *ts, HeapTuple tup, TickTally *t)
+{
+	bool		isnull;
+	bool		no_metadata;
+	Datum		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
+	Datum		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
+
+	if (state == ts->pending || state == ts->completed)
+	{
+		TimestampTz scheduled;
+
+		if (no_metadata || !scheduled_for(metadata, &scheduled))
+			return;
+		if (state == ts->pending)
+		{
+			if (!t->has_next || scheduled > t->next_at)
+				t->next_at = scheduled;
+			t->has_next = true;
+		}
+		else
+		{
+			Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
+			Datum		late;
+
+			if (isnull)
+				return;
+			late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
+			t->late_sum = t->late_n == 0 ? late : DirectFunctionCall2(interval_pl, t->late_sum, late);
+			t->late_n++;
+		}
+	}
+	else if (state == ts->failed)
+	{
+		Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
+		text	   *field;
+
+		if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
+			t->failed++;
+		else
+		{
+			field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
+			t->missed += field == NULL ? 1
+				: DatumGetInt64(DirectFunctionCall1(int8in,
+													CStringGetDatum(text_to_cstring(field))));
+		}
+	}
+}
+
 /*
  * One task's latest window ticks (logs named prefix<epoch seconds> of run
  * workflow_id), read backwards from the (workflow_id, step_name) index:
@@ -577,12 +642,7 @@ tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
 	ScanKeyData key[2];
 	SysScanDesc scan;
 	HeapTuple	tup;
-	int64		missed = 0;
-	int64		failed = 0;
-	TimestampTz next_at = 0;
-	bool		has_next = false;
-	Datum		late_sum = (Datum) 0;
-	int64		late_n = 0;
+	TickTally	t = {0};
 	int			n = 0;
 
 	/* Heap attribute numbers: the scan maps them to the index's columns. */
@@ -596,67 +656,24 @@ tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
 	{
 		bool		isnull;
 		text	   *step = DatumGetTextPP(heap_getattr(tup, ts->step_att, ts->desc, &isnull));
-		Datum		state;
-		Datum		metadata;
-		bool		no_metadata;
-		text	   *field;
 
 		CHECK_FOR_INTERRUPTS();
 		if ((int) VARSIZE_ANY_EXHDR(step) < prefix_len ||
 			memcmp(VARDATA_ANY(step), prefix, prefix_len) != 0)
 			continue;
 		n++;
-		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
-		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
-		if (state == ts->pending || state == ts->completed)
-		{
-			TimestampTz scheduled;
-
-			if (no_metadata || !scheduled_for(metadata, &scheduled))
-				continue;
-			if (state == ts->pending)
-			{
-				if (!has_next || scheduled > next_at)
-					next_at = scheduled;
-				has_next = true;
-			}
-			else
-			{
-				Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
-				Datum		late;
-
-				if (isnull)
-					continue;
-				late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
-				late_sum = late_n == 0 ? late : DirectFunctionCall2(interval_pl, late_sum, late);
-				late_n++;
-			}
-		}
-		else if (state == ts->failed)
-		{
-			Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
-
-			if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
-				failed++;
-			else
-			{
-				field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
-				missed += field == NULL ? 1
-					: DatumGetInt64(DirectFunctionCall1(int8in,
-														CStringGetDatum(text_to_cstring(field))));
-			}
-		}
+		tally_tick(ts, tup, &t);
 	}
 	systable_endscan_ordered(scan);
 
-	values[1] = TimestampTzGetDatum(next_at);
-	nulls[1] = !has_next;
-	values[2] = Int64GetDatum(missed);
-	values[3] = Int64GetDatum(failed);
+	values[1] = TimestampTzGetDatum(t.next_at);
+	nulls[1] = !t.has_next;
+	values[2] = Int64GetDatum(t.missed);
+	values[3] = Int64GetDatum(t.failed);
 	nulls[2] = nulls[3] = false;
-	nulls[4] = late_n == 0;
-	if (late_n > 0)
-		values[4] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
+	nulls[4] = t.late_n == 0;
+	if (t.late_n > 0)
+		values[4] = DirectFunctionCall2(interval_div, t.late_sum, Float8GetDatum((float8) t.late_n));
 }
 
 /*
