@@ -1100,38 +1100,10 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	cf_halt(step.data);
 }
 
-/*
- * merge_branches(names text[], min_interval interval, max_interval
- * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
- */
-Datum
-cf_merge_branches(PG_FUNCTION_ARGS)
+/* merge_branches' intervals; a bad one fails the run (CF012). */
+static void
+check_merge_intervals(Interval *min_interval, Interval *max_interval)
 {
-	ArrayType  *names;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	Interval   *min_interval;
-	Interval   *max_interval;
-	OpenBranch **branches;
-	int			m = 0;
-	StringInfoData step;
-	Jsonb	   *ignored;
-	char	  **sorted;
-	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
-
-	cf_require_pass(fcinfo, "merge_branches");
-	cf_fail_now();
-	if (PG_ARGISNULL(0))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
-	names = PG_GETARG_ARRAYTYPE_P(0);
-	deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
-	min_interval = PG_GETARG_INTERVAL_P(1);
-	max_interval = PG_GETARG_INTERVAL_P(2);
 	if (cf_interval_seconds(min_interval) <= 0)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches min_interval must be positive", NULL);
 	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
@@ -1141,10 +1113,14 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
-	if (PG_NARGS() > 3)
-		policy = child_failure_parse(text_arg(fcinfo, 3));
+}
 
-	sorted = palloc(sizeof(char *) * n);
+/* The branch names, each checked, sorted (duplicates kept). */
+static char **
+sorted_branch_names(Datum *elems, bool *nulls, int n)
+{
+	char	  **sorted = palloc(sizeof(char *) * n);
+
 	for (int i = 0; i < n; i++)
 	{
 		char	   *name = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
@@ -1158,29 +1134,34 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 		sorted[i] = name;
 	}
 	qsort(sorted, n, sizeof(char *), pg_qsort_strcmp);
+	return sorted;
+}
 
-	/* Already merged: nothing to check (as the gem). */
+/* merge$<the distinct sorted names, joined by ",">, bounded as an index key. */
+static char *
+merge_step_name(char **sorted, int n)
+{
+	StringInfoData step;
+
 	initStringInfo(&step);
 	appendStringInfoString(&step, "merge$");
 	for (int i = 0; i < n; i++)
 		if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
 			appendStringInfo(&step, "%s%s", i > 0 ? "," : "", sorted[i]);
-	/* The step name joins every name: bound it as an index key. */
 	cf_check_length("merge step name", step.data, CF_STEP_NAME_MAX_BYTES);
-	ensure_registry();
-	if (cf_step_completed(step.data, &ignored))
-	{
-		for (int i = 0; i < n; i++)
-		{
-			OpenBranch *b = find_branch(sorted[i]);
+	return step.data;
+}
 
-			if (b != NULL)
-				b->merged = true;
-		}
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
-	branches = palloc(sizeof(OpenBranch *) * n);
+/*
+ * The open branches the distinct names name, each sealed; an unknown one
+ * or the current one is an error.  *m their count.
+ */
+static OpenBranch **
+branches_to_merge(char **sorted, int n, int *m)
+{
+	OpenBranch **branches = palloc(sizeof(OpenBranch *) * n);
+
+	*m = 0;
 	for (int i = 0; i < n; i++)
 	{
 		OpenBranch *b;
@@ -1198,8 +1179,62 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 					 psprintf("branch \"%s\" cannot be merged before it is sealed", b->name),
 					 "Call chrono_forge.seal_branch() first.");
-		branches[m++] = b;
+		branches[(*m)++] = b;
 	}
+	return branches;
+}
+
+/*
+ * merge_branches(names text[], min_interval interval, max_interval
+ * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
+ */
+Datum
+cf_merge_branches(PG_FUNCTION_ARGS)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	Interval   *min_interval;
+	Interval   *max_interval;
+	OpenBranch **branches;
+	int			m;
+	char	   *step;
+	Jsonb	   *ignored;
+	char	  **sorted;
+	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
+
+	cf_require_pass(fcinfo, "merge_branches");
+	cf_fail_now();
+	if (PG_ARGISNULL(0))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
+	min_interval = PG_GETARG_INTERVAL_P(1);
+	max_interval = PG_GETARG_INTERVAL_P(2);
+	check_merge_intervals(min_interval, max_interval);
+	if (PG_NARGS() > 3)
+		policy = child_failure_parse(text_arg(fcinfo, 3));
+	sorted = sorted_branch_names(elems, nulls, n);
+
+	/* Already merged: nothing to check (as the gem). */
+	step = merge_step_name(sorted, n);
+	ensure_registry();
+	if (cf_step_completed(step, &ignored))
+	{
+		for (int i = 0; i < n; i++)
+		{
+			OpenBranch *b = find_branch(sorted[i]);
+
+			if (b != NULL)
+				b->merged = true;
+		}
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+	branches = branches_to_merge(sorted, n, &m);
 	cf_pass.outcome = CF_OUTCOME_NONE;
 	merge(branches, m, min_interval, max_interval, policy);
 	PG_RETURN_VOID();
