@@ -594,76 +594,66 @@ canonical_end(int level)
 	AtEOXact_GUC(true, level);
 }
 
-/*
- * spawn_each(name text, workflow text, source text, batch_size int)
- *
- * The source runs as the owner, wrapped in keyset order of item_key:
- * each batch reads the rows after the cursor, inserts their children and
- * moves the cursor in one transaction.  One row beyond the batch is read
- * to prove item_key unique across the batch boundary.
- */
-Datum
-cf_spawn_each(PG_FUNCTION_ARGS)
+/* One spawn_each call: its arguments, its source's shape, its cursor. */
+typedef struct SpawnEach
 {
+	OpenBranch *b;
 	char	   *name;
 	char	   *workflow;
 	char	   *source;
 	int32		batch_size;
-	OpenBranch *b;
-	bool		done;
-	char	   *after;
-	int64		spawned;
-	TupleDesc	desc;
-	int			key_col = 0,
-				args_col = 0,
-				wf_col = 0;
+	bool		batched;		/* spawn_batches exists (0.4.0) */
+	/* the source's item_key, and the keyset pages' queries */
 	Oid			key_type;
 	Oid			key_input;
 	Oid			key_ioparam;
 	Oid			key_output;
-	bool		key_varlena;
-	bool		canonical;
 	char	   *first_sql;
 	char	   *next_sql;
+	/* the cursor */
+	char	   *after;
+	int64		spawned;
+	bool		canonical;
+	ResolvedWorkflow *cache;
+	MemoryContext cache_cxt;
 	MemoryContext batch_cxt;
-	MemoryContext old;
-	ResolvedWorkflow *cache = NULL;
-	MemoryContext cache_cxt = CurrentMemoryContext;
-	bool		batched = OidIsValid(cf_relation_oid("spawn_batches"));	/* 0.4.0 */
+} SpawnEach;
 
-	cf_require_pass(fcinfo, "spawn_each");
-	cf_fail_now();
-	name = text_arg(fcinfo, 0);
-	cf_validate_name_segment("spawn name", name);
-	workflow = text_arg(fcinfo, 1);
-	if (workflow != NULL && workflow[0] == '\0')
+/* spawn_each's arguments; a bad one fails the run (CF012). */
+static void
+spawn_each_args(FunctionCallInfo fcinfo, SpawnEach *se)
+{
+	se->name = text_arg(fcinfo, 0);
+	cf_validate_name_segment("spawn name", se->name);
+	se->workflow = text_arg(fcinfo, 1);
+	if (se->workflow != NULL && se->workflow[0] == '\0')
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each workflow must not be empty", NULL);
-	source = text_arg(fcinfo, 2);
-	if (source == NULL || source[0] == '\0')
+	se->source = text_arg(fcinfo, 2);
+	if (se->source == NULL || se->source[0] == '\0')
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must not be NULL or empty", NULL);
 	/* One batch is read into memory and inserted in one statement. */
 	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > CF_SPAWN_BATCH_MAX)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("spawn_each batch_size must be between 1 and %d", CF_SPAWN_BATCH_MAX), NULL);
-	batch_size = PG_GETARG_INT32(3);
-	b = require_branch("spawn_each");
-	if (b->sealed)
-	{
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
+	se->batch_size = PG_GETARG_INT32(3);
+}
 
-	cf_spi_connect();
-	read_cursor(b->log_id, name, &done, &after, &spawned, &canonical);
-	if (done)
-	{
-		SPI_finish();
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
+/*
+ * Describe the source (as the owner): item_key, args, workflow; and build
+ * the queries of its keyset pages.
+ */
+static void
+describe_source(SpawnEach *se)
+{
+	TupleDesc	desc;
+	int			key_col = 0,
+				args_col = 0,
+				wf_col = 0;
+	bool		key_varlena;
+	const char *args_expr;
+	const char *wf_expr;
 
-	/* Describe the source (as the owner): item_key, args, workflow. */
-	if (SPI_execute(psprintf("SELECT * FROM (%s) AS s LIMIT 0", source), false, 0) < 0)
+	if (SPI_execute(psprintf("SELECT * FROM (%s) AS s LIMIT 0", se->source), false, 0) < 0)
 		elog(ERROR, "could not describe the spawn_each source");
 	desc = SPI_tuptable->tupdesc;
 	for (int i = 1; i <= desc->natts; i++)
@@ -680,125 +670,198 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	if (key_col == 0)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must return an item_key column",
 				 "The source is a query returning item_key (unique, sortable), args jsonb and optionally workflow text.");
-	key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
+	se->key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
 	SPI_freetuptable(SPI_tuptable);
-	getTypeInputInfo(key_type, &key_input, &key_ioparam);
-	getTypeOutputInfo(key_type, &key_output, &key_varlena);
-	first_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
-						 " ORDER BY s.item_key LIMIT $1",
-						 args_col ? "s.args::jsonb" : "'{}'::jsonb",
-						 wf_col ? "s.workflow::text" : "NULL::text", source);
-	next_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
-						" WHERE s.item_key > $2 ORDER BY s.item_key LIMIT $1",
-						args_col ? "s.args::jsonb" : "'{}'::jsonb",
-						wf_col ? "s.workflow::text" : "NULL::text", source);
+	getTypeInputInfo(se->key_type, &se->key_input, &se->key_ioparam);
+	getTypeOutputInfo(se->key_type, &se->key_output, &key_varlena);
+	args_expr = args_col ? "s.args::jsonb" : "'{}'::jsonb";
+	wf_expr = wf_col ? "s.workflow::text" : "NULL::text";
+	se->first_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
+							 " ORDER BY s.item_key LIMIT $1",
+							 args_expr, wf_expr, se->source);
+	se->next_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
+							" WHERE s.item_key > $2 ORDER BY s.item_key LIMIT $1",
+							args_expr, wf_expr, se->source);
+}
 
-	batch_cxt = AllocSetContextCreate(cf_pass.cxt, "chrono_forge spawn_each batch",
-									  ALLOCSET_DEFAULT_SIZES);
+/* The next keyset page, as the owner: batch_size rows and one more. */
+static uint64
+read_page(SpawnEach *se)
+{
+	int			rc;
+
+	if (se->after == NULL)
+		rc = SPI_execute_with_args(se->first_sql, 1, (Oid[]) {INT4OID},
+								   (Datum[]) {Int32GetDatum(se->batch_size + 1)}, NULL, false, 0);
+	else
+	{
+		/* A cursor written by 0.5.0 is read as it was written. */
+		int			level = se->canonical ? canonical_begin() : 0;
+		Datum		cursor = OidInputFunctionCall(se->key_input, se->after, se->key_ioparam, -1);
+
+		if (se->canonical)
+			canonical_end(level);
+		rc = SPI_execute_with_args(se->next_sql, 2, (Oid[]) {INT4OID, se->key_type},
+								   (Datum[]) {Int32GetDatum(se->batch_size + 1), cursor},
+								   NULL, false, 0);
+	}
+	if (rc < 0)
+		elog(ERROR, "could not read the spawn_each source: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* The page's item_keys as text, under the fixed settings (NULL stays NULL). */
+static char **
+page_keys(SpawnEach *se, uint64 rows)
+{
+	char	  **keys = palloc0(sizeof(char *) * Max(rows, 1));
+	int			level = canonical_begin();
+
+	for (int i = 0; i < (int) rows; i++)
+	{
+		bool		isnull;
+		Datum		k = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			keys[i] = OidOutputFunctionCall(se->key_output, k);
+	}
+	canonical_end(level);
+	se->canonical = true;
+	return keys;
+}
+
+/*
+ * The page's first take rows into cb, each checked (the look-ahead row
+ * only for its key).  Returns the last key taken (NULL if none).
+ */
+static char *
+batch_page(SpawnEach *se, ChildBatch *cb, char **keys, uint64 rows, int take)
+{
+	char	   *prev_key = NULL;
+	char	   *last_key = NULL;
+
+	for (int i = 0; i < (int) rows; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		char	   *item_key = keys[i];
+		char	   *row_wf;
+		bool		isnull;
+		Datum		a;
+		Jsonb	   *row_args;
+
+		if (item_key == NULL)
+			fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source returned a NULL item_key", NULL);
+		if (prev_key != NULL && strcmp(prev_key, item_key) == 0)
+			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+					 psprintf("spawn_each source returned item_key \"%s\" twice", item_key),
+					 "item_key must be unique: it names the child.");
+		prev_key = item_key;
+		if (i >= take)
+			break;				/* the look-ahead row */
+		last_key = item_key;
+		row_wf = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
+		if (row_wf == NULL)
+			row_wf = se->workflow;
+		if (row_wf == NULL || row_wf[0] == '\0')
+			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+					 psprintf("spawn_each row \"%s\" names no workflow", item_key),
+					 "Pass a workflow to spawn_each or return a workflow column.");
+		a = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+		row_args = isnull ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(a);
+		if (!JB_ROOT_IS_OBJECT(row_args))
+			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+					 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
+		cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
+		batch_add(cb, row_wf,
+				  child_key(se->b->name, psprintf("%s_%s", se->name, item_key)),
+				  resolve_cached(&se->cache, row_wf, se->cache_cxt), row_args, se->batch_cxt);
+	}
+	return last_key;
+}
+
+/*
+ * One batch in one transaction: read the page after the cursor, insert
+ * its children, move the cursor.  Returns true after the last page.
+ */
+static bool
+spawn_one_batch(SpawnEach *se)
+{
+	ChildBatch	cb;
+	uint64		rows;
+	int			take;
+	bool		last;
+	char	   *last_key;
+	MemoryContext old;
+
+	MemoryContextReset(se->batch_cxt);
+	rows = read_page(se);
+	take = (int) Min(rows, (uint64) se->batch_size);
+	last = rows <= (uint64) se->batch_size;
+
+	old = MemoryContextSwitchTo(se->batch_cxt);
+	batch_init(&cb, se->batch_cxt);
+	last_key = batch_page(se, &cb, page_keys(se, rows), rows, take);
+	MemoryContextSwitchTo(old);
+	/* SPI keeps result sets until the connection ends: free each page. */
+	SPI_freetuptable(SPI_tuptable);
+
+	se->spawned += se->batched ? dispatch_batches(&cb, se->b->log_id, se->batch_cxt) :
+		dispatch(&cb, se->b->log_id, se->batch_cxt);
+	if (last_key != NULL)
+		se->after = MemoryContextStrdup(cf_pass.cxt, last_key);
+	save_cursor(se->b->log_id, se->name,
+				psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s, \"canonical\": true}",
+						 se->after ? cf_json_string(se->after) : "null",
+						 (long long) se->spawned, last ? "true" : "false"));
+	commit_step();
+	return last;
+}
+
+/*
+ * spawn_each(name text, workflow text, source text, batch_size int)
+ *
+ * The source runs as the owner, wrapped in keyset order of item_key:
+ * each batch reads the rows after the cursor, inserts their children and
+ * moves the cursor in one transaction.  One row beyond the batch is read
+ * to prove item_key unique across the batch boundary.
+ */
+Datum
+cf_spawn_each(PG_FUNCTION_ARGS)
+{
+	SpawnEach	se = {0};
+	bool		done;
+
+	se.cache_cxt = CurrentMemoryContext;
+	se.batched = OidIsValid(cf_relation_oid("spawn_batches"));
+	cf_require_pass(fcinfo, "spawn_each");
+	cf_fail_now();
+	spawn_each_args(fcinfo, &se);
+	se.b = require_branch("spawn_each");
+	if (se.b->sealed)
+	{
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+
+	cf_spi_connect();
+	read_cursor(se.b->log_id, se.name, &done, &se.after, &se.spawned, &se.canonical);
+	if (done)
+	{
+		SPI_finish();
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+	describe_source(&se);
+
+	se.batch_cxt = AllocSetContextCreate(cf_pass.cxt, "chrono_forge spawn_each batch",
+										 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		ChildBatch	cb;
-		int			rc;
-		uint64		rows;
-		int			take;
-		bool		last;
-		char	   *prev_key = NULL;
-		char	   *last_key = NULL;
-		char	  **keys;
-		int			level;
-
 		CHECK_FOR_INTERRUPTS();
-		MemoryContextReset(batch_cxt);
-
-		/* The next keyset page, as the owner. */
-		if (after == NULL)
-			rc = SPI_execute_with_args(first_sql, 1, (Oid[]) {INT4OID},
-									   (Datum[]) {Int32GetDatum(batch_size + 1)}, NULL, false, 0);
-		else
-		{
-			/* A cursor written by 0.5.0 is read as it was written. */
-			int			level = canonical ? canonical_begin() : 0;
-			Datum		cursor = OidInputFunctionCall(key_input, after, key_ioparam, -1);
-
-			if (canonical)
-				canonical_end(level);
-			rc = SPI_execute_with_args(next_sql, 2, (Oid[]) {INT4OID, key_type},
-									   (Datum[]) {Int32GetDatum(batch_size + 1), cursor},
-									   NULL, false, 0);
-		}
-		if (rc < 0)
-			elog(ERROR, "could not read the spawn_each source: %s", SPI_result_code_string(rc));
-		rows = SPI_processed;
-		take = (int) Min(rows, (uint64) batch_size);
-		last = rows <= (uint64) batch_size;
-
-		old = MemoryContextSwitchTo(batch_cxt);
-		keys = palloc0(sizeof(char *) * Max(rows, 1));
-		level = canonical_begin();
-		for (int i = 0; i < (int) rows; i++)
-		{
-			bool		isnull;
-			Datum		k = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				keys[i] = OidOutputFunctionCall(key_output, k);
-		}
-		canonical_end(level);
-		canonical = true;
-		batch_init(&cb, batch_cxt);
-		for (int i = 0; i < (int) rows; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			char	   *item_key = keys[i];
-			char	   *row_wf;
-			bool		isnull;
-			Datum		a;
-			Jsonb	   *row_args;
-
-			if (item_key == NULL)
-				fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source returned a NULL item_key", NULL);
-			if (prev_key != NULL && strcmp(prev_key, item_key) == 0)
-				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-						 psprintf("spawn_each source returned item_key \"%s\" twice", item_key),
-						 "item_key must be unique: it names the child.");
-			prev_key = item_key;
-			if (i >= take)
-				break;			/* the look-ahead row */
-			last_key = item_key;
-			row_wf = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
-			if (row_wf == NULL)
-				row_wf = workflow;
-			if (row_wf == NULL || row_wf[0] == '\0')
-				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-						 psprintf("spawn_each row \"%s\" names no workflow", item_key),
-						 "Pass a workflow to spawn_each or return a workflow column.");
-			a = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
-			row_args = isnull ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(a);
-			if (!JB_ROOT_IS_OBJECT(row_args))
-				fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-						 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
-			cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
-			batch_add(&cb, row_wf,
-					  child_key(b->name, psprintf("%s_%s", name, item_key)),
-					  resolve_cached(&cache, row_wf, cache_cxt), row_args, batch_cxt);
-		}
-		MemoryContextSwitchTo(old);
-		/* SPI keeps result sets until the connection ends: free each page. */
-		SPI_freetuptable(SPI_tuptable);
-
-		spawned += batched ? dispatch_batches(&cb, b->log_id, batch_cxt) :
-			dispatch(&cb, b->log_id, batch_cxt);
-		if (last_key != NULL)
-			after = MemoryContextStrdup(cf_pass.cxt, last_key);
-		save_cursor(b->log_id, name,
-					psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s, \"canonical\": true}",
-							 after ? cf_json_string(after) : "null",
-							 (long long) spawned, last ? "true" : "false"));
-		commit_step();
-		if (last)
+		if (spawn_one_batch(&se))
 			break;
 	}
-	MemoryContextDelete(batch_cxt);
+	MemoryContextDelete(se.batch_cxt);
 	SPI_finish();
 	cf_pass.outcome = CF_OUTCOME_NONE;
 	PG_RETURN_VOID();
@@ -1037,38 +1100,10 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	cf_halt(step.data);
 }
 
-/*
- * merge_branches(names text[], min_interval interval, max_interval
- * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
- */
-Datum
-cf_merge_branches(PG_FUNCTION_ARGS)
+/* merge_branches' intervals; a bad one fails the run (CF012). */
+static void
+check_merge_intervals(Interval *min_interval, Interval *max_interval)
 {
-	ArrayType  *names;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	Interval   *min_interval;
-	Interval   *max_interval;
-	OpenBranch **branches;
-	int			m = 0;
-	StringInfoData step;
-	Jsonb	   *ignored;
-	char	  **sorted;
-	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
-
-	cf_require_pass(fcinfo, "merge_branches");
-	cf_fail_now();
-	if (PG_ARGISNULL(0))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
-	names = PG_GETARG_ARRAYTYPE_P(0);
-	deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
-	min_interval = PG_GETARG_INTERVAL_P(1);
-	max_interval = PG_GETARG_INTERVAL_P(2);
 	if (cf_interval_seconds(min_interval) <= 0)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches min_interval must be positive", NULL);
 	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
@@ -1078,10 +1113,14 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
 		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
-	if (PG_NARGS() > 3)
-		policy = child_failure_parse(text_arg(fcinfo, 3));
+}
 
-	sorted = palloc(sizeof(char *) * n);
+/* The branch names, each checked, sorted (duplicates kept). */
+static char **
+sorted_branch_names(Datum *elems, bool *nulls, int n)
+{
+	char	  **sorted = palloc(sizeof(char *) * n);
+
 	for (int i = 0; i < n; i++)
 	{
 		char	   *name = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
@@ -1095,29 +1134,34 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 		sorted[i] = name;
 	}
 	qsort(sorted, n, sizeof(char *), pg_qsort_strcmp);
+	return sorted;
+}
 
-	/* Already merged: nothing to check (as the gem). */
+/* merge$<the distinct sorted names, joined by ",">, bounded as an index key. */
+static char *
+merge_step_name(char **sorted, int n)
+{
+	StringInfoData step;
+
 	initStringInfo(&step);
 	appendStringInfoString(&step, "merge$");
 	for (int i = 0; i < n; i++)
 		if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
 			appendStringInfo(&step, "%s%s", i > 0 ? "," : "", sorted[i]);
-	/* The step name joins every name: bound it as an index key. */
 	cf_check_length("merge step name", step.data, CF_STEP_NAME_MAX_BYTES);
-	ensure_registry();
-	if (cf_step_completed(step.data, &ignored))
-	{
-		for (int i = 0; i < n; i++)
-		{
-			OpenBranch *b = find_branch(sorted[i]);
+	return step.data;
+}
 
-			if (b != NULL)
-				b->merged = true;
-		}
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
-	branches = palloc(sizeof(OpenBranch *) * n);
+/*
+ * The open branches the distinct names name, each sealed; an unknown one
+ * or the current one is an error.  *m their count.
+ */
+static OpenBranch **
+branches_to_merge(char **sorted, int n, int *m)
+{
+	OpenBranch **branches = palloc(sizeof(OpenBranch *) * n);
+
+	*m = 0;
 	for (int i = 0; i < n; i++)
 	{
 		OpenBranch *b;
@@ -1135,8 +1179,62 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 					 psprintf("branch \"%s\" cannot be merged before it is sealed", b->name),
 					 "Call chrono_forge.seal_branch() first.");
-		branches[m++] = b;
+		branches[(*m)++] = b;
 	}
+	return branches;
+}
+
+/*
+ * merge_branches(names text[], min_interval interval, max_interval
+ * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
+ */
+Datum
+cf_merge_branches(PG_FUNCTION_ARGS)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	Interval   *min_interval;
+	Interval   *max_interval;
+	OpenBranch **branches;
+	int			m;
+	char	   *step;
+	Jsonb	   *ignored;
+	char	  **sorted;
+	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
+
+	cf_require_pass(fcinfo, "merge_branches");
+	cf_fail_now();
+	if (PG_ARGISNULL(0))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
+	min_interval = PG_GETARG_INTERVAL_P(1);
+	max_interval = PG_GETARG_INTERVAL_P(2);
+	check_merge_intervals(min_interval, max_interval);
+	if (PG_NARGS() > 3)
+		policy = child_failure_parse(text_arg(fcinfo, 3));
+	sorted = sorted_branch_names(elems, nulls, n);
+
+	/* Already merged: nothing to check (as the gem). */
+	step = merge_step_name(sorted, n);
+	ensure_registry();
+	if (cf_step_completed(step, &ignored))
+	{
+		for (int i = 0; i < n; i++)
+		{
+			OpenBranch *b = find_branch(sorted[i]);
+
+			if (b != NULL)
+				b->merged = true;
+		}
+		cf_pass.outcome = CF_OUTCOME_NONE;
+		PG_RETURN_VOID();
+	}
+	branches = branches_to_merge(sorted, n, &m);
 	cf_pass.outcome = CF_OUTCOME_NONE;
 	merge(branches, m, min_interval, max_interval, policy);
 	PG_RETURN_VOID();

@@ -48,39 +48,28 @@ function_plans_reset(void)
 }
 
 /*
- * Find the function `name` (what: "step", "condition"), taking one jsonb
- * argument, one timestamptz argument (only if takes_time: a repeated
- * step's scheduled time) or none, and a plan that calls it and returns
- * its value as jsonb (void as NULL).  A missing or unsuitable function is
- * bad input, reported before anything is written.  Caller is connected
- * to SPI.
+ * The function name: taking one jsonb argument, one timestamptz argument
+ * (only if takes_time) or none, in that order of preference; *argtype
+ * the one found (InvalidOid: none).  Missing is bad input.
  */
-CfFunction *
-cf_function_lookup(const char *name, const char *what, bool takes_time)
+static Oid
+resolve_function(const char *name, const char *what, bool takes_time, Oid *argtype)
 {
 	List	   *names;
-	Oid			argtype = JSONBOID;
 	Oid			fn;
-	bool		found;
-	CfFunction *e;
-	HeapTuple	tup;
-	Form_pg_proc proc;
-	char	   *call;
-	char	   *sql;
-	Oid			rettype;
-	SPIPlanPtr	plan;
 
 	cf_validate_routine_name(name, what);
 	names = stringToQualifiedNameList(name);
-	fn = LookupFuncName(names, 1, &argtype, true);
+	*argtype = JSONBOID;
+	fn = LookupFuncName(names, 1, argtype, true);
 	if (!OidIsValid(fn) && takes_time)
 	{
-		argtype = TIMESTAMPTZOID;
-		fn = LookupFuncName(names, 1, &argtype, true);
+		*argtype = TIMESTAMPTZOID;
+		fn = LookupFuncName(names, 1, argtype, true);
 	}
 	if (!OidIsValid(fn))
 	{
-		argtype = InvalidOid;
+		*argtype = InvalidOid;
 		fn = LookupFuncName(names, 0, NULL, true);
 	}
 	if (!OidIsValid(fn))
@@ -89,15 +78,17 @@ cf_function_lookup(const char *name, const char *what, bool takes_time)
 				 errmsg("%s function %s does not exist", what, name),
 				 errhint("A %s function takes no argument or one jsonb argument%s.", what,
 						 takes_time ? " (or its scheduled time, a timestamptz)" : "")));
+	return fn;
+}
 
-	if (function_plans != NULL)
-	{
-		e = hash_search(function_plans, &fn, HASH_FIND, NULL);
-		if (e != NULL)
-			return e;
-	}
+/* fn's return type; a procedure or a set-returning function is bad input. */
+static Oid
+single_value_rettype(Oid fn, const char *what, const char *name)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	Oid			rettype;
 
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for function %u", fn);
 	proc = (Form_pg_proc) GETSTRUCT(tup);
@@ -110,6 +101,16 @@ cf_function_lookup(const char *name, const char *what, bool takes_time)
 				 errmsg("%s %s must be a function returning a single value", what, name)));
 	}
 	ReleaseSysCache(tup);
+	return rettype;
+}
+
+/* A kept plan that calls fn, schema-qualified, and returns its value as jsonb (void as NULL). */
+static SPIPlanPtr
+prepare_function_call(Oid fn, Oid argtype, Oid rettype, const char *what, const char *name)
+{
+	char	   *call;
+	char	   *sql;
+	SPIPlanPtr	plan;
 
 	call = psprintf("%s.%s(%s)",
 					quote_identifier(get_namespace_name(get_func_namespace(fn))),
@@ -127,6 +128,15 @@ cf_function_lookup(const char *name, const char *what, bool takes_time)
 		elog(ERROR, "could not prepare %s %s: %s", what, name,
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
+	return plan;
+}
+
+/* Enter fn's plan in the cache (emptied first when full). */
+static CfFunction *
+cache_function(Oid fn, SPIPlanPtr plan, Oid argtype, Oid rettype)
+{
+	CfFunction *e;
+	bool		found;
 
 	if (function_plans != NULL &&
 		hash_get_num_entries(function_plans) >= FUNCTION_PLAN_CACHE_MAX)
@@ -146,6 +156,33 @@ cf_function_lookup(const char *name, const char *what, bool takes_time)
 	e->argtype = argtype;
 	e->rettype = rettype;
 	return e;
+}
+
+/*
+ * Find the function `name` (what: "step", "condition"), taking one jsonb
+ * argument, one timestamptz argument (only if takes_time: a repeated
+ * step's scheduled time) or none, and a plan that calls it and returns
+ * its value as jsonb (void as NULL).  A missing or unsuitable function is
+ * bad input, reported before anything is written.  Caller is connected
+ * to SPI.
+ */
+CfFunction *
+cf_function_lookup(const char *name, const char *what, bool takes_time)
+{
+	Oid			argtype;
+	Oid			fn = resolve_function(name, what, takes_time, &argtype);
+	Oid			rettype;
+	CfFunction *e;
+
+	if (function_plans != NULL)
+	{
+		e = hash_search(function_plans, &fn, HASH_FIND, NULL);
+		if (e != NULL)
+			return e;
+	}
+	rettype = single_value_rettype(fn, what, name);
+	return cache_function(fn, prepare_function_call(fn, argtype, rettype, what, name),
+						  argtype, rettype);
 }
 
 /*

@@ -101,40 +101,20 @@ cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(canonical));
 }
 
-Datum
-cf_start(PG_FUNCTION_ARGS)
+/*
+ * Insert the caller's run (procedure, key) with its start wake-up, or
+ * find it if it exists.  Returns its id.  Caller is connected to SPI.
+ */
+static int64
+insert_or_find_run(const char *workflow, const char *procedure, const char *key,
+				   Jsonb *args, Jsonb *options, TimestampTz now)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr find_plan = NULL;
-	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
-	char	   *key = cf_required_text(fcinfo, 1, "key");
-	Jsonb	   *args;
-	Jsonb	   *options;
-	char	   *procedure;
 	CfInternal	st;
 	Datum		values[7];
 	bool		isnull;
 	int64		id;
-	TimestampTz now = cf_clock_now();
-
-	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
-		invalid_argument("args must be a JSON object", NULL);
-	if (PG_ARGISNULL(3) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
-		invalid_argument("options must be a JSON object", NULL);
-	args = PG_GETARG_JSONB_P(2);
-	options = PG_GETARG_JSONB_P(3);
-	cf_check_json_size("args", args);
-	cf_check_json_size("options", options);
-	/*
-	 * Keys beginning with '$' are the engine's: children are keyed
-	 * "$<parent run id>$...", so that nothing outside their parent can
-	 * take a child's key (see spawn in branch.c).
-	 */
-	if (key[0] == '$')
-		invalid_argument("key must not begin with \"$\"",
-						 "Keys beginning with \"$\" are reserved for the children of branches.");
-	procedure = cf_resolve_workflow(workflow, false);
-	cf_replan_if_stale();		/* many starts in one session */
 
 	/* A run is (owner, procedure, key): every spelling names the same run. */
 	values[0] = CStringGetTextDatum(procedure);
@@ -150,7 +130,6 @@ cf_start(PG_FUNCTION_ARGS)
 	 * constraint (workflow, key, owner) since 0.5.0, and on a database not
 	 * updated yet the old (workflow, key) still applies.
 	 */
-	SPI_connect();
 	cf_internal_begin(&st);
 	cf_exec(&insert_plan,
 			"WITH ins AS ("
@@ -181,6 +160,41 @@ cf_start(PG_FUNCTION_ARGS)
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cf_internal_end(&st);
+	return id;
+}
+
+Datum
+cf_start(PG_FUNCTION_ARGS)
+{
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	Jsonb	   *args;
+	Jsonb	   *options;
+	char	   *procedure;
+	int64		id;
+	TimestampTz now = cf_clock_now();
+
+	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
+		invalid_argument("args must be a JSON object", NULL);
+	if (PG_ARGISNULL(3) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
+		invalid_argument("options must be a JSON object", NULL);
+	args = PG_GETARG_JSONB_P(2);
+	options = PG_GETARG_JSONB_P(3);
+	cf_check_json_size("args", args);
+	cf_check_json_size("options", options);
+	/*
+	 * Keys beginning with '$' are the engine's: children are keyed
+	 * "$<parent run id>$...", so that nothing outside their parent can
+	 * take a child's key (see spawn in branch.c).
+	 */
+	if (key[0] == '$')
+		invalid_argument("key must not begin with \"$\"",
+						 "Keys beginning with \"$\" are reserved for the children of branches.");
+	procedure = cf_resolve_workflow(workflow, false);
+	cf_replan_if_stale();		/* many starts in one session */
+
+	SPI_connect();
+	id = insert_or_find_run(workflow, procedure, key, args, options, now);
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }

@@ -458,6 +458,145 @@ typedef enum FinishKind
 } FinishKind;
 
 /*
+ * Release the run idle and publish its continuation (or retry) in one
+ * statement: the continuation cannot become claimable while the lock is
+ * held.  values[0..5] and nulls are finish_pass()'s.
+ */
+static void
+finish_release(FinishKind kind, Datum *values, char *nulls, TimestampTz retry_at, int attempt)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[9] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
+	INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
+	bool		cont = (kind == FINISH_RETRY) || cf_pass.has_continuation;
+
+	values[6] = TimestampTzGetDatum(kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at);
+	if (!cont)
+		nulls[6] = 'n';
+	values[7] = CStringGetTextDatum(kind == FINISH_RETRY ? "retry" :
+									cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue");
+	values[8] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
+	cf_exec(&plan,
+			"WITH w AS ("
+			"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
+			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $9,"
+			"   retry_counts = CASE WHEN $9 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
+			"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
+			" d AS (DELETE FROM chrono_forge.wakeups k USING w"
+			"  WHERE k.workflow_id = w.id AND k.id = ANY ($6)),"
+			" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT id, $7, $8 FROM w WHERE $7 IS NOT NULL"
+			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id"
+			"    AND k.due_at = $7 AND NOT k.id = ANY (coalesce($6, '{}')))"
+			"  RETURNING due_at)"
+			" SELECT (SELECT count(*) FROM w),"
+			"  (SELECT min(t) FROM (SELECT due_at FROM i"
+			"    UNION ALL SELECT due_at FROM chrono_forge.wakeups k"
+			"     WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}'))) AS s(t))",
+			9, types, values, nulls, false, 0);
+}
+
+/* End the run completed or stalled; values[0..5] and nulls are finish_pass()'s. */
+static void
+finish_terminal(FinishKind kind, Datum *values, char *nulls)
+{
+	static SPIPlanPtr plan = NULL;
+
+	values[6] = CStringGetTextDatum(kind == FINISH_COMPLETE ? "completed" : "stalled");
+	/* A pass that never committed ends holding the claim's row lock. */
+	values[7] = BoolGetDatum(!cf_pass.stamped);
+	values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
+	cf_exec(&plan,
+			"WITH w AS ("
+			"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
+			"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
+			"   started_at = coalesce(started_at, $9),"
+			"   locked_by = NULL, locked_at = NULL, attempt = 0, retry_counts = '{}',"
+			"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+			"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
+			"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
+			"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
+			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
+			" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
+			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
+			BOOLOID, TIMESTAMPTZOID},
+			values, nulls, false, 0);
+}
+
+/*
+ * End the run failed: check the lock before writing the failure, then log
+ * the error and mark the run with it.  values[0..5] and nulls are
+ * finish_pass()'s.  Leaves the lock check's result in SPI_tuptable.
+ */
+static void
+finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, TimestampTz now)
+{
+	static SPIPlanPtr failure_plan = NULL;
+	static SPIPlanPtr marker_plan = NULL;
+	int64		error_id;
+	Datum		mvalues[3];
+
+	values[6] = Int32GetDatum(attempt);
+	cf_exec(&failure_plan,
+			"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
+			" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+			" WHERE id = $1 AND locked_by = $2"
+			" RETURNING id, NULL::timestamptz",
+			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
+			values, nulls, false, 0);
+	if (SPI_processed != 1)
+		return;
+	error_id = cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
+	mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
+	mvalues[1] = Int64GetDatum(error_id);
+	mvalues[2] = TimestampTzGetDatum(now);
+	cf_exec(&marker_plan,
+			"WITH l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+			"  VALUES ($1, '$workflow_failure$' || $2, 'completed', 1, $3, $3, $3,"
+			"   jsonb_build_object('error_log_id', $2))),"
+			" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
+			" SELECT 1::bigint, NULL::timestamptz",
+			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
+}
+
+/*
+ * Each of finish_pass()'s branches ends with one row (owned?, next due) or
+ * none (not owned): true if the pass still owned the run; queue its next
+ * wake-up, if any.
+ */
+static bool
+finish_was_owned(void)
+{
+	bool		isnull;
+	Datum		next;
+
+	if (SPI_processed == 0 ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+		return false;
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		cf_queue_wakeup(DatumGetTimestampTz(next));
+	return true;
+}
+
+/* A retry: remember the workflow-level failure itself, and the counts. */
+static void
+record_retried_failure(ErrorData *edata, int attempt, Jsonb *counts)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.workflows SET retry_counts = $2 WHERE id = $1",
+			2, (Oid[]) {INT8OID, JSONBOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), JsonbPGetDatum(counts)},
+			NULL, false, 0);
+}
+
+/*
  * End the pass in the current transaction (the caller commits).  Every
  * branch first proves the lock is still ours; if it is not, the pass ends
  * quietly and leaves the new owner alone.
@@ -466,16 +605,10 @@ static void
 finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 			int attempt, Jsonb *retry_counts)
 {
-	static SPIPlanPtr release_plan = NULL;
-	static SPIPlanPtr terminal_plan = NULL;
-	static SPIPlanPtr failure_plan = NULL;
-	Oid			types[9] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
-	INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
 	Datum		values[9];
 	char		nulls[10] = "         ";
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
-	bool		isnull;
 	Jsonb	   *counts = retry_counts ? retry_counts : pass_retry_counts;
 
 	/* A child completed in its first pass: its run is written once. */
@@ -486,6 +619,7 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 			return;
 	}
 
+	/* $1..$6 of every branch's statement. */
 	values[0] = Int64GetDatum(cf_pass.workflow_id);
 	values[1] = CStringGetTextDatum(cf_pass.lock_token);
 	values[2] = TimestampTzGetDatum(now);
@@ -497,97 +631,13 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 
 	cf_internal_begin(&st);
 	if (kind == FINISH_RELEASE || kind == FINISH_RETRY)
-	{
-		bool		cont = (kind == FINISH_RETRY) || cf_pass.has_continuation;
-
-		values[6] = TimestampTzGetDatum(kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at);
-		if (!cont)
-			nulls[6] = 'n';
-		values[7] = CStringGetTextDatum(kind == FINISH_RETRY ? "retry" :
-										cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue");
-		values[8] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
-
-		/* Release and publish in one statement: the continuation cannot
-		 * become claimable while the lock is held. */
-		cf_exec(&release_plan,
-				"WITH w AS ("
-				"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
-				"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $9,"
-				"   retry_counts = CASE WHEN $9 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
-				"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
-				" d AS (DELETE FROM chrono_forge.wakeups k USING w"
-				"  WHERE k.workflow_id = w.id AND k.id = ANY ($6)),"
-				" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-				"  SELECT id, $7, $8 FROM w WHERE $7 IS NOT NULL"
-				"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id"
-				"    AND k.due_at = $7 AND NOT k.id = ANY (coalesce($6, '{}')))"
-				"  RETURNING due_at)"
-				" SELECT (SELECT count(*) FROM w),"
-				"  (SELECT min(t) FROM (SELECT due_at FROM i"
-				"    UNION ALL SELECT due_at FROM chrono_forge.wakeups k"
-				"     WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}'))) AS s(t))",
-				9, types, values, nulls, false, 0);
-	}
+		finish_release(kind, values, nulls, retry_at, attempt);
 	else if (kind == FINISH_COMPLETE || kind == FINISH_STALL)
-	{
-		values[6] = CStringGetTextDatum(kind == FINISH_COMPLETE ? "completed" : "stalled");
-		/* A pass that never committed ends holding the claim's row lock. */
-		values[7] = BoolGetDatum(!cf_pass.stamped);
-		values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
-		cf_exec(&terminal_plan,
-				"WITH w AS ("
-				"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
-				"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
-				"   started_at = coalesce(started_at, $9),"
-				"   locked_by = NULL, locked_at = NULL, attempt = 0, retry_counts = '{}',"
-				"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
-				"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
-				" l AS (INSERT INTO chrono_forge.execution_logs"
-				"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
-				"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
-				"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
-				" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
-				" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
-				9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
-				BOOLOID, TIMESTAMPTZOID},
-				values, nulls, false, 0);
-	}
+		finish_terminal(kind, values, nulls);
 	else
-	{
-		int64		error_id;
+		finish_failed(values, nulls, attempt, edata, now);
 
-		/* Check the lock before writing the failure. */
-		values[6] = Int32GetDatum(attempt);
-		cf_exec(&failure_plan,
-				"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
-				" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
-				" WHERE id = $1 AND locked_by = $2"
-				" RETURNING id, NULL::timestamptz",
-				7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
-				values, nulls, false, 0);
-		if (SPI_processed == 1)
-		{
-			static SPIPlanPtr marker_plan = NULL;
-			Datum		mvalues[3];
-
-			error_id = cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
-			mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
-			mvalues[1] = Int64GetDatum(error_id);
-			mvalues[2] = TimestampTzGetDatum(now);
-			cf_exec(&marker_plan,
-					"WITH l AS (INSERT INTO chrono_forge.execution_logs"
-					"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
-					"  VALUES ($1, '$workflow_failure$' || $2, 'completed', 1, $3, $3, $3,"
-					"   jsonb_build_object('error_log_id', $2))),"
-					" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
-					" SELECT 1::bigint, NULL::timestamptz",
-					3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
-		}
-	}
-
-	/* Each branch ends with one row (owned?, next due) or none (not owned). */
-	if (SPI_processed == 0 ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+	if (!finish_was_owned())
 	{
 		cf_internal_end(&st);
 		ereport(LOG,
@@ -595,24 +645,8 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 						(long long) cf_pass.workflow_id)));
 		return;
 	}
-	{
-		Datum		next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-
-		if (!isnull)
-			cf_queue_wakeup(DatumGetTimestampTz(next));
-	}
 	if (kind == FINISH_RETRY)
-	{
-		/* Remember the workflow-level failure itself. */
-		static SPIPlanPtr counts_plan = NULL;
-
-		cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
-		cf_exec(&counts_plan,
-				"UPDATE chrono_forge.workflows SET retry_counts = $2 WHERE id = $1",
-				2, (Oid[]) {INT8OID, JSONBOID},
-				(Datum[]) {Int64GetDatum(cf_pass.workflow_id), JsonbPGetDatum(counts)},
-				NULL, false, 0);
-	}
+		record_retried_failure(edata, attempt, counts);
 	cf_internal_end(&st);
 }
 
@@ -1098,19 +1132,10 @@ end_pass_slot(void)
 	}
 }
 
-/*
- * One pass.  Returns false if nothing was due.  Precondition: inside a
- * transaction, connected to SPI non-atomically; on return the pass's last
- * transaction has committed and a new one is open.
- */
-static bool
-run_one_pass(Oid only_owner, MemoryContext proc_cxt)
+/* A fresh pass state, its memory, nothing claimed yet. */
+static void
+begin_pass(void)
 {
-	Oid			save_userid;
-	int			save_sec;
-	ErrorData  *volatile edata = NULL;
-	volatile bool pass_failed = false;
-
 	memset(&cf_pass, 0, sizeof(cf_pass));
 	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
 										ALLOCSET_DEFAULT_SIZES);
@@ -1119,38 +1144,51 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	cf_pass_stop_cancel = false;
 	cf_pass_stop_preempt = false;
 	cf_pass_poison = NULL;
+}
 
-	if (!claim_and_lock(only_owner))
+static void
+discard_pass(void)
+{
+	MemoryContextDelete(cf_pass.cxt);
+	memset(&cf_pass, 0, sizeof(cf_pass));
+}
+
+/*
+ * The claimed run is this backend's now: its slots name it.  False if the
+ * worker, over its share while others' work is due, gave the claim back.
+ */
+static bool
+occupy_slots(void)
+{
+	cf_pass_slot_set(cf_pass.workflow_id);
+	if (cf_worker_slot < 0)
+		return true;
+	cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
+	if (!cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
+		return true;
+	if (!share_waived)
 	{
-		MemoryContextDelete(cf_pass.cxt);
-		memset(&cf_pass, 0, sizeof(cf_pass));
+		give_back_claim("share");
+		end_pass_slot();
 		return false;
 	}
-	cf_pass_slot_set(cf_pass.workflow_id);
-	if (cf_worker_slot >= 0)
-	{
-		cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
-		if (cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
-		{
-			if (!share_waived)
-			{
-				give_back_claim("share");
-				end_pass_slot();
-				MemoryContextDelete(cf_pass.cxt);
-				memset(&cf_pass, 0, sizeof(cf_pass));
-				return true;
-			}
-			/* Over its share: the launcher watches for others' work. */
-			if (cf_share_watch(true))
-				cf_wake_launcher();
-		}
-	}
-	cf_replay_load();
+	/* Over its share: the launcher watches for others' work. */
+	if (cf_share_watch(true))
+		cf_wake_launcher();
+	return true;
+}
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	cf_pass.outer_userid = save_userid;
-	cf_pass.outer_sec_context = save_sec;
-	cf_pass_timer_arm(cf_pass.workflow_id);
+/*
+ * Run the body as the owner, then finish the pass completed and commit;
+ * again at once if the pass lost a step to a concurrent one and may
+ * restart.  Returns the error that stopped the body (NULL: completed);
+ * its transaction is aborted and a new one open then.
+ */
+static ErrorData *
+run_body(MemoryContext proc_cxt, Oid save_userid, int save_sec)
+{
+	ErrorData  *volatile edata = NULL;
+
 	for (;;)
 	{
 		cf_pass.active = true;
@@ -1201,58 +1239,96 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		}
 		PG_END_TRY();
 		if (edata == NULL || !step_lost(edata) || !restart_pass_eagerly())
-			break;
+			return edata;
 		edata = NULL;			/* it went with the old pass's memory */
 	}
+}
 
-	if (edata != NULL && cf_pass_stop_cancel)
+/*
+ * The body stopped with edata (its transaction aborted): end the pass as
+ * the stop says, cancelled, preempted, or by its outcome, and commit.  A
+ * cancel or shutdown of this backend is rethrown once the run is safe.
+ */
+static void
+finish_stopped_pass(ErrorData *edata, MemoryContext proc_cxt)
+{
+	if (cf_pass_stop_cancel)
 	{
 		finish_cancelled();
-		edata = NULL;
-		pass_failed = true;
+		return;
 	}
-	else if (edata != NULL && cf_pass_stop_preempt)
+	if (cf_pass_stop_preempt)
 	{
 		if (relock_after_abort())
 			give_back_claim("preempted");
 		ereport(LOG,
 				(errmsg("chrono_forge: pass of workflow run %lld was stopped to give its worker to another owner's work; the run is due again",
 						(long long) cf_pass.workflow_id)));
-		edata = NULL;
-		pass_failed = true;
+		return;
 	}
-	else if (edata != NULL)
+	if (edata->sqlerrcode == ERRCODE_CF_LOCK_LOST || !relock_after_abort())
+		ereport(LOG,
+				(errmsg("chrono_forge: pass of workflow run %lld ended without writing: %s",
+						(long long) cf_pass.workflow_id, edata->message)));
+	else if (cf_pass.outcome == CF_OUTCOME_HALT)
+		finish_pass(FINISH_RELEASE, NULL, 0, 0, NULL);
+	else if (cf_pass.outcome == CF_OUTCOME_STALL)
+		finish_pass(FINISH_STALL, NULL, 0, 0, NULL);
+	else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)
+		finish_pass(FINISH_FAIL, edata, 0, (int) pass_attempt + 1, NULL);
+	else
+		finish_after_body_error(edata);
+	SPI_commit();
+	cf_batch_committed();
+
+	/*
+	 * A cancel or shutdown stops the caller too, once the run is safe.
+	 * The pass memory goes with the caller's context then.
+	 */
+	if (error_is_interrupt(edata))
 	{
-		if (edata->sqlerrcode == ERRCODE_CF_LOCK_LOST || !relock_after_abort())
-			ereport(LOG,
-					(errmsg("chrono_forge: pass of workflow run %lld ended without writing: %s",
-							(long long) cf_pass.workflow_id, edata->message)));
-		else if (cf_pass.outcome == CF_OUTCOME_HALT)
-			finish_pass(FINISH_RELEASE, NULL, 0, 0, NULL);
-		else if (cf_pass.outcome == CF_OUTCOME_STALL)
-			finish_pass(FINISH_STALL, NULL, 0, 0, NULL);
-		else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)
-			finish_pass(FINISH_FAIL, edata, 0, (int) pass_attempt + 1, NULL);
-		else
-			finish_after_body_error(edata);
-		SPI_commit();
-		cf_batch_committed();
-
-		/*
-		 * A cancel or shutdown stops the caller too, once the run is safe.
-		 * The pass memory goes with the caller's context then.
-		 */
-		if (error_is_interrupt(edata))
-		{
-			cf_pass_interrupts_end();
-			MemoryContextSetParent(cf_pass.cxt, proc_cxt);
-			memset(&cf_pass, 0, sizeof(cf_pass));
-			cf_replay_reset();
-			ReThrowError(edata);
-		}
+		cf_pass_interrupts_end();
+		MemoryContextSetParent(cf_pass.cxt, proc_cxt);
+		memset(&cf_pass, 0, sizeof(cf_pass));
+		cf_replay_reset();
+		ReThrowError(edata);
 	}
+}
 
-	cf_branch_after_pass(edata == NULL && !pass_failed);	/* fan-out: nudge the parent */
+/*
+ * One pass.  Returns false if nothing was due.  Precondition: inside a
+ * transaction, connected to SPI non-atomically; on return the pass's last
+ * transaction has committed and a new one is open.
+ */
+static bool
+run_one_pass(Oid only_owner, MemoryContext proc_cxt)
+{
+	Oid			save_userid;
+	int			save_sec;
+	ErrorData  *edata;
+
+	begin_pass();
+	if (!claim_and_lock(only_owner))
+	{
+		discard_pass();
+		return false;
+	}
+	if (!occupy_slots())
+	{
+		discard_pass();
+		return true;
+	}
+	cf_replay_load();
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	cf_pass.outer_userid = save_userid;
+	cf_pass.outer_sec_context = save_sec;
+	cf_pass_timer_arm(cf_pass.workflow_id);
+	edata = run_body(proc_cxt, save_userid, save_sec);
+	if (edata != NULL)
+		finish_stopped_pass(edata, proc_cxt);
+
+	cf_branch_after_pass(edata == NULL);	/* fan-out: nudge the parent */
 	end_pass_slot();
 	MemoryContextDelete(cf_pass.cxt);
 	memset(&cf_pass, 0, sizeof(cf_pass));

@@ -350,13 +350,104 @@ stop_orphaned_workers(void)
 	}
 }
 
-void
-cf_launcher_main(Datum arg)
+/* The shorter of two timeouts, where < 0 means none. */
+static long
+min_timeout(long timeout_ms, long other_ms)
 {
-	bool		serving = false;
-	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
-	TimestampTz last_maintenance = 0;
+	return timeout_ms < 0 ? other_ms : Min(timeout_ms, other_ms);
+}
 
+/*
+ * Reap stalled runs, re-drive the passes of run_pending() sessions that
+ * disconnected, and delete the wake-ups of ended runs.
+ */
+static void
+run_maintenance(void)
+{
+	launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
+	/* Passes of run_pending() sessions that have disconnected. */
+	redrive_runs(psprintf("locked_by LIKE '%llu:s:%%' AND split_part(locked_by, ':', 3)::int"
+						  " NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)",
+						  (unsigned long long) cf_shmem_epoch()),
+				 0);
+	/* A wake() that raced a run's last pass leaves a dead row. */
+	launcher_exec("DELETE FROM chrono_forge.wakeups k USING chrono_forge.workflows w"
+				  " WHERE w.id = k.workflow_id"
+				  " AND w.state IN ('completed', 'failed', 'stalled', 'cancelled')",
+				  0, NULL, NULL, NULL);
+}
+
+/*
+ * Work due now goes to the workers (they drain all of it); merge polls
+ * due run here, never behind the workers' backlog.  Returns when the
+ * first work due later is due (DT_NOEND: none).
+ */
+static TimestampTz
+dispatch_due_work(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz due = next_due_wakeup(DT_NOBEGIN);
+
+	if (due <= now || spawned_children_waiting())
+	{
+		cf_wake_workers();
+		due = next_due_wakeup(now);
+	}
+	return Min(due, cf_merge_launcher_polls());
+}
+
+/*
+ * One round of serving the database: cancels, maintenance, the share,
+ * due work.  Returns how long to sleep at most (-1: until woken).
+ */
+static long
+serve_round(TimestampTz *last_maintenance)
+{
+	long		timeout_ms = -1;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz due;
+	TimestampTz oldest_lock;
+	bool		cancels_left = false;
+
+	cf_replan_if_stale();		/* the merge polls' cached plans */
+	if (cf_cancels_pending())
+		cancels_left = apply_cancel_requests();
+
+	/*
+	 * Maintenance only matters while some run is running (a lock to reap,
+	 * a session that may have died mid-pass): with every run parked,
+	 * nothing wakes us but our timers and commits.
+	 */
+	launcher_exec("SELECT min(locked_at) FROM chrono_forge.workflows WHERE state = 'running'",
+				  0, NULL, NULL, &oldest_lock);
+	if (oldest_lock != DT_NOEND &&
+		TimestampDifferenceExceeds(*last_maintenance, now, LAUNCHER_MAINTENANCE_MS))
+	{
+		run_maintenance();
+		*last_maintenance = now;
+	}
+	if (oldest_lock != DT_NOEND)
+		timeout_ms = LAUNCHER_MAINTENANCE_MS;
+	if (cancels_left)
+		timeout_ms = min_timeout(timeout_ms, LAUNCHER_CANCEL_RETRY_MS);
+	if (enforce_share())
+		timeout_ms = min_timeout(timeout_ms, PREEMPT_CHECK_MS);
+
+	due = dispatch_due_work();
+	if (due != DT_NOEND)
+	{
+		now = GetCurrentTimestamp();
+		timeout_ms = min_timeout(timeout_ms,
+								 due <= now ? 0 : TimestampDifferenceMilliseconds(now, due));
+		cf_launcher_set_wake_at(due);
+	}
+	return timeout_ms;
+}
+
+/* Signals, the connection, a pinned search path; stop orphaned workers. */
+static void
+launcher_init(void)
+{
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
@@ -374,11 +465,20 @@ cf_launcher_main(Datum arg)
 	on_shmem_exit(launcher_detach, (Datum) 0);
 	stop_orphaned_workers();
 	ereport(LOG, (errmsg("chrono_forge launcher started for database \"%s\"", cf_database)));
+}
 
+void
+cf_launcher_main(Datum arg)
+{
+	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
+	TimestampTz last_maintenance = 0;
+
+	launcher_init();
 	for (;;)
 	{
 		long		timeout_ms = -1;	/* until something wakes us */
 		Oid			ext;
+		bool		serving;
 
 		/*
 		 * Publish "no planned wake" before looking: a commit that lands
@@ -406,73 +506,8 @@ cf_launcher_main(Datum arg)
 			last_maintenance = 0;	/* dead sessions' locks: at once */
 		}
 		supervise_workers(serving);
-
 		if (serving)
-		{
-			TimestampTz now = GetCurrentTimestamp();
-			TimestampTz due;
-			TimestampTz oldest_lock;
-			bool		cancels_left = false;
-
-			cf_replan_if_stale();	/* the merge polls' cached plans */
-			if (cf_cancels_pending())
-				cancels_left = apply_cancel_requests();
-
-			/*
-			 * Maintenance only matters while some run is running (a lock
-			 * to reap, a session that may have died mid-pass): with every
-			 * run parked, nothing wakes us but our timers and commits.
-			 */
-			launcher_exec("SELECT min(locked_at) FROM chrono_forge.workflows WHERE state = 'running'",
-						  0, NULL, NULL, &oldest_lock);
-			if (oldest_lock != DT_NOEND &&
-				TimestampDifferenceExceeds(last_maintenance, now, LAUNCHER_MAINTENANCE_MS))
-			{
-				launcher_exec("SELECT chrono_forge.reap_stalled()", 0, NULL, NULL, NULL);
-				/* Passes of run_pending() sessions that have disconnected. */
-				redrive_runs(psprintf("locked_by LIKE '%llu:s:%%' AND split_part(locked_by, ':', 3)::int"
-									  " NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)",
-									  (unsigned long long) cf_shmem_epoch()),
-							 0);
-				/* A wake() that raced a run's last pass leaves a dead row. */
-				launcher_exec("DELETE FROM chrono_forge.wakeups k USING chrono_forge.workflows w"
-							  " WHERE w.id = k.workflow_id"
-							  " AND w.state IN ('completed', 'failed', 'stalled', 'cancelled')",
-							  0, NULL, NULL, NULL);
-				last_maintenance = now;
-			}
-			if (oldest_lock != DT_NOEND)
-				timeout_ms = LAUNCHER_MAINTENANCE_MS;
-			if (cancels_left)
-				timeout_ms = timeout_ms < 0 ? LAUNCHER_CANCEL_RETRY_MS
-					: Min(timeout_ms, LAUNCHER_CANCEL_RETRY_MS);
-			if (enforce_share())
-				timeout_ms = timeout_ms < 0 ? PREEMPT_CHECK_MS
-					: Min(timeout_ms, PREEMPT_CHECK_MS);
-
-			/*
-			 * Work due now goes to the workers (they drain all of it); we
-			 * sleep until the first wake-up due later.
-			 */
-			now = GetCurrentTimestamp();
-			due = next_due_wakeup(DT_NOBEGIN);
-			if (due <= now || spawned_children_waiting())
-			{
-				cf_wake_workers();
-				due = next_due_wakeup(now);
-			}
-			/* Merge polls run here, never behind the workers' backlog. */
-			due = Min(due, cf_merge_launcher_polls());
-			if (due != DT_NOEND)
-			{
-				long		until_due;
-
-				now = GetCurrentTimestamp();
-				until_due = due <= now ? 0 : TimestampDifferenceMilliseconds(now, due);
-				timeout_ms = timeout_ms < 0 ? until_due : Min(timeout_ms, until_due);
-				cf_launcher_set_wake_at(due);
-			}
-		}
+			timeout_ms = serve_round(&last_maintenance);
 
 		pgstat_report_stat(false);
 		(void) WaitLatch(MyLatch,

@@ -207,48 +207,44 @@ delete_poll(int64 poll_id)
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(poll_id)}, NULL, false, 0);
 }
 
-/*
- * One due poll, in the caller's transaction (the caller commits).  Returns
- * false if none was due.  Caller is connected to SPI.
- */
-static bool
-poll_one(Oid only_owner)
+/* A due poll as picked: its row, its parent, its merge's policy. */
+typedef struct DuePoll
 {
-	static SPIPlanPtr pick_plan = NULL;
-	static SPIPlanPtr logs_plan = NULL;
-	static SPIPlanPtr wake_plan = NULL;
-	static SPIPlanPtr next_plan = NULL;
-	TimestampTz now = cf_clock_now();
-	CfInternal	st;
-	bool		isnull;
 	int64		poll_id;
 	int64		parent_id;
-	Datum		ids;
+	Datum		ids;			/* int8[] of branch log ids */
 	double		min_s;
 	double		max_s;
 	char	   *token;
 	bool		parent_active;
-	int			n;
-	BranchSample *samples;
-	bool		fenced = false;
-	bool		all_sealed = true;
-	bool		all_prior = true;
-	int64		pending = 0,
-				prior_pending = 0,
-				never_started = 0,
-				running = 0,
-				blocked = 0;
-	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
-	char	   *policy_name;
-	TimestampTz earliest_prior = DT_NOEND;
-	double		prev_delay = -1;
-	double		rate = 0;
-	double		delay;
-	double		eta = -1;
-	TimestampTz next;
+	CfChildFailure policy;
+} DuePoll;
 
-	cf_internal_begin(&st);
-	cf_exec(&pick_plan,
+/* The branches of one poll summed up. */
+typedef struct PollTotals
+{
+	bool		all_sealed;
+	bool		all_prior;
+	int64		pending;
+	int64		prior_pending;
+	int64		never_started;
+	int64		running;
+	int64		blocked;
+	TimestampTz earliest_prior;
+	double		prev_delay;
+} PollTotals;
+
+/* Lock the earliest due poll (of only_owner's runs, if set).  False if none. */
+static bool
+pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
+{
+	static SPIPlanPtr plan = NULL;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *policy_name;
+
+	cf_exec(&plan,
 			"SELECT p.id, p.workflow_id, p.branch_log_ids,"
 			"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8,"
 			"  p.token, w.state IN ('idle', 'running'),"
@@ -260,35 +256,43 @@ poll_one(Oid only_owner)
 			2, (Oid[]) {TIMESTAMPTZOID, OIDOID},
 			(Datum[]) {TimestampTzGetDatum(now), ObjectIdGetDatum(only_owner)}, NULL, false, 1);
 	if (SPI_processed == 0)
-	{
-		cf_internal_end(&st);
 		return false;
-	}
-	poll_id = get_int64(1, 0);
-	current_poll_id = poll_id;
-	parent_id = get_int64(2, 0);
-	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
-	min_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	max_s = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
-	token = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6);
-	parent_active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	p->poll_id = get_int64(1, 0);
+	p->parent_id = get_int64(2, 0);
+	p->ids = SPI_getbinval(tup, desc, 3, &isnull);
+	p->ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(p->ids));
+	p->min_s = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
+	p->max_s = DatumGetFloat8(SPI_getbinval(tup, desc, 5, &isnull));
+	p->token = SPI_getvalue(tup, desc, 6);
+	p->parent_active = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	/* Merges parked before 0.6.0 have no policy: 'wait', as they were. */
-	policy_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8);
+	policy_name = SPI_getvalue(tup, desc, 8);
+	p->policy = CF_CHILD_FAILURE_WAIT;
 	if (policy_name != NULL && strcmp(policy_name, "fail") == 0)
-		policy = CF_CHILD_FAILURE_FAIL;
+		p->policy = CF_CHILD_FAILURE_FAIL;
 	else if (policy_name != NULL && strcmp(policy_name, "ignore") == 0)
-		policy = CF_CHILD_FAILURE_IGNORE;
-	if (!parent_active)
-	{
-		/* The parent ended (cancelled, failed): the chain ends with it. */
-		delete_poll(poll_id);
-		cf_internal_end(&st);
-		return true;
-	}
+		p->policy = CF_CHILD_FAILURE_IGNORE;
+	return true;
+}
 
-	/* The branch logs, locked against a concurrent re-stamp of the token. */
-	cf_exec(&logs_plan,
+/*
+ * The poll's branch logs with what the previous poll stamped on them,
+ * locked against a concurrent re-stamp of the token.  NULL if the poll is
+ * superseded (a log carries another token) or its logs are gone.
+ */
+static BranchSample *
+load_branch_samples(const DuePoll *p, int *n_out)
+{
+	static SPIPlanPtr plan = NULL;
+	ArrayType  *ids = DatumGetArrayTypeP(p->ids);
+	bool		fenced = false;
+	bool		isnull;
+	int			n;
+	BranchSample *samples;
+
+	cf_exec(&plan,
 			"SELECT l.id, l.state = 'completed', l.metadata->>'poll_token' IS NOT DISTINCT FROM $2,"
 			"  (l.metadata->'poll'->>'pending')::bigint,"
 			"  (l.metadata->'poll'->>'never_started')::bigint,"
@@ -296,7 +300,7 @@ poll_one(Oid only_owner)
 			"  (l.metadata->'poll'->>'interval')::float8,"
 			"  (l.metadata->'poll'->>'spawned')::bigint"
 			" FROM chrono_forge.execution_logs l WHERE l.id = ANY ($1) ORDER BY l.id FOR NO KEY UPDATE",
-			2, (Oid[]) {INT8ARRAYOID, TEXTOID}, (Datum[]) {ids, CStringGetTextDatum(token)},
+			2, (Oid[]) {INT8ARRAYOID, TEXTOID}, (Datum[]) {p->ids, CStringGetTextDatum(p->token)},
 			NULL, false, 0);
 	n = (int) SPI_processed;
 	samples = palloc0(sizeof(BranchSample) * Max(n, 1));
@@ -327,64 +331,81 @@ poll_one(Oid only_owner)
 		d = SPI_getbinval(tup, desc, 8, &isnull);
 		s->prior_spawned = isnull ? -1 : DatumGetInt64(d);
 	}
-	if (n == 0 || n != ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(ids)), ARR_DIMS(DatumGetArrayTypeP(ids))) || fenced)
-	{
-		/* Superseded (or its logs are gone): stop, writing nothing. */
-		delete_poll(poll_id);
-		cf_internal_end(&st);
-		return true;
-	}
+	if (n == 0 || n != ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) || fenced)
+		return NULL;
+	*n_out = n;
+	return samples;
+}
 
+/* Count each branch's children now, and sum the branches up. */
+static void
+sample_branches(BranchSample *samples, int n, TimestampTz now, PollTotals *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->all_sealed = true;
+	t->all_prior = true;
+	t->earliest_prior = DT_NOEND;
+	t->prev_delay = -1;
 	for (int i = 0; i < n; i++)
 	{
 		BranchSample *s = &samples[i];
 
 		sample_children(s);
-		all_sealed &= s->sealed;
-		pending += s->pending;
-		never_started += s->never_started;
-		running += s->running;
-		blocked += s->blocked;
+		t->all_sealed &= s->sealed;
+		t->pending += s->pending;
+		t->never_started += s->never_started;
+		t->running += s->running;
+		t->blocked += s->blocked;
 		if (s->has_prior)
 		{
-			prior_pending += s->prior_pending;
-			earliest_prior = Min(earliest_prior, s->prior_at);
+			t->prior_pending += s->prior_pending;
+			t->earliest_prior = Min(t->earliest_prior, s->prior_at);
 		}
 		else
-			all_prior = false;
-		if (s->prior_interval > prev_delay)
-			prev_delay = s->prior_interval;
+			t->all_prior = false;
+		if (s->prior_interval > t->prev_delay)
+			t->prev_delay = s->prior_interval;
 		if (s->has_prior && s->pending < s->prior_pending && now > s->prior_at)
 			s->rate = (s->prior_pending - s->pending) / seconds_between(s->prior_at, now);
 	}
+}
 
-	/*
-	 * Done, or done as far as the policy goes ('ignore': only ended
-	 * children left; 'fail': one failed, the parent's merge will raise):
-	 * the last poll, then the parent's wake-up.
-	 */
-	if ((all_sealed && (pending == 0 ||
-						(policy == CF_CHILD_FAILURE_IGNORE && pending == blocked))) ||
-		(policy == CF_CHILD_FAILURE_FAIL && blocked > 0))
+/*
+ * Done, or done as far as the policy goes ('ignore': only ended children
+ * left; 'fail': one failed, the parent's merge will raise).
+ */
+static bool
+merge_is_done(const PollTotals *t, CfChildFailure policy)
+{
+	return (t->all_sealed && (t->pending == 0 ||
+							  (policy == CF_CHILD_FAILURE_IGNORE && t->pending == t->blocked))) ||
+		(policy == CF_CHILD_FAILURE_FAIL && t->blocked > 0);
+}
+
+/* The last poll: stamp it, wake the parent, end the chain. */
+static void
+finish_polling(const DuePoll *p, BranchSample *samples, int n, TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+
+	for (int i = 0; i < n; i++)
 	{
-		for (int i = 0; i < n; i++)
-		{
-			samples[i].rate = 0;
-			record_poll(&samples[i], token, now, true, 0, 0, -1);
-		}
-		cf_exec(&wake_plan,
-				"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-				" SELECT $1, $2, 'merge' WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
-				"  WHERE k.workflow_id = $1 AND k.due_at <= $2)",
-				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-				(Datum[]) {Int64GetDatum(parent_id), TimestampTzGetDatum(now)}, NULL, false, 0);
-		delete_poll(poll_id);
-		cf_internal_end(&st);
-		cf_queue_wakeup(now);
-		return true;
+		samples[i].rate = 0;
+		record_poll(&samples[i], p->token, now, true, 0, 0, -1);
 	}
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			" SELECT $1, $2, 'merge' WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
+			"  WHERE k.workflow_id = $1 AND k.due_at <= $2)",
+			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(p->parent_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+	delete_poll(p->poll_id);
+}
 
-	/* Children never picked up, unless the never-started count still falls. */
+/* Children never picked up, unless the never-started count still falls. */
+static void
+rekick_stalled(BranchSample *samples, int n, TimestampTz now)
+{
 	for (int i = 0; i < n; i++)
 	{
 		BranchSample *s = &samples[i];
@@ -396,32 +417,98 @@ poll_one(Oid only_owner)
 		if (s->rekicked > 0)
 			cf_queue_wakeup(now);
 	}
+}
 
-	/* Cadence: half the estimated time to drain, else by motion. */
-	if (all_prior && pending < prior_pending && now > earliest_prior)
-		rate = (prior_pending - pending) / seconds_between(earliest_prior, now);
+/*
+ * Cadence: half the estimated time to drain, else by motion.  Returns the
+ * delay to the next poll, in seconds.
+ */
+static double
+next_poll_delay(const DuePoll *p, const PollTotals *t, TimestampTz now)
+{
+	double		rate = 0;
+
+	if (t->all_prior && t->pending < t->prior_pending && now > t->earliest_prior)
+		rate = (t->prior_pending - t->pending) / seconds_between(t->earliest_prior, now);
 	if (rate > 0)
-	{
-		eta = pending / rate;
-		delay = clamp(eta * ETA_FRACTION, min_s, max_s);
-	}
-	else if (running > 0)
-		delay = min_s;
-	else if (never_started > 0)
-		delay = prev_delay > 0 ? clamp(2 * prev_delay, min_s, max_s) : min_s;
-	else
-		delay = max_s;
-	next = TimestampTzPlusMilliseconds(now, (int64) (delay * 1000));
+		return clamp(t->pending / rate * ETA_FRACTION, p->min_s, p->max_s);
+	if (t->running > 0)
+		return p->min_s;
+	if (t->never_started > 0)
+		return t->prev_delay > 0 ? clamp(2 * t->prev_delay, p->min_s, p->max_s) : p->min_s;
+	return p->max_s;
+}
+
+/* Stamp this poll on every branch and move the poll to next. */
+static void
+schedule_next_poll(const DuePoll *p, BranchSample *samples, int n, TimestampTz now,
+				   TimestampTz next, double delay)
+{
+	static SPIPlanPtr plan = NULL;
+
 	for (int i = 0; i < n; i++)
 	{
 		BranchSample *s = &samples[i];
 		double		branch_eta = s->rate > 0 ? s->pending / s->rate : -1;
 
-		record_poll(s, token, now, false, next, delay, branch_eta);
+		record_poll(s, p->token, now, false, next, delay, branch_eta);
 	}
-	cf_exec(&next_plan, "UPDATE chrono_forge.merge_polls SET due_at = $2 WHERE id = $1",
+	cf_exec(&plan, "UPDATE chrono_forge.merge_polls SET due_at = $2 WHERE id = $1",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(poll_id), TimestampTzGetDatum(next)}, NULL, false, 0);
+			(Datum[]) {Int64GetDatum(p->poll_id), TimestampTzGetDatum(next)}, NULL, false, 0);
+}
+
+/*
+ * One due poll, in the caller's transaction (the caller commits).  Returns
+ * false if none was due.  Caller is connected to SPI.
+ */
+static bool
+poll_one(Oid only_owner)
+{
+	TimestampTz now = cf_clock_now();
+	CfInternal	st;
+	DuePoll		p;
+	BranchSample *samples;
+	int			n = 0;
+	PollTotals	t;
+	double		delay;
+	TimestampTz next;
+
+	cf_internal_begin(&st);
+	if (!pick_due_poll(only_owner, now, &p))
+	{
+		cf_internal_end(&st);
+		return false;
+	}
+	current_poll_id = p.poll_id;
+	/* The parent ended (cancelled, failed): the chain ends with it. */
+	if (!p.parent_active)
+	{
+		delete_poll(p.poll_id);
+		cf_internal_end(&st);
+		return true;
+	}
+	samples = load_branch_samples(&p, &n);
+	/* Superseded (or its logs are gone): stop, writing nothing. */
+	if (samples == NULL)
+	{
+		delete_poll(p.poll_id);
+		cf_internal_end(&st);
+		return true;
+	}
+
+	sample_branches(samples, n, now, &t);
+	if (merge_is_done(&t, p.policy))
+	{
+		finish_polling(&p, samples, n, now);
+		cf_internal_end(&st);
+		cf_queue_wakeup(now);
+		return true;
+	}
+	rekick_stalled(samples, n, now);
+	delay = next_poll_delay(&p, &t, now);
+	next = TimestampTzPlusMilliseconds(now, (int64) (delay * 1000));
+	schedule_next_poll(&p, samples, n, now, next, delay);
 	cf_internal_end(&st);
 	cf_queue_wakeup(next);
 	return true;

@@ -48,56 +48,18 @@ PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
 PG_FUNCTION_INFO_V1(cf_repeat_ticks);
 
 /*
- * cancel(workflow, key, reason, with_children) -> runs cancelled.
- *
- * Every run not yet completed or cancelled (idle, running, stalled,
- * failed) becomes cancelled for good: its lock is cleared and its pending
- * wake-ups go, in one statement.  A pass in flight between two steps finds
- * its lock gone at its next step commit or at its end, and stops without
- * writing (the executor checks locked_by in the same transaction).  A run
- * whose row a pass holds (its claim has not committed yet, or a step is
- * committing) is not waited for: a row of cancel_requests records the
- * cancel durably, and after commit the worker running that pass is told
- * to stop it (pass_timer.c); the pass, or the launcher once no pass holds
- * the run, makes it cancelled, and no further step runs meanwhile (every
- * primitive looks for a request first).  No path schedules or claims a
- * cancelled run again.  With children, the
- * runs spawned by the run's branches (recursively) go too; all of them
- * must be the caller's.  Children not started yet are dropped from
- * spawn_batches and counted.
+ * The run and (with_children) its descendants, as an int8[], checked
+ * before writing: all of them must be the caller's.
  */
-Datum
-cf_cancel(PG_FUNCTION_ARGS)
+static Datum
+cancel_tree(CfRunRef *run, bool with_children, bool admin, Oid caller,
+			const char *workflow, const char *key)
 {
-	static SPIPlanPtr tree_plan = NULL;
-	static SPIPlanPtr cancel_plan = NULL;
-	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
-	char	   *key = cf_required_text(fcinfo, 1, "key");
-	Datum		reason = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	bool		with_children = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
-	Oid			caller = GetUserId();
-	bool		admin = cf_is_admin(caller);
-	CfInternal	st;
-	CfRunRef	run;
+	static SPIPlanPtr plan = NULL;
 	Datum		ids;
 	bool		isnull;
-	int			n;
-	int64		dropped = 0;
-	Datum		held;
-	bool		batches = with_children && OidIsValid(cf_relation_oid("spawn_batches"));
 
-	SPI_connect();
-	cf_internal_begin(&st);
-	run = cf_find_own_run(caller, workflow, key, false);	/* never waits */
-
-	/*
-	 * The run and (optionally) its descendants, checked before writing.
-	 * With children, twice: their children not started yet (spawn_batches)
-	 * are dropped in between, which waits for a pass taking one of them
-	 * to commit, so the second look sees every child that became a run.
-	 */
-again:
-	cf_exec(&tree_plan,
+	cf_exec(&plan,
 			"WITH RECURSIVE t(id, owner, depth) AS ("
 			"  SELECT id, owner::oid, 0 FROM chrono_forge.workflows WHERE id = $1"
 			"  UNION ALL"
@@ -108,34 +70,45 @@ again:
 			" SELECT array_agg(id ORDER BY id),"
 			"  bool_and($3 OR pg_has_role($4, owner, 'MEMBER')) FROM t",
 			4, (Oid[]) {INT8OID, BOOLOID, BOOLOID, OIDOID},
-			(Datum[]) {Int64GetDatum(run.id), BoolGetDatum(with_children),
+			(Datum[]) {Int64GetDatum(run->id), BoolGetDatum(with_children),
 			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
 			NULL, false, 0);	/* not read-only: a fresh snapshot each look */
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		cf_not_your_runs("the children", workflow, key);
-	ids = PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
-	if (batches)
-	{
-		static SPIPlanPtr drop_plan = NULL;
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+}
 
-		cf_exec(&drop_plan,
-				"WITH d AS (DELETE FROM chrono_forge.spawn_batches b USING chrono_forge.execution_logs l"
-				"  WHERE l.id = b.branch_log_id AND l.workflow_id = ANY ($1) RETURNING b.n - b.taken AS left_)"
-				" SELECT coalesce(sum(left_), 0)::bigint FROM d",
-				1, (Oid[]) {INT8ARRAYOID}, (Datum[]) {ids}, NULL, false, 0);
-		dropped = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		batches = false;
-		if (dropped > 0)
-			goto again;
-	}
+/* Drop the runs' children not started yet (spawn_batches); returns how many. */
+static int64
+drop_unstarted_children(Datum ids)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
 
-	/*
-	 * Runs no pass holds are cancelled here; the others (SKIP LOCKED) get
-	 * a cancel request.  After commit, the worker running a pass of any of
-	 * them (held, or running between two steps) is told to stop it.
-	 */
-	cf_exec(&cancel_plan,
+	cf_exec(&plan,
+			"WITH d AS (DELETE FROM chrono_forge.spawn_batches b USING chrono_forge.execution_logs l"
+			"  WHERE l.id = b.branch_log_id AND l.workflow_id = ANY ($1) RETURNING b.n - b.taken AS left_)"
+			" SELECT coalesce(sum(left_), 0)::bigint FROM d",
+			1, (Oid[]) {INT8ARRAYOID}, (Datum[]) {ids}, NULL, false, 0);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Runs no pass holds are cancelled here; the others (SKIP LOCKED) get a
+ * cancel request.  After commit, the worker running a pass of any of them
+ * (held, or running between two steps) is told to stop it.  Returns how
+ * many runs were cancelled or requested to be.
+ */
+static int
+cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		held;
+	bool		isnull;
+	int			n;
+
+	cf_exec(&plan,
 			"WITH x AS (SELECT w.id, w.state AS was FROM chrono_forge.workflows w WHERE w.id = ANY ($1)"
 			"  FOR NO KEY UPDATE SKIP LOCKED),"
 			" w AS ("
@@ -161,8 +134,8 @@ again:
 			"   UNION ALL SELECT workflow_id FROM q) s)",
 			5, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, OIDOID, INT8OID},
 			(Datum[]) {ids, TimestampTzGetDatum(cf_clock_now()), reason,
-			ObjectIdGetDatum(caller), Int64GetDatum(run.id)},
-			PG_ARGISNULL(2) ? "  n  " : NULL, false, 0);
+			ObjectIdGetDatum(caller), Int64GetDatum(run_id)},
+			reason_null ? "  n  " : NULL, false, 0);
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
@@ -175,6 +148,61 @@ again:
 		for (int i = 0; i < nheld; i++)
 			cf_queue_cancel_signal(DatumGetInt64(runs[i]));
 	}
+	return n;
+}
+
+/*
+ * cancel(workflow, key, reason, with_children) -> runs cancelled.
+ *
+ * Every run not yet completed or cancelled (idle, running, stalled,
+ * failed) becomes cancelled for good: its lock is cleared and its pending
+ * wake-ups go, in one statement.  A pass in flight between two steps finds
+ * its lock gone at its next step commit or at its end, and stops without
+ * writing (the executor checks locked_by in the same transaction).  A run
+ * whose row a pass holds (its claim has not committed yet, or a step is
+ * committing) is not waited for: a row of cancel_requests records the
+ * cancel durably, and after commit the worker running that pass is told
+ * to stop it (pass_timer.c); the pass, or the launcher once no pass holds
+ * the run, makes it cancelled, and no further step runs meanwhile (every
+ * primitive looks for a request first).  No path schedules or claims a
+ * cancelled run again.  With children, the
+ * runs spawned by the run's branches (recursively) go too; all of them
+ * must be the caller's.  Children not started yet are dropped from
+ * spawn_batches and counted.
+ */
+Datum
+cf_cancel(PG_FUNCTION_ARGS)
+{
+	char	   *workflow = cf_required_text(fcinfo, 0, "workflow");
+	char	   *key = cf_required_text(fcinfo, 1, "key");
+	Datum		reason = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	bool		with_children = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
+	Oid			caller = GetUserId();
+	bool		admin = cf_is_admin(caller);
+	CfInternal	st;
+	CfRunRef	run;
+	Datum		ids;
+	int			n;
+	int64		dropped = 0;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	run = cf_find_own_run(caller, workflow, key, false);	/* never waits */
+	ids = cancel_tree(&run, with_children, admin, caller, workflow, key);
+
+	/*
+	 * With children, the tree is looked at twice: their children not
+	 * started yet are dropped in between, which waits for a pass taking
+	 * one of them to commit, so the second look sees every child that
+	 * became a run.
+	 */
+	if (with_children && OidIsValid(cf_relation_oid("spawn_batches")))
+	{
+		dropped = drop_unstarted_children(ids);
+		if (dropped > 0)
+			ids = cancel_tree(&run, with_children, admin, caller, workflow, key);
+	}
+	n = cancel_runs(ids, reason, PG_ARGISNULL(2), caller, run.id);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT32(n + (int) dropped);
@@ -536,6 +564,71 @@ typedef struct TickScan
 	Datum		failed;
 } TickScan;
 
+/* What tick_summary() counts over a window. */
+typedef struct TickTally
+{
+	int64		missed;
+	int64		failed;
+	TimestampTz next_at;
+	bool		has_next;
+	Datum		late_sum;		/* interval */
+	int64		late_n;
+} TickTally;
+
+/*
+ * One tick's log into the tally: pending (the next one), completed (how
+ * late it started), failed (missed if expired, CF016, counting the ticks
+ * it fast-forwarded; else failed).
+ */
+static void
+tally_tick(TickScan *ts, HeapTuple tup, TickTally *t)
+{
+	bool		isnull;
+	bool		no_metadata;
+	Datum		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
+	Datum		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
+
+	if (state == ts->pending || state == ts->completed)
+	{
+		TimestampTz scheduled;
+
+		if (no_metadata || !scheduled_for(metadata, &scheduled))
+			return;
+		if (state == ts->pending)
+		{
+			if (!t->has_next || scheduled > t->next_at)
+				t->next_at = scheduled;
+			t->has_next = true;
+		}
+		else
+		{
+			Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
+			Datum		late;
+
+			if (isnull)
+				return;
+			late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
+			t->late_sum = t->late_n == 0 ? late : DirectFunctionCall2(interval_pl, t->late_sum, late);
+			t->late_n++;
+		}
+	}
+	else if (state == ts->failed)
+	{
+		Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
+		text	   *field;
+
+		if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
+			t->failed++;
+		else
+		{
+			field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
+			t->missed += field == NULL ? 1
+				: DatumGetInt64(DirectFunctionCall1(int8in,
+													CStringGetDatum(text_to_cstring(field))));
+		}
+	}
+}
+
 /*
  * One task's latest window ticks (logs named prefix<epoch seconds> of run
  * workflow_id), read backwards from the (workflow_id, step_name) index:
@@ -549,12 +642,7 @@ tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
 	ScanKeyData key[2];
 	SysScanDesc scan;
 	HeapTuple	tup;
-	int64		missed = 0;
-	int64		failed = 0;
-	TimestampTz next_at = 0;
-	bool		has_next = false;
-	Datum		late_sum = (Datum) 0;
-	int64		late_n = 0;
+	TickTally	t = {0};
 	int			n = 0;
 
 	/* Heap attribute numbers: the scan maps them to the index's columns. */
@@ -568,67 +656,24 @@ tick_summary(TickScan *ts, int64 workflow_id, const char *prefix, int32 window,
 	{
 		bool		isnull;
 		text	   *step = DatumGetTextPP(heap_getattr(tup, ts->step_att, ts->desc, &isnull));
-		Datum		state;
-		Datum		metadata;
-		bool		no_metadata;
-		text	   *field;
 
 		CHECK_FOR_INTERRUPTS();
 		if ((int) VARSIZE_ANY_EXHDR(step) < prefix_len ||
 			memcmp(VARDATA_ANY(step), prefix, prefix_len) != 0)
 			continue;
 		n++;
-		state = heap_getattr(tup, ts->state_att, ts->desc, &isnull);
-		metadata = heap_getattr(tup, ts->metadata_att, ts->desc, &no_metadata);
-		if (state == ts->pending || state == ts->completed)
-		{
-			TimestampTz scheduled;
-
-			if (no_metadata || !scheduled_for(metadata, &scheduled))
-				continue;
-			if (state == ts->pending)
-			{
-				if (!has_next || scheduled > next_at)
-					next_at = scheduled;
-				has_next = true;
-			}
-			else
-			{
-				Datum		started = heap_getattr(tup, ts->started_att, ts->desc, &isnull);
-				Datum		late;
-
-				if (isnull)
-					continue;
-				late = DirectFunctionCall2(timestamp_mi, started, TimestampTzGetDatum(scheduled));
-				late_sum = late_n == 0 ? late : DirectFunctionCall2(interval_pl, late_sum, late);
-				late_n++;
-			}
-		}
-		else if (state == ts->failed)
-		{
-			Datum		error = heap_getattr(tup, ts->error_att, ts->desc, &isnull);
-
-			if (isnull || strcmp(TextDatumGetCString(error), "CF016") != 0)
-				failed++;
-			else
-			{
-				field = no_metadata ? NULL : metadata_field(metadata, "fast_forwarded");
-				missed += field == NULL ? 1
-					: DatumGetInt64(DirectFunctionCall1(int8in,
-														CStringGetDatum(text_to_cstring(field))));
-			}
-		}
+		tally_tick(ts, tup, &t);
 	}
 	systable_endscan_ordered(scan);
 
-	values[1] = TimestampTzGetDatum(next_at);
-	nulls[1] = !has_next;
-	values[2] = Int64GetDatum(missed);
-	values[3] = Int64GetDatum(failed);
+	values[1] = TimestampTzGetDatum(t.next_at);
+	nulls[1] = !t.has_next;
+	values[2] = Int64GetDatum(t.missed);
+	values[3] = Int64GetDatum(t.failed);
 	nulls[2] = nulls[3] = false;
-	nulls[4] = late_n == 0;
-	if (late_n > 0)
-		values[4] = DirectFunctionCall2(interval_div, late_sum, Float8GetDatum((float8) late_n));
+	nulls[4] = t.late_n == 0;
+	if (t.late_n > 0)
+		values[4] = DirectFunctionCall2(interval_div, t.late_sum, Float8GetDatum((float8) t.late_n));
 }
 
 /*

@@ -300,6 +300,139 @@ run_tick(Repeat *r, const char *name, TimestampTz tick, CfStepLog *log)
 }
 
 /*
+ * durably_repeat's arguments into r, *step, *till and *name; a bad one
+ * fails the run (CF012).
+ */
+static void
+repeat_args(FunctionCallInfo fcinfo, Repeat *r, char **step, char **till, char **name)
+{
+	char	   *on_error;
+
+	*step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_name_segment("step", *step);
+	if (PG_ARGISNULL(1))
+		cf_primitive_invalid_argument("durably_repeat every must not be NULL");
+	r->every = PG_GETARG_INTERVAL_P(1);
+	if (cf_interval_is_negative(r->every) ||
+		(r->every->month == 0 && r->every->day == 0 && r->every->time < USECS_PER_SEC))
+		cf_primitive_invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
+	if (PG_ARGISNULL(2))
+		cf_primitive_invalid_argument("durably_repeat till must not be NULL");
+	if (!PG_ARGISNULL(3) && TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
+		cf_primitive_invalid_argument("durably_repeat start_at must be finite");
+	*till = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!PG_ARGISNULL(4))
+		r->policy = cf_policy_validate(PG_GETARG_JSONB_P(4));
+	if (PG_ARGISNULL(5))
+		cf_primitive_invalid_argument("durably_repeat timeout must not be NULL");
+	r->timeout = PG_GETARG_INTERVAL_P(5);
+	if (cf_interval_is_negative(r->timeout))
+		cf_primitive_invalid_argument("durably_repeat timeout must not be negative");
+	on_error = PG_ARGISNULL(6) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(6));
+	if (strcmp(on_error, "continue") != 0 && strcmp(on_error, "fail_workflow") != 0)
+		cf_primitive_invalid_argument("durably_repeat on_error must be 'continue' or 'fail_workflow'");
+	r->fail_workflow = (strcmp(on_error, "fail_workflow") == 0);
+	*name = PG_ARGISNULL(7) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(7));
+	if (*name != NULL)
+		cf_validate_name_segment("durably_repeat name", *name);
+}
+
+/*
+ * The repeat's coordination log: written on the first pass, which fixes
+ * the grid's anchor once (start_at, or the next whole second plus every);
+ * read on later ones.  Returns whether a tick was done with, and *last
+ * the latest one.
+ */
+static bool
+open_coordination(Repeat *r, const TimestampTz *start_at, TimestampTz now,
+				  TimestampTz *anchor, TimestampTz *last)
+{
+	CfStepLog	coord = cf_step_log_read(r->coord_name);
+
+	if (coord.exists && cf_metadata_timestamp(coord.metadata, "anchor", anchor))
+	{
+		r->coord_id = coord.id;
+		r->coord_attempts = coord.attempts;
+		return cf_metadata_timestamp(coord.metadata, "last_execution_at", last);
+	}
+	*anchor = start_at == NULL
+		? cf_timestamp_plus(now - (now % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC, r->every)
+		: *start_at;
+	r->coord_attempts = 1;
+	r->coord_id = cf_step_log_write(r->coord_name, "pending", 1,
+									cf_jsonb_parse(psprintf("{\"anchor\": %s, \"every\": %s, \"timeout\": %s, \"last_execution_at\": null}",
+															cf_json_timestamp(*anchor),
+															cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r->every)))),
+															cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r->timeout)))))),
+									NULL, NULL);
+	r->dirty = true;
+	return false;
+}
+
+/*
+ * till, before any tick, on every pass; its errors are the run's.  True
+ * if it held: the repeat is completed (committed, SPI finished).
+ */
+static bool
+repeat_done(Repeat *r, CfFunction *till_fn)
+{
+	if (!cf_jsonb_is_true(cf_function_call(till_fn, NULL, 0)))
+		return false;
+	cf_step_log_write(r->coord_name, "completed", r->coord_attempts, NULL, NULL, NULL);
+	cf_save_context_and_check_lock();
+	cf_commit();
+	SPI_finish();
+	cf_step_remember(r->coord_name, NULL);
+	return true;
+}
+
+/* Dormant past whole ticks: skip them all, leave one summary row.  Returns the last skipped. */
+static TimestampTz
+fast_forward(Repeat *r, TimestampTz tick, TimestampTz now)
+{
+	int64		skipped;
+	TimestampTz last_skipped;
+
+	(void) first_unexpired_tick(tick, r->every, r->timeout, now, &skipped, &last_skipped);
+	write_expired_tick(r, tick_name(r, last_skipped), 0,
+					   tick_metadata(r, last_skipped,
+									 psprintf(", \"fast_forwarded\": " INT64_FORMAT ", \"from\": %s, \"to\": %s",
+											  skipped, cf_json_timestamp(tick),
+											  cf_json_timestamp(last_skipped))),
+					   psprintf("Fast-forwarded " INT64_FORMAT " expired tick(s)", skipped));
+	return last_skipped;
+}
+
+/*
+ * The tick due at tick: done with already, expired, waited for (the pass
+ * ends) or run.  Returns the tick done with (the last skipped, if it fast
+ * forwarded).
+ */
+static TimestampTz
+visit_tick(Repeat *r, TimestampTz tick, TimestampTz now)
+{
+	char	   *name_of_tick = tick_name(r, tick);
+	CfStepLog	log = cf_step_log_read(name_of_tick);
+	bool		expired = tick_expired(tick, r->timeout, now);
+
+	if (log.exists && (strcmp(log.state, "completed") == 0 ||
+					   (expired && strcmp(log.state, "failed") == 0)))
+	{
+		/* Done with already (its coordination update was lost). */
+	}
+	else if (log.exists && expired)
+		write_expired_tick(r, name_of_tick, log.attempts, NULL,
+						   "tick expired before it could complete");
+	else if (expired)
+		tick = fast_forward(r, tick, now);
+	else if (tick > now)
+		wait_for(r, tick, r->coord_name);
+	else
+		run_tick(r, name_of_tick, tick, &log);
+	return tick;
+}
+
+/*
  * durably_repeat(step, every, till, start_at, retry_policy, timeout,
  *				  on_error, name)
  */
@@ -310,11 +443,10 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	char	   *step;
 	char	   *till;
 	char	   *name;
-	char	   *on_error;
 	CfFunction *till_fn;
 	Jsonb	   *ignored;
-	CfStepLog	coord;
 	TimestampTz now;
+	TimestampTz start_at;
 	TimestampTz anchor;
 	TimestampTz last = 0;
 	bool		has_last;
@@ -322,33 +454,7 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	cf_require_pass(fcinfo, "durably_repeat");
 	cf_fail_now();
 	memset(&r, 0, sizeof(r));
-	step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	cf_validate_name_segment("step", step);
-	if (PG_ARGISNULL(1))
-		cf_primitive_invalid_argument("durably_repeat every must not be NULL");
-	r.every = PG_GETARG_INTERVAL_P(1);
-	if (cf_interval_is_negative(r.every) ||
-		(r.every->month == 0 && r.every->day == 0 && r.every->time < USECS_PER_SEC))
-		cf_primitive_invalid_argument("durably_repeat every must be positive, at least 1 second, and have no negative field");
-	if (PG_ARGISNULL(2))
-		cf_primitive_invalid_argument("durably_repeat till must not be NULL");
-	if (!PG_ARGISNULL(3) && TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
-		cf_primitive_invalid_argument("durably_repeat start_at must be finite");
-	till = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (!PG_ARGISNULL(4))
-		r.policy = cf_policy_validate(PG_GETARG_JSONB_P(4));
-	if (PG_ARGISNULL(5))
-		cf_primitive_invalid_argument("durably_repeat timeout must not be NULL");
-	r.timeout = PG_GETARG_INTERVAL_P(5);
-	if (cf_interval_is_negative(r.timeout))
-		cf_primitive_invalid_argument("durably_repeat timeout must not be negative");
-	on_error = PG_ARGISNULL(6) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(6));
-	if (strcmp(on_error, "continue") != 0 && strcmp(on_error, "fail_workflow") != 0)
-		cf_primitive_invalid_argument("durably_repeat on_error must be 'continue' or 'fail_workflow'");
-	r.fail_workflow = (strcmp(on_error, "fail_workflow") == 0);
-	name = PG_ARGISNULL(7) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(7));
-	if (name != NULL)
-		cf_validate_name_segment("durably_repeat name", name);
+	repeat_args(fcinfo, &r, &step, &till, &name);
 	cf_pass.outcome = CF_OUTCOME_NONE;
 
 	r.coord_name = psprintf("durably_repeat$%s", name ? name : step);
@@ -359,79 +465,19 @@ cf_durably_repeat(PG_FUNCTION_ARGS)
 	r.step = cf_function_lookup(step, "step", true);
 	till_fn = cf_condition_lookup(till, "till");
 
-	coord = cf_step_log_read(r.coord_name);
 	now = cf_clock_now();
-	if (!coord.exists || !cf_metadata_timestamp(coord.metadata, "anchor", &anchor))
-	{
-		/* First pass: the grid is fixed now, once. */
-		anchor = PG_ARGISNULL(3)
-			? cf_timestamp_plus(now - (now % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC, r.every)
-			: PG_GETARG_TIMESTAMPTZ(3);
-		r.coord_attempts = 1;
-		r.coord_id = cf_step_log_write(r.coord_name, "pending", 1,
-									   cf_jsonb_parse(psprintf("{\"anchor\": %s, \"every\": %s, \"timeout\": %s, \"last_execution_at\": null}",
-															   cf_json_timestamp(anchor),
-															   cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r.every)))),
-															   cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r.timeout)))))),
-									   NULL, NULL);
-		r.dirty = true;
-		has_last = false;
-	}
-	else
-	{
-		r.coord_id = coord.id;
-		r.coord_attempts = coord.attempts;
-		has_last = cf_metadata_timestamp(coord.metadata, "last_execution_at", &last);
-	}
-
-	/* till, before any tick, on every pass; its errors are the run's. */
-	if (cf_jsonb_is_true(cf_function_call(till_fn, NULL, 0)))
-	{
-		cf_step_log_write(r.coord_name, "completed", r.coord_attempts, NULL, NULL, NULL);
-		cf_save_context_and_check_lock();
-		cf_commit();
-		SPI_finish();
-		cf_step_remember(r.coord_name, NULL);
+	if (!PG_ARGISNULL(3))
+		start_at = PG_GETARG_TIMESTAMPTZ(3);
+	has_last = open_coordination(&r, PG_ARGISNULL(3) ? NULL : &start_at, now, &anchor, &last);
+	if (repeat_done(&r, till_fn))
 		PG_RETURN_VOID();
-	}
 
 	for (;;)
 	{
 		TimestampTz tick = has_last ? cf_timestamp_plus(last, r.every) : anchor;
-		char	   *name_of_tick = tick_name(&r, tick);
-		CfStepLog	log = cf_step_log_read(name_of_tick);
-		bool		expired = tick_expired(tick, r.timeout, now);
 
 		CHECK_FOR_INTERRUPTS();
-		if (log.exists && (strcmp(log.state, "completed") == 0 ||
-						   (expired && strcmp(log.state, "failed") == 0)))
-		{
-			/* Done with already (its coordination update was lost). */
-		}
-		else if (log.exists && expired)
-			write_expired_tick(&r, name_of_tick, log.attempts, NULL,
-							   "tick expired before it could complete");
-		else if (expired)
-		{
-			/* Dormant past whole ticks: skip them all, leave one summary row. */
-			int64		skipped;
-			TimestampTz last_skipped;
-
-			(void) first_unexpired_tick(tick, r.every, r.timeout, now, &skipped, &last_skipped);
-			name_of_tick = tick_name(&r, last_skipped);
-			write_expired_tick(&r, name_of_tick, 0,
-							   tick_metadata(&r, last_skipped,
-											 psprintf(", \"fast_forwarded\": " INT64_FORMAT ", \"from\": %s, \"to\": %s",
-													  skipped, cf_json_timestamp(tick),
-													  cf_json_timestamp(last_skipped))),
-							   psprintf("Fast-forwarded " INT64_FORMAT " expired tick(s)", skipped));
-			tick = last_skipped;
-		}
-		else if (tick > now)
-			wait_for(&r, tick, r.coord_name);
-		else
-			run_tick(&r, name_of_tick, tick, &log);
-
+		tick = visit_tick(&r, tick, now);
 		set_last_tick(&r, tick);
 		last = tick;
 		has_last = true;

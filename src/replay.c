@@ -242,6 +242,81 @@ replay_cache_add(Datum name, bool completed, Datum result, bool result_null,
 	}
 }
 
+/* The run's step logs by an index scan of execution_logs_replay_idx. */
+static void
+replay_scan_index(Oid relid, Oid idxid, int *max_open)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	att_name = get_attnum(relid, "step_name");
+	AttrNumber	att_result = get_attnum(relid, "result");
+	AttrNumber	att_state = get_attnum(relid, "state");
+	AttrNumber	att_attempts = get_attnum(relid, "attempts");
+	AttrNumber	att_metadata = get_attnum(relid, "metadata");
+	AttrNumber	att_id = get_attnum(relid, "id");
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	ScanKeyInit(&key, get_attnum(relid, "workflow_id"), BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(cf_pass.workflow_id));
+	scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		bool		result_null;
+		bool		metadata_null;
+		Datum		name = heap_getattr(tup, att_name, desc, &isnull);
+		char	   *state = DatumGetCString(DirectFunctionCall1(enum_out,
+																heap_getattr(tup, att_state, desc, &isnull)));
+		Datum		result = heap_getattr(tup, att_result, desc, &result_null);
+		Datum		metadata = heap_getattr(tup, att_metadata, desc, &metadata_null);
+
+		replay_cache_add(name, strcmp(state, "completed") == 0, result, result_null, state,
+						 DatumGetInt32(heap_getattr(tup, att_attempts, desc, &isnull)),
+						 metadata, metadata_null,
+						 DatumGetInt64(heap_getattr(tup, att_id, desc, &isnull)), max_open);
+	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+}
+
+/* The run's step logs by a query (a 0.1.0 database has no replay index). */
+static void
+replay_query(int *max_open)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT step_name, result, state::text, attempts, metadata, id"
+			" FROM chrono_forge.execution_logs"
+			" WHERE workflow_id = $1 AND step_name NOT LIKE 'durably\\_repeat$%$%'",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
+			NULL, true, 0);
+	cf_internal_end(&st);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		result_null;
+		bool		metadata_null;
+		char	   *state = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		Datum		result = SPI_getbinval(tup, desc, 2, &result_null);
+		Datum		metadata = SPI_getbinval(tup, desc, 5, &metadata_null);
+
+		replay_cache_add(SPI_getbinval(tup, desc, 1, &isnull), strcmp(state, "completed") == 0,
+						 result, result_null, state,
+						 DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull)),
+						 metadata, metadata_null,
+						 DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)), max_open);
+	}
+}
+
 /*
  * One read of every step log of the run, repetition ticks excluded: the
  * completed ones are the replay cache, the others the open steps.  An
@@ -269,74 +344,9 @@ cf_replay_load(void)
 		/* a child just taken from spawn_batches: no log yet */
 	}
 	else if (OidIsValid(idxid))
-	{
-		Relation	rel = table_open(relid, AccessShareLock);
-		TupleDesc	desc = RelationGetDescr(rel);
-		AttrNumber	att_name = get_attnum(relid, "step_name");
-		AttrNumber	att_result = get_attnum(relid, "result");
-		AttrNumber	att_state = get_attnum(relid, "state");
-		AttrNumber	att_attempts = get_attnum(relid, "attempts");
-		AttrNumber	att_metadata = get_attnum(relid, "metadata");
-		AttrNumber	att_id = get_attnum(relid, "id");
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	tup;
-
-		ScanKeyInit(&key, get_attnum(relid, "workflow_id"), BTEqualStrategyNumber, F_INT8EQ,
-					Int64GetDatum(cf_pass.workflow_id));
-		scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
-		while (HeapTupleIsValid(tup = systable_getnext(scan)))
-		{
-			bool		isnull;
-			bool		result_null;
-			bool		metadata_null;
-			Datum		name = heap_getattr(tup, att_name, desc, &isnull);
-			char	   *state = DatumGetCString(DirectFunctionCall1(enum_out,
-																	heap_getattr(tup, att_state, desc, &isnull)));
-			Datum		result = heap_getattr(tup, att_result, desc, &result_null);
-			Datum		metadata = heap_getattr(tup, att_metadata, desc, &metadata_null);
-
-			replay_cache_add(name, strcmp(state, "completed") == 0, result, result_null, state,
-							 DatumGetInt32(heap_getattr(tup, att_attempts, desc, &isnull)),
-							 metadata, metadata_null,
-							 DatumGetInt64(heap_getattr(tup, att_id, desc, &isnull)), &max_open);
-		}
-		systable_endscan(scan);
-		UnregisterSnapshot(snapshot);
-		table_close(rel, AccessShareLock);
-	}
+		replay_scan_index(relid, idxid, &max_open);
 	else
-	{
-		static SPIPlanPtr plan = NULL;
-		CfInternal	st;
-
-		cf_internal_begin(&st);
-		cf_exec(&plan,
-				"SELECT step_name, result, state::text, attempts, metadata, id"
-				" FROM chrono_forge.execution_logs"
-				" WHERE workflow_id = $1 AND step_name NOT LIKE 'durably\\_repeat$%$%'",
-				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)},
-				NULL, true, 0);
-		cf_internal_end(&st);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		result_null;
-			bool		metadata_null;
-			char	   *state = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-			Datum		result = SPI_getbinval(tup, desc, 2, &result_null);
-			Datum		metadata = SPI_getbinval(tup, desc, 5, &metadata_null);
-
-			replay_cache_add(SPI_getbinval(tup, desc, 1, &isnull), strcmp(state, "completed") == 0,
-							 result, result_null, state,
-							 DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull)),
-							 metadata, metadata_null,
-							 DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)), &max_open);
-		}
-	}
+		replay_query(&max_open);
 	qsort(completed_steps, n_completed_steps, sizeof(CompletedStep), completed_cmp);
 	qsort(open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
 	MemoryContextSwitchTo(old);

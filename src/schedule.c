@@ -101,6 +101,52 @@ first_int8(void)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* The schedule's row, the caller's; a name in use is an error.  Returns its id. */
+static int64
+insert_schedule(const char *name, const char *expr, const char *workflow, Jsonb *args,
+				const char *catch_up, TimestampTz last_tick)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	Datum		values[7];
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(expr);
+	values[2] = CStringGetTextDatum(workflow);
+	values[3] = JsonbPGetDatum(args);
+	values[4] = CStringGetTextDatum(catch_up);
+	values[5] = ObjectIdGetDatum(GetUserId());
+	values[6] = TimestampTzGetDatum(last_tick);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.schedules (name, cron, workflow, args, catch_up, owner, last_tick)"
+			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7) ON CONFLICT DO NOTHING RETURNING id",
+			7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, OIDOID, TIMESTAMPTZOID},
+			values, NULL, false, 0);
+	cf_internal_end(&st);
+	/* Names are per owner: only the caller's own schedules can be in use. */
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("schedule \"%s\" already exists", name),
+				 errhint("Call chrono_forge.unschedule() first to replace it.")));
+	return first_int8();
+}
+
+/* A pg_cron job of the caller's (pg_cron runs it as this role); returns its id. */
+static int64
+cron_job_as_caller(const char *jobname, const char *expr, const char *command)
+{
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(jobname);
+	values[1] = CStringGetTextDatum(expr);
+	values[2] = CStringGetTextDatum(command);
+	exec_as_caller("SELECT cron.schedule($1, $2, $3)", 3,
+				   (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, SPI_OK_SELECT);
+	return first_int8();
+}
+
 /*
  * schedule(name, cron, workflow, args, catch_up): the schedule and its two
  * pg_cron jobs, all or nothing; returns the main job's id.  Ticks at or
@@ -109,7 +155,6 @@ first_int8(void)
 Datum
 cf_schedule(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr jobs_plan = NULL;
 	char	   *name = cf_required_text(fcinfo, 0, "schedule name");
 	char	   *expr = cf_required_text(fcinfo, 1, "cron");
@@ -120,7 +165,6 @@ cf_schedule(PG_FUNCTION_ARGS)
 	TimestampTz now = cf_clock_now();
 	TimestampTz last_tick;
 	CfInternal	st;
-	Datum		values[7];
 	int64		schedule_id;
 	int64		jobid;
 	int64		reboot_jobid;
@@ -145,56 +189,27 @@ cf_schedule(PG_FUNCTION_ARGS)
 		last_tick = now;
 
 	SPI_connect();
-	values[0] = CStringGetTextDatum(name);
-	values[1] = CStringGetTextDatum(expr);
-	values[2] = CStringGetTextDatum(workflow);
-	values[3] = JsonbPGetDatum(args);
-	values[4] = CStringGetTextDatum(catch_up);
-	values[5] = ObjectIdGetDatum(GetUserId());
-	values[6] = TimestampTzGetDatum(last_tick);
-	cf_internal_begin(&st);
-	cf_exec(&insert_plan,
-			"INSERT INTO chrono_forge.schedules (name, cron, workflow, args, catch_up, owner, last_tick)"
-			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7) ON CONFLICT DO NOTHING RETURNING id",
-			7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, OIDOID, TIMESTAMPTZOID},
-			values, NULL, false, 0);
-	cf_internal_end(&st);
-	/* Names are per owner: only the caller's own schedules can be in use. */
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("schedule \"%s\" already exists", name),
-				 errhint("Call chrono_forge.unschedule() first to replace it.")));
-	schedule_id = first_int8();
+	schedule_id = insert_schedule(name, expr, workflow, args, catch_up, last_tick);
 
 	/*
-	 * The jobs belong to the caller: pg_cron runs them as this role.  They
-	 * are named by the schedule's id, not its name: pg_cron truncates job
-	 * names to 63 bytes (long names would share a job), and names are
-	 * unique per owner only.
+	 * The jobs are named by the schedule's id, not its name: pg_cron
+	 * truncates job names to 63 bytes (long names would share a job), and
+	 * names are unique per owner only.
 	 */
-	values[0] = CStringGetTextDatum(psprintf("chrono_forge:" INT64_FORMAT, schedule_id));
-	values[1] = CStringGetTextDatum(expr);
-	values[2] = CStringGetTextDatum(psprintf("SELECT chrono_forge.schedule_fire(%s)",
-											 quote_literal_cstr(name)));
-	exec_as_caller("SELECT cron.schedule($1, $2, $3)", 3,
-				   (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, SPI_OK_SELECT);
-	jobid = first_int8();
-	values[0] = CStringGetTextDatum(psprintf("chrono_forge:" INT64_FORMAT ":reboot", schedule_id));
-	values[1] = CStringGetTextDatum("@reboot");
-	values[2] = CStringGetTextDatum(psprintf("SELECT chrono_forge.schedule_fire(%s, reboot => true)",
-											 quote_literal_cstr(name)));
-	exec_as_caller("SELECT cron.schedule($1, $2, $3)", 3,
-				   (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, SPI_OK_SELECT);
-	reboot_jobid = first_int8();
+	jobid = cron_job_as_caller(psprintf("chrono_forge:" INT64_FORMAT, schedule_id), expr,
+							   psprintf("SELECT chrono_forge.schedule_fire(%s)",
+										quote_literal_cstr(name)));
+	reboot_jobid = cron_job_as_caller(psprintf("chrono_forge:" INT64_FORMAT ":reboot", schedule_id),
+									  "@reboot",
+									  psprintf("SELECT chrono_forge.schedule_fire(%s, reboot => true)",
+											   quote_literal_cstr(name)));
 
-	values[0] = Int64GetDatum(schedule_id);
-	values[1] = Int64GetDatum(jobid);
-	values[2] = Int64GetDatum(reboot_jobid);
 	cf_internal_begin(&st);
 	cf_exec(&jobs_plan,
 			"UPDATE chrono_forge.schedules SET jobid = $2, reboot_jobid = $3 WHERE id = $1",
-			3, (Oid[]) {INT8OID, INT8OID, INT8OID}, values, NULL, false, 0);
+			3, (Oid[]) {INT8OID, INT8OID, INT8OID},
+			(Datum[]) {Int64GetDatum(schedule_id), Int64GetDatum(jobid), Int64GetDatum(reboot_jobid)},
+			NULL, false, 0);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT64(jobid);
