@@ -9,7 +9,7 @@ set -uo pipefail
 . "$CF_INTEGRATION_DIR/own_cluster.sh"
 P=57411
 S=57412
-RUNS=20
+RUNS=10
 STEPS=5
 
 oc_init primary $P "shared_preload_libraries = 'chrono_forge'" "chrono_forge.workers = 2" \
@@ -19,7 +19,7 @@ oc_q $P <<SQL || fail "setup"
 CREATE EXTENSION chrono_forge;
 CREATE TABLE effects (run text, step int);
 CREATE FUNCTION sb_step(args jsonb) RETURNS void LANGUAGE sql AS
-  \$\$ SELECT pg_sleep(CASE WHEN (args->>'i')::int > 1 THEN 0.2 ELSE 0 END);
+  \$\$ SELECT pg_sleep(CASE WHEN (args->>'i')::int > 1 THEN 1 ELSE 0 END);
       INSERT INTO effects (run, step) VALUES (args->>'k', (args->>'i')::int) \$\$;
 CREATE PROCEDURE sb_wf(args jsonb) LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -51,7 +51,8 @@ oc_q $P -c "SELECT count(chrono_forge.start('sb_wf', 'r' || i, jsonb_build_objec
 oc_wait_for $S 30 "SELECT count(*) = $RUNS FROM chrono_forge.workflows WHERE workflow = 'public.sb_wf'" \
     || fail "the standby never saw the runs"
 # Stop the primary while its workers hold runs: a pass's lock is committed
-# with its first step (quick), and held through the slow ones.
+# with its first step (quick), and held through the slow ones (a second
+# each, so that the runs seen running are still running a moment later).
 oc_wait_for $S 60 "SELECT (SELECT count(*) FROM effects) > $RUNS / 2
                    AND (SELECT count(*) >= 2 FROM chrono_forge.workflows WHERE state = 'running')" \
     || fail "nothing ran on the primary"
