@@ -2186,6 +2186,18 @@ CREATE FUNCTION chrono_forge.retry_blocked_children(workflow text, key text, bra
     AS 'MODULE_PATHNAME', 'cf_retry_blocked_children';
 
 -- =====================================================================
+-- External tasks: steps worked by processes outside the database
+-- =====================================================================
+
+-- (end of section: tasks)
+
+-- =====================================================================
+-- Waiting for a run from a client
+-- =====================================================================
+
+-- (end of section: wait for run)
+
+-- =====================================================================
 -- Tell the launcher (and the DBA) about this database.
 -- =====================================================================
 
