@@ -122,11 +122,24 @@ export function canonical(workflow) {
   return workflow.includes('.') ? workflow : `public.${workflow}`;
 }
 
-/** The error classes recorded for the runs of a workflow, oldest first. */
+/**
+ * The error classes recorded for the runs of a workflow, oldest first: a
+ * worker's class that is not a SQLSTATE is logged as CF027 with the class
+ * leading the message ("FlakyError: attempt 1"), so that prefix is taken.
+ */
 export async function errorClasses(workflow) {
-  return (await sql(`SELECT e.error_class FROM chrono_forge.error_logs e
+  return (await sql(`SELECT CASE WHEN e.error_class = 'CF027' THEN split_part(e.error_message, ':', 1)
+                                 ELSE e.error_class END AS cls
+      FROM chrono_forge.error_logs e
       JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.workflow = $1 ORDER BY e.id`,
-  [canonical(workflow)])).rows.map((r) => r.error_class);
+  [canonical(workflow)])).rows.map((r) => r.cls);
+}
+
+/** The last failure each task of a workflow recorded: [key, error_class, retryable]. */
+export async function taskErrors(workflow) {
+  return (await sql(`SELECT w.key, t.error_class, t.retryable FROM chrono_forge.tasks t
+      JOIN chrono_forge.workflows w ON w.id = t.workflow_id WHERE w.workflow = $1 ORDER BY w.key`,
+  [canonical(workflow)])).rows.map((r) => [r.key, r.error_class, r.retryable]);
 }
 
 /** A promise with its resolve function outside (a gate a test opens). */

@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker, Client, NonRetryableError, TaskAbortedError } from '../src/index.js';
 import {
-  setupDatabase, conn, sql, uniq, createTaskWorkflow, startRuns, waitRuns, effects, errorClasses,
+  setupDatabase, conn, sql, uniq, createTaskWorkflow, startRuns, waitRuns, effects, errorClasses, taskErrors,
   counter, deferred, guard, pendingTasks, waitFor, testLogger,
 } from './lib.js';
 
@@ -81,6 +81,7 @@ test('a handler that keeps failing exhausts its policy: the run stalls', async (
   await waitRuns(wf, 1, ['stalled']);
   assert.deepEqual(attempts, [1, 2]);
   assert.deepEqual((await errorClasses(wf)).slice(0, 2), ['TypeError', 'TypeError']);
+  assert.deepEqual(await taskErrors(wf), [['k1', 'TypeError', true]]);
   assert.equal((await effects(wf)).length, 0);
 });
 
@@ -99,6 +100,7 @@ test('NonRetryableError fails the step at once: the run stalls with its class', 
   await waitRuns(wf, 1, ['stalled']);
   assert.deepEqual(attempts, [1]);
   assert.equal((await errorClasses(wf))[0], 'CardDeclined');
+  assert.deepEqual(await taskErrors(wf), [['k1', 'CardDeclined', false]]);
   assert.equal((await effects(wf)).length, 0);
 });
 
