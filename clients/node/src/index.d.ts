@@ -79,6 +79,8 @@ export interface WorkerOptions extends ConnectionConfig {
   workerName?: string;
   /** Connections for heartbeats and outcomes (default min(concurrency, 10) + 1). */
   poolSize?: number;
+  /** Completions that wait for one in flight share one statement (default true). */
+  batchCompletions?: boolean;
 }
 
 export interface TaskCompleteEvent { task: Task; result: unknown; recorded: boolean }

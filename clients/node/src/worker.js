@@ -25,12 +25,19 @@ const CLAIM_SQL = `SELECT t.*, pg_catalog.now() AS claimed_at
   FROM chrono_forge.claim_tasks($1::text[], $2::integer, $3::text) t`;
 const HEARTBEAT_SQL = 'SELECT chrono_forge.heartbeat_task($1::bigint, $2::uuid, $3::interval) AS answer';
 const COMPLETE_SQL = 'SELECT chrono_forge.complete_task($1::bigint, $2::uuid, $3::jsonb) AS recorded';
+// Completions waiting while one is in flight go together in one statement
+// (one transaction, one commit); each complete_task is fenced by its own
+// token as when called alone.
+const COMPLETE_MANY_SQL = `SELECT c.ord, chrono_forge.complete_task(c.id, c.token, c.result) AS recorded
+  FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::jsonb[]))
+       WITH ORDINALITY AS c(id, token, result, ord)`;
+const COMPLETION_BATCH_MAX = 200;
 const FAIL_SQL = `SELECT chrono_forge.fail_task($1::bigint, $2::uuid, $3::text, $4::text, $5::boolean)
   AS recorded`;
 
 const WORKER_KEYS = [
   'queues', 'concurrency', 'pollInterval', 'heartbeatInterval', 'extendLease',
-  'shutdownGrace', 'handleSignals', 'logger', 'workerName', 'poolSize',
+  'shutdownGrace', 'handleSignals', 'logger', 'workerName', 'poolSize', 'batchCompletions',
 ];
 
 const DEFAULTS = {
@@ -42,6 +49,7 @@ const DEFAULTS = {
   handleSignals: false,
   workerName: null,
   poolSize: null,            // null: min(concurrency, 10) + 1
+  batchCompletions: true,    // completions that wait for one in flight share a statement
 };
 
 export class Worker extends EventEmitter {
@@ -61,6 +69,8 @@ export class Worker extends EventEmitter {
   #drained = null;           // resolves when #inFlight empties during stop
   #signalHandler = null;
   #reconnect = new Backoff();
+  #completions = [];         // waiting: { entry, json, resolve, reject }
+  #completing = false;
 
   constructor(options = {}) {
     super();
@@ -329,14 +339,16 @@ export class Worker extends EventEmitter {
   async #recordResult(entry, result) {
     let json;
     try {
-      json = result === undefined ? null : JSON.stringify(result);
+      json = result === undefined ? null : JSON.stringify(result) ?? null;
     } catch (err) {
       await this.#recordFailure(entry, new NonRetryableError(`result is not JSON: ${err.message}`));
       return;
     }
     let recorded;
     try {
-      recorded = await this.#call(COMPLETE_SQL, [entry.rawId, entry.token, json ?? null], entry);
+      recorded = this.#opts.batchCompletions
+        ? await this.#queueCompletion(entry, json)
+        : await this.#completeOne(entry, json);
     } catch (err) {
       if (isConnectionError(err)) {
         this.#log.error(`task ${entry.task.id}: completion not recorded (${err.message}): left to its lease`);
@@ -351,6 +363,53 @@ export class Worker extends EventEmitter {
     }
     if (!recorded) this.#log.warn(`task ${entry.task.id} (${entry.task.step}): completion refused (stale claim or cancelled)`);
     this.emit('task:complete', { task: entry.task, result, recorded });
+  }
+
+  #completeOne(entry, json) {
+    return this.#call(COMPLETE_SQL, [entry.rawId, entry.token, json], entry);
+  }
+
+  #queueCompletion(entry, json) {
+    return new Promise((resolve, reject) => {
+      this.#completions.push({ entry, json, resolve, reject });
+      if (!this.#completing) this.#flushCompletions();
+    });
+  }
+
+  // One completion statement in flight at a time; those queued meanwhile go
+  // in the next (as group commit does), so a busy worker commits many
+  // results at once and an idle one sends each at once.
+  async #flushCompletions() {
+    this.#completing = true;
+    try {
+      while (this.#completions.length > 0) {
+        const batch = this.#completions.splice(0, COMPLETION_BATCH_MAX);
+        if (batch.length === 1) await this.#settle(batch[0]);
+        else await this.#completeBatch(batch);
+      }
+    } finally {
+      this.#completing = false;
+    }
+  }
+
+  #settle(c) {
+    return this.#completeOne(c.entry, c.json).then(c.resolve, c.reject);
+  }
+
+  async #completeBatch(batch) {
+    let rows;
+    try {
+      rows = (await this.#pool.query(COMPLETE_MANY_SQL, [
+        batch.map((c) => c.entry.rawId), batch.map((c) => c.entry.token), batch.map((c) => c.json)])).rows;
+    } catch (err) {
+      // A result the server refuses fails the whole statement, and a lost
+      // connection may have lost it: each goes on its own (fenced, so one
+      // already recorded answers false).
+      this.#log.debug(`batched completion failed (${err.message}); completing one by one`);
+      await Promise.all(batch.map((c) => this.#settle(c)));
+      return;
+    }
+    for (const r of rows) batch[Number(r.ord) - 1].resolve(r.recorded);
   }
 
   async #recordFailure(entry, err) {

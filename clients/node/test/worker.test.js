@@ -22,11 +22,19 @@ test('a handler that succeeds: each run gets its result once', async (t) => {
   const wf = uniq('nt_ok');
   await createTaskWorkflow(wf, { step: 'echo', queue: wf });
   const seen = [];
-  const w = worker(wf).task('echo', async (task, { signal }) => {
+  // All five finish together, so their completions share statements.
+  const all = counter(5);
+  const logged = [];
+  const logger = { debug: (m) => logged.push(m), warn: (m) => logged.push(m), error: (m) => logged.push(m) };
+  const w = worker(wf, { concurrency: 5, logger }).task('echo', async (task, { signal }) => {
     assert.ok(signal instanceof AbortSignal);
     seen.push(task);
+    all.push(task);
+    await all.done;
     return { i: task.args.i, attempt: task.attempt };
   });
+  const recorded = [];
+  w.on('task:complete', (e) => recorded.push(e.recorded));
   await w.start();
   t.after(() => w.stop({ grace: 0 }));
   await startRuns(wf, 5);
@@ -43,6 +51,8 @@ test('a handler that succeeds: each run gets its result once', async (t) => {
     assert.ok(task.leaseUntil instanceof Date);
   }
   assert.deepEqual((await effects(wf)).map((e) => e.run_key), ['k1', 'k2', 'k3', 'k4', 'k5']);
+  assert.deepEqual(recorded, [true, true, true, true, true]);
+  assert.deepEqual(logged, [], 'no batched completion fell back, nothing warned');
 });
 
 test('a failing handler is retried by the step policy, with its error class recorded', async (t) => {
