@@ -309,6 +309,35 @@ batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *pro
 }
 
 /*
+ * A key of the batch that is a run but not this branch's child (only a run
+ * from before 0.5.0 can be: start() refuses child keys) would be the child
+ * dropped silently: fail the parent instead.  (An existing child of this
+ * branch is this spawn replayed.)
+ */
+static void
+check_keys_are_children(ChildBatch *cb, Datum keys, int64 log_id, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+
+	cf_exec(&plan,
+			"SELECT min(x.key) FROM chrono_forge.workflows x,"
+			"  unnest($1::text[], $2::text[]) AS u(w, k)"
+			" WHERE x.workflow = u.w AND x.key = u.k AND x.owner = $3::regrole"
+			"  AND x.parent_execution_log_id IS DISTINCT FROM $4",
+			4, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, OIDOID, INT8OID},
+			(Datum[]) {makeArrayResult(cb->workflows, cxt), keys,
+				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id)},
+			NULL, false, 1);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+				 psprintf("child key \"%s\" is already a run outside this branch",
+						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 "Cancel and remove that run, then retry this one.");
+}
+
+/*
  * Insert the batch's children (those that do not exist yet) with a wake-up
  * due now, owned by the run's owner and linked to the branch log.  Returns
  * how many were new.  The caller commits.
@@ -317,50 +346,32 @@ static int64
 dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 {
 	static SPIPlanPtr plan = NULL;
+	Datum		keys;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
-	bool		isnull;
 	int64		n;
 
 	if (cb->n == 0)
 		return 0;
+	keys = makeArrayResult(cb->keys, cxt);
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH c AS ("
-			"  INSERT INTO chrono_forge.workflows"
-			"   (workflow, key, procedure, args, owner, parent_execution_log_id, created_at, updated_at)"
-			"  SELECT u.w, u.k, u.p, u.a, $5::regrole, $6, $7, $7"
-			"   FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
-			"  ON CONFLICT DO NOTHING RETURNING id),"
-			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $7, 'spawn' FROM c)"
-			" SELECT count(*), (SELECT min(x.key) FROM chrono_forge.workflows x,"
-			"   unnest($1::text[], $2::text[]) AS u(w, k)"
-			"  WHERE x.workflow = u.w AND x.key = u.k AND x.owner = $5::regrole"
-			"   AND x.parent_execution_log_id IS DISTINCT FROM $6) FROM c",
+			"INSERT INTO chrono_forge.workflows"
+			" (workflow, key, procedure, args, owner, parent_execution_log_id, created_at, updated_at)"
+			" SELECT u.w, u.k, u.p, u.a, $5::regrole, $6, $7, $7"
+			"  FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
+			" ON CONFLICT DO NOTHING RETURNING id",
 			7, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, OIDOID, INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
+			(Datum[]) {makeArrayResult(cb->workflows, cxt), keys,
 				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
 				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
 			NULL, false, 0);
-	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	/*
-	 * A key that is a run but not this branch's child (only a run from
-	 * before 0.5.0 can be: start() refuses child keys) would be the child
-	 * dropped silently: fail the parent instead.  (An existing child of
-	 * this branch is this spawn replayed.)
-	 */
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-				 psprintf("child key \"%s\" is already a run outside this branch",
-						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
-				 "Cancel and remove that run, then retry this one.");
-	SPI_freetuptable(SPI_tuptable);
-	cf_internal_end(&st);
+	n = (int64) SPI_processed;
 	if (n > 0)
-		cf_queue_wakeup(now);
+		cf_wakeups_add(cf_spi_ids(1), now, "spawn", CF_WAKEUP_ALWAYS);
+	if (n < cb->n)
+		check_keys_are_children(cb, keys, log_id, cxt);
+	cf_internal_end(&st);
 	return n;
 }
 
@@ -832,7 +843,7 @@ cf_spawn_each(PG_FUNCTION_ARGS)
 	bool		done;
 
 	se.cache_cxt = CurrentMemoryContext;
-	se.batched = OidIsValid(cf_relation_oid("spawn_batches"));
+	se.batched = cf_schema_at_least(CF_SCHEMA(0, 4, 0));
 	cf_require_pass(fcinfo, "spawn_each");
 	cf_fail_now();
 	spawn_each_args(fcinfo, &se);
@@ -1327,6 +1338,8 @@ cf_branch_nudge(int64 log_id)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	TimestampTz now;
+	bool		isnull;
+	bool		woken;
 
 	/* The common case: siblings still to run, a few index probes. */
 	if (cf_branch_children_live(log_id, 1) > 0)
@@ -1341,20 +1354,16 @@ cf_branch_nudge(int64 log_id)
 	now = cf_clock_now();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH b AS (SELECT l.workflow_id FROM chrono_forge.execution_logs l"
-			"  WHERE l.id = $1 AND l.state = 'completed' AND l.metadata ? 'poll_token')"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT p.id, $2, 'merge' FROM b JOIN chrono_forge.workflows p ON p.id = b.workflow_id"
-			"  WHERE p.state IN ('idle', 'running')"
-			"   AND EXISTS (SELECT 1 FROM chrono_forge.merge_polls m WHERE m.workflow_id = p.id)"
-			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
-			"    WHERE k.workflow_id = p.id AND k.due_at <= $2)",
-			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(log_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+			"SELECT p.id FROM chrono_forge.execution_logs l"
+			" JOIN chrono_forge.workflows p ON p.id = l.workflow_id"
+			" WHERE l.id = $1 AND l.state = 'completed' AND l.metadata ? 'poll_token'"
+			"  AND p.state IN ('idle', 'running')"
+			"  AND EXISTS (SELECT 1 FROM chrono_forge.merge_polls m WHERE m.workflow_id = p.id)",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(log_id)}, NULL, false, 1);
+	woken = SPI_processed == 1 &&
+		cf_wakeup_add(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					  now, "merge", CF_WAKEUP_UNLESS_DUE);
 	cf_internal_end(&st);
-	if (SPI_processed > 0)
-	{
-		cf_queue_wakeup(now);
+	if (woken)
 		SPI_commit();
-	}
 }

@@ -58,6 +58,7 @@ extern int	cf_max_catch_up_runs;
 extern bool cf_fake_now_set;
 extern TimestampTz cf_fake_now_value;
 extern void cf_define_gucs(void);
+extern Interval *cf_max_duration_interval(void);
 extern int	cf_reap_stale_after_effective(void);
 extern int	cf_worker_share_effective(void);
 
@@ -133,6 +134,10 @@ extern void cf_push_catalog_path(void);
 extern void cf_spi_connect(void);
 extern void cf_replan_if_stale(void);
 extern Oid	cf_relation_oid(const char *name);
+
+/* A schema version as a number, for cf_schema_at_least(). */
+#define CF_SCHEMA(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+extern bool cf_schema_at_least(int version);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
 					bool read_only, long count);
@@ -192,6 +197,17 @@ extern int64 cf_step_log_write(const char *step_name, const char *state, int att
 							  Jsonb *metadata_patch, Jsonb *result,
 							  ErrorData *edata);
 extern Jsonb *cf_jsonb_parse(const char *text);
+
+/* wakeups.c: the one writer of wake-ups */
+typedef enum CfWakeupRule
+{
+	CF_WAKEUP_ALWAYS,			/* write it */
+	CF_WAKEUP_UNLESS_SAME,		/* not if the run has one at exactly that time */
+	CF_WAKEUP_UNLESS_DUE		/* not if the run has one due by then */
+} CfWakeupRule;
+extern bool cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule);
+extern uint64 cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rule);
+extern Datum cf_spi_ids(int col);
 
 /* journal.c: the step log and error log rows, of any run */
 extern CfStepLog cf_journal_read_step(int64 workflow_id, const char *step_name);

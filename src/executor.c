@@ -148,7 +148,7 @@ spawn_batches_maybe(void)
 	if (known && generation == spawn_looked_at)
 		return true;
 	/* Once per generation, look (a session's first claim, a dispatch). */
-	if (!OidIsValid(cf_relation_oid("spawn_batches")))	/* before 0.4.0 */
+	if (!cf_schema_at_least(CF_SCHEMA(0, 4, 0)))	/* no spawn_batches yet */
 	{
 		if (known)
 			spawn_none_at = generation;
@@ -200,9 +200,8 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 	static SPIPlanPtr spawned_plan = NULL;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
-	Interval   *max_duration = palloc0(sizeof(Interval));
+	Interval   *max_duration = cf_max_duration_interval();
 
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	cf_internal_begin(&st);
 	if (before_spawned)
 		cf_exec(&spawned_plan,
@@ -458,46 +457,66 @@ typedef enum FinishKind
 } FinishKind;
 
 /*
- * Release the run idle and publish its continuation (or retry) in one
- * statement: the continuation cannot become claimable while the lock is
- * held.  values[0..5] and nulls are finish_pass()'s.
+ * Each finish statement ends with one row (owned?, next due) or none (not
+ * owned): true if the pass still owned the run; the launcher is told of
+ * the run's next wake-up, if any.
  */
-static void
+static bool
+finish_row_owned(void)
+{
+	bool		isnull;
+	Datum		next;
+
+	if (SPI_processed == 0 ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+		return false;
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		cf_queue_wakeup(DatumGetTimestampTz(next));
+	return true;
+}
+
+/*
+ * Release the run idle and publish its continuation (or retry), in the
+ * transaction that releases it: the continuation cannot become claimable
+ * while the lock is held.  values[0..5] and nulls are finish_pass()'s.
+ * True if the pass still owned the run.
+ */
+static bool
 finish_release(FinishKind kind, Datum *values, char *nulls, TimestampTz retry_at, int attempt)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[9] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
-	INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
 	bool		cont = (kind == FINISH_RETRY) || cf_pass.has_continuation;
 
-	values[6] = TimestampTzGetDatum(kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at);
-	if (!cont)
-		nulls[6] = 'n';
-	values[7] = CStringGetTextDatum(kind == FINISH_RETRY ? "retry" :
-									cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue");
-	values[8] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
+	values[6] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
 	cf_exec(&plan,
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
-			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $9,"
-			"   retry_counts = CASE WHEN $9 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
+			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $7,"
+			"   retry_counts = CASE WHEN $7 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
 			"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
 			" d AS (DELETE FROM chrono_forge.wakeups k USING w"
-			"  WHERE k.workflow_id = w.id AND k.id = ANY ($6)),"
-			" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $7, $8 FROM w WHERE $7 IS NOT NULL"
-			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id"
-			"    AND k.due_at = $7 AND NOT k.id = ANY (coalesce($6, '{}')))"
-			"  RETURNING due_at)"
-			" SELECT (SELECT count(*) FROM w),"
-			"  (SELECT min(t) FROM (SELECT due_at FROM i"
-			"    UNION ALL SELECT due_at FROM chrono_forge.wakeups k"
-			"     WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}'))) AS s(t))",
-			9, types, values, nulls, false, 0);
+			"  WHERE k.workflow_id = w.id AND k.id = ANY ($6))"
+			" SELECT (SELECT count(*) FROM w), (SELECT min(k.due_at) FROM chrono_forge.wakeups k"
+			"  WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}')))",
+			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
+			values, nulls, false, 0);
+	if (!finish_row_owned())
+		return false;
+	if (cont)
+		cf_wakeup_add(cf_pass.workflow_id,
+					  kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at,
+					  kind == FINISH_RETRY ? "retry" :
+					  cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue",
+					  CF_WAKEUP_UNLESS_SAME);
+	return true;
 }
 
-/* End the run completed or stalled; values[0..5] and nulls are finish_pass()'s. */
-static void
+/*
+ * End the run completed or stalled; values[0..5] and nulls are
+ * finish_pass()'s.  True if the pass still owned the run.
+ */
+static bool
 finish_terminal(FinishKind kind, Datum *values, char *nulls)
 {
 	static SPIPlanPtr plan = NULL;
@@ -523,14 +542,15 @@ finish_terminal(FinishKind kind, Datum *values, char *nulls)
 			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
 			BOOLOID, TIMESTAMPTZOID},
 			values, nulls, false, 0);
+	return finish_row_owned();
 }
 
 /*
  * End the run failed: check the lock before writing the failure, then log
  * the error and mark the run with it.  values[0..5] and nulls are
- * finish_pass()'s.  Leaves the lock check's result in SPI_tuptable.
+ * finish_pass()'s.  True if the pass still owned the run.
  */
-static void
+static bool
 finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, TimestampTz now)
 {
 	static SPIPlanPtr failure_plan = NULL;
@@ -547,7 +567,7 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
 			values, nulls, false, 0);
 	if (SPI_processed != 1)
-		return;
+		return false;
 	error_id = cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
 	mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
 	mvalues[1] = Int64GetDatum(error_id);
@@ -560,26 +580,7 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 			" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
 			" SELECT 1::bigint, NULL::timestamptz",
 			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
-}
-
-/*
- * Each of finish_pass()'s branches ends with one row (owned?, next due) or
- * none (not owned): true if the pass still owned the run; queue its next
- * wake-up, if any.
- */
-static bool
-finish_was_owned(void)
-{
-	bool		isnull;
-	Datum		next;
-
-	if (SPI_processed == 0 ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
-		return false;
-	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-		cf_queue_wakeup(DatumGetTimestampTz(next));
-	return true;
+	return finish_row_owned();
 }
 
 /* A retry: remember the workflow-level failure itself, and the counts. */
@@ -610,6 +611,7 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	Jsonb	   *counts = retry_counts ? retry_counts : pass_retry_counts;
+	bool		owned;
 
 	/* A child completed in its first pass: its run is written once. */
 	if (cf_pass.run_unwritten)
@@ -631,13 +633,13 @@ finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
 
 	cf_internal_begin(&st);
 	if (kind == FINISH_RELEASE || kind == FINISH_RETRY)
-		finish_release(kind, values, nulls, retry_at, attempt);
+		owned = finish_release(kind, values, nulls, retry_at, attempt);
 	else if (kind == FINISH_COMPLETE || kind == FINISH_STALL)
-		finish_terminal(kind, values, nulls);
+		owned = finish_terminal(kind, values, nulls);
 	else
-		finish_failed(values, nulls, attempt, edata, now);
+		owned = finish_failed(values, nulls, attempt, edata, now);
 
-	if (!finish_was_owned())
+	if (!owned)
 	{
 		cf_internal_end(&st);
 		ereport(LOG,
@@ -829,14 +831,12 @@ relock_after_abort(void)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
-	Interval   *max_duration = palloc0(sizeof(Interval));
 	TimestampTz now = cf_clock_now();
 
 	if (cf_pass.committed)
 		return true;
 	if (cf_pass.spawn_batch_id != 0)
 		return retake_spawned_child();
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
@@ -844,7 +844,7 @@ relock_after_abort(void)
 			" WHERE id = $1 AND (state = 'idle' OR (state = 'running' AND locked_at < $3 - $4))",
 			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, INTERVALOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now), IntervalPGetDatum(max_duration)},
+			TimestampTzGetDatum(now), IntervalPGetDatum(cf_max_duration_interval())},
 			NULL, false, 0);
 	cf_internal_end(&st);
 	cf_pass.stamped = (SPI_processed == 1);
@@ -872,15 +872,14 @@ give_back_claim(const char *reason)
 		cf_stamp_claim();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-			"  locked_at = NULL WHERE id = $1 AND locked_by = $2 RETURNING id)"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT id, $3, $4 FROM w",
-			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now), CStringGetTextDatum(reason)}, NULL, false, 0);
+			"UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+			" locked_at = NULL WHERE id = $1 AND locked_by = $2",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token)},
+			NULL, false, 0);
+	if (SPI_processed == 1)
+		cf_wakeup_add(cf_pass.workflow_id, now, reason, CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
-	cf_queue_wakeup(now);
 	SPI_commit();
 	cf_batch_committed();
 }

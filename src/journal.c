@@ -104,7 +104,7 @@ cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
 	char		nulls[9] = "         ";
 	bool		isnull;
 	CfInternal	st;
-	bool		v06 = get_attnum(cf_relation_oid("error_logs"), "error_context") != InvalidAttrNumber;
+	bool		v06 = cf_schema_at_least(CF_SCHEMA(0, 6, 0));
 
 	values[0] = Int64GetDatum(workflow_id);
 	if (step_name)

@@ -259,7 +259,7 @@ cf_cancel_requested(int64 run)
 	bool		requested;
 
 	cf_spi_connect();
-	if (!OidIsValid(cf_relation_oid("cancel_requests")))	/* before 0.5.0 */
+	if (!cf_schema_at_least(CF_SCHEMA(0, 5, 0)))	/* no cancel_requests yet */
 	{
 		SPI_finish();
 		return false;
@@ -292,7 +292,7 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 	int			left = 0;
 
 	cf_spi_connect();
-	if (!OidIsValid(cf_relation_oid("cancel_requests")))
+	if (!cf_schema_at_least(CF_SCHEMA(0, 5, 0)))
 	{
 		SPI_finish();
 		return 0;
