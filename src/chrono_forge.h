@@ -156,6 +156,7 @@ typedef struct CfRunRef
 	int64		id;
 	char	   *state;
 } CfRunRef;
+extern char *cf_optional_text(FunctionCallInfo fcinfo, int n);
 extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
 extern char *cf_resolve_workflow(const char *workflow, bool must_own);
 extern char *cf_canonical_workflow(const char *workflow);
@@ -306,6 +307,8 @@ typedef struct CfPass
 extern CfPass cf_pass;
 extern void cf_require_pass(FunctionCallInfo fcinfo, const char *primitive);
 extern void cf_fail_now(void);
+extern void cf_fail_run(int sqlerrcode, const char *msg, const char *hint) pg_attribute_noreturn();
+extern void cf_commit_step(void);
 extern bool cf_step_completed(const char *step_name, Jsonb **result);
 extern bool cf_step_log_cached(const char *step_name, CfStepLog *log);
 extern void cf_step_log_forget(const char *step_name);
@@ -361,6 +364,15 @@ extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_st
 extern int64 cf_branch_children_live(int64 log_id, int64 cap);
 extern int64 cf_branch_children_blocked(int64 log_id);
 extern bool cf_branch_is_sealed(int64 log_id);
+
+/* branch.c, for spawn.c: the branch a spawn dispatches into */
+typedef struct CfBranchRef
+{
+	const char *name;
+	int64		log_id;
+	bool		sealed;
+} CfBranchRef;
+extern CfBranchRef cf_branch_current(const char *primitive);
 
 /*
  * What a merge makes of a child that failed, stalled or was cancelled

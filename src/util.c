@@ -253,6 +253,13 @@ cf_jsonb_is_true(Jsonb *v)
 		scalar.type == jbvBool && scalar.val.boolean;
 }
 
+/* Argument n as a C string, NULL if SQL NULL. */
+char *
+cf_optional_text(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
 char *
 cf_required_text(FunctionCallInfo fcinfo, int n, const char *what)
 {
