@@ -36,7 +36,19 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "branch.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "merge.h"
+#include "pass.h"
+#include "probes.h"
+#include "replay.h"
+#include "shmem.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_branch);
 PG_FUNCTION_INFO_V1(cf_seal_branch);

@@ -31,7 +31,15 @@
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass.h"
+#include "retry.h"
+#include "shmem.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_start);
 PG_FUNCTION_INFO_V1(cf_configure);

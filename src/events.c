@@ -21,7 +21,16 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_send_event);
 PG_FUNCTION_INFO_V1(cf_await_event);

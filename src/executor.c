@@ -49,7 +49,19 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "branch.h"
+#include "clock.h"
+#include "executor.h"
+#include "guc.h"
+#include "internal.h"
+#include "merge.h"
+#include "pass.h"
+#include "pass_timer.h"
+#include "replay.h"
+#include "retry.h"
+#include "shmem.h"
+#include "steplog.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_run_pending);
 PG_FUNCTION_INFO_V1(cf_worker_drain);

@@ -14,7 +14,8 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "guc.h"
+#include "shmem.h"
 
 char	   *cf_database = NULL;
 int			cf_workers = 2;

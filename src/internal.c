@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
 
 static Oid	cf_owner_cache = InvalidOid;
 

@@ -34,7 +34,9 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
+#include "journal.h"
+#include "util.h"
 
 /*
  * The run's context as kept with an error: whole up to

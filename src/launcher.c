@@ -29,7 +29,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "launcher.h"
+#include "merge.h"
+#include "pass_timer.h"
+#include "shmem.h"
+#include "wakeups.h"
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */

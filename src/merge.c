@@ -36,7 +36,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "internal.h"
+#include "merge.h"
+#include "probes.h"
+#include "shmem.h"
+#include "wakeups.h"
 
 #define ETA_FRACTION 0.5
 #define REKICK_AFTER "5 minutes"

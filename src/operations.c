@@ -38,7 +38,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "internal.h"
+#include "shmem.h"
+#include "step.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_cancel);
 PG_FUNCTION_INFO_V1(cf_reap);

@@ -44,7 +44,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "internal.h"
+#include "pass.h"
+#include "pass_timer.h"
+#include "shmem.h"
 
 CfPass		cf_pass;
 

@@ -32,7 +32,11 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass_timer.h"
+#include "shmem.h"
 
 #define STOP_REPEAT_MS 100		/* the pass's tick */
 #define STOP_GRACE_MS 5000		/* a worker's body may swallow stops this long */

@@ -32,7 +32,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "branch.h"
+#include "clock.h"
+#include "internal.h"
+#include "pass.h"
+#include "shmem.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_spawn);
 PG_FUNCTION_INFO_V1(cf_spawn_each);

@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "util.h"
 
 static void
 invalid_argument(const char *msg, const char *hint)

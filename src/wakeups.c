@@ -21,7 +21,9 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
+#include "shmem.h"
+#include "wakeups.h"
 
 /*
  * The statements: one run ($1 int8) or many ($1 int8[]), for each rule of
