@@ -52,6 +52,10 @@ typedef struct CfPass
 	bool		eager;			/* commit each step at once (see step_lost) */
 	Oid			outer_userid;	/* the identity that runs the pass */
 	int			outer_sec_context;
+	/* What the claim read, for the finish (claim.c, finish.c): */
+	Datum		claimed_wakeups;	/* wake-up ids consumed, or 0 */
+	int64		attempt;		/* workflow-level failures so far */
+	Jsonb	   *retry_counts;	/* composite budgets, workflow level */
 } CfPass;
 
 extern CfPass cf_pass;
