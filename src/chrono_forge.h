@@ -44,5 +44,9 @@
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
 #define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
+#define CF_TASK_CLAIM_MAX 1000		/* claim_tasks' max_tasks */
+
+/* The channel run_task's queues are notified on (payload: the queue). */
+#define CF_TASKS_CHANNEL "chrono_forge_tasks"
 
 #endif							/* CHRONO_FORGE_H */

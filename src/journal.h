@@ -30,4 +30,6 @@ extern int64 cf_journal_write_step(int64 workflow_id, const char *step_name, con
 extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
 								  ErrorData *edata, Jsonb *context);
 
+extern void cf_journal_cancel_tasks(Datum run_ids);
+
 #endif							/* CF_JOURNAL_H */

@@ -87,13 +87,43 @@ cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rul
 }
 
 /*
- * The int8[] of column `col` (1-based) of the last SPI result, for
- * cf_wakeups_add(): the ids a state change returned.  NULLs are skipped.
+ * Make each run of `runs` (an int8[]) due at its own time, the same
+ * element of `dues` (a timestamptz[]); how many rows were written.
+ */
+uint64
+cf_wakeups_add_at(Datum runs, Datum dues, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	uint64		n;
+	Datum		first;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT r, d, $3 FROM pg_catalog.unnest($1::pg_catalog.int8[],"
+			"   $2::pg_catalog.timestamptz[]) AS s(r, d) RETURNING due_at)"
+			" SELECT pg_catalog.min(due_at), pg_catalog.count(*) FROM i",
+			3, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID},
+			(Datum[]) {runs, dues, CStringGetTextDatum(reason)}, NULL, false, 0);
+	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	cf_internal_end(&st);
+	if (n > 0)
+		cf_queue_wakeup(DatumGetTimestampTz(first));
+	return n;
+}
+
+/*
+ * Column `col` (1-based, of type `type`, passed by value) of the last SPI
+ * result as an array, NULLs skipped: for the writers above, the ids (and
+ * due times) a state change returned.
  */
 Datum
-cf_spi_ids(int col)
+cf_spi_column_array(int col, Oid type)
 {
-	ArrayBuildState *ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	ArrayBuildState *a = initArrayResult(type, CurrentMemoryContext, false);
 
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -101,7 +131,14 @@ cf_spi_ids(int col)
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col, &isnull);
 
 		if (!isnull)
-			accumArrayResult(ids, d, false, INT8OID, CurrentMemoryContext);
+			accumArrayResult(a, d, false, type, CurrentMemoryContext);
 	}
-	return makeArrayResult(ids, CurrentMemoryContext);
+	return makeArrayResult(a, CurrentMemoryContext);
+}
+
+/* The int8[] of run ids in column `col` of the last SPI result. */
+Datum
+cf_spi_ids(int col)
+{
+	return cf_spi_column_array(col, INT8OID);
 }

@@ -21,6 +21,8 @@ typedef enum CfWakeupRule
 
 extern bool cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule);
 extern uint64 cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rule);
+extern uint64 cf_wakeups_add_at(Datum runs, Datum dues, const char *reason);
+extern Datum cf_spi_column_array(int col, Oid type);
 extern Datum cf_spi_ids(int col);
 
 #endif							/* CF_WAKEUPS_H */
