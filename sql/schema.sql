@@ -7,12 +7,12 @@ SELECT table_name, column_name, data_type
 SELECT conrelid::regclass AS "table", conname, pg_get_constraintdef(oid) AS definition
   FROM pg_constraint
  WHERE connamespace = 'chrono_forge'::regnamespace AND contype IN ('u', 'c', 'f')
- ORDER BY 1::text, 2;
+ ORDER BY conrelid::regclass::text, 2;
 
 SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) AS definition
   FROM pg_index
  WHERE indrelid::regclass::text LIKE 'chrono_forge.%'
- ORDER BY 1::text;
+ ORDER BY indexrelid::regclass::text;
 
 -- State types compare with their names as text.
 SELECT enum_range(NULL::chrono_forge.workflow_state) AS workflow_states,

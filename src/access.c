@@ -30,7 +30,9 @@
 #include "utils/syscache.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
-#include "chrono_forge.h"
+#include "access.h"
+#include "internal.h"
+#include "util.h"
 
 /*
  * A workflow procedure that does not exist, or (configure()) one the

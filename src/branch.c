@@ -1,25 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * branch.c
- *	  Fan-out: branch, spawn, spawn_each, seal_branch, merge_branches, the
- *	  unmerged-branch gate and the child-to-parent nudge at completion
- *	  (the branch probes are probes.c's).
+ *	  Fan-out: branch, seal_branch, merge_branches, the unmerged-branch gate
+ *	  and the child-to-parent nudge at completion (spawning is spawn.c's,
+ *	  the branch probes probes.c's, the merge poller merge.c's).
  *
- * Owns the per-pass registry of opened branches and the dispatch of
- * children.  A branch is the step branch$<name> (pending while it
- * dispatches, completed once sealed, its result {"log_id": id}); children
- * are runs owned by the parent's owner whose parent_execution_log_id is
- * that log's id.  spawn inserts its child's run with a due wake-up;
- * spawn_each writes spawn_batches rows (0.4.0), whose children become runs
- * when a pass takes them (executor.c); either in the transaction that
- * records the dispatch cursor, so a crash loses or repeats no child.  A
- * sealed branch never re-runs its spawns or its source query.
+ * Owns the per-pass registry of opened branches.  A branch is the step
+ * branch$<name> (pending while it dispatches, completed once sealed, its
+ * result {"log_id": id}); children are runs owned by the parent's owner
+ * whose parent_execution_log_id is that log's id.
  *
- * This file must never run a spawn_each source as anyone but the run's
- * owner, never dispatch for a pass that lost its lock (every batch commits
- * through cf_save_context_and_check_lock), and never scan a branch's
- * completed children: probes read spawn_batches and the non-completed
- * states of workflows_children_idx only.  The merge poller is merge.c's.
+ * This file must never scan a branch's completed children: probes read
+ * spawn_batches and the non-completed states of workflows_children_idx
+ * only.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,11 +36,21 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "branch.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "merge.h"
+#include "pass.h"
+#include "probes.h"
+#include "replay.h"
+#include "shmem.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_branch);
-PG_FUNCTION_INFO_V1(cf_spawn);
-PG_FUNCTION_INFO_V1(cf_spawn_each);
 PG_FUNCTION_INFO_V1(cf_seal_branch);
 PG_FUNCTION_INFO_V1(cf_merge_branches);
 
@@ -105,24 +108,6 @@ find_branch(const char *name)
 	return NULL;
 }
 
-/* A programming error in the workflow: the run fails at once. */
-static void
-fail_run(int sqlerrcode, const char *msg, const char *hint) pg_attribute_noreturn();
-static void
-fail_run(int sqlerrcode, const char *msg, const char *hint)
-{
-	cf_fail_now();
-	ereport(ERROR,
-			(errcode(sqlerrcode),
-			 errmsg("%s", msg),
-			 hint ? errhint("%s", hint) : 0));
-}
-
-static char *
-text_arg(FunctionCallInfo fcinfo, int n)
-{
-	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
 
 static int64
 jsonb_int64(Jsonb *object, const char *key)
@@ -135,14 +120,6 @@ jsonb_int64(Jsonb *object, const char *key)
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(scalar.val.numeric)));
 }
 
-/* Commit what the primitive wrote, proving the lock is still ours. */
-static void
-commit_step(void)
-{
-	cf_save_context_and_check_lock();
-	SPI_freetuptable(SPI_tuptable);
-	cf_commit();
-}
 
 /* ---------------------------------------------------------------------
  * Probes (caller connected to SPI)
@@ -165,16 +142,16 @@ cf_branch(PG_FUNCTION_ARGS)
 
 	cf_require_pass(fcinfo, "branch");
 	cf_fail_now();
-	name = text_arg(fcinfo, 0);
+	name = cf_optional_text(fcinfo, 0);
 	cf_validate_name_segment("branch name", name);
 	ensure_registry();
 	if (current_branch != NULL)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("branch \"%s\" opened inside branch \"%s\"", name, current_branch->name),
 				 "Branches do not nest in one workflow: seal the first with chrono_forge.seal_branch(), "
 				 "or open the inner branch in a child workflow.");
 	if (find_branch(name) != NULL)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("branch \"%s\" is opened twice in this workflow", name), NULL);
 	cf_pass.outcome = CF_OUTCOME_NONE;
 
@@ -199,7 +176,7 @@ cf_branch(PG_FUNCTION_ARGS)
 		{
 			b->log_id = cf_step_log_write(step_name, "pending", 1,
 										  cf_jsonb_parse("{\"cursors\": {}}"), NULL, NULL);
-			commit_step();
+			cf_commit_step();
 		}
 		SPI_finish();
 	}
@@ -222,7 +199,7 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 	cf_fail_now();
 	ensure_registry();
 	if (current_branch == NULL)
-		fail_run(ERRCODE_CF_NOT_IN_BRANCH, "chrono_forge.seal_branch() called outside a branch",
+		cf_fail_run(ERRCODE_CF_NOT_IN_BRANCH, "chrono_forge.seal_branch() called outside a branch",
 				 "Open one first with CALL chrono_forge.branch('name').");
 	cf_pass.outcome = CF_OUTCOME_NONE;
 	b = current_branch;
@@ -233,7 +210,7 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 
 		cf_spi_connect();
 		cf_step_log_write(step_name, "completed", 1, NULL, result, NULL);
-		commit_step();
+		cf_commit_step();
 		SPI_finish();
 		cf_step_remember(step_name, result);
 		b->sealed = true;
@@ -249,622 +226,24 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* ---------------------------------------------------------------------
- * Dispatch
- * ---------------------------------------------------------------------
- */
-
-/* A child row for the batch being dispatched. */
-typedef struct ChildBatch
-{
-	ArrayBuildState *workflows;
-	ArrayBuildState *keys;
-	ArrayBuildState *procedures;
-	ArrayBuildState *args;
-	int			n;
-} ChildBatch;
-
-static void
-batch_init(ChildBatch *cb, MemoryContext cxt)
-{
-	cb->workflows = initArrayResult(TEXTOID, cxt, false);
-	cb->keys = initArrayResult(TEXTOID, cxt, false);
-	cb->procedures = initArrayResult(TEXTOID, cxt, false);
-	cb->args = initArrayResult(JSONBOID, cxt, false);
-	cb->n = 0;
-}
-
 /*
- * A child's key: "$<parent run id>$<parent key>$<branch>$<name>".  A
- * child's identity is (owner, procedure, key) like any run's; the parent's
- * run id makes it unique to its parent (two parents sharing a business key
- * never share children), and start() refuses keys beginning with '$', so
- * nothing outside the parent can take it first.
+ * The branch a spawn dispatches into: the current one (opened by branch()
+ * and not yet sealed in this body); outside a branch the run fails.
  */
-static char *
-child_key(const char *branch, const char *name)
+CfBranchRef
+cf_branch_current(const char *primitive)
 {
-	return psprintf("$" INT64_FORMAT "$%s$%s$%s", cf_pass.workflow_id, cf_pass.key, branch, name);
-}
+	CfBranchRef ref;
 
-/* The child's workflow is stored as its procedure's canonical name. */
-static void
-batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
-		  Jsonb *args, MemoryContext cxt)
-{
-	/*
-	 * A child's key is an index key: past the maximum its run could never
-	 * be written, and a worker would fail to take it again and again.
-	 * Keys grow with every level of nesting; this bounds the depth too.
-	 */
-	if (strlen(key) > CF_CHILD_KEY_MAX_BYTES)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-				 psprintf("child key is too long (%zu bytes, at most %d)", strlen(key), CF_CHILD_KEY_MAX_BYTES),
-				 "A child's key is $<parent run id>$<parent key>$<branch>$<spawn>[_<item_key>]: shorten one of them.");
-	accumArrayResult(cb->workflows, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
-	accumArrayResult(cb->keys, CStringGetTextDatum(key), false, TEXTOID, cxt);
-	accumArrayResult(cb->procedures, CStringGetTextDatum(procedure), false, TEXTOID, cxt);
-	accumArrayResult(cb->args, JsonbPGetDatum(args), false, JSONBOID, cxt);
-	cb->n++;
-}
-
-/*
- * Insert the batch's children (those that do not exist yet) with a wake-up
- * due now, owned by the run's owner and linked to the branch log.  Returns
- * how many were new.  The caller commits.
- */
-static int64
-dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	bool		isnull;
-	int64		n;
-
-	if (cb->n == 0)
-		return 0;
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"WITH c AS ("
-			"  INSERT INTO chrono_forge.workflows"
-			"   (workflow, key, procedure, args, owner, parent_execution_log_id, created_at, updated_at)"
-			"  SELECT u.w, u.k, u.p, u.a, $5::regrole, $6, $7, $7"
-			"   FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
-			"  ON CONFLICT DO NOTHING RETURNING id),"
-			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $7, 'spawn' FROM c)"
-			" SELECT count(*), (SELECT min(x.key) FROM chrono_forge.workflows x,"
-			"   unnest($1::text[], $2::text[]) AS u(w, k)"
-			"  WHERE x.workflow = u.w AND x.key = u.k AND x.owner = $5::regrole"
-			"   AND x.parent_execution_log_id IS DISTINCT FROM $6) FROM c",
-			7, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, OIDOID, INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {makeArrayResult(cb->workflows, cxt), makeArrayResult(cb->keys, cxt),
-				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
-				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
-			NULL, false, 0);
-	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	/*
-	 * A key that is a run but not this branch's child (only a run from
-	 * before 0.5.0 can be: start() refuses child keys) would be the child
-	 * dropped silently: fail the parent instead.  (An existing child of
-	 * this branch is this spawn replayed.)
-	 */
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-				 psprintf("child key \"%s\" is already a run outside this branch",
-						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
-				 "Cancel and remove that run, then retry this one.");
-	SPI_freetuptable(SPI_tuptable);
-	cf_internal_end(&st);
-	if (n > 0)
-		cf_queue_wakeup(now);
-	return n;
-}
-
-/*
- * Children per spawn_batches row: a dispatch batch's 1/32, at most 32.  A
- * worker taking a child reads the row's arrays whole, so rows stay small
- * (2-3 kB, compressed inline at most), and it holds the row until that
- * child's first commit, so siblings in one row start one after another:
- * a dispatch batch is spread over 32 rows (one child per row below 64),
- * so that workers start its children side by side.
- */
-#define SPAWN_ROWS_PER_BATCH 32
-#define SPAWN_ROW_MAX_CHILDREN 32
-
-/*
- * spawn_each's dispatch on 0.4.0 and later: the batch's children as
- * spawn_batches rows, runnable at once (a worker makes each a run when it
- * starts it).  Returns how many.  The caller commits.
- */
-static int64
-dispatch_batches(ChildBatch *cb, int64 log_id, MemoryContext cxt)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	int			per_row = Max(1, Min(SPAWN_ROW_MAX_CHILDREN, cb->n / SPAWN_ROWS_PER_BATCH));
-	ArrayBuildState *from[4] = {cb->workflows, cb->keys, cb->procedures, cb->args};
-
-	if (cb->n == 0)
-		return 0;
-	cf_internal_begin(&st);
-	for (int lo = 0; lo < cb->n; lo += per_row)
-	{
-		int			count = Min(per_row, cb->n - lo);
-		Datum		arrays[4];
-		MemoryContext prev;
-
-		/*
-		 * Each row's arrays from the batch's values, in the batch's memory
-		 * (an SPI call leaves the SPI procedure's memory current, which
-		 * lasts the whole dispatch).  Text and jsonb: varlena, int-aligned.
-		 */
-		prev = MemoryContextSwitchTo(cxt);
-		for (int i = 0; i < 4; i++)
-			arrays[i] = PointerGetDatum(construct_array(from[i]->dvalues + lo, count,
-														from[i]->element_type, -1, false,
-														TYPALIGN_INT));
-		MemoryContextSwitchTo(prev);
-		cf_exec(&plan,
-				"INSERT INTO chrono_forge.spawn_batches"
-				" (branch_log_id, owner, due_at, n, workflows, keys, procedures, args)"
-				" VALUES ($1, $2::regrole, $3, $4, $5, $6, $7, $8)",
-				8, (Oid[]) {INT8OID, OIDOID, TIMESTAMPTZOID, INT4OID, TEXTARRAYOID, TEXTARRAYOID,
-					TEXTARRAYOID, JSONBARRAYOID},
-				(Datum[]) {Int64GetDatum(log_id), ObjectIdGetDatum(cf_pass.owner),
-					TimestampTzGetDatum(now), Int32GetDatum(count),
-				arrays[0], arrays[1], arrays[2], arrays[3]},
-				NULL, false, 0);
-	}
-	cf_internal_end(&st);
-	cf_queue_spawned(now);
-	return cb->n;
-}
-
-/* The spawn's cursor, merged into the branch log's "cursors". */
-static void
-save_cursor(int64 log_id, const char *spawn, const char *cursor_json)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"UPDATE chrono_forge.execution_logs SET metadata = coalesce(metadata, '{}')"
-			"  || jsonb_build_object('cursors', coalesce(metadata->'cursors', '{}')"
-			"   || jsonb_build_object($2::text, $3::jsonb)),"
-			" last_executed_at = chrono_forge.now(), updated_at = chrono_forge.now()"
-			" WHERE id = $1",
-			3, (Oid[]) {INT8OID, TEXTOID, JSONBOID},
-			(Datum[]) {Int64GetDatum(log_id), CStringGetTextDatum(spawn),
-				JsonbPGetDatum(cf_jsonb_parse(cursor_json))},
-			NULL, false, 0);
-	cf_internal_end(&st);
-}
-
-/* Workflow procedures resolved during one spawn_each (few distinct). */
-typedef struct ResolvedWorkflow
-{
-	char	   *workflow;
-	char	   *procedure;
-	struct ResolvedWorkflow *next;
-} ResolvedWorkflow;
-
-static const char *
-resolve_cached(ResolvedWorkflow **cache, const char *workflow, MemoryContext cxt)
-{
-	ResolvedWorkflow *r;
-	char	   *procedure;
-
-	for (r = *cache; r != NULL; r = r->next)
-		if (strcmp(r->workflow, workflow) == 0)
-			return r->procedure;
-	procedure = cf_resolve_workflow(workflow, false);
-	r = MemoryContextAlloc(cxt, sizeof(ResolvedWorkflow));
-	r->workflow = MemoryContextStrdup(cxt, workflow);
-	r->procedure = MemoryContextStrdup(cxt, procedure);
-	r->next = *cache;
-	*cache = r;
-	return r->procedure;
-}
-
-static OpenBranch *
-require_branch(const char *primitive)
-{
 	ensure_registry();
 	if (current_branch == NULL)
-		fail_run(ERRCODE_CF_NOT_IN_BRANCH,
-				 psprintf("chrono_forge.%s() called outside a branch", primitive),
-				 "Call it between CALL chrono_forge.branch('name') and CALL chrono_forge.seal_branch().");
-	return current_branch;
-}
-
-/* spawn(name text, workflow text, args jsonb) */
-Datum
-cf_spawn(PG_FUNCTION_ARGS)
-{
-	char	   *name;
-	char	   *workflow;
-	Jsonb	   *args;
-	OpenBranch *b;
-	ChildBatch	cb;
-	ResolvedWorkflow *cache = NULL;
-	const char *procedure;
-
-	cf_require_pass(fcinfo, "spawn");
-	cf_fail_now();
-	name = text_arg(fcinfo, 0);
-	cf_validate_name_segment("spawn name", name);
-	workflow = text_arg(fcinfo, 1);
-	if (workflow == NULL || workflow[0] == '\0')
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn workflow must not be NULL or empty", NULL);
-	args = PG_ARGISNULL(2) ? cf_jsonb_parse("{}") : PG_GETARG_JSONB_P(2);
-	if (!JB_ROOT_IS_OBJECT(args))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn args must be a JSON object", NULL);
-	cf_check_json_size("spawn args", args);
-	b = require_branch("spawn");
-	if (b->sealed)
-	{
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
-	/* As the owner: a missing or forbidden procedure fails the run. */
-	procedure = resolve_cached(&cache, workflow, CurrentMemoryContext);
-	cf_pass.outcome = CF_OUTCOME_NONE;
-
-	cf_spi_connect();
-	batch_init(&cb, CurrentMemoryContext);
-	batch_add(&cb, workflow, child_key(b->name, name), procedure, args,
-			  CurrentMemoryContext);
-	(void) dispatch(&cb, b->log_id, CurrentMemoryContext);
-	commit_step();
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/*
- * The spawn's cursor from the branch log: done?, the last item_key, and
- * whether that key is in canonical form (0.6.0; see canonical_begin()).
- */
-static void
-read_cursor(int64 log_id, const char *spawn, bool *done, char **after, int64 *spawned,
-			bool *canonical)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	bool		isnull;
-	Datum		d;
-
-	*done = false;
-	*after = NULL;
-	*spawned = 0;
-	*canonical = true;			/* a new cursor */
-	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"SELECT (c->>'done')::boolean, c->>'after', (c->>'spawned')::bigint,"
-			"  c IS NULL OR c ? 'canonical'"
-			" FROM (SELECT metadata->'cursors'->$2 AS c FROM chrono_forge.execution_logs WHERE id = $1) s",
-			2, (Oid[]) {INT8OID, TEXTOID},
-			(Datum[]) {Int64GetDatum(log_id), CStringGetTextDatum(spawn)}, NULL, true, 1);
-	cf_internal_end(&st);
-	if (SPI_processed != 1)
-		return;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	*done = !isnull && DatumGetBool(d);
-	*after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	*spawned = isnull ? 0 : DatumGetInt64(d);
-	*canonical = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-}
-
-/*
- * An item_key's text (a child's key, the cursor) must not depend on the
- * settings of the session that happens to dispatch: a dispatch resumed by
- * a worker with another DateStyle, TimeZone or float setting would
- * misread its cursor.  Keys are rendered and the cursor read back under
- * fixed settings, in a GUC nesting level of their own (the source query
- * itself runs under the session's).  Returns the level for canonical_end().
- */
-static int
-canonical_begin(void)
-{
-	static const char *const settings[][2] = {
-		{"DateStyle", "ISO, MDY"},
-		{"IntervalStyle", "postgres"},
-		{"TimeZone", "UTC"},
-		{"extra_float_digits", "1"},	/* > 0: shortest exact */
-		{"bytea_output", "hex"},
-		{"lc_monetary", "C"},
-	};
-	int			level = NewGUCNestLevel();
-
-	for (int i = 0; i < (int) lengthof(settings); i++)
-		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	return level;
-}
-
-static void
-canonical_end(int level)
-{
-	AtEOXact_GUC(true, level);
-}
-
-/* One spawn_each call: its arguments, its source's shape, its cursor. */
-typedef struct SpawnEach
-{
-	OpenBranch *b;
-	char	   *name;
-	char	   *workflow;
-	char	   *source;
-	int32		batch_size;
-	bool		batched;		/* spawn_batches exists (0.4.0) */
-	/* the source's item_key, and the keyset pages' queries */
-	Oid			key_type;
-	Oid			key_input;
-	Oid			key_ioparam;
-	Oid			key_output;
-	char	   *first_sql;
-	char	   *next_sql;
-	/* the cursor */
-	char	   *after;
-	int64		spawned;
-	bool		canonical;
-	ResolvedWorkflow *cache;
-	MemoryContext cache_cxt;
-	MemoryContext batch_cxt;
-} SpawnEach;
-
-/* spawn_each's arguments; a bad one fails the run (CF012). */
-static void
-spawn_each_args(FunctionCallInfo fcinfo, SpawnEach *se)
-{
-	se->name = text_arg(fcinfo, 0);
-	cf_validate_name_segment("spawn name", se->name);
-	se->workflow = text_arg(fcinfo, 1);
-	if (se->workflow != NULL && se->workflow[0] == '\0')
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each workflow must not be empty", NULL);
-	se->source = text_arg(fcinfo, 2);
-	if (se->source == NULL || se->source[0] == '\0')
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must not be NULL or empty", NULL);
-	/* One batch is read into memory and inserted in one statement. */
-	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > CF_SPAWN_BATCH_MAX)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-				 psprintf("spawn_each batch_size must be between 1 and %d", CF_SPAWN_BATCH_MAX), NULL);
-	se->batch_size = PG_GETARG_INT32(3);
-}
-
-/*
- * Describe the source (as the owner): item_key, args, workflow; and build
- * the queries of its keyset pages.
- */
-static void
-describe_source(SpawnEach *se)
-{
-	TupleDesc	desc;
-	int			key_col = 0,
-				args_col = 0,
-				wf_col = 0;
-	bool		key_varlena;
-	const char *args_expr;
-	const char *wf_expr;
-
-	if (SPI_execute(psprintf("SELECT * FROM (%s) AS s LIMIT 0", se->source), false, 0) < 0)
-		elog(ERROR, "could not describe the spawn_each source");
-	desc = SPI_tuptable->tupdesc;
-	for (int i = 1; i <= desc->natts; i++)
-	{
-		const char *col = NameStr(TupleDescAttr(desc, i - 1)->attname);
-
-		if (strcmp(col, "item_key") == 0)
-			key_col = i;
-		else if (strcmp(col, "args") == 0)
-			args_col = i;
-		else if (strcmp(col, "workflow") == 0)
-			wf_col = i;
-	}
-	if (key_col == 0)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source must return an item_key column",
-				 "The source is a query returning item_key (unique, sortable), args jsonb and optionally workflow text.");
-	se->key_type = TupleDescAttr(desc, key_col - 1)->atttypid;
-	SPI_freetuptable(SPI_tuptable);
-	getTypeInputInfo(se->key_type, &se->key_input, &se->key_ioparam);
-	getTypeOutputInfo(se->key_type, &se->key_output, &key_varlena);
-	args_expr = args_col ? "s.args::jsonb" : "'{}'::jsonb";
-	wf_expr = wf_col ? "s.workflow::text" : "NULL::text";
-	se->first_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
-							 " ORDER BY s.item_key LIMIT $1",
-							 args_expr, wf_expr, se->source);
-	se->next_sql = psprintf("SELECT s.item_key, %s, %s FROM (%s) AS s"
-							" WHERE s.item_key > $2 ORDER BY s.item_key LIMIT $1",
-							args_expr, wf_expr, se->source);
-}
-
-/* The next keyset page, as the owner: batch_size rows and one more. */
-static uint64
-read_page(SpawnEach *se)
-{
-	int			rc;
-
-	if (se->after == NULL)
-		rc = SPI_execute_with_args(se->first_sql, 1, (Oid[]) {INT4OID},
-								   (Datum[]) {Int32GetDatum(se->batch_size + 1)}, NULL, false, 0);
-	else
-	{
-		/* A cursor written by 0.5.0 is read as it was written. */
-		int			level = se->canonical ? canonical_begin() : 0;
-		Datum		cursor = OidInputFunctionCall(se->key_input, se->after, se->key_ioparam, -1);
-
-		if (se->canonical)
-			canonical_end(level);
-		rc = SPI_execute_with_args(se->next_sql, 2, (Oid[]) {INT4OID, se->key_type},
-								   (Datum[]) {Int32GetDatum(se->batch_size + 1), cursor},
-								   NULL, false, 0);
-	}
-	if (rc < 0)
-		elog(ERROR, "could not read the spawn_each source: %s", SPI_result_code_string(rc));
-	return SPI_processed;
-}
-
-/* The page's item_keys as text, under the fixed settings (NULL stays NULL). */
-static char **
-page_keys(SpawnEach *se, uint64 rows)
-{
-	char	  **keys = palloc0(sizeof(char *) * Max(rows, 1));
-	int			level = canonical_begin();
-
-	for (int i = 0; i < (int) rows; i++)
-	{
-		bool		isnull;
-		Datum		k = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			keys[i] = OidOutputFunctionCall(se->key_output, k);
-	}
-	canonical_end(level);
-	se->canonical = true;
-	return keys;
-}
-
-/*
- * The page's first take rows into cb, each checked (the look-ahead row
- * only for its key).  Returns the last key taken (NULL if none).
- */
-static char *
-batch_page(SpawnEach *se, ChildBatch *cb, char **keys, uint64 rows, int take)
-{
-	char	   *prev_key = NULL;
-	char	   *last_key = NULL;
-
-	for (int i = 0; i < (int) rows; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		char	   *item_key = keys[i];
-		char	   *row_wf;
-		bool		isnull;
-		Datum		a;
-		Jsonb	   *row_args;
-
-		if (item_key == NULL)
-			fail_run(ERRCODE_CF_INVALID_ARGUMENT, "spawn_each source returned a NULL item_key", NULL);
-		if (prev_key != NULL && strcmp(prev_key, item_key) == 0)
-			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-					 psprintf("spawn_each source returned item_key \"%s\" twice", item_key),
-					 "item_key must be unique: it names the child.");
-		prev_key = item_key;
-		if (i >= take)
-			break;				/* the look-ahead row */
-		last_key = item_key;
-		row_wf = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
-		if (row_wf == NULL)
-			row_wf = se->workflow;
-		if (row_wf == NULL || row_wf[0] == '\0')
-			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-					 psprintf("spawn_each row \"%s\" names no workflow", item_key),
-					 "Pass a workflow to spawn_each or return a workflow column.");
-		a = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
-		row_args = isnull ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(a);
-		if (!JB_ROOT_IS_OBJECT(row_args))
-			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
-					 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
-		cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
-		batch_add(cb, row_wf,
-				  child_key(se->b->name, psprintf("%s_%s", se->name, item_key)),
-				  resolve_cached(&se->cache, row_wf, se->cache_cxt), row_args, se->batch_cxt);
-	}
-	return last_key;
-}
-
-/*
- * One batch in one transaction: read the page after the cursor, insert
- * its children, move the cursor.  Returns true after the last page.
- */
-static bool
-spawn_one_batch(SpawnEach *se)
-{
-	ChildBatch	cb;
-	uint64		rows;
-	int			take;
-	bool		last;
-	char	   *last_key;
-	MemoryContext old;
-
-	MemoryContextReset(se->batch_cxt);
-	rows = read_page(se);
-	take = (int) Min(rows, (uint64) se->batch_size);
-	last = rows <= (uint64) se->batch_size;
-
-	old = MemoryContextSwitchTo(se->batch_cxt);
-	batch_init(&cb, se->batch_cxt);
-	last_key = batch_page(se, &cb, page_keys(se, rows), rows, take);
-	MemoryContextSwitchTo(old);
-	/* SPI keeps result sets until the connection ends: free each page. */
-	SPI_freetuptable(SPI_tuptable);
-
-	se->spawned += se->batched ? dispatch_batches(&cb, se->b->log_id, se->batch_cxt) :
-		dispatch(&cb, se->b->log_id, se->batch_cxt);
-	if (last_key != NULL)
-		se->after = MemoryContextStrdup(cf_pass.cxt, last_key);
-	save_cursor(se->b->log_id, se->name,
-				psprintf("{\"after\": %s, \"spawned\": %lld, \"done\": %s, \"canonical\": true}",
-						 se->after ? cf_json_string(se->after) : "null",
-						 (long long) se->spawned, last ? "true" : "false"));
-	commit_step();
-	return last;
-}
-
-/*
- * spawn_each(name text, workflow text, source text, batch_size int)
- *
- * The source runs as the owner, wrapped in keyset order of item_key:
- * each batch reads the rows after the cursor, inserts their children and
- * moves the cursor in one transaction.  One row beyond the batch is read
- * to prove item_key unique across the batch boundary.
- */
-Datum
-cf_spawn_each(PG_FUNCTION_ARGS)
-{
-	SpawnEach	se = {0};
-	bool		done;
-
-	se.cache_cxt = CurrentMemoryContext;
-	se.batched = OidIsValid(cf_relation_oid("spawn_batches"));
-	cf_require_pass(fcinfo, "spawn_each");
-	cf_fail_now();
-	spawn_each_args(fcinfo, &se);
-	se.b = require_branch("spawn_each");
-	if (se.b->sealed)
-	{
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
-
-	cf_spi_connect();
-	read_cursor(se.b->log_id, se.name, &done, &se.after, &se.spawned, &se.canonical);
-	if (done)
-	{
-		SPI_finish();
-		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
-	}
-	describe_source(&se);
-
-	se.batch_cxt = AllocSetContextCreate(cf_pass.cxt, "chrono_forge spawn_each batch",
-										 ALLOCSET_DEFAULT_SIZES);
-	for (;;)
-	{
-		CHECK_FOR_INTERRUPTS();
-		if (spawn_one_batch(&se))
-			break;
-	}
-	MemoryContextDelete(se.batch_cxt);
-	SPI_finish();
-	cf_pass.outcome = CF_OUTCOME_NONE;
-	PG_RETURN_VOID();
+		cf_fail_run(ERRCODE_CF_NOT_IN_BRANCH,
+					psprintf("chrono_forge.%s() called outside a branch", primitive),
+					"Call it between CALL chrono_forge.branch('name') and CALL chrono_forge.seal_branch().");
+	ref.name = current_branch->name;
+	ref.log_id = current_branch->log_id;
+	ref.sealed = current_branch->sealed;
+	return ref;
 }
 
 /* ---------------------------------------------------------------------
@@ -887,7 +266,7 @@ child_failure_parse(const char *s)
 	for (int i = 0; i < (int) lengthof(child_failure_names); i++)
 		if (s != NULL && strcmp(s, child_failure_names[i]) == 0)
 			return (CfChildFailure) i;
-	fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+	cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 			 psprintf("merge_branches on_child_failure must be 'wait', 'fail' or 'ignore', not %s",
 					  s ? quote_literal_cstr(s) : "NULL"), NULL);
 }
@@ -997,7 +376,7 @@ complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step_name)},
 			NULL, false, 0);
 	cf_internal_end(&st);
-	commit_step();
+	cf_commit_step();
 	cf_step_remember(step_name, NULL);
 	for (int i = 0; i < n; i++)
 		branches[i]->merged = true;
@@ -1083,7 +462,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 			NULL, false, 0);
 	cf_internal_end(&st);
 	cf_queue_wakeup(due);		/* the launcher plans the poll */
-	commit_step();
+	cf_commit_step();
 
 	/*
 	 * A last child that completed before the token was visible did not
@@ -1105,13 +484,13 @@ static void
 check_merge_intervals(Interval *min_interval, Interval *max_interval)
 {
 	if (cf_interval_seconds(min_interval) <= 0)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches min_interval must be positive", NULL);
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches min_interval must be positive", NULL);
 	if (cf_interval_seconds(min_interval) > cf_interval_seconds(max_interval))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 "merge_branches min_interval must not exceed max_interval", NULL);
 	/* The poller adds it to now in microseconds: bound it. */
 	if (cf_interval_seconds(max_interval) > CF_POLICY_MAX_SECONDS)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 				 psprintf("merge_branches max_interval must be at most %d seconds", CF_POLICY_MAX_SECONDS), NULL);
 }
 
@@ -1176,7 +555,7 @@ branches_to_merge(char **sorted, int n, int *m)
 					 errdetail("merge_branches names a branch this workflow has not opened before it."),
 					 errhint("Open it with CALL chrono_forge.branch('%s') first.", sorted[i])));
 		if (b == current_branch)
-			fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+			cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
 					 psprintf("branch \"%s\" cannot be merged before it is sealed", b->name),
 					 "Call chrono_forge.seal_branch() first.");
 		branches[(*m)++] = b;
@@ -1206,17 +585,17 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	cf_require_pass(fcinfo, "merge_branches");
 	cf_fail_now();
 	if (PG_ARGISNULL(0))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
+		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
 	min_interval = PG_GETARG_INTERVAL_P(1);
 	max_interval = PG_GETARG_INTERVAL_P(2);
 	check_merge_intervals(min_interval, max_interval);
 	if (PG_NARGS() > 3)
-		policy = child_failure_parse(text_arg(fcinfo, 3));
+		policy = child_failure_parse(cf_optional_text(fcinfo, 3));
 	sorted = sorted_branch_names(elems, nulls, n);
 
 	/* Already merged: nothing to check (as the gem). */
@@ -1327,6 +706,8 @@ cf_branch_nudge(int64 log_id)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	TimestampTz now;
+	bool		isnull;
+	bool		woken;
 
 	/* The common case: siblings still to run, a few index probes. */
 	if (cf_branch_children_live(log_id, 1) > 0)
@@ -1341,20 +722,16 @@ cf_branch_nudge(int64 log_id)
 	now = cf_clock_now();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH b AS (SELECT l.workflow_id FROM chrono_forge.execution_logs l"
-			"  WHERE l.id = $1 AND l.state = 'completed' AND l.metadata ? 'poll_token')"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT p.id, $2, 'merge' FROM b JOIN chrono_forge.workflows p ON p.id = b.workflow_id"
-			"  WHERE p.state IN ('idle', 'running')"
-			"   AND EXISTS (SELECT 1 FROM chrono_forge.merge_polls m WHERE m.workflow_id = p.id)"
-			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
-			"    WHERE k.workflow_id = p.id AND k.due_at <= $2)",
-			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(log_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+			"SELECT p.id FROM chrono_forge.execution_logs l"
+			" JOIN chrono_forge.workflows p ON p.id = l.workflow_id"
+			" WHERE l.id = $1 AND l.state = 'completed' AND l.metadata ? 'poll_token'"
+			"  AND p.state IN ('idle', 'running')"
+			"  AND EXISTS (SELECT 1 FROM chrono_forge.merge_polls m WHERE m.workflow_id = p.id)",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(log_id)}, NULL, false, 1);
+	woken = SPI_processed == 1 &&
+		cf_wakeup_add(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					  now, "merge", CF_WAKEUP_UNLESS_DUE);
 	cf_internal_end(&st);
-	if (SPI_processed > 0)
-	{
-		cf_queue_wakeup(now);
+	if (woken)
 		SPI_commit();
-	}
 }

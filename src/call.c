@@ -27,7 +27,9 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 
-#include "chrono_forge.h"
+#include "call.h"
+#include "pass.h"
+#include "util.h"
 
 /* Each plan costs about 9 KB; a backend may meet many distinct steps. */
 #define FUNCTION_PLAN_CACHE_MAX 256

@@ -13,7 +13,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "chrono_forge.h"
+#include "guc.h"
+#include "launcher.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 

@@ -13,7 +13,8 @@
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "guc.h"
 
 PG_FUNCTION_INFO_V1(cf_now);
 

@@ -17,7 +17,8 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#include "chrono_forge.h"
+#include "pass.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_args);
 PG_FUNCTION_INFO_V1(cf_key);

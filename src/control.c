@@ -31,7 +31,15 @@
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass.h"
+#include "retry.h"
+#include "shmem.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_start);
 PG_FUNCTION_INFO_V1(cf_configure);
@@ -132,18 +140,17 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 	 */
 	cf_internal_begin(&st);
 	cf_exec(&insert_plan,
-			"WITH ins AS ("
-			"  INSERT INTO chrono_forge.workflows"
-			"   (workflow, key, procedure, args, options, owner, created_at, updated_at)"
-			"  VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
-			"  ON CONFLICT DO NOTHING RETURNING id),"
-			" wk AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $7, 'start' FROM ins)"
-			" SELECT id FROM ins",
+			"INSERT INTO chrono_forge.workflows"
+			" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
+			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
+			" ON CONFLICT DO NOTHING RETURNING id",
 			7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID},
 			values, NULL, false, 0);
 	if (SPI_processed == 1)
-		cf_queue_wakeup(now);
+	{
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		cf_wakeup_add(id, now, "start", CF_WAKEUP_ALWAYS);
+	}
 	else
 	{
 		/*
@@ -157,8 +164,8 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 				values, NULL, false, 1);
 		if (SPI_processed != 1)
 			elog(ERROR, "workflow run (%s, %s) vanished during start()", workflow, key);
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cf_internal_end(&st);
 	return id;
 }
@@ -229,19 +236,6 @@ cf_configure(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static void
-insert_wakeup(int64 id, TimestampTz due, const char *reason)
-{
-	static SPIPlanPtr plan = NULL;
-
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason) VALUES ($1, $2, $3)",
-			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
-			(Datum[]) {Int64GetDatum(id), TimestampTzGetDatum(due), CStringGetTextDatum(reason)},
-			NULL, false, 0);
-	cf_queue_wakeup(due);
-}
-
 Datum
 cf_wake(PG_FUNCTION_ARGS)
 {
@@ -257,7 +251,7 @@ cf_wake(PG_FUNCTION_ARGS)
 	run = cf_find_own_run(caller, workflow, key, false);
 	if (strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0)
 	{
-		insert_wakeup(run.id, cf_clock_now(), "wake");
+		cf_wakeup_add(run.id, cf_clock_now(), "wake", CF_WAKEUP_ALWAYS);
 		woken = true;
 	}
 	cf_internal_end(&st);
@@ -325,7 +319,7 @@ cf_retry(PG_FUNCTION_ARGS)
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
 			(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now), CStringGetTextDatum(run.state)},
 			NULL, false, 0);
-	insert_wakeup(run.id, now, "retry");
+	cf_wakeup_add(run.id, now, "retry", CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -356,20 +350,19 @@ cf_reap_stalled(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH r AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-			"  locked_at = NULL, updated_at = $1"
-			"  WHERE state = 'running' AND locked_at < $1 - $2 RETURNING id)"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT id, $1, 'reaped' FROM r",
+			"UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+			" locked_at = NULL, updated_at = $1"
+			" WHERE state = 'running' AND locked_at < $1 - $2 RETURNING id",
 			2, (Oid[]) {TIMESTAMPTZOID, INTERVALOID},
 			(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(stale)},
 			NULL, false, 0);
 	n = (int) SPI_processed;
+	if (n > 0)
+		cf_wakeups_add(cf_spi_ids(1), now, "reaped", CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
 	SPI_finish();
 	if (n > 0)
 	{
-		cf_queue_wakeup(now);
 		ereport(LOG, (errmsg("chrono_forge reaped %d stalled workflow run(s)", n)));
 	}
 	PG_RETURN_INT32(n);

@@ -20,7 +20,7 @@
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "cron.h"
 
 PG_FUNCTION_INFO_V1(cf_cron_next_sql);
 PG_FUNCTION_INFO_V1(cf_cron_prev_sql);

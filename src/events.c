@@ -21,7 +21,16 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_send_event);
 PG_FUNCTION_INFO_V1(cf_await_event);
@@ -65,12 +74,11 @@ cf_send_event(PG_FUNCTION_ARGS)
 			values[2] = JsonbPGetDatum(PG_GETARG_JSONB_P(3));
 		values[3] = TimestampTzGetDatum(now);
 		cf_exec(&plan,
-				"WITH e AS (INSERT INTO chrono_forge.events (workflow_id, name, payload, sent_at)"
-				"  VALUES ($1, $2, $3, $4))"
-				" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason) VALUES ($1, $4, 'event')",
+				"INSERT INTO chrono_forge.events (workflow_id, name, payload, sent_at)"
+				" VALUES ($1, $2, $3, $4)",
 				4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID},
 				values, nulls, false, 0);
-		cf_queue_wakeup(now);
+		cf_wakeup_add(run.id, now, "event", CF_WAKEUP_ALWAYS);
 		delivered = true;
 	}
 	cf_internal_end(&st);

@@ -1,20 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * executor.c
- *	  Passes: claim a due wake-up and take the run's lock (or take a
- *	  spawned child, whose run is written at the pass's first commit or
- *	  end), replay the workflow procedure, then complete, release with one
- *	  continuation, stall or fail the run, all in the transaction that ends
- *	  the pass.
+ *	  Passes: claim one (claim.c), replay the workflow procedure as the
+ *	  run's owner, then finish it (finish.c); the drain loop of
+ *	  run_pending() and the workers, and the shared commits of a batch.
  *
- * Owns the claim, the finish and the drain loop of run_pending() and the
- * workers (the pass state the primitives share is pass.c's).  The workflow procedure runs as a non-atomic CALL,
- * as the run's owner; the drain may itself run inside the caller's
- * PL/pgSQL (a DO block, a procedure, a cursor loop), whose SPI stack and
- * cursors every abort of a pass must leave alone (abort_and_restart()).
- * This file must never run user code as anyone but the owner, and never
- * publish a continuation while the run's lock is still held (the
- * continuation is written by the very statement that releases it).
+ * Owns running the body and what follows its errors: aborts, restarts,
+ * stops (cancel, max_duration, preemption).  The workflow procedure runs
+ * as a non-atomic CALL, as the run's owner; the drain may itself run
+ * inside the caller's PL/pgSQL (a DO block, a procedure, a cursor loop),
+ * whose SPI stack and cursors every abort of a pass must leave alone
+ * (abort_and_restart()).  This file must never run user code as anyone
+ * but the owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,606 +46,30 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "branch.h"
+#include "claim.h"
+#include "clock.h"
+#include "executor.h"
+#include "finish.h"
+#include "guc.h"
+#include "internal.h"
+#include "merge.h"
+#include "pass.h"
+#include "pass_timer.h"
+#include "replay.h"
+#include "retry.h"
+#include "shmem.h"
+#include "step.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_run_pending);
 PG_FUNCTION_INFO_V1(cf_worker_drain);
 
 int			cf_last_drain_passes = 0;
 
-/* Wake-up rows this pass claimed (deleted again if the claim rolls back). */
-static Datum claimed_wakeups = (Datum) 0;
-
-static int64 pass_attempt;		/* workflow-level failures so far */
-static Jsonb *pass_retry_counts;
-
-/* ---------------------------------------------------------------------
- * Claim, replay cache, finish
- * ---------------------------------------------------------------------
- */
-
-static char *
-make_lock_token(void)
-{
-	if (cf_worker_slot >= 0)
-		return psprintf("%llu:w%d:%d", (unsigned long long) cf_shmem_epoch(),
-						cf_worker_slot, MyProcPid);
-	return psprintf("%llu:s:%d", (unsigned long long) cf_shmem_epoch(), MyProcPid);
-}
-
-/* The claimed run's row (columns as both claim statements return them). */
-static void
-read_claim(TimestampTz now)
-{
-	HeapTuple	tup = SPI_tuptable->vals[0];
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
-	bool		isnull;
-	Datum		d;
-
-	cf_pass.workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-	cf_pass.args = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
-	cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
-	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
-	pass_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-	pass_retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
-	d = SPI_getbinval(tup, desc, 10, &isnull);
-	cf_pass.parent_log_id = isnull ? 0 : DatumGetInt64(d);
-	d = SPI_getbinval(tup, desc, 11, &isnull);
-	claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-	cf_pass.claimed_at = now;
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Spawn batches (0.4.0): children of spawn_each not started yet.  A
- * session that read spawn generation g and then found no batch at all
- * does not look again until a dispatch commits (the generation moves), so
- * that passes pay nothing for fan-out when there is none.  Without shared
- * memory (generation unknown) it looks before every claim.
- */
-static uint64 spawn_none_at = PG_UINT64_MAX;
-static uint64 spawn_looked_at = PG_UINT64_MAX;
-
-/* Is there any batch?  If not, remember it for this generation. */
-static bool
-spawn_batches_exist(void)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	uint64		generation;
-	bool		known = cf_spawn_generation(&generation);
-	bool		exist;
-
-	cf_internal_begin(&st);
-	/* Not read-only: a snapshot taken after the generation was read. */
-	cf_exec(&plan, "SELECT 1 FROM chrono_forge.spawn_batches LIMIT 1", 0, NULL, NULL, NULL, false, 1);
-	exist = SPI_processed > 0;
-	cf_internal_end(&st);
-	if (known)
-	{
-		spawn_looked_at = generation;
-		if (!exist)
-			spawn_none_at = generation;
-	}
-	return exist;
-}
-
-static bool
-spawn_batches_maybe(void)
-{
-	uint64		generation;
-	bool		known = cf_spawn_generation(&generation);
-
-	if (known && generation == spawn_none_at)
-		return false;
-	if (known && generation == spawn_looked_at)
-		return true;
-	/* Once per generation, look (a session's first claim, a dispatch). */
-	if (!OidIsValid(cf_relation_oid("spawn_batches")))	/* before 0.4.0 */
-	{
-		if (known)
-			spawn_none_at = generation;
-		return false;
-	}
-	return !known || spawn_batches_exist();
-}
-
-/*
- * Claim the earliest due wake-up of a run nobody executes, delete every due
- * wake-up of that run (duplicates coalesce into this pass), and take its
- * row lock, in one statement.  All of it commits with the pass's first
- * commit, or rolls back; the lock is written on the row just before that
- * commit (cf_stamp_claim()).
- *
- * The lock rules are acquire_lock()'s: only idle runs, or running runs
- * whose lock is older than max_duration (stolen).  Candidates are read in
- * due order from the wake-up index and each run row is locked with SKIP
- * LOCKED as it is reached, so the statement stops at the first claimable
- * run and never scans the runs table.  The window of 1024 candidates only
- * matters if that many due wake-ups all belong to runs being executed (or,
- * for run_pending(), to other roles' runs).
- *
- * before_spawned: only wake-ups due no later than the oldest spawn batch
- * (work is taken in due order, spawned children included).
- */
-#define CLAIM_WAKEUP_SQL(due_limit) \
-	"WITH c AS (" \
-	"  SELECT w.*, NULL::bigint[] FROM" \
-	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
-	"     WHERE k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
-	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
-	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
-	"     FROM chrono_forge.workflows w" \
-	"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)" \
-	"       AND NOT w.owner::oid = ANY ($4)" \
-	"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))" \
-	"     FOR NO KEY UPDATE SKIP LOCKED) AS w" \
-	"  LIMIT 1)," \
-	" d AS (DELETE FROM chrono_forge.wakeups k" \
-	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
-	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
-	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d) FROM c"
-
-static bool
-claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
-{
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr spawned_plan = NULL;
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	Interval   *max_duration = palloc0(sizeof(Interval));
-
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
-	cf_internal_begin(&st);
-	if (before_spawned)
-		cf_exec(&spawned_plan,
-				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
-								 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
-								 " ORDER BY b.id LIMIT 1), $1))"),
-				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
-				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
-	else
-		cf_exec(&plan, CLAIM_WAKEUP_SQL("$1"),
-				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
-				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
-	cf_internal_end(&st);
-	if (SPI_processed == 0)
-		return false;
-	read_claim(now);
-	return true;
-}
-
-/*
- * Take the next child of the oldest spawn batch nobody else is taking
- * from: the batch row's lock (held until the pass commits) is the claim,
- * and nothing is visible before that commit.  The child's run gets its id
- * now and its row when the pass first commits or ends (cf_write_taken_run_as()),
- * so a child that completes in one pass writes its run once; its step logs
- * come first, their foreign key checked at commit.  A child whose key is
- * already a run is passed over (as the dispatch of 0.3.0 did), its id
- * NULL.  To take the same child again after an abort: batch $3 at position
- * $4, written at once as run $5.
- */
-#define TAKE_CHILD_SQL(batch_filter, run_id, write_run) \
-	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE b.taken < b.n AND " batch_filter \
-	"  ORDER BY b.id LIMIT 1 FOR UPDATE SKIP LOCKED)," \
-	" c AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s WHERE b.id = s.id" \
-	"  RETURNING b.id, b.taken AS i, b.n, b.branch_log_id, b.owner, b.due_at, b.workflows[b.taken] AS w," \
-	"   b.keys[b.taken] AS k, b.procedures[b.taken] AS p, b.args[b.taken] AS a)" \
-	write_run \
-	" SELECT " run_id ", c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
-	"  NULL::bigint[], c.id, c.i, c.i >= c.n, c.due_at FROM c"
-#define TAKE_CHILD_NEW_ID \
-	"CASE WHEN EXISTS (SELECT 1 FROM chrono_forge.workflows x WHERE x.workflow = c.w AND x.key = c.k" \
-	"  AND x.owner = c.owner)" \
-	" THEN NULL ELSE nextval('chrono_forge.workflows_id_seq') END"
-#define TAKE_CHILD_WRITE_RUN \
-	", r AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, owner," \
-	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
-	"  OVERRIDING SYSTEM VALUE SELECT $5, c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1," \
-	"   c.due_at, $1 FROM c ON CONFLICT DO NOTHING RETURNING id)"
-
-/*
- * After TAKE_CHILD_SQL: the taken child becomes the pass's run, unless it
- * was passed over (false); the row goes with its last child (in the same
- * transaction, under the same row lock).
- */
-static bool
-finish_take(TimestampTz now)
-{
-	static SPIPlanPtr plan = NULL;
-	HeapTuple	tup = SPI_tuptable->vals[0];
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	bool		passed_over;
-	bool		isnull;
-	Datum		batch_id = SPI_getbinval(tup, desc, 12, &isnull);
-	bool		last = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
-
-	(void) SPI_getbinval(tup, desc, 1, &passed_over);
-	if (!passed_over)
-	{
-		read_claim(now);
-		cf_pass.spawn_batch_id = DatumGetInt64(batch_id);
-		cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
-		cf_pass.spawn_due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
-	}
-	if (last)
-		cf_exec(&plan, "DELETE FROM chrono_forge.spawn_batches WHERE id = $1",
-				1, (Oid[]) {INT8OID}, &batch_id, NULL, false, 0);
-	return !passed_over;
-}
-
-/*
- * The step logs of a run not written yet reference it: check their
- * foreign key at commit, after the run is written (0.4.0 made the
- * constraint deferrable).  For the rest of the transaction: once per
- * transaction, since several passes can share one.
- */
-static void
-defer_step_log_checks(void)
-{
-	static LocalTransactionId deferred_in = InvalidLocalTransactionId;
-
-	if (MyProc->lxid == deferred_in)
-		return;
-	if (SPI_execute("SET CONSTRAINTS chrono_forge.execution_logs_workflow_id_fkey DEFERRED",
-					false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not defer the step logs' foreign key check");
-	deferred_in = MyProc->lxid;
-}
-
-static bool
-take_spawned_child(Oid only_owner, Datum skip_owners)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	bool		taken = false;
-
-	cf_internal_begin(&st);
-	while (!taken)
-	{
-		CHECK_FOR_INTERRUPTS();
-		cf_exec(&plan, TAKE_CHILD_SQL("($1 = 0 OR b.owner::oid = $1) AND NOT b.owner::oid = ANY ($2)",
-									  TAKE_CHILD_NEW_ID, ""),
-				2, (Oid[]) {OIDOID, OIDARRAYOID},
-				(Datum[]) {ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
-		if (SPI_processed == 0)
-			break;
-		taken = finish_take(now);
-	}
-	if (taken)
-	{
-		cf_pass.run_unwritten = true;
-		cf_pass.stamped = false;
-		defer_step_log_checks();
-	}
-	cf_internal_end(&st);
-	return taken;
-}
-
-/*
- * The abort of a pass that had not committed undid the taking of its
- * child too: take the same child again, as the same run, unless another
- * session took it meanwhile.
- */
-static bool
-retake_spawned_child(void)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	Jsonb	   *context = cf_pass.context;	/* as the pass left it */
-	bool		taken;
-
-	cf_internal_begin(&st);
-	cf_exec(&plan, TAKE_CHILD_SQL("b.id = $3 AND b.taken = $4 - 1", "(SELECT id FROM r)", TAKE_CHILD_WRITE_RUN),
-			5, (Oid[]) {TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID, INT8OID},
-			(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
-				Int64GetDatum(cf_pass.spawn_batch_id), Int32GetDatum(cf_pass.spawn_position),
-			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
-	taken = SPI_processed == 1 && finish_take(now);
-	cf_internal_end(&st);
-	cf_pass.context = context;
-	cf_pass.run_unwritten = false;
-	cf_pass.stamped = taken;
-	return taken;
-}
-
-/*
- * The per-owner share of the workers: owners whose passes already occupy
- * chrono_forge.max_workers_per_owner other workers, whose runs this worker
- * does not claim while another owner's work is due (shared memory knows
- * each worker's current pass).  run_pending() runs its caller's own runs
- * in its own session: none.
- */
-static Datum
-owners_at_share(int *n)
-{
-	Oid			owners[CF_MAX_WORKERS];
-	Datum		elems[CF_MAX_WORKERS];
-
-	*n = 0;
-	if (cf_worker_slot >= 0)
-		*n = cf_owners_at_share(cf_worker_slot, cf_worker_share_effective(), owners);
-	for (int i = 0; i < *n; i++)
-		elems[i] = ObjectIdGetDatum(owners[i]);
-	return PointerGetDatum(construct_array(elems, *n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-}
-
-/*
- * Claim the next due work, in due order, of owners not in skip_owners: a
- * wake-up, or a spawned child not started yet.
- */
-static bool
-claim_next(Oid only_owner, Datum skip_owners)
-{
-	static TimestampTz none_due_at = 0;
-	bool		spawned = spawn_batches_maybe();
-	TimestampTz now = GetCurrentTimestamp();
-
-	/*
-	 * While a worker takes children from batches, it looks for wake-ups
-	 * due before the oldest batch every 10 ms, not before each child:
-	 * anything scheduled meanwhile is due later than that batch anyway.
-	 */
-	if (!spawned || cf_worker_slot < 0 || TimestampDifferenceExceeds(none_due_at, now, 10))
-	{
-		if (claim_wakeup(only_owner, spawned, skip_owners))
-			return true;
-		none_due_at = now;
-	}
-	if (!spawned)
-		return false;
-	if (take_spawned_child(only_owner, skip_owners))
-		return true;
-	/* No batch, or all taken by others: any wake-up due. */
-	(void) spawn_batches_exist();
-	return claim_wakeup(only_owner, false, skip_owners);
-}
-
-/*
- * Claim the next due work.  The share binds only while another owner's
- * work is due: when a claim that skips the owners at their share finds
- * nothing, this worker takes their work after all, and looks for other
- * owners' work that way again only SHARE_RECHECK_MS later (such a claim
- * may walk the whole due window of the owners it skips, so not before
- * every pass of a one-owner backlog).
- */
-#define SHARE_RECHECK_MS 100
-
 /* Did this pass's claim waive the share (nobody else's work was due)? */
-static bool share_waived = false;
+static bool pass_share_waived = false;
 
-static bool
-claim_and_lock(Oid only_owner)
-{
-	static TimestampTz others_idle_at = 0;
-	int			n_skipped;
-	Datum		skip_owners = owners_at_share(&n_skipped);
-	Datum		no_owners = PointerGetDatum(construct_empty_array(OIDOID));
-	TimestampTz now = GetCurrentTimestamp();
-
-	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
-	share_waived = n_skipped > 0;
-	if (n_skipped == 0 ||
-		!TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS))
-		return claim_next(only_owner, no_owners);
-	share_waived = false;
-	if (claim_next(only_owner, skip_owners))
-		return true;
-	others_idle_at = now;
-	share_waived = true;
-	return claim_next(only_owner, no_owners);
-}
-
-typedef enum FinishKind
-{
-	FINISH_COMPLETE,
-	FINISH_RELEASE,
-	FINISH_STALL,
-	FINISH_FAIL,
-	FINISH_RETRY
-} FinishKind;
-
-/*
- * Release the run idle and publish its continuation (or retry) in one
- * statement: the continuation cannot become claimable while the lock is
- * held.  values[0..5] and nulls are finish_pass()'s.
- */
-static void
-finish_release(FinishKind kind, Datum *values, char *nulls, TimestampTz retry_at, int attempt)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[9] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
-	INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
-	bool		cont = (kind == FINISH_RETRY) || cf_pass.has_continuation;
-
-	values[6] = TimestampTzGetDatum(kind == FINISH_RETRY ? retry_at : cf_pass.continuation_at);
-	if (!cont)
-		nulls[6] = 'n';
-	values[7] = CStringGetTextDatum(kind == FINISH_RETRY ? "retry" :
-									cf_pass.continuation_reason ? cf_pass.continuation_reason : "continue");
-	values[8] = Int32GetDatum(kind == FINISH_RETRY ? attempt : 0);
-	cf_exec(&plan,
-			"WITH w AS ("
-			"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
-			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $9,"
-			"   retry_counts = CASE WHEN $9 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
-			"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
-			" d AS (DELETE FROM chrono_forge.wakeups k USING w"
-			"  WHERE k.workflow_id = w.id AND k.id = ANY ($6)),"
-			" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $7, $8 FROM w WHERE $7 IS NOT NULL"
-			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id"
-			"    AND k.due_at = $7 AND NOT k.id = ANY (coalesce($6, '{}')))"
-			"  RETURNING due_at)"
-			" SELECT (SELECT count(*) FROM w),"
-			"  (SELECT min(t) FROM (SELECT due_at FROM i"
-			"    UNION ALL SELECT due_at FROM chrono_forge.wakeups k"
-			"     WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}'))) AS s(t))",
-			9, types, values, nulls, false, 0);
-}
-
-/* End the run completed or stalled; values[0..5] and nulls are finish_pass()'s. */
-static void
-finish_terminal(FinishKind kind, Datum *values, char *nulls)
-{
-	static SPIPlanPtr plan = NULL;
-
-	values[6] = CStringGetTextDatum(kind == FINISH_COMPLETE ? "completed" : "stalled");
-	/* A pass that never committed ends holding the claim's row lock. */
-	values[7] = BoolGetDatum(!cf_pass.stamped);
-	values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
-	cf_exec(&plan,
-			"WITH w AS ("
-			"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
-			"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
-			"   started_at = coalesce(started_at, $9),"
-			"   locked_by = NULL, locked_at = NULL, attempt = 0, retry_counts = '{}',"
-			"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
-			"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
-			" l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
-			"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
-			"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
-			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
-			" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
-			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
-			BOOLOID, TIMESTAMPTZOID},
-			values, nulls, false, 0);
-}
-
-/*
- * End the run failed: check the lock before writing the failure, then log
- * the error and mark the run with it.  values[0..5] and nulls are
- * finish_pass()'s.  Leaves the lock check's result in SPI_tuptable.
- */
-static void
-finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, TimestampTz now)
-{
-	static SPIPlanPtr failure_plan = NULL;
-	static SPIPlanPtr marker_plan = NULL;
-	int64		error_id;
-	Datum		mvalues[3];
-
-	values[6] = Int32GetDatum(attempt);
-	cf_exec(&failure_plan,
-			"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
-			" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
-			" WHERE id = $1 AND locked_by = $2"
-			" RETURNING id, NULL::timestamptz",
-			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
-			values, nulls, false, 0);
-	if (SPI_processed != 1)
-		return;
-	error_id = cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
-	mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
-	mvalues[1] = Int64GetDatum(error_id);
-	mvalues[2] = TimestampTzGetDatum(now);
-	cf_exec(&marker_plan,
-			"WITH l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
-			"  VALUES ($1, '$workflow_failure$' || $2, 'completed', 1, $3, $3, $3,"
-			"   jsonb_build_object('error_log_id', $2))),"
-			" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
-			" SELECT 1::bigint, NULL::timestamptz",
-			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
-}
-
-/*
- * Each of finish_pass()'s branches ends with one row (owned?, next due) or
- * none (not owned): true if the pass still owned the run; queue its next
- * wake-up, if any.
- */
-static bool
-finish_was_owned(void)
-{
-	bool		isnull;
-	Datum		next;
-
-	if (SPI_processed == 0 ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
-		return false;
-	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-		cf_queue_wakeup(DatumGetTimestampTz(next));
-	return true;
-}
-
-/* A retry: remember the workflow-level failure itself, and the counts. */
-static void
-record_retried_failure(ErrorData *edata, int attempt, Jsonb *counts)
-{
-	static SPIPlanPtr plan = NULL;
-
-	cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
-	cf_exec(&plan,
-			"UPDATE chrono_forge.workflows SET retry_counts = $2 WHERE id = $1",
-			2, (Oid[]) {INT8OID, JSONBOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), JsonbPGetDatum(counts)},
-			NULL, false, 0);
-}
-
-/*
- * End the pass in the current transaction (the caller commits).  Every
- * branch first proves the lock is still ours; if it is not, the pass ends
- * quietly and leaves the new owner alone.
- */
-static void
-finish_pass(FinishKind kind, ErrorData *edata, TimestampTz retry_at,
-			int attempt, Jsonb *retry_counts)
-{
-	Datum		values[9];
-	char		nulls[10] = "         ";
-	CfInternal	st;
-	TimestampTz now = cf_clock_now();
-	Jsonb	   *counts = retry_counts ? retry_counts : pass_retry_counts;
-
-	/* A child completed in its first pass: its run is written once. */
-	if (cf_pass.run_unwritten)
-	{
-		cf_write_taken_run_as(kind == FINISH_COMPLETE);
-		if (kind == FINISH_COMPLETE)
-			return;
-	}
-
-	/* $1..$6 of every branch's statement. */
-	values[0] = Int64GetDatum(cf_pass.workflow_id);
-	values[1] = CStringGetTextDatum(cf_pass.lock_token);
-	values[2] = TimestampTzGetDatum(now);
-	values[3] = BoolGetDatum(cf_pass.context_dirty);
-	values[4] = JsonbPGetDatum(cf_pass.context);
-	values[5] = claimed_wakeups;
-	if (claimed_wakeups == (Datum) 0)
-		nulls[5] = 'n';
-
-	cf_internal_begin(&st);
-	if (kind == FINISH_RELEASE || kind == FINISH_RETRY)
-		finish_release(kind, values, nulls, retry_at, attempt);
-	else if (kind == FINISH_COMPLETE || kind == FINISH_STALL)
-		finish_terminal(kind, values, nulls);
-	else
-		finish_failed(values, nulls, attempt, edata, now);
-
-	if (!finish_was_owned())
-	{
-		cf_internal_end(&st);
-		ereport(LOG,
-				(errmsg("chrono_forge: pass of workflow run %lld lost its lock; it ends without writing",
-						(long long) cf_pass.workflow_id)));
-		return;
-	}
-	if (kind == FINISH_RETRY)
-		record_retried_failure(edata, attempt, counts);
-	cf_internal_end(&st);
-}
 
 /* ---------------------------------------------------------------------
  * Running the body
@@ -829,14 +250,12 @@ relock_after_abort(void)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
-	Interval   *max_duration = palloc0(sizeof(Interval));
 	TimestampTz now = cf_clock_now();
 
 	if (cf_pass.committed)
 		return true;
 	if (cf_pass.spawn_batch_id != 0)
-		return retake_spawned_child();
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+		return cf_claim_retake_spawned_child();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"UPDATE chrono_forge.workflows SET locked_by = $2, locked_at = $3, state = 'running',"
@@ -844,7 +263,7 @@ relock_after_abort(void)
 			" WHERE id = $1 AND (state = 'idle' OR (state = 'running' AND locked_at < $3 - $4))",
 			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, INTERVALOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now), IntervalPGetDatum(max_duration)},
+			TimestampTzGetDatum(now), IntervalPGetDatum(cf_max_duration_interval())},
 			NULL, false, 0);
 	cf_internal_end(&st);
 	cf_pass.stamped = (SPI_processed == 1);
@@ -856,7 +275,7 @@ relock_after_abort(void)
  * another worker or later.  Two workers that claimed runs of one owner at
  * the same moment may put it over its share: the later one gives its
  * claim back before running anything, unless its claim waived the share
- * (claim_and_lock()).  A pass the launcher preempted (the owner took more
+ * (cf_claim_and_lock()).  A pass the launcher preempted (the owner took more
  * than its share while no other owner's work was due, and now some is)
  * gives its run back after its transaction rolled back; its committed
  * steps stay, and no attempt is counted.
@@ -872,15 +291,14 @@ give_back_claim(const char *reason)
 		cf_stamp_claim();
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
-			"  locked_at = NULL WHERE id = $1 AND locked_by = $2 RETURNING id)"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT id, $3, $4 FROM w",
-			4, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID},
-			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token),
-			TimestampTzGetDatum(now), CStringGetTextDatum(reason)}, NULL, false, 0);
+			"UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"
+			" locked_at = NULL WHERE id = $1 AND locked_by = $2",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.lock_token)},
+			NULL, false, 0);
+	if (SPI_processed == 1)
+		cf_wakeup_add(cf_pass.workflow_id, now, reason, CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
-	cf_queue_wakeup(now);
 	SPI_commit();
 	cf_batch_committed();
 }
@@ -914,26 +332,26 @@ finish_after_body_error(ErrorData *edata)
 {
 	Jsonb	   *policy = cf_policy_for_workflow(cf_pass.procedure);
 	CfRetryDecision d;
-	int			attempt = (int) pass_attempt + 1;
-	Jsonb	   *counts = pass_retry_counts;
+	int			attempt = (int) cf_pass.attempt + 1;
+	Jsonb	   *counts = cf_pass.retry_counts;
 
 	if (policy == NULL)
 		policy = cf_policy_builtin("workflow");
-	d = cf_policy_decide(policy, edata->sqlerrcode, attempt, pass_retry_counts);
+	d = cf_policy_decide(policy, edata->sqlerrcode, attempt, cf_pass.retry_counts);
 	if (d.budget_key != NULL)
 	{
 		char	   *text = psprintf("{\"%s\": %d}", d.budget_key, d.budget_count);
 
 		counts = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													JsonbPGetDatum(pass_retry_counts),
+													JsonbPGetDatum(cf_pass.retry_counts),
 													DirectFunctionCall1(jsonb_in, CStringGetDatum(text))));
 	}
 	if (d.retry)
-		finish_pass(FINISH_RETRY, edata,
+		cf_finish_pass(CF_FINISH_RETRY, edata,
 					TimestampTzPlusMilliseconds(cf_clock_now(), (int64) (d.delay_s * 1000)),
 					attempt, counts);
 	else
-		finish_pass(FINISH_FAIL, edata, 0, attempt, counts);
+		cf_finish_pass(CF_FINISH_FAIL, edata, 0, attempt, counts);
 }
 
 /*
@@ -1058,9 +476,9 @@ restart_pass_eagerly(void)
 		MemoryContext prev = MemoryContextSwitchTo(cf_pass.cxt);
 
 		cf_pass.args = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(old.args));
-		pass_retry_counts = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(pass_retry_counts));
-		if (claimed_wakeups != (Datum) 0)
-			claimed_wakeups = PointerGetDatum(PG_DETOAST_DATUM_COPY(claimed_wakeups));
+		cf_pass.retry_counts = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(cf_pass.retry_counts));
+		if (cf_pass.claimed_wakeups != (Datum) 0)
+			cf_pass.claimed_wakeups = PointerGetDatum(PG_DETOAST_DATUM_COPY(cf_pass.claimed_wakeups));
 		MemoryContextSwitchTo(prev);
 	}
 	MemoryContextDelete(old.cxt);
@@ -1140,7 +558,7 @@ begin_pass(void)
 	cf_pass.cxt = AllocSetContextCreate(TopMemoryContext, "chrono_forge pass",
 										ALLOCSET_DEFAULT_SIZES);
 	cf_replay_reset();
-	claimed_wakeups = (Datum) 0;
+	cf_pass.claimed_wakeups = (Datum) 0;
 	cf_pass_stop_cancel = false;
 	cf_pass_stop_preempt = false;
 	cf_pass_poison = NULL;
@@ -1166,7 +584,7 @@ occupy_slots(void)
 	cf_worker_set_current_run(cf_worker_slot, cf_pass.workflow_id);
 	if (!cf_worker_publish_owner(cf_worker_slot, cf_pass.owner, cf_worker_share_effective()))
 		return true;
-	if (!share_waived)
+	if (!pass_share_waived)
 	{
 		give_back_claim("share");
 		end_pass_slot();
@@ -1207,7 +625,7 @@ run_body(MemoryContext proc_cxt, Oid save_userid, int save_sec)
 			cf_check_pass_stop();
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
-			finish_pass(FINISH_COMPLETE, NULL, 0, 0, NULL);
+			cf_finish_pass(CF_FINISH_COMPLETE, NULL, 0, 0, NULL);
 			/* The owner's deferred triggers are its code: bounded alike. */
 			cf_pass_timer_resume();
 			cf_fire_deferred_as_owner();
@@ -1271,11 +689,11 @@ finish_stopped_pass(ErrorData *edata, MemoryContext proc_cxt)
 				(errmsg("chrono_forge: pass of workflow run %lld ended without writing: %s",
 						(long long) cf_pass.workflow_id, edata->message)));
 	else if (cf_pass.outcome == CF_OUTCOME_HALT)
-		finish_pass(FINISH_RELEASE, NULL, 0, 0, NULL);
+		cf_finish_pass(CF_FINISH_RELEASE, NULL, 0, 0, NULL);
 	else if (cf_pass.outcome == CF_OUTCOME_STALL)
-		finish_pass(FINISH_STALL, NULL, 0, 0, NULL);
+		cf_finish_pass(CF_FINISH_STALL, NULL, 0, 0, NULL);
 	else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)
-		finish_pass(FINISH_FAIL, edata, 0, (int) pass_attempt + 1, NULL);
+		cf_finish_pass(CF_FINISH_FAIL, edata, 0, (int) cf_pass.attempt + 1, NULL);
 	else
 		finish_after_body_error(edata);
 	SPI_commit();
@@ -1308,7 +726,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 	ErrorData  *edata;
 
 	begin_pass();
-	if (!claim_and_lock(only_owner))
+	if (!cf_claim_and_lock(only_owner, &pass_share_waived))
 	{
 		discard_pass();
 		return false;

@@ -14,7 +14,8 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "guc.h"
+#include "shmem.h"
 
 char	   *cf_database = NULL;
 int			cf_workers = 2;
@@ -76,6 +77,19 @@ assign_fake_now(const char *newval, void *extra)
 	}
 	cf_fake_now_set = true;
 	cf_fake_now_value = *(TimestampTz *) extra;
+}
+
+/*
+ * chrono_forge.max_duration as an interval, as the engine's statements
+ * compare lock ages with it (a pass's lock older than this is stolen).
+ */
+Interval *
+cf_max_duration_interval(void)
+{
+	Interval   *i = palloc0(sizeof(Interval));
+
+	i->time = (int64) cf_max_duration_s * USECS_PER_SEC;
+	return i;
 }
 
 int

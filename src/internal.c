@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
 
 static Oid	cf_owner_cache = InvalidOid;
 
@@ -128,6 +128,46 @@ cf_internal_end(CfInternal *st)
 {
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
+}
+
+/*
+ * Whether the installed schema is at least `version` (CF_SCHEMA(0, 5, 0)):
+ * the one answer to "is that table or column there yet", asked where a
+ * database may still run an older schema under this library (between a
+ * library upgrade and its ALTER EXTENSION UPDATE).  Read from pg_extension
+ * on every call, not cached: an UPDATE may run earlier in the same
+ * transaction.
+ */
+bool
+cf_schema_at_least(int version)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			installed = 0;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("chrono_forge"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+		int			major = 0,
+					minor = 0,
+					patch = 0;
+
+		if (!isnull &&
+			sscanf(TextDatumGetCString(d), "%d.%d.%d", &major, &minor, &patch) == 3)
+			installed = CF_SCHEMA(major, minor, patch);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return installed >= version;
 }
 
 /* An engine relation (table or index) by name; InvalidOid if missing. */

@@ -34,7 +34,9 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
+#include "journal.h"
+#include "util.h"
 
 /*
  * The run's context as kept with an error: whole up to
@@ -104,7 +106,7 @@ cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
 	char		nulls[9] = "         ";
 	bool		isnull;
 	CfInternal	st;
-	bool		v06 = get_attnum(cf_relation_oid("error_logs"), "error_context") != InvalidAttrNumber;
+	bool		v06 = cf_schema_at_least(CF_SCHEMA(0, 6, 0));
 
 	values[0] = Int64GetDatum(workflow_id);
 	if (step_name)
@@ -285,7 +287,7 @@ cf_journal_cancel_tasks(Datum run_ids)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 
-	if (!OidIsValid(cf_relation_oid("tasks")))
+	if (!cf_schema_at_least(CF_SCHEMA(0, 7, 0)))	/* no tasks yet */
 		return;
 	cf_internal_begin(&st);
 	cf_exec(&plan,

@@ -29,7 +29,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "launcher.h"
+#include "merge.h"
+#include "pass_timer.h"
+#include "shmem.h"
+#include "wakeups.h"
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
@@ -80,10 +87,15 @@ start_worker(int slot)
 	return RegisterDynamicBackgroundWorker(&bgw, &worker_handles[slot]);
 }
 
-/* Run one internal statement in its own transaction; returns SPI_processed. */
+/*
+ * Run one internal statement in its own transaction, then `then` (if any)
+ * on its result in the same transaction.  Returns what `then` returns,
+ * else SPI_processed; `first_ts`, if given, gets the first row's first
+ * column (DT_NOEND if none).
+ */
 static uint64
-launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
-			  TimestampTz *first_ts)
+launcher_xact(const char *sql, int nargs, Oid *types, Datum *values,
+			  TimestampTz *first_ts, uint64 (*then) (void))
 {
 	uint64		n;
 
@@ -96,7 +108,9 @@ launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "chrono_forge launcher statement failed: %s", sql);
 	n = SPI_processed;
-	if (first_ts != NULL)
+	if (then != NULL)
+		n = then();
+	else if (first_ts != NULL)
 	{
 		bool		isnull = true;
 
@@ -114,6 +128,22 @@ launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return n;
+}
+
+static uint64
+launcher_exec(const char *sql, int nargs, Oid *types, Datum *values,
+			  TimestampTz *first_ts)
+{
+	return launcher_xact(sql, nargs, types, values, first_ts, NULL);
+}
+
+/* The runs redrive_runs() made idle get a wake-up due now. */
+static uint64
+wake_redriven(void)
+{
+	if (SPI_processed == 0)
+		return 0;
+	return cf_wakeups_add(cf_spi_ids(1), cf_clock_now(), "recovery", CF_WAKEUP_ALWAYS);
 }
 
 /*
@@ -145,14 +175,13 @@ redrive_runs(const char *lost_lock, int64 current_run)
 							   "   chrono_forge.now() FROM r WHERE state = 'stalled'),"
 							   " d AS (DELETE FROM chrono_forge.wakeups k USING r"
 							   "  WHERE k.workflow_id = r.id AND r.state = 'stalled')"
-							   " INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-							   " SELECT id, chrono_forge.now(), 'recovery' FROM r WHERE state = 'idle'",
+							   " SELECT id FROM r WHERE state = 'idle'",
 							   lost_lock);
 	uint64		n;
 
-	n = launcher_exec(sql, 2, (Oid[]) {INT4OID, INT8OID},
+	n = launcher_xact(sql, 2, (Oid[]) {INT4OID, INT8OID},
 					  (Datum[]) {Int32GetDatum(cf_max_recoveries), Int64GetDatum(current_run)},
-					  NULL);
+					  NULL, wake_redriven);
 	if (n > 0)
 	{
 		ereport(LOG,
@@ -202,9 +231,8 @@ static TimestampTz
 next_due_wakeup(TimestampTz after)
 {
 	TimestampTz due;
-	Interval   *max_duration = palloc0(sizeof(Interval));
+	Interval   *max_duration = cf_max_duration_interval();
 
-	max_duration->time = (int64) cf_max_duration_s * USECS_PER_SEC;
 	launcher_exec("SELECT k.due_at FROM chrono_forge.wakeups k"
 				  " JOIN chrono_forge.workflows w ON w.id = k.workflow_id"
 				  " WHERE k.due_at > $2"
@@ -226,7 +254,7 @@ spawned_children_waiting(void)
 	bool		exists;
 
 	StartTransactionCommand();
-	exists = OidIsValid(cf_relation_oid("spawn_batches"));
+	exists = cf_schema_at_least(CF_SCHEMA(0, 4, 0));
 	CommitTransactionCommand();
 	if (exists)
 		launcher_exec("SELECT due_at FROM chrono_forge.spawn_batches ORDER BY id LIMIT 1",

@@ -36,7 +36,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "internal.h"
+#include "merge.h"
+#include "probes.h"
+#include "shmem.h"
+#include "wakeups.h"
 
 #define ETA_FRACTION 0.5
 #define REKICK_AFTER "5 minutes"
@@ -108,7 +113,7 @@ sample_children(BranchSample *s)
 	 */
 	if (s->prior_spawned >= 0 && s->sealed)
 		s->spawned = s->prior_spawned;
-	else if (s->sealed && OidIsValid(cf_relation_oid("spawn_batches")))
+	else if (s->sealed && cf_schema_at_least(CF_SCHEMA(0, 4, 0)))
 	{
 		cf_exec(&spawned_batches_plan,
 				"SELECT (SELECT count(*) FROM chrono_forge.workflows WHERE parent_execution_log_id = $1)"
@@ -143,13 +148,13 @@ rekick(BranchSample *s, TimestampTz now)
 			"   AND w.updated_at < $2 - interval '" REKICK_AFTER "'"
 			"   AND NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups x WHERE x.workflow_id = w.id)"
 			"  LIMIT " CppAsString2(REKICK_BATCH) " FOR NO KEY UPDATE SKIP LOCKED),"
-			" t AS (UPDATE chrono_forge.workflows w SET updated_at = $2 FROM k WHERE w.id = k.id),"
-			" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $2, 'rekick' FROM k)"
-			" SELECT count(*) FROM k",
+			" t AS (UPDATE chrono_forge.workflows w SET updated_at = $2 FROM k WHERE w.id = k.id)"
+			" SELECT id FROM k",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(s->log_id), TimestampTzGetDatum(now)}, NULL, false, 1);
-	return get_int64(1, 0);
+			(Datum[]) {Int64GetDatum(s->log_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+	if (SPI_processed == 0)
+		return 0;
+	return (int64) cf_wakeups_add(cf_spi_ids(1), now, "rekick", CF_WAKEUP_ALWAYS);
 }
 
 /* Stamp this poll on the branch log (only under our token). */
@@ -386,19 +391,12 @@ merge_is_done(const PollTotals *t, CfChildFailure policy)
 static void
 finish_polling(const DuePoll *p, BranchSample *samples, int n, TimestampTz now)
 {
-	static SPIPlanPtr plan = NULL;
-
 	for (int i = 0; i < n; i++)
 	{
 		samples[i].rate = 0;
 		record_poll(&samples[i], p->token, now, true, 0, 0, -1);
 	}
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT $1, $2, 'merge' WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k"
-			"  WHERE k.workflow_id = $1 AND k.due_at <= $2)",
-			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(p->parent_id), TimestampTzGetDatum(now)}, NULL, false, 0);
+	cf_wakeup_add(p->parent_id, now, "merge", CF_WAKEUP_UNLESS_DUE);
 	delete_poll(p->poll_id);
 }
 
@@ -414,8 +412,6 @@ rekick_stalled(BranchSample *samples, int n, TimestampTz now)
 			(s->has_prior_never_started && s->never_started < s->prior_never_started))
 			continue;
 		s->rekicked = rekick(s, now);
-		if (s->rekicked > 0)
-			cf_queue_wakeup(now);
 	}
 }
 

@@ -38,7 +38,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "shmem.h"
+#include "step.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_cancel);
 PG_FUNCTION_INFO_V1(cf_reap);
@@ -201,7 +208,7 @@ cf_cancel(PG_FUNCTION_ARGS)
 	 * one of them to commit, so the second look sees every child that
 	 * became a run.
 	 */
-	if (with_children && OidIsValid(cf_relation_oid("spawn_batches")))
+	if (with_children && cf_schema_at_least(CF_SCHEMA(0, 4, 0)))
 	{
 		dropped = drop_unstarted_children(ids);
 		if (dropped > 0)
@@ -244,18 +251,16 @@ unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 				"  FOR NO KEY UPDATE SKIP LOCKED),"
 				" r AS (UPDATE chrono_forge.workflows w SET state = 'idle', locked_by = NULL,"
 				"  locked_at = NULL, updated_at = $2 FROM x WHERE w.id = x.id AND w.state = 'running'"
-				"  RETURNING w.id),"
-				" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-				"  SELECT id, $2, $3 FROM r WHERE $3 IS NOT NULL)"
+				"  RETURNING w.id)"
 				" SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM x)",
-				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
-				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now),
-				wakeup_reason ? CStringGetTextDatum(wakeup_reason) : (Datum) 0},
-				wakeup_reason ? NULL : "  n", false, 0);
+				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now)}, NULL, false, 0);
 		unlocked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull)) == 1;
 		held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 2, &isnull)) == 0;
+		if (unlocked && wakeup_reason)
+			cf_wakeup_add(run.id, now, wakeup_reason, CF_WAKEUP_ALWAYS);
 	}
 	cf_internal_end(&st);
 	SPI_finish();
@@ -263,8 +268,6 @@ unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 		ereport(NOTICE,
 				(errmsg("workflow run (%s, %s) is held by a pass in progress; left as it is", workflow, key),
 				 errhint("cancel() stops a pass in progress.")));
-	if (unlocked && wakeup_reason)
-		cf_queue_wakeup(now);
 	return unlocked;
 }
 
@@ -364,18 +367,16 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 			"   $2, $2, $2, jsonb_build_object('previous_state', state::text, 'requested_at', $2)"
 			"  FROM w ON CONFLICT (workflow_id, step_name) DO UPDATE"
 			"  SET attempts = chrono_forge.execution_logs.attempts + 1,"
-			"   last_executed_at = EXCLUDED.last_executed_at, metadata = EXCLUDED.metadata),"
-			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT id, $2, 'retry' FROM w)"
-			" SELECT count(*) FROM w",
+			"   last_executed_at = EXCLUDED.last_executed_at, metadata = EXCLUDED.metadata)"
+			" SELECT id FROM w",
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, BOOLOID},
 			(Datum[]) {log_id, TimestampTzGetDatum(now), BoolGetDatum(with_cancelled)},
 			NULL, false, 0);
-	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	n = (int) SPI_processed;
+	if (n > 0)
+		cf_wakeups_add(cf_spi_ids(1), now, "retry", CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
 	SPI_finish();
-	if (n > 0)
-		cf_queue_wakeup(now);
 	PG_RETURN_INT32(n);
 }
 
@@ -485,73 +486,6 @@ metadata_field(Datum metadata, const char *key)
 	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
 }
 
-/*
- * A timestamp as the engine writes it into a tick's metadata
- * ("YYYY-MM-DDTHH:MM:SS[.ffffff]" then "Z" or "+00:00"), without the
- * general parser, which took most of a tick's time.  False for any other
- * text: the caller then uses timestamptz_in, as the SQL cast would.
- */
-static bool
-parse_utc_timestamp(const char *s, int len, TimestampTz *t)
-{
-	static const int digits[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
-	struct pg_tm tm;
-	fsec_t		fsec = 0;
-	int			i = 19;
-
-	if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
-		return false;
-	for (int k = 0; k < (int) lengthof(digits); k++)
-		if (s[digits[k]] < '0' || s[digits[k]] > '9')
-			return false;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-	tm.tm_mon = (s[5] - '0') * 10 + (s[6] - '0');
-	tm.tm_mday = (s[8] - '0') * 10 + (s[9] - '0');
-	tm.tm_hour = (s[11] - '0') * 10 + (s[12] - '0');
-	tm.tm_min = (s[14] - '0') * 10 + (s[15] - '0');
-	tm.tm_sec = (s[17] - '0') * 10 + (s[18] - '0');
-	if (s[i] == '.')
-	{
-		int			scale = 100000;
-
-		for (i++; i < len && s[i] >= '0' && s[i] <= '9' && scale > 0; i++, scale /= 10)
-			fsec += (s[i] - '0') * scale;
-		if (s[i - 1] == '.' || (i < len && s[i] >= '0' && s[i] <= '9'))
-			return false;
-	}
-	if (!((len - i == 1 && s[i] == 'Z') || (len - i == 6 && memcmp(s + i, "+00:00", 6) == 0)))
-		return false;
-	if (tm.tm_year < 1 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
-		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] ||
-		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
-		return false;
-	return tm2timestamp(&tm, fsec, NULL, t) == 0;
-}
-
-/* metadata->>'scheduled_for' as a timestamp; false if absent. */
-static bool
-scheduled_for(Datum metadata, TimestampTz *t)
-{
-	Jsonb	   *jb = DatumGetJsonbP(metadata);
-	JsonbValue	v;
-	text	   *field;
-
-	if (JB_ROOT_IS_OBJECT(jb) &&
-		getKeyJsonValueFromContainer(&jb->root, "scheduled_for", 13, &v) &&
-		v.type == jbvString &&
-		parse_utc_timestamp(v.val.string.val, v.val.string.len, t))
-		return true;
-	field = metadata_field(metadata, "scheduled_for");
-	if (field == NULL)
-		return false;
-	*t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-												 CStringGetDatum(text_to_cstring(field)),
-												 ObjectIdGetDatum(InvalidOid),
-												 Int32GetDatum(-1)));
-	return true;
-}
-
 /* What repeat_ticks() reads of execution_logs, looked up once per call. */
 typedef struct TickScan
 {
@@ -597,7 +531,7 @@ tally_tick(TickScan *ts, HeapTuple tup, TickTally *t)
 	{
 		TimestampTz scheduled;
 
-		if (no_metadata || !scheduled_for(metadata, &scheduled))
+		if (no_metadata || !cf_metadata_timestamp(DatumGetJsonbP(metadata), "scheduled_for", &scheduled))
 			return;
 		if (state == ts->pending)
 		{

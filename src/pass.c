@@ -44,7 +44,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "internal.h"
+#include "pass.h"
+#include "pass_timer.h"
+#include "shmem.h"
 
 CfPass		cf_pass;
 
@@ -189,6 +193,26 @@ void
 cf_fail_now(void)
 {
 	cf_pass.outcome = CF_OUTCOME_FAIL_NOW;
+}
+
+/* A programming error in the workflow: the run fails at once. */
+void
+cf_fail_run(int sqlerrcode, const char *msg, const char *hint)
+{
+	cf_fail_now();
+	ereport(ERROR,
+			(errcode(sqlerrcode),
+			 errmsg("%s", msg),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* Commit what a primitive wrote, proving the pass still holds the lock. */
+void
+cf_commit_step(void)
+{
+	cf_save_context_and_check_lock();
+	SPI_freetuptable(SPI_tuptable);
+	cf_commit();
 }
 
 /* At most one continuation per pass: the last one set wins. */

@@ -32,7 +32,12 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass_timer.h"
+#include "shmem.h"
 
 #define STOP_REPEAT_MS 100		/* the pass's tick */
 #define STOP_GRACE_MS 5000		/* a worker's body may swallow stops this long */
@@ -259,7 +264,7 @@ cf_cancel_requested(int64 run)
 	bool		requested;
 
 	cf_spi_connect();
-	if (!OidIsValid(cf_relation_oid("cancel_requests")))	/* before 0.5.0 */
+	if (!cf_schema_at_least(CF_SCHEMA(0, 5, 0)))	/* no cancel_requests yet */
 	{
 		SPI_finish();
 		return false;
@@ -294,7 +299,7 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 	int			left = 0;
 
 	cf_spi_connect();
-	if (!OidIsValid(cf_relation_oid("cancel_requests")))
+	if (!cf_schema_at_least(CF_SCHEMA(0, 5, 0)))
 	{
 		SPI_finish();
 		return 0;

@@ -29,7 +29,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "chrono_forge.h"
+#include "internal.h"
+#include "probes.h"
 
 PG_FUNCTION_INFO_V1(cf_branch_sealed);
 PG_FUNCTION_INFO_V1(cf_branch_pending);

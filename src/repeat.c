@@ -23,7 +23,16 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "call.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "retry.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_durably_repeat);
 

@@ -41,7 +41,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "util.h"
 
 typedef struct CompletedStep
 {

@@ -27,7 +27,10 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "internal.h"
+#include "pass.h"
+#include "retry.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_retry_policy);
 PG_FUNCTION_INFO_V1(cf_retry_backoff);

@@ -26,7 +26,13 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "access.h"
+#include "clock.h"
+#include "cron.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_schedule);
 PG_FUNCTION_INFO_V1(cf_unschedule);

@@ -28,7 +28,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "shmem.h"
 
 typedef struct CfWorkerSlot
 {

@@ -40,7 +40,10 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "chrono_forge.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "steplog.h"
 
 /*
  * The pass's run's log row for step_name, if any: from the replay cache

@@ -26,7 +26,16 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "chrono_forge.h"
+#include "call.h"
+#include "clock.h"
+#include "internal.h"
+#include "journal.h"
+#include "pass.h"
+#include "replay.h"
+#include "retry.h"
+#include "step.h"
+#include "steplog.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_run_task);
 
@@ -89,7 +98,7 @@ lease_argument(FunctionCallInfo fcinfo, int n)
 
 /*
  * run_task(step, queue, args, retry_policy, timeout, lease) and
- * run_task(step, queue, INOUT result, args, ...): bad arguments are
+ * run_task(step, INOUT result, queue, args, ...): bad arguments are
  * programming errors, failing the run at once.
  */
 static void
@@ -102,7 +111,7 @@ parse_call(FunctionCallInfo fcinfo, TaskCall *call)
 	cf_fail_now();
 	call->step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	cf_validate_name_segment("step", call->step);
-	call->queue = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	call->queue = PG_ARGISNULL(1 + a) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1 + a));
 	cf_validate_name_segment("queue", call->queue);
 	call->args = PG_ARGISNULL(2 + a) ? NULL : PG_GETARG_JSONB_P(2 + a);
 	cf_check_json_size("task args", call->args);

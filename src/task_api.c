@@ -27,7 +27,11 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "chrono_forge.h"
+#include "clock.h"
+#include "internal.h"
+#include "pass.h"
+#include "util.h"
+#include "wakeups.h"
 
 PG_FUNCTION_INFO_V1(cf_claim_tasks);
 PG_FUNCTION_INFO_V1(cf_heartbeat_task);
@@ -78,11 +82,9 @@ queues_argument(FunctionCallInfo fcinfo)
 	"   claimed_by = $4, claimed_at = $3, lease_until = $3 + t.lease, updated_at = $3" \
 	"  FROM c WHERE t.id = c.id" \
 	"  RETURNING t.id, t.claim_token, t.queue, t.step, t.workflow_id, t.args, t.attempt," \
-	"   t.lease_until, t.timeout_at, c.available_at)," \
-	" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
-	"  SELECT u.workflow_id, u.lease_until, 'task lease' FROM u)" \
+	"   t.lease_until, t.timeout_at, c.available_at)" \
 	" SELECT u.id, u.claim_token, u.queue, u.step, w.workflow, w.key, u.args, u.attempt," \
-	"  u.lease_until, u.timeout_at, u.workflow_id::text || ':' || u.step" \
+	"  u.lease_until, u.timeout_at, u.workflow_id::text || ':' || u.step, u.workflow_id" \
 	" FROM u JOIN chrono_forge.workflows w ON w.id = u.workflow_id" \
 	" ORDER BY u.available_at, u.id"
 
@@ -118,12 +120,16 @@ cf_claim_tasks(PG_FUNCTION_ARGS)
 			PG_ARGISNULL(2) ? "   n " : NULL, false, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		Datum		values[11];
-		bool		nulls[11];
+		Datum		values[12];
+		bool		nulls[12];
 
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	/* Each run's pass notices at once if its task's lease runs out. */
+	if (SPI_processed > 0)
+		cf_wakeups_add_at(cf_spi_ids(12), cf_spi_column_array(9, TIMESTAMPTZOID),
+						  "task lease");
 	cf_internal_end(&st);
 	SPI_finish();
 	return (Datum) 0;
@@ -197,9 +203,10 @@ cf_heartbeat_task(PG_FUNCTION_ARGS)
  */
 static bool
 record_outcome(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values,
-			   char *nulls)
+			   char *nulls, const char *reason)
 {
 	CfInternal	st;
+	bool		isnull;
 	TimestampTz now = cf_clock_now();
 	bool		recorded;
 
@@ -209,20 +216,19 @@ record_outcome(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *
 	cf_internal_begin(&st);
 	cf_exec(plan, sql, nargs, types, values, nulls, false, 0);
 	recorded = SPI_processed == 1;
+	if (recorded)
+		cf_wakeup_add(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					  now, reason, CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
 	SPI_finish();
-	if (recorded)
-		cf_queue_wakeup(now);
 	return recorded;
 }
 
 /* An outcome's update of a claimed task ($1, $2: task, token; last two: now, caller). */
-#define OUTCOME_SQL(set, now, caller, reason) \
-	"WITH u AS (UPDATE chrono_forge.tasks t SET " set ", updated_at = " now \
-	"  WHERE t.id = $1 AND t.claim_token = $2 AND t.state = 'claimed'" \
-	"   AND pg_catalog.pg_has_role(" caller ", t.owner::oid, 'MEMBER') RETURNING t.workflow_id)" \
-	" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
-	" SELECT u.workflow_id, " now ", '" reason "' FROM u"
+#define OUTCOME_SQL(set, now, caller) \
+	"UPDATE chrono_forge.tasks t SET " set ", updated_at = " now \
+	" WHERE t.id = $1 AND t.claim_token = $2 AND t.state = 'claimed'" \
+	"  AND pg_catalog.pg_has_role(" caller ", t.owner::oid, 'MEMBER') RETURNING t.workflow_id"
 
 /*
  * complete_task(task_id, claim_token, result) -> true if recorded (once:
@@ -243,9 +249,9 @@ cf_complete_task(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	PG_RETURN_BOOL(record_outcome(&plan,
 								  OUTCOME_SQL("state = 'completed', result = $3, completed_at = $4",
-											  "$4", "$5", "task completed"),
+											  "$4", "$5"),
 								  5, (Oid[]) {INT8OID, UUIDOID, JSONBOID, TIMESTAMPTZOID, OIDOID},
-								  values, nulls));
+								  values, nulls, "task completed"));
 }
 
 /*
@@ -274,8 +280,8 @@ cf_fail_task(PG_FUNCTION_ARGS)
 	values[4] = BoolGetDatum(PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4));
 	PG_RETURN_BOOL(record_outcome(&plan,
 								  OUTCOME_SQL("state = 'failed', error_class = $3, error_message = $4,"
-											  " retryable = $5", "$6", "$7", "task failed"),
+											  " retryable = $5", "$6", "$7"),
 								  7, (Oid[]) {INT8OID, UUIDOID, TEXTOID, TEXTOID, BOOLOID,
 									  TIMESTAMPTZOID, OIDOID},
-								  values, nulls));
+								  values, nulls, "task failed"));
 }

@@ -33,7 +33,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "chrono_forge.h"
+#include "internal.h"
+#include "merge.h"
 
 PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
 PG_FUNCTION_INFO_V1(cf_workflows_state_columns);

@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "chrono_forge.h"
+#include "util.h"
 
 static void
 invalid_argument(const char *msg, const char *hint)
@@ -176,18 +176,69 @@ cf_json_timestamp(TimestampTz t)
 												 TIMESTAMPTZOID, &utc));
 }
 
-/* metadata->key as a timestamp; false if absent. */
+/*
+ * A timestamp as the engine writes it into step metadata
+ * ("YYYY-MM-DDTHH:MM:SS[.ffffff]" then "Z" or "+00:00"), without the
+ * general parser, which took most of a repeat tick's time.  False for any
+ * other text: the caller then uses timestamptz_in, as the SQL cast would.
+ */
+static bool
+parse_utc_timestamp(const char *s, int len, TimestampTz *t)
+{
+	static const int digits[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+	struct pg_tm tm;
+	fsec_t		fsec = 0;
+	int			i = 19;
+
+	if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+		return false;
+	for (int k = 0; k < (int) lengthof(digits); k++)
+		if (s[digits[k]] < '0' || s[digits[k]] > '9')
+			return false;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+	tm.tm_mon = (s[5] - '0') * 10 + (s[6] - '0');
+	tm.tm_mday = (s[8] - '0') * 10 + (s[9] - '0');
+	tm.tm_hour = (s[11] - '0') * 10 + (s[12] - '0');
+	tm.tm_min = (s[14] - '0') * 10 + (s[15] - '0');
+	tm.tm_sec = (s[17] - '0') * 10 + (s[18] - '0');
+	if (s[i] == '.')
+	{
+		int			scale = 100000;
+
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9' && scale > 0; i++, scale /= 10)
+			fsec += (s[i] - '0') * scale;
+		if (s[i - 1] == '.' || (i < len && s[i] >= '0' && s[i] <= '9'))
+			return false;
+	}
+	if (!((len - i == 1 && s[i] == 'Z') || (len - i == 6 && memcmp(s + i, "+00:00", 6) == 0)))
+		return false;
+	if (tm.tm_year < 1 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] ||
+		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
+		return false;
+	return tm2timestamp(&tm, fsec, NULL, t) == 0;
+}
+
+/*
+ * metadata->key as a timestamp; false if absent or not a string.  The one
+ * reader of the timestamps the engine keeps in step metadata (timeouts,
+ * wait targets, repeat anchors and ticks).
+ */
 bool
 cf_metadata_timestamp(Jsonb *metadata, const char *key, TimestampTz *t)
 {
-	Jsonb	   *v = cf_jsonb_get(metadata, key);
-	JsonbValue	scalar;
+	JsonbValue	v;
 
-	if (v == NULL || !JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString)
+	if (metadata == NULL || !JB_ROOT_IS_OBJECT(metadata) ||
+		!getKeyJsonValueFromContainer(&metadata->root, key, strlen(key), &v) ||
+		v.type != jbvString)
 		return false;
+	if (parse_utc_timestamp(v.val.string.val, v.val.string.len, t))
+		return true;
 	*t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-												 CStringGetDatum(pnstrdup(scalar.val.string.val,
-																		  scalar.val.string.len)),
+												 CStringGetDatum(pnstrdup(v.val.string.val,
+																		  v.val.string.len)),
 												 ObjectIdGetDatum(InvalidOid),
 												 Int32GetDatum(-1)));
 	return true;
@@ -200,6 +251,13 @@ cf_jsonb_is_true(Jsonb *v)
 
 	return v != NULL && JsonbExtractScalar(&v->root, &scalar) &&
 		scalar.type == jbvBool && scalar.val.boolean;
+}
+
+/* Argument n as a C string, NULL if SQL NULL. */
+char *
+cf_optional_text(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
 }
 
 char *

@@ -32,7 +32,12 @@
 #include "utils/portal.h"
 #include "utils/snapmgr.h"
 
-#include "chrono_forge.h"
+#include "executor.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass_timer.h"
+#include "shmem.h"
+#include "worker.h"
 
 /*
  * Run one SQL statement as a top-level command in its own transaction,

@@ -1,0 +1,434 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  Claiming a pass: a due wake-up and the run's lock, or a spawned child
+ *	  taken from spawn_batches (whose run is written at the pass's first
+ *	  commit or end), under the per-owner share.
+ *
+ * Owns the claim statements and the lock token; what it claims it leaves
+ * in cf_pass (the wake-ups it consumed, the run's workflow-level failures
+ * and retry counts) for the finish.  This file must never take a run
+ * another pass holds (its lock is younger than max_duration), and never
+ * claim for an owner at its share while another owner's work is due.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/prepare.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "tcop/pquery.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "claim.h"
+#include "clock.h"
+#include "guc.h"
+#include "internal.h"
+#include "pass.h"
+#include "shmem.h"
+
+static char *
+make_lock_token(void)
+{
+	if (cf_worker_slot >= 0)
+		return psprintf("%llu:w%d:%d", (unsigned long long) cf_shmem_epoch(),
+						cf_worker_slot, MyProcPid);
+	return psprintf("%llu:s:%d", (unsigned long long) cf_shmem_epoch(), MyProcPid);
+}
+
+/* The claimed run's row (columns as both claim statements return them). */
+static void
+read_claim(TimestampTz now)
+{
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(cf_pass.cxt);
+	bool		isnull;
+	Datum		d;
+
+	cf_pass.workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	cf_pass.workflow = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	cf_pass.key = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	cf_pass.procedure = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	cf_pass.args = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	cf_pass.context = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	cf_pass.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	cf_pass.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+	cf_pass.retry_counts = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	cf_pass.parent_log_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 11, &isnull);
+	cf_pass.claimed_wakeups = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	cf_pass.claimed_at = now;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Spawn batches (0.4.0): children of spawn_each not started yet.  A
+ * session that read spawn generation g and then found no batch at all
+ * does not look again until a dispatch commits (the generation moves), so
+ * that passes pay nothing for fan-out when there is none.  Without shared
+ * memory (generation unknown) it looks before every claim.
+ */
+static uint64 spawn_none_at = PG_UINT64_MAX;
+static uint64 spawn_looked_at = PG_UINT64_MAX;
+
+/* Is there any batch?  If not, remember it for this generation. */
+static bool
+spawn_batches_exist(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	uint64		generation;
+	bool		known = cf_spawn_generation(&generation);
+	bool		exist;
+
+	cf_internal_begin(&st);
+	/* Not read-only: a snapshot taken after the generation was read. */
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.spawn_batches LIMIT 1", 0, NULL, NULL, NULL, false, 1);
+	exist = SPI_processed > 0;
+	cf_internal_end(&st);
+	if (known)
+	{
+		spawn_looked_at = generation;
+		if (!exist)
+			spawn_none_at = generation;
+	}
+	return exist;
+}
+
+static bool
+spawn_batches_maybe(void)
+{
+	uint64		generation;
+	bool		known = cf_spawn_generation(&generation);
+
+	if (known && generation == spawn_none_at)
+		return false;
+	if (known && generation == spawn_looked_at)
+		return true;
+	/* Once per generation, look (a session's first claim, a dispatch). */
+	if (!cf_schema_at_least(CF_SCHEMA(0, 4, 0)))	/* no spawn_batches yet */
+	{
+		if (known)
+			spawn_none_at = generation;
+		return false;
+	}
+	return !known || spawn_batches_exist();
+}
+
+/*
+ * Claim the earliest due wake-up of a run nobody executes, delete every due
+ * wake-up of that run (duplicates coalesce into this pass), and take its
+ * row lock, in one statement.  All of it commits with the pass's first
+ * commit, or rolls back; the lock is written on the row just before that
+ * commit (cf_stamp_claim()).
+ *
+ * The lock rules are acquire_lock()'s: only idle runs, or running runs
+ * whose lock is older than max_duration (stolen).  Candidates are read in
+ * due order from the wake-up index and each run row is locked with SKIP
+ * LOCKED as it is reached, so the statement stops at the first claimable
+ * run and never scans the runs table.  The window of 1024 candidates only
+ * matters if that many due wake-ups all belong to runs being executed (or,
+ * for run_pending(), to other roles' runs).
+ *
+ * before_spawned: only wake-ups due no later than the oldest spawn batch
+ * (work is taken in due order, spawned children included).
+ */
+#define CLAIM_WAKEUP_SQL(due_limit) \
+	"WITH c AS (" \
+	"  SELECT w.*, NULL::bigint[] FROM" \
+	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
+	"     WHERE k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
+	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
+	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
+	"     FROM chrono_forge.workflows w" \
+	"     WHERE w.id = k.workflow_id AND ($3 = 0 OR w.owner::oid = $3)" \
+	"       AND NOT w.owner::oid = ANY ($4)" \
+	"       AND (w.state = 'idle' OR (w.state = 'running' AND w.locked_at < $1 - $2))" \
+	"     FOR NO KEY UPDATE SKIP LOCKED) AS w" \
+	"  LIMIT 1)," \
+	" d AS (DELETE FROM chrono_forge.wakeups k" \
+	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
+	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
+	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d) FROM c"
+
+static bool
+claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr spawned_plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	Interval   *max_duration = cf_max_duration_interval();
+
+	cf_internal_begin(&st);
+	if (before_spawned)
+		cf_exec(&spawned_plan,
+				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
+								 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
+								 " ORDER BY b.id LIMIT 1), $1))"),
+				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+	else
+		cf_exec(&plan, CLAIM_WAKEUP_SQL("$1"),
+				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+	cf_internal_end(&st);
+	if (SPI_processed == 0)
+		return false;
+	read_claim(now);
+	return true;
+}
+
+/*
+ * Take the next child of the oldest spawn batch nobody else is taking
+ * from: the batch row's lock (held until the pass commits) is the claim,
+ * and nothing is visible before that commit.  The child's run gets its id
+ * now and its row when the pass first commits or ends (cf_write_taken_run_as()),
+ * so a child that completes in one pass writes its run once; its step logs
+ * come first, their foreign key checked at commit.  A child whose key is
+ * already a run is passed over (as the dispatch of 0.3.0 did), its id
+ * NULL.  To take the same child again after an abort: batch $3 at position
+ * $4, written at once as run $5.
+ */
+#define TAKE_CHILD_SQL(batch_filter, run_id, write_run) \
+	"WITH s AS (SELECT b.id FROM chrono_forge.spawn_batches b WHERE b.taken < b.n AND " batch_filter \
+	"  ORDER BY b.id LIMIT 1 FOR UPDATE SKIP LOCKED)," \
+	" c AS (UPDATE chrono_forge.spawn_batches b SET taken = b.taken + 1 FROM s WHERE b.id = s.id" \
+	"  RETURNING b.id, b.taken AS i, b.n, b.branch_log_id, b.owner, b.due_at, b.workflows[b.taken] AS w," \
+	"   b.keys[b.taken] AS k, b.procedures[b.taken] AS p, b.args[b.taken] AS a)" \
+	write_run \
+	" SELECT " run_id ", c.w, c.k, c.p, c.a, '{}'::jsonb, c.owner::oid, 0, '{}'::jsonb, c.branch_log_id," \
+	"  NULL::bigint[], c.id, c.i, c.i >= c.n, c.due_at FROM c"
+#define TAKE_CHILD_NEW_ID \
+	"CASE WHEN EXISTS (SELECT 1 FROM chrono_forge.workflows x WHERE x.workflow = c.w AND x.key = c.k" \
+	"  AND x.owner = c.owner)" \
+	" THEN NULL ELSE nextval('chrono_forge.workflows_id_seq') END"
+#define TAKE_CHILD_WRITE_RUN \
+	", r AS (INSERT INTO chrono_forge.workflows (id, workflow, key, procedure, args, owner," \
+	"   parent_execution_log_id, state, locked_by, locked_at, started_at, created_at, updated_at)" \
+	"  OVERRIDING SYSTEM VALUE SELECT $5, c.w, c.k, c.p, c.a, c.owner, c.branch_log_id, 'running', $2, $1, $1," \
+	"   c.due_at, $1 FROM c ON CONFLICT DO NOTHING RETURNING id)"
+
+/*
+ * After TAKE_CHILD_SQL: the taken child becomes the pass's run, unless it
+ * was passed over (false); the row goes with its last child (in the same
+ * transaction, under the same row lock).
+ */
+static bool
+finish_take(TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		passed_over;
+	bool		isnull;
+	Datum		batch_id = SPI_getbinval(tup, desc, 12, &isnull);
+	bool		last = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+
+	(void) SPI_getbinval(tup, desc, 1, &passed_over);
+	if (!passed_over)
+	{
+		read_claim(now);
+		cf_pass.spawn_batch_id = DatumGetInt64(batch_id);
+		cf_pass.spawn_position = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+		cf_pass.spawn_due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
+	}
+	if (last)
+		cf_exec(&plan, "DELETE FROM chrono_forge.spawn_batches WHERE id = $1",
+				1, (Oid[]) {INT8OID}, &batch_id, NULL, false, 0);
+	return !passed_over;
+}
+
+/*
+ * The step logs of a run not written yet reference it: check their
+ * foreign key at commit, after the run is written (0.4.0 made the
+ * constraint deferrable).  For the rest of the transaction: once per
+ * transaction, since several passes can share one.
+ */
+static void
+defer_step_log_checks(void)
+{
+	static LocalTransactionId deferred_in = InvalidLocalTransactionId;
+
+	if (MyProc->lxid == deferred_in)
+		return;
+	if (SPI_execute("SET CONSTRAINTS chrono_forge.execution_logs_workflow_id_fkey DEFERRED",
+					false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not defer the step logs' foreign key check");
+	deferred_in = MyProc->lxid;
+}
+
+static bool
+take_spawned_child(Oid only_owner, Datum skip_owners)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	bool		taken = false;
+
+	cf_internal_begin(&st);
+	while (!taken)
+	{
+		CHECK_FOR_INTERRUPTS();
+		cf_exec(&plan, TAKE_CHILD_SQL("($1 = 0 OR b.owner::oid = $1) AND NOT b.owner::oid = ANY ($2)",
+									  TAKE_CHILD_NEW_ID, ""),
+				2, (Oid[]) {OIDOID, OIDARRAYOID},
+				(Datum[]) {ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+		if (SPI_processed == 0)
+			break;
+		taken = finish_take(now);
+	}
+	if (taken)
+	{
+		cf_pass.run_unwritten = true;
+		cf_pass.stamped = false;
+		defer_step_log_checks();
+	}
+	cf_internal_end(&st);
+	return taken;
+}
+
+/*
+ * The abort of a pass that had not committed undid the taking of its
+ * child too: take the same child again, as the same run, unless another
+ * session took it meanwhile.
+ */
+bool
+cf_claim_retake_spawned_child(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	TimestampTz now = cf_clock_now();
+	Jsonb	   *context = cf_pass.context;	/* as the pass left it */
+	bool		taken;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan, TAKE_CHILD_SQL("b.id = $3 AND b.taken = $4 - 1", "(SELECT id FROM r)", TAKE_CHILD_WRITE_RUN),
+			5, (Oid[]) {TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID, INT8OID},
+			(Datum[]) {TimestampTzGetDatum(now), CStringGetTextDatum(cf_pass.lock_token),
+				Int64GetDatum(cf_pass.spawn_batch_id), Int32GetDatum(cf_pass.spawn_position),
+			Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
+	taken = SPI_processed == 1 && finish_take(now);
+	cf_internal_end(&st);
+	cf_pass.context = context;
+	cf_pass.run_unwritten = false;
+	cf_pass.stamped = taken;
+	return taken;
+}
+
+/*
+ * The per-owner share of the workers: owners whose passes already occupy
+ * chrono_forge.max_workers_per_owner other workers, whose runs this worker
+ * does not claim while another owner's work is due (shared memory knows
+ * each worker's current pass).  run_pending() runs its caller's own runs
+ * in its own session: none.
+ */
+static Datum
+owners_at_share(int *n)
+{
+	Oid			owners[CF_MAX_WORKERS];
+	Datum		elems[CF_MAX_WORKERS];
+
+	*n = 0;
+	if (cf_worker_slot >= 0)
+		*n = cf_owners_at_share(cf_worker_slot, cf_worker_share_effective(), owners);
+	for (int i = 0; i < *n; i++)
+		elems[i] = ObjectIdGetDatum(owners[i]);
+	return PointerGetDatum(construct_array(elems, *n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+}
+
+/*
+ * Claim the next due work, in due order, of owners not in skip_owners: a
+ * wake-up, or a spawned child not started yet.
+ */
+static bool
+claim_next(Oid only_owner, Datum skip_owners)
+{
+	static TimestampTz none_due_at = 0;
+	bool		spawned = spawn_batches_maybe();
+	TimestampTz now = GetCurrentTimestamp();
+
+	/*
+	 * While a worker takes children from batches, it looks for wake-ups
+	 * due before the oldest batch every 10 ms, not before each child:
+	 * anything scheduled meanwhile is due later than that batch anyway.
+	 */
+	if (!spawned || cf_worker_slot < 0 || TimestampDifferenceExceeds(none_due_at, now, 10))
+	{
+		if (claim_wakeup(only_owner, spawned, skip_owners))
+			return true;
+		none_due_at = now;
+	}
+	if (!spawned)
+		return false;
+	if (take_spawned_child(only_owner, skip_owners))
+		return true;
+	/* No batch, or all taken by others: any wake-up due. */
+	(void) spawn_batches_exist();
+	return claim_wakeup(only_owner, false, skip_owners);
+}
+
+/*
+ * Claim the next due work.  The share binds only while another owner's
+ * work is due: when a claim that skips the owners at their share finds
+ * nothing, this worker takes their work after all, and looks for other
+ * owners' work that way again only SHARE_RECHECK_MS later (such a claim
+ * may walk the whole due window of the owners it skips, so not before
+ * every pass of a one-owner backlog).
+ */
+#define SHARE_RECHECK_MS 100
+
+/*
+ * Claim the next due pass and lock its run; *share_waived: whether the
+ * claim waived the share (nobody else's work was due).  False if nothing
+ * is due.
+ */
+bool
+cf_claim_and_lock(Oid only_owner, bool *share_waived)
+{
+	static TimestampTz others_idle_at = 0;
+	int			n_skipped;
+	Datum		skip_owners = owners_at_share(&n_skipped);
+	Datum		no_owners = PointerGetDatum(construct_empty_array(OIDOID));
+	TimestampTz now = GetCurrentTimestamp();
+
+	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
+	*share_waived = n_skipped > 0;
+	if (n_skipped == 0 ||
+		!TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS))
+		return claim_next(only_owner, no_owners);
+	*share_waived = false;
+	if (claim_next(only_owner, skip_owners))
+		return true;
+	others_idle_at = now;
+	*share_waived = true;
+	return claim_next(only_owner, no_owners);
+}

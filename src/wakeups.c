@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeups.c
+ *	  The one writer of wake-ups: the rows that make runs due.
+ *
+ * Owns how a run is made due: a row in chrono_forge.wakeups, written here
+ * and nowhere else, and the launcher's nudge after commit
+ * (cf_queue_wakeup), so that no writer can forget it and a row is served
+ * on time without polling.  Claiming and deleting wake-ups is the pass's.
+ * This file must never decide whether a run should wake (its callers do,
+ * with the state change that makes it due, in the same transaction), and
+ * never commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "internal.h"
+#include "shmem.h"
+#include "wakeups.h"
+
+/*
+ * The statements: one run ($1 int8) or many ($1 int8[]), for each rule of
+ * CfWakeupRule.  A wake-up already due by $2 makes another redundant (the
+ * pass it brings sees everything); an identical one makes it a duplicate.
+ */
+#define WAKEUP_SQL(source, rule) \
+	"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
+	" SELECT r, $2, $3 FROM " source " AS s(r)" rule
+#define ONE_RUN "(VALUES ($1::pg_catalog.int8))"
+#define MANY_RUNS "pg_catalog.unnest($1::pg_catalog.int8[])"
+#define UNLESS(cmp) \
+	" WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k" \
+	"  WHERE k.workflow_id OPERATOR(pg_catalog.=) s.r AND k.due_at " cmp " $2)"
+
+static const char *const wakeup_sql[2][3] = {
+	{WAKEUP_SQL(ONE_RUN, ""),
+		WAKEUP_SQL(ONE_RUN, UNLESS("OPERATOR(pg_catalog.=)")),
+	WAKEUP_SQL(ONE_RUN, UNLESS("OPERATOR(pg_catalog.<=)"))},
+	{WAKEUP_SQL(MANY_RUNS, ""),
+		WAKEUP_SQL(MANY_RUNS, UNLESS("OPERATOR(pg_catalog.=)")),
+	WAKEUP_SQL(MANY_RUNS, UNLESS("OPERATOR(pg_catalog.<=)"))},
+};
+
+static uint64
+write_wakeups(bool many, Datum runs, TimestampTz due, const char *reason,
+			  CfWakeupRule rule)
+{
+	static SPIPlanPtr plans[2][3];
+	CfInternal	st;
+	uint64		n;
+
+	cf_internal_begin(&st);
+	cf_exec(&plans[many][rule], wakeup_sql[many][rule],
+			3, (Oid[]) {many ? INT8ARRAYOID : INT8OID, TIMESTAMPTZOID, TEXTOID},
+			(Datum[]) {runs, TimestampTzGetDatum(due), CStringGetTextDatum(reason)},
+			NULL, false, 0);
+	n = SPI_processed;
+	cf_internal_end(&st);
+	if (n > 0)
+		cf_queue_wakeup(due);
+	return n;
+}
+
+/*
+ * Make run `run` due at `due` (a wake-up row, and the launcher told at
+ * commit), unless `rule` finds it redundant.  True if a row was written.
+ * The caller is connected to SPI.
+ */
+bool
+cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule)
+{
+	return write_wakeups(false, Int64GetDatum(run), due, reason, rule) > 0;
+}
+
+/* The same for every run of `runs` (an int8[]); how many rows were written. */
+uint64
+cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rule)
+{
+	return write_wakeups(true, runs, due, reason, rule);
+}
+
+/*
+ * Make each run of `runs` (an int8[]) due at its own time, the same
+ * element of `dues` (a timestamptz[]); how many rows were written.
+ */
+uint64
+cf_wakeups_add_at(Datum runs, Datum dues, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	uint64		n;
+	Datum		first;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT r, d, $3 FROM pg_catalog.unnest($1::pg_catalog.int8[],"
+			"   $2::pg_catalog.timestamptz[]) AS s(r, d) RETURNING due_at)"
+			" SELECT pg_catalog.min(due_at), pg_catalog.count(*) FROM i",
+			3, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID},
+			(Datum[]) {runs, dues, CStringGetTextDatum(reason)}, NULL, false, 0);
+	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	cf_internal_end(&st);
+	if (n > 0)
+		cf_queue_wakeup(DatumGetTimestampTz(first));
+	return n;
+}
+
+/*
+ * Column `col` (1-based, of type `type`, passed by value) of the last SPI
+ * result as an array, NULLs skipped: for the writers above, the ids (and
+ * due times) a state change returned.
+ */
+Datum
+cf_spi_column_array(int col, Oid type)
+{
+	ArrayBuildState *a = initArrayResult(type, CurrentMemoryContext, false);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col, &isnull);
+
+		if (!isnull)
+			accumArrayResult(a, d, false, type, CurrentMemoryContext);
+	}
+	return makeArrayResult(a, CurrentMemoryContext);
+}
+
+/* The int8[] of run ids in column `col` of the last SPI result. */
+Datum
+cf_spi_ids(int col)
+{
+	return cf_spi_column_array(col, INT8OID);
+}
