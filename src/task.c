@@ -457,7 +457,7 @@ settle_task(TaskCall *call, CfStepLog *log, TaskRow *task)
 
 /*
  * run_task(step, queue, args, retry_policy, timeout, lease) and
- * run_task(step, queue, INOUT result, args, retry_policy, timeout, lease).
+ * run_task(step, INOUT result, queue, args, retry_policy, timeout, lease).
  */
 Datum
 cf_run_task(PG_FUNCTION_ARGS)
