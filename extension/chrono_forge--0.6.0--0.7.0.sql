@@ -65,15 +65,16 @@ GRANT SELECT ON chrono_forge.tasks TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks_id_seq', '');
 
--- run_task: the step primitive (two overloads, as durably_execute: the
--- INOUT result second, so that no positional call matches both).
+-- run_task: the step primitive (two overloads, as durably_execute).  A
+-- third positional jsonb argument would match both (an error, never a
+-- silent choice): name it (args => ..., result => ...).
 CREATE PROCEDURE chrono_forge.run_task(step text, queue text, args jsonb DEFAULT '{}',
     retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL,
     lease interval DEFAULT '30 seconds')
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_run_task';
 
-CREATE PROCEDURE chrono_forge.run_task(step text, INOUT result jsonb, queue text,
+CREATE PROCEDURE chrono_forge.run_task(step text, queue text, INOUT result jsonb,
     args jsonb DEFAULT '{}', retry_policy jsonb DEFAULT NULL,
     timeout interval DEFAULT NULL, lease interval DEFAULT '30 seconds')
     LANGUAGE c

@@ -1528,12 +1528,14 @@ $$;
 -- One run's timeline: its steps in the order they started, with attempts,
 -- duration, result and errors attached (with each error's hint and
 -- context); a durably_repeat coordination carries a summary of its ticks
--- instead of one row per tick; workflow-level errors come last.
+-- instead of one row per tick; workflow-level errors come last; a
+-- run_task step's task as it stands in the last column (no args or
+-- result).
 CREATE FUNCTION chrono_forge.timeline(workflow text, key text, max_errors integer DEFAULT 20)
     RETURNS TABLE (seq bigint, step_name text, kind text, state text, attempts integer,
                    started_at timestamptz, completed_at timestamptz, duration interval,
                    result jsonb, metadata jsonb, error_class text, error_message text,
-                   errors jsonb, repetitions jsonb)
+                   errors jsonb, repetitions jsonb, task jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     SET jit = off
@@ -1573,7 +1575,16 @@ BEGIN
                            'last_tick', pg_catalog.max(t.metadata->>'scheduled_for'))
                   FROM chrono_forge.execution_logs t
                  WHERE t.workflow_id = run.id
-                   AND pg_catalog.starts_with(t.step_name, l.step_name || '$')) END
+                   AND pg_catalog.starts_with(t.step_name, l.step_name || '$')) END,
+           CASE WHEN l.step_name LIKE 'run\_task$%' THEN
+               (SELECT pg_catalog.jsonb_build_object(
+                           'task_id', t.id, 'queue', t.queue, 'state', t.state,
+                           'attempt', t.attempt, 'available_at', t.available_at,
+                           'claimed_by', t.claimed_by, 'claimed_at', t.claimed_at,
+                           'lease_until', t.lease_until, 'timeout_at', t.timeout_at,
+                           'error_class', t.error_class, 'error_message', t.error_message)
+                  FROM chrono_forge.tasks t
+                 WHERE t.workflow_id = run.id AND t.step = pg_catalog.substr(l.step_name, 10)) END
       FROM steps l
     UNION ALL
     SELECT NULL, NULL, 'workflow errors', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -1583,7 +1594,7 @@ BEGIN
                        || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                               'error_detail', e.error_detail, 'error_hint', e.error_hint,
                               'error_context', e.error_context)) ORDER BY e.id),
-           NULL
+           NULL, NULL
       FROM (SELECT * FROM chrono_forge.error_logs e
              WHERE e.workflow_id = run.id AND e.step_name IS NULL
                AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs m
@@ -2243,15 +2254,16 @@ GRANT SELECT ON chrono_forge.tasks TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks_id_seq', '');
 
--- run_task: the step primitive (two overloads, as durably_execute: the
--- INOUT result second, so that no positional call matches both).
+-- run_task: the step primitive (two overloads, as durably_execute).  A
+-- third positional jsonb argument would match both (an error, never a
+-- silent choice): name it (args => ..., result => ...).
 CREATE PROCEDURE chrono_forge.run_task(step text, queue text, args jsonb DEFAULT '{}',
     retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL,
     lease interval DEFAULT '30 seconds')
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_run_task';
 
-CREATE PROCEDURE chrono_forge.run_task(step text, INOUT result jsonb, queue text,
+CREATE PROCEDURE chrono_forge.run_task(step text, queue text, INOUT result jsonb,
     args jsonb DEFAULT '{}', retry_policy jsonb DEFAULT NULL,
     timeout interval DEFAULT NULL, lease interval DEFAULT '30 seconds')
     LANGUAGE c
@@ -2322,84 +2334,6 @@ SELECT coalesce(o.queue, f.queue) AS queue,
   FROM open o FULL JOIN failures f ON f.queue = o.queue;
 GRANT SELECT ON chrono_forge.task_queues TO PUBLIC;
 
--- timeline() gains a last column, task: a run_task step's task as it
--- stands (queue, state, attempt, claim, lease, timeout, last error; no
--- args or result).  A new result column needs the function dropped.
-DROP FUNCTION chrono_forge.timeline(text, text, integer);
-CREATE FUNCTION chrono_forge.timeline(workflow text, key text, max_errors integer DEFAULT 20)
-    RETURNS TABLE (seq bigint, step_name text, kind text, state text, attempts integer,
-                   started_at timestamptz, completed_at timestamptz, duration interval,
-                   result jsonb, metadata jsonb, error_class text, error_message text,
-                   errors jsonb, repetitions jsonb, task jsonb)
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-    SET jit = off
-    SET plan_cache_mode = force_custom_plan
-    AS $$
-DECLARE
-    run chrono_forge.workflows := chrono_forge.visible_run(workflow, key);
-BEGIN
-    RETURN QUERY
-    WITH steps AS (
-        SELECT l.* FROM chrono_forge.execution_logs l
-         WHERE l.workflow_id = run.id AND l.step_name NOT LIKE 'durably\_repeat$%$%')
-    SELECT pg_catalog.row_number() OVER (ORDER BY l.started_at, l.id),
-           l.step_name,
-           CASE WHEN l.step_name LIKE '$%' THEN pg_catalog.split_part(l.step_name, '$', 2)
-                ELSE pg_catalog.split_part(l.step_name, '$', 1) END,
-           l.state::text, l.attempts, l.started_at, l.completed_at,
-           l.completed_at - l.started_at, l.result, l.metadata, l.error_class, l.error_message,
-           (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                       'id', e.id, 'attempt', e.attempt, 'error_class', e.error_class,
-                       'error_message', e.error_message, 'at', e.created_at)
-                       || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                              'error_detail', e.error_detail, 'error_hint', e.error_hint,
-                              'error_context', e.error_context)) ORDER BY e.id)
-              FROM (SELECT * FROM chrono_forge.error_logs e
-                     WHERE e.workflow_id = run.id
-                       AND (e.step_name = l.step_name
-                            OR (l.step_name LIKE '$workflow\_failure$%'
-                                AND e.id::text = pg_catalog.substr(l.step_name, 19)))
-                     ORDER BY e.id DESC LIMIT max_errors) e),
-           CASE WHEN l.step_name LIKE 'durably\_repeat$%' THEN
-               (SELECT pg_catalog.jsonb_build_object(
-                           'completed', pg_catalog.count(*) FILTER (WHERE t.state = 'completed'),
-                           'failed', pg_catalog.count(*) FILTER (WHERE t.state = 'failed'),
-                           'pending', pg_catalog.count(*) FILTER (WHERE t.state = 'pending'),
-                           'fast_forwarded', coalesce(pg_catalog.sum((t.metadata->>'fast_forwarded')::bigint), 0),
-                           'last_tick', pg_catalog.max(t.metadata->>'scheduled_for'))
-                  FROM chrono_forge.execution_logs t
-                 WHERE t.workflow_id = run.id
-                   AND pg_catalog.starts_with(t.step_name, l.step_name || '$')) END,
-           CASE WHEN l.step_name LIKE 'run\_task$%' THEN
-               (SELECT pg_catalog.jsonb_build_object(
-                           'task_id', t.id, 'queue', t.queue, 'state', t.state,
-                           'attempt', t.attempt, 'available_at', t.available_at,
-                           'claimed_by', t.claimed_by, 'claimed_at', t.claimed_at,
-                           'lease_until', t.lease_until, 'timeout_at', t.timeout_at,
-                           'error_class', t.error_class, 'error_message', t.error_message)
-                  FROM chrono_forge.tasks t
-                 WHERE t.workflow_id = run.id AND t.step = pg_catalog.substr(l.step_name, 10)) END
-      FROM steps l
-    UNION ALL
-    SELECT NULL, NULL, 'workflow errors', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-               'id', e.id, 'attempt', e.attempt, 'error_class', e.error_class,
-               'error_message', e.error_message, 'at', e.created_at)
-                       || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                              'error_detail', e.error_detail, 'error_hint', e.error_hint,
-                              'error_context', e.error_context)) ORDER BY e.id),
-           NULL, NULL
-      FROM (SELECT * FROM chrono_forge.error_logs e
-             WHERE e.workflow_id = run.id AND e.step_name IS NULL
-               AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs m
-                                WHERE m.workflow_id = run.id
-                                  AND m.step_name = '$workflow_failure$' || e.id::text)
-             ORDER BY e.id DESC LIMIT max_errors) e
-    HAVING pg_catalog.count(*) > 0
-    ORDER BY 1 NULLS LAST;
-END
-$$;
 
 -- (end of section: tasks)
 

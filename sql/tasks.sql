@@ -34,7 +34,7 @@ CREATE FUNCTION tk_id(k text, s text DEFAULT NULL) RETURNS bigint LANGUAGE sql A
 CREATE PROCEDURE tk_order_wf(args jsonb) LANGUAGE plpgsql AS $$
 DECLARE charge jsonb;
 BEGIN
-    CALL chrono_forge.run_task('charge_card', charge, 'payments',
+    CALL chrono_forge.run_task('charge_card', 'payments', result => charge,
                                args => jsonb_build_object('amount', args->'amount'));
     CALL chrono_forge.durably_execute('tk_note', args => jsonb_build_object('charged', charge));
     CALL chrono_forge.wait('1 minute', 'settle');
@@ -107,7 +107,7 @@ SET chrono_forge.fake_now = '2030-01-02 00:00:00+00';
 CREATE PROCEDURE tk_retry_wf(args jsonb) LANGUAGE plpgsql AS $$
 DECLARE r jsonb;
 BEGIN
-    CALL chrono_forge.run_task('flaky', r, coalesce(args->>'queue', 'retrying'),
+    CALL chrono_forge.run_task('flaky', coalesce(args->>'queue', 'retrying'), result => r,
         retry_policy => chrono_forge.retry_policy(3, '10 seconds', '1 minute', false, ARRAY['40001', 'CF026', 'CF027']));
     PERFORM chrono_forge.context_set('r', r);
 END $$;
@@ -313,7 +313,7 @@ SELECT state, result, error_class, lease_until, updated_at = :'b1_updated' AS un
 -- function, is refused like every primitive (CF013).
 \set VERBOSITY sqlstate
 CALL chrono_forge.run_task('s', 'q');
-DO $$ DECLARE r jsonb; BEGIN CALL chrono_forge.run_task('s', r, 'q'); END $$;
+DO $$ DECLARE r jsonb; BEGIN CALL chrono_forge.run_task('s', 'q', result => r); END $$;
 CREATE FUNCTION tk_in_function() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     CALL chrono_forge.run_task('s', 'q');
@@ -330,3 +330,5 @@ CALL chrono_forge.run_pending();
 SELECT w.state, e.error_class, e.error_message FROM chrono_forge.workflows w
   JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'a1';
 SELECT count(*) AS tasks FROM chrono_forge.tasks WHERE queue = 'q';
+-- (The upgrade suite drops the extension: nothing may depend on it.)
+DROP VIEW tk_runs;

@@ -321,7 +321,7 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 			"    'cancelled_run', r.cancelled_run)"
 			"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING),"
 			" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)"
-			" SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x),"
+			" SELECT (SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x)),"
 			"  (SELECT array_agg(id) FROM w)",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
 			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},

@@ -98,7 +98,7 @@ lease_argument(FunctionCallInfo fcinfo, int n)
 
 /*
  * run_task(step, queue, args, retry_policy, timeout, lease) and
- * run_task(step, INOUT result, queue, args, ...): bad arguments are
+ * run_task(step, queue, INOUT result, args, ...): bad arguments are
  * programming errors, failing the run at once.
  */
 static void
@@ -111,7 +111,7 @@ parse_call(FunctionCallInfo fcinfo, TaskCall *call)
 	cf_fail_now();
 	call->step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	cf_validate_name_segment("step", call->step);
-	call->queue = PG_ARGISNULL(1 + a) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1 + a));
+	call->queue = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	cf_validate_name_segment("queue", call->queue);
 	call->args = PG_ARGISNULL(2 + a) ? NULL : PG_GETARG_JSONB_P(2 + a);
 	cf_check_json_size("task args", call->args);

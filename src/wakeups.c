@@ -102,8 +102,8 @@ cf_wakeups_add_at(Datum runs, Datum dues, const char *reason)
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"WITH i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT r, d, $3 FROM pg_catalog.unnest($1::pg_catalog.int8[],"
-			"   $2::pg_catalog.timestamptz[]) AS s(r, d) RETURNING due_at)"
+			"  SELECT r, d, $3 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+			"   pg_catalog.unnest($2::pg_catalog.timestamptz[])) AS s(r, d) RETURNING due_at)"
 			" SELECT pg_catalog.min(due_at), pg_catalog.count(*) FROM i",
 			3, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID},
 			(Datum[]) {runs, dues, CStringGetTextDatum(reason)}, NULL, false, 0);

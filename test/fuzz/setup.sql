@@ -78,7 +78,8 @@ INSERT INTO fuzz.vals VALUES
   ('text[]', '1MB-elem', 'ARRAY[fuzz.big()]'), ('text[]', '100k', 'array_fill(''b''::text, ARRAY[100000])'),
   ('text[]', 'commas', '''{"a,b","$"}'''),
   ('bigint[]', 'null', 'NULL'), ('bigint[]', 'empty', '''{}'''), ('bigint[]', 'null-elem', '''{NULL}'''),
-  ('bigint[]', '100k', 'array_fill(1::bigint, ARRAY[100000])'), ('bigint[]', 'neg', '''{-1}''');
+  ('bigint[]', '100k', 'array_fill(1::bigint, ARRAY[100000])'), ('bigint[]', 'neg', '''{-1}'''),
+  ('uuid', 'null', 'NULL'), ('uuid', 'nil', '''00000000-0000-0000-0000-000000000000''');
 
 -- The valid value of an argument, by its name and type.
 CREATE FUNCTION fuzz.base(typ regtype, argname text) RETURNS text LANGUAGE sql AS $$
@@ -106,6 +107,7 @@ SELECT CASE
       CASE WHEN argname IN ('retry_policy', 'policy', 'result', 'payload') THEN 'NULL' ELSE '''{}''' END
   WHEN typ = 'text[]'::regtype THEN '''{b}'''
   WHEN typ = 'bigint[]'::regtype THEN '''{1}'''
+  WHEN typ = 'uuid'::regtype THEN 'gen_random_uuid()'
   ELSE 'NULL' END
 $$;
 

@@ -13,7 +13,7 @@ GRANT USAGE ON SCHEMA tenant_a TO PUBLIC;   -- others resolve the name as tenant
 CREATE PROCEDURE tenant_a.wf(args jsonb) LANGUAGE plpgsql AS $$
 DECLARE r jsonb;
 BEGIN
-    CALL chrono_forge.run_task('charge', r, 'secret_q', args => '{"card": "4242"}');
+    CALL chrono_forge.run_task('charge', 'secret_q', result => r, args => '{"card": "4242"}');
     PERFORM chrono_forge.context_set('r', r);
 END $$;
 SELECT chrono_forge.start('tenant_a.wf', 'k1');
