@@ -196,3 +196,23 @@ test('a grace period that ends aborts the handler (shutdown) and leaves its task
   assert.ok(run.context.result.attempt >= 2);
   assert.equal((await effects(wf)).length, 1);
 });
+
+test('a worker whose connections are terminated reconnects and goes on claiming', async (t) => {
+  const wf = uniq('nt_reconnect');
+  await createTaskWorkflow(wf, { step: 'echo', queue: wf });
+  const app = `nt worker ${wf}`;
+  const w = worker(wf, { application_name: app }).task('echo', async (task) => ({ key: task.key }));
+  await w.start();
+  t.after(() => w.stop({ grace: 0 }));
+  await startRuns(wf, 1);
+  await waitRuns(wf, 1);
+  const killed = (await sql(`SELECT array_agg(pid) AS pids, bool_and(pg_terminate_backend(pid)) AS ok
+                              FROM pg_stat_activity WHERE application_name = $1`, [app])).rows[0];
+  assert.ok(killed.pids?.length >= 1 && killed.ok, 'the listener was there to terminate');
+  await waitFor(async () => (await sql(`SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE application_name = $1 AND pid <> ALL ($2::int[])`, [app, killed.pids])).rows[0].n >= 1,
+  { what: 'the worker to connect again' });
+  await sql("SELECT chrono_forge.start($1, 'k2')", [wf]);
+  await waitRuns(wf, 2);
+  assert.equal((await effects(wf)).length, 2);
+});
