@@ -104,6 +104,13 @@ SELECT * FROM chrono_forge.wait_for_run('wfr.flow', 'nothing', '0');
 SELECT chrono_forge.run_waiters();
 RESET ROLE;
 SELECT * FROM chrono_forge.wait_for_run('wfr.flow', 'nothing', '0');
+-- A member of chrono_forge_admin waits for anyone's run.
+GRANT chrono_forge_admin TO wfr_other;
+SET ROLE wfr_other;
+SELECT state FROM chrono_forge.wait_for_run('wfr.flow', 'completes', '0');
+SELECT chrono_forge.run_waiters();
+RESET ROLE;
+REVOKE chrono_forge_admin FROM wfr_other;
 
 -- Refusals: bad arguments (CF012), snapshots that never see the change
 -- (25000), a wait in a transaction that wrote (25000), inside a pass (CF013).
