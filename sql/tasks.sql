@@ -14,13 +14,16 @@ SELECT w.key, w.state,
        (SELECT string_agg(to_char(k.due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') || ' ' || k.reason, ', ' ORDER BY k.due_at)
           FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups
   FROM chrono_forge.workflows w WHERE w.workflow LIKE 'public.tk\_%' ORDER BY w.id;
--- A claim without the token (it is random).
+-- A claim without the token (it is random); the idempotency key's run id
+-- (which depends on the suites before this one) shown as <run>.
 CREATE FUNCTION tk_claim(q text, n integer DEFAULT 1)
     RETURNS TABLE (task_id bigint, step text, key text, args jsonb, attempt integer,
                    lease_until timestamptz, idempotency_key text)
     LANGUAGE sql AS $$
-    SELECT c.task_id, c.step, c.key, c.args, c.attempt, c.lease_until, c.idempotency_key
-      FROM chrono_forge.claim_tasks(ARRAY[q], n, 'tk-worker') c $$;
+    SELECT c.task_id, c.step, c.key, c.args, c.attempt, c.lease_until,
+           regexp_replace(c.idempotency_key, '^' || w.id || ':', '<run>:')
+      FROM chrono_forge.claim_tasks(ARRAY[q], n, 'tk-worker') c
+      JOIN chrono_forge.workflows w ON w.workflow = c.workflow AND w.key = c.key $$;
 CREATE FUNCTION tk_token(k text, s text DEFAULT NULL) RETURNS uuid LANGUAGE sql AS $$
     SELECT t.claim_token FROM chrono_forge.tasks t JOIN chrono_forge.workflows w ON w.id = t.workflow_id
      WHERE w.key = k AND (s IS NULL OR t.step = s) $$;

@@ -23,6 +23,8 @@ extern char *cf_canonical_workflow(const char *workflow);
 
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
+extern int64 cf_find_visible_run(Oid caller, const char *workflow, const char *key);
+extern void cf_unknown_run(const char *workflow, const char *key) pg_attribute_noreturn();
 
 extern bool cf_is_admin(Oid role);
 extern void cf_not_your_runs(const char *what, const char *workflow, const char *key);
