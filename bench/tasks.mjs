@@ -63,12 +63,18 @@ function child(cmd, args, opts = {}) {
     lines.push(m);
     for (const w of waiters.splice(0)) if (!w.test(m)) waiters.push(w); else w.resolve(m);
   });
-  const exited = new Promise((r) => p.once('exit', (code, sig) => r({ code, sig })));
+  let gone = null;
+  const exited = new Promise((r) => p.once('exit', (code, sig) => {
+    gone = new Error(`${cmd} ${args[0]} exited (${sig ?? code})`);
+    for (const w of waiters.splice(0)) w.reject(gone);
+    r({ code, sig });
+  }));
   const waitLine = (test, secs = 120) => {
     const found = lines.find(test);
     if (found) return Promise.resolve(found);
+    if (gone) return Promise.reject(gone);
     return new Promise((resolve, reject) => {
-      const w = { test, resolve };
+      const w = { test, resolve, reject };
       waiters.push(w);
       setTimeout(() => reject(new Error(`no line from ${args.join(' ')} in ${secs} s`)), secs * 1000).unref();
     });
@@ -158,7 +164,12 @@ w.register("noop", lambda task: None)
 print(json.dumps({"ready": True}), flush=True)
 w.run()
 `;
-  return child('python3', ['-c', code], { env: { ...process.env, PYTHONPATH: src } });
+  // Run from clients/python: python -c puts the working directory first on
+  // sys.path, and the repository's root holds the extension's chrono_forge.so.
+  // Debian's python3 (python3-psycopg), as the Python client's tests use.
+  const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+  return child(py, ['-c', code], { cwd: path.join(ROOT, 'clients/python'),
+    env: { ...process.env, PYTHONPATH: src } });
 }
 
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil(p / 100 * sorted.length) - 1)];
