@@ -297,7 +297,14 @@ class Worker:
                 raise
 
     def _claim(self, n: int) -> int:
-        rows = self._ops_query(_CLAIM_SQL, (self.queues, n, self.name))
+        params = (self.queues, n, self.name)
+        try:
+            rows = self._ops_query(_CLAIM_SQL, params)
+        except _CONNECTION_ERRORS:
+            # The ops connection may have died while the LISTEN one lives
+            # (terminated alone, or both and the LISTEN one is already
+            # new): once more on a new connection before giving up.
+            rows = self._ops_query(_CLAIM_SQL, params)
         now = time.monotonic()
         for r in rows:
             task = Task(id=r[0], claim_token=r[1], queue=r[2], step=r[3],
