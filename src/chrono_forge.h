@@ -42,6 +42,10 @@
 #define CF_POLICY_MAX_SECONDS 31536000	/* 365 days */
 #define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
+#define CF_TASK_CLAIM_MAX 1000		/* claim_tasks' max_tasks */
+
+/* The channel run_task's queues are notified on (payload: the queue). */
+#define CF_TASKS_CHANNEL "chrono_forge_tasks"
 
 /* guc.c */
 extern char *cf_database;
@@ -201,6 +205,7 @@ extern int64 cf_journal_write_step(int64 workflow_id, const char *step_name, con
 extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
 								  ErrorData *edata, Jsonb *context);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
+extern void cf_journal_cancel_tasks(Datum run_ids);
 
 /* util.c: JSON, intervals, timestamps; step.c: shared by the primitives */
 extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);

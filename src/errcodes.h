@@ -59,5 +59,9 @@
 #define ERRCODE_CF_PASS_PREEMPTED		MAKE_SQLSTATE('C','F','0','2','2')
 /* CF025: a merge with on_child_failure => 'fail' found a child failed */
 #define ERRCODE_CF_CHILD_FAILED			MAKE_SQLSTATE('C','F','0','2','5')
+/* CF026: recorded (never raised) on a run_task attempt whose lease expired */
+#define ERRCODE_CF_TASK_LEASE_EXPIRED	MAKE_SQLSTATE('C','F','0','2','6')
+/* CF027: recorded (never raised) on a run_task attempt its worker failed with a class that is not a SQLSTATE */
+#define ERRCODE_CF_TASK_FAILED			MAKE_SQLSTATE('C','F','0','2','7')
 
 #endif							/* CF_ERRCODES_H */

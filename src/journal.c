@@ -272,3 +272,25 @@ cf_journal_write_step(int64 workflow_id, const char *step_name, const char *stat
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
+
+/*
+ * The open tasks (pending, claimed) of runs just cancelled become
+ * cancelled: a worker's heartbeat then answers 'cancelled', its
+ * completion changes nothing.  run_ids: an int8[].  Caller is connected
+ * to SPI; a schema older than 0.7.0 has no tasks.
+ */
+void
+cf_journal_cancel_tasks(Datum run_ids)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	if (!OidIsValid(cf_relation_oid("tasks")))
+		return;
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"UPDATE chrono_forge.tasks SET state = 'cancelled', updated_at = chrono_forge.now()"
+			" WHERE workflow_id = ANY ($1) AND state IN ('pending', 'claimed')",
+			1, (Oid[]) {INT8ARRAYOID}, &run_ids, NULL, false, 0);
+	cf_internal_end(&st);
+}

@@ -105,7 +105,9 @@ cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		held;
+	Datum		cancelled;
 	bool		isnull;
+	bool		no_cancelled;
 	int			n;
 
 	cf_exec(&plan,
@@ -131,12 +133,13 @@ cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
 			"  ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id)"
 			" SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM q),"
 			"  (SELECT array_agg(id) FROM (SELECT id FROM w WHERE w.state = 'running'"
-			"   UNION ALL SELECT workflow_id FROM q) s)",
+			"   UNION ALL SELECT workflow_id FROM q) s), (SELECT array_agg(id) FROM w)",
 			5, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, OIDOID, INT8OID},
 			(Datum[]) {ids, TimestampTzGetDatum(cf_clock_now()), reason,
 			ObjectIdGetDatum(caller), Int64GetDatum(run_id)},
 			reason_null ? "  n  " : NULL, false, 0);
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cancelled = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &no_cancelled);
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
 	{
@@ -148,6 +151,8 @@ cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
 		for (int i = 0; i < nheld; i++)
 			cf_queue_cancel_signal(DatumGetInt64(runs[i]));
 	}
+	if (!no_cancelled)
+		cf_journal_cancel_tasks(PointerGetDatum(PG_DETOAST_DATUM_COPY(cancelled)));
 	return n;
 }
 
@@ -156,7 +161,7 @@ cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
  *
  * Every run not yet completed or cancelled (idle, running, stalled,
  * failed) becomes cancelled for good: its lock is cleared and its pending
- * wake-ups go, in one statement.  A pass in flight between two steps finds
+ * wake-ups go, in one statement (its open tasks right after).  A pass in flight between two steps finds
  * its lock gone at its next step commit or at its end, and stops without
  * writing (the executor checks locked_by in the same transaction).  A run
  * whose row a pass holds (its claim has not committed yet, or a step is

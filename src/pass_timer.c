@@ -288,7 +288,9 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	bool		isnull;
+	bool		no_cancelled;
 	Datum		held;
+	Datum		cancelled;
 	int			left = 0;
 
 	cf_spi_connect();
@@ -314,11 +316,13 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 			"    'cancelled_run', r.cancelled_run)"
 			"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING),"
 			" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)"
-			" SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x)",
+			" SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x),"
+			"  (SELECT array_agg(id) FROM w)",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
 			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
 			NULL, false, 0);
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	cancelled = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_cancelled);
 	if (!isnull)
 	{
 		Datum	   *runs;
@@ -333,6 +337,8 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 			cf_signal_pass_holders(ids, left);
 	}
 	cf_internal_end(&st);
+	if (!no_cancelled)
+		cf_journal_cancel_tasks(PointerGetDatum(PG_DETOAST_DATUM_COPY(cancelled)));
 	SPI_finish();
 	return left;
 }
