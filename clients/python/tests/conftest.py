@@ -123,7 +123,7 @@ def _reset(admin: psycopg.Connection[Any]) -> None:
     admin.execute("CREATE EXTENSION IF NOT EXISTS chrono_forge")
     admin.execute("DROP SCHEMA IF EXISTS cf_pytest CASCADE")
     for role in (MEMBER, STRANGER, OWNER):
-        if admin.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        if admin.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None:
             admin.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
         # pg_virtualenv clusters ask TCP clients for a password: the

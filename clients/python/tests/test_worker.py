@@ -38,19 +38,33 @@ def step_results(db: Db, workflow: str, key: str, step: str) -> list[Any]:
 
 
 def task_pending(db: Db, workflow: str, key: str) -> bool:
-    """The run's first pass wrote its task: idle, no pass due."""
+    """The run's first pass wrote its task, not claimed yet."""
     return bool(db.one(
-        "SELECT w.state::text = 'idle' AND NOT EXISTS (SELECT FROM chrono_forge.wakeups u"
-        " WHERE u.workflow_id = w.id AND u.due_at <= now())"
-        " FROM chrono_forge.workflows w WHERE w.workflow = %s AND w.key = %s", workflow, key))
+        "SELECT EXISTS (SELECT FROM chrono_forge.tasks t JOIN chrono_forge.workflows w"
+        " ON w.id = t.workflow_id WHERE w.workflow = %s AND w.key = %s"
+        " AND t.state = 'pending')", workflow, key))
 
 
 def error_classes(db: Db, workflow: str, key: str) -> list[str]:
+    """The classes of the run's failed attempts, as recorded: a worker's
+    class that is not a SQLSTATE is recorded as CF027, leading the message."""
     rows = db.admin.execute(
-        "SELECT e.error_class FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w"
-        " ON w.id = e.workflow_id WHERE w.workflow = %s AND w.key = %s ORDER BY e.id",
+        "SELECT CASE WHEN e.error_class = 'CF027' THEN split_part(e.error_message, ':', 1)"
+        " ELSE e.error_class END FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w"
+        " ON w.id = e.workflow_id WHERE w.workflow = %s AND w.key = %s"
+        " AND e.step_name LIKE 'run\\_task$%%' ORDER BY e.id",
         (workflow, key)).fetchall()
     return [r[0] for r in rows]
+
+
+def task_error(db: Db, workflow: str, key: str) -> tuple[str, str]:
+    """The task's state and its last error class."""
+    row = db.admin.execute(
+        "SELECT t.state, t.error_class FROM chrono_forge.tasks t JOIN chrono_forge.workflows w"
+        " ON w.id = t.workflow_id WHERE w.workflow = %s AND w.key = %s",
+        (workflow, key)).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 class Proc:
@@ -149,7 +163,8 @@ def test_non_retryable(db: Db, client: Client, names: dict[str, str]) -> None:
         start_one(client, names, key, retry_policy=FAST_RETRY)
         assert db.wait_state(WF, key, "completed", "failed", "stalled") == "stalled"
     assert calls == [1]                             # no retry despite 3 attempts allowed
-    assert "CardDeclined" in error_classes(db, WF, key)
+    assert error_classes(db, WF, key) == ["CardDeclined"]
+    assert task_error(db, WF, key) == ("failed", "CardDeclined")
     assert step_results(db, WF, key, names["step"]) == []
 
 
@@ -159,7 +174,7 @@ def test_unknown_step_fails_at_once(db: Db, client: Client, names: dict[str, str
     with running(worker):
         start_one(client, names, key, retry_policy=FAST_RETRY)
         assert db.wait_state(WF, key, "completed", "failed", "stalled") == "stalled"
-    assert "UnknownStep" in error_classes(db, WF, key)
+    assert error_classes(db, WF, key) == ["UnknownStep"]
 
 
 def test_sigkill_in_flight(db: Db, client: Client, names: dict[str, str]) -> None:
