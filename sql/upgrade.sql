@@ -299,4 +299,5 @@ SELECT state FROM chrono_forge.wait_for_run('up_wait_wf', 'parked', '0');
 SELECT chrono_forge.send_event('up_wait_wf', 'parked', 'go');
 CALL chrono_forge.run_pending();
 SELECT state FROM chrono_forge.wait_for_run('up_wait_wf', 'parked');
+DELETE FROM chrono_forge.workflows;
 DROP PROCEDURE up_wait_wf(jsonb);

@@ -42,13 +42,13 @@ BEGIN
 END $$;
 
 -- Ended runs: at once, with the context; the error only if failed or stalled.
-SELECT chrono_forge.start('wfr.flow', 'stalls', '{"n": 1}');
+SELECT chrono_forge.start('wfr.flow', 'stalls', '{"n": 1}') > 0 AS started;
 CALL chrono_forge.run_pending();
 UPDATE wfr.gate SET open = true;
-SELECT chrono_forge.start('wfr.flow', 'completes', '{"n": 2}');
-SELECT chrono_forge.start('wfr.boom', 'fails', '{"n": 3}');
-SELECT chrono_forge.start('wfr.parked', 'p');
-SELECT chrono_forge.start('wfr.parked', 'cancelled');
+SELECT chrono_forge.start('wfr.flow', 'completes', '{"n": 2}') > 0 AS started;
+SELECT chrono_forge.start('wfr.boom', 'fails', '{"n": 3}') > 0 AS started;
+SELECT chrono_forge.start('wfr.parked', 'p') > 0 AS started;
+SELECT chrono_forge.start('wfr.parked', 'cancelled') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT chrono_forge.cancel('wfr.parked', 'cancelled', 'no longer needed');
 SELECT clock_timestamp() AS t0 \gset
@@ -106,7 +106,7 @@ RESET ROLE;
 SELECT * FROM chrono_forge.wait_for_run('wfr.flow', 'nothing', '0');
 
 -- Refusals: bad arguments (CF012), snapshots that never see the change
--- (25000), a run this transaction changed (25000), inside a pass (CF013).
+-- (25000), a wait in a transaction that wrote (25000), inside a pass (CF013).
 SELECT * FROM chrono_forge.wait_for_run('wfr.flow', 'completes', '-1 second');
 SELECT * FROM chrono_forge.wait_for_run('wfr.flow', 'completes', '1 mon -31 days');
 SELECT * FROM chrono_forge.wait_for_run('wfr.flow', NULL);
@@ -121,13 +121,22 @@ BEGIN;
 SELECT chrono_forge.start('wfr.parked', 'new') > 0 AS started;
 SELECT * FROM chrono_forge.wait_for_run('wfr.parked', 'new', '1 hour');
 ROLLBACK;
+BEGIN;
+SELECT chrono_forge.send_event('wfr.parked', 'p', 'never');
+SELECT * FROM chrono_forge.wait_for_run('wfr.parked', 'p', '1 hour');
+ROLLBACK;
+-- (Looking once is no wait: allowed.)
+BEGIN;
+SELECT chrono_forge.send_event('wfr.parked', 'p', 'never');
+SELECT state FROM chrono_forge.wait_for_run('wfr.parked', 'p', '0');
+ROLLBACK;
 -- A run this transaction ended is ended: returned at once.
 BEGIN;
 SELECT chrono_forge.cancel('wfr.parked', 'p');
 SELECT state FROM chrono_forge.wait_for_run('wfr.parked', 'p');
 ROLLBACK;
 \set VERBOSITY default
-SELECT chrono_forge.start('wfr.waits', 'w');
+SELECT chrono_forge.start('wfr.waits', 'w') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT state, (SELECT string_agg(error_class, ',' ORDER BY id) FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id) AS errors
   FROM chrono_forge.workflows w WHERE key = 'w';

@@ -38,7 +38,6 @@ PG_FUNCTION_INFO_V1(cf_run_waiters);
 typedef struct CfRunSeen
 {
 	bool		done;			/* terminal or stalled */
-	bool		ours;			/* this transaction wrote its row */
 	Datum		values[4];		/* state, context, error_class, error_message */
 	bool		nulls[4];
 } CfRunSeen;
@@ -113,11 +112,10 @@ read_run(int64 run, const char *workflow, const char *key, MemoryContext cxt)
 	CfInternal	st;
 	CfRunSeen	seen;
 	MemoryContext old;
-	bool		isnull;
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT w.state::text, w.context, e.error_class, e.error_message, w.xmin"
+			"SELECT w.state::text, w.context, e.error_class, e.error_message"
 			" FROM chrono_forge.workflows w"
 			" LEFT JOIN LATERAL (SELECT l.error_class, l.error_message"
 			"   FROM chrono_forge.error_logs l"
@@ -138,33 +136,32 @@ read_run(int64 run, const char *workflow, const char *key, MemoryContext cxt)
 			: (i == 1 ? PointerGetDatum(PG_DETOAST_DATUM_COPY(v))
 			   : PointerGetDatum(DatumGetTextPCopy(v)));
 	}
-	seen.ours = TransactionIdIsCurrentTransactionId(
-		DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)));
-	MemoryContextSwitchTo(old);
-	SPI_freetuptable(SPI_tuptable);
 	{
 		char	   *state = TextDatumGetCString(seen.values[0]);
 
 		seen.done = strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
 			strcmp(state, "cancelled") == 0 || strcmp(state, "stalled") == 0;
 	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
 	return seen;
 }
 
 /*
- * Before blocking: nothing could wake this wait.  A run this transaction
- * wrote moves only after it commits; without the shared registry
- * (chrono_forge not preloaded), or on a standby, no commit here sets the
- * latch.
+ * Before blocking: what would keep the run from ending, or this wait
+ * from hearing of it.  What this transaction wrote (the run's start, an
+ * event, a wake-up, rows its steps need) is invisible or locked to the
+ * passes until it commits; without the shared registry (chrono_forge not
+ * preloaded), or on a standby, no commit here sets the latch.
  */
 static void
-refuse_hopeless_wait(const CfRunSeen *seen, bool registered)
+refuse_hopeless_wait(bool registered)
 {
-	if (seen->ours)
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-				 errmsg("wait_for_run() cannot wait for a run this transaction changed"),
-				 errdetail("Its passes see the change only when this transaction commits."),
+				 errmsg("wait_for_run() cannot wait in a transaction that has written"),
+				 errdetail("What this transaction wrote reaches the workflow's passes only when it commits."),
 				 errhint("Commit first, then wait.")));
 	if (!registered || RecoveryInProgress())
 		ereport(ERROR,
@@ -199,7 +196,7 @@ wait_loop(int64 run, const char *workflow, const char *key, TimestampTz deadline
 			ms = ms_until(deadline);
 			if (seen.done || ms == 0)
 				break;
-			refuse_hopeless_wait(&seen, registered);
+			refuse_hopeless_wait(registered);
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (ms > 0 ? WL_TIMEOUT : 0),
 							 ms, PG_WAIT_EXTENSION);
