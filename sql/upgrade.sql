@@ -283,3 +283,21 @@ SELECT c.relname FROM pg_extension e, unnest(e.extconfig) x(oid)
  WHERE e.extname = 'chrono_forge' ORDER BY 1;
 SELECT atttypid::regtype FROM pg_attribute
  WHERE attrelid = 'chrono_forge.cancel_requests'::regclass AND attname = 'requested_by';
+
+-- 0.6.0 -> 0.7.0: wait_for_run() on a run from before the update: as it
+-- is (still parked) at once with timeout 0, then ended.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.6.0';
+CREATE PROCEDURE up_wait_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.await_event('go');
+END $$;
+SELECT chrono_forge.start('up_wait_wf', 'parked') > 0 AS started;
+CALL chrono_forge.run_pending();
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT state FROM chrono_forge.wait_for_run('up_wait_wf', 'parked', '0');
+SELECT chrono_forge.send_event('up_wait_wf', 'parked', 'go');
+CALL chrono_forge.run_pending();
+SELECT state FROM chrono_forge.wait_for_run('up_wait_wf', 'parked');
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_wait_wf(jsonb);

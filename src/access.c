@@ -149,25 +149,14 @@ cf_canonical_workflow(const char *workflow)
 }
 
 /*
- * Find the caller's run by (workflow, key).  The name is canonicalized as
- * start() stores it; the run is the caller's own (owner = caller), else
- * one whose owner the caller is a member of, or, for a member of
- * chrono_forge_admin, anyone's.  A run the caller may not act on answers
- * exactly as a missing one (CF014): nobody learns another role's runs
- * exist.  Several candidates and none the caller's own (an admin, or a
- * member of several owners) is ambiguous: CF012, nothing done.  The
- * caller's identity is taken before entering the engine's own.
- * for_update serializes with passes (a state change); otherwise a
- * key-share lock only keeps the run from vanishing, and never waits for a
- * pass in progress.
+ * The caller's run by (workflow, key), as cf_find_own_run() chooses it,
+ * without locking it: its id.  Raises CF014 (missing, or not the
+ * caller's) and CF012 (ambiguous) as cf_find_own_run() does.
  */
-CfRunRef
-cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
+int64
+cf_find_visible_run(Oid caller, const char *workflow, const char *key)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr share_plan = NULL;
-	CfRunRef	run;
 	bool		isnull;
 	bool		admin = cf_is_admin(caller);
 	int64		chosen = 0;
@@ -219,17 +208,48 @@ cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_upda
 				 errmsg("workflow run (%s, %s) is ambiguous", workflow, key),
 				 errdetail("Several roles own a run of this workflow with this key, none of them you."),
 				 errhint("SET ROLE to the run's owner to act on its run.")));
+	if (candidates == 0)
+		cf_unknown_run(workflow, key);
+	return chosen;
+}
 
-	if (candidates == 1)
-		cf_exec(for_update ? &plan : &share_plan,
-				for_update
-				? "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR NO KEY UPDATE"
-				: "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR KEY SHARE",
-				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(chosen)}, NULL, false, 1);
-	if (candidates == 0 || SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_CF_UNKNOWN_RUN),
-				 errmsg("workflow run (%s, %s) does not exist", workflow, key)));
+void
+cf_unknown_run(const char *workflow, const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_UNKNOWN_RUN),
+			 errmsg("workflow run (%s, %s) does not exist", workflow, key)));
+}
+
+/*
+ * Find the caller's run by (workflow, key).  The name is canonicalized as
+ * start() stores it; the run is the caller's own (owner = caller), else
+ * one whose owner the caller is a member of, or, for a member of
+ * chrono_forge_admin, anyone's.  A run the caller may not act on answers
+ * exactly as a missing one (CF014): nobody learns another role's runs
+ * exist.  Several candidates and none the caller's own (an admin, or a
+ * member of several owners) is ambiguous: CF012, nothing done.  The
+ * caller's identity is taken before entering the engine's own.
+ * for_update serializes with passes (a state change); otherwise a
+ * key-share lock only keeps the run from vanishing, and never waits for a
+ * pass in progress.
+ */
+CfRunRef
+cf_find_own_run(Oid caller, const char *workflow, const char *key, bool for_update)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr share_plan = NULL;
+	CfRunRef	run;
+	bool		isnull;
+	int64		chosen = cf_find_visible_run(caller, workflow, key);
+
+	cf_exec(for_update ? &plan : &share_plan,
+			for_update
+			? "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR NO KEY UPDATE"
+			: "SELECT id, state::text FROM chrono_forge.workflows WHERE id = $1 FOR KEY SHARE",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(chosen)}, NULL, false, 1);
+	if (SPI_processed != 1)
+		cf_unknown_run(workflow, key);
 	run.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	run.state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return run;

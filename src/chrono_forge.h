@@ -102,6 +102,17 @@ extern void cf_queue_cancel_signal(int64 run);
 extern bool cf_cancels_pending(void);
 extern void cf_cancels_set_pending(bool pending);
 
+/* waiter_slots.c: sessions in wait_for_run(), woken after commit */
+extern bool cf_runs_ended_pending;
+extern Size cf_waiter_slots_size(void);
+extern void cf_waiter_slots_init(void);
+extern bool cf_waiter_slots_ready(void);
+extern int	cf_waiter_slots_active(void);
+extern void cf_waiter_slot_set(int64 run);
+extern void cf_waiter_slot_clear(void);
+extern void cf_note_run_ended(int64 run);
+extern void cf_waiter_slots_xact_end(int event);
+
 /* pass_timer.c: max_duration of a pass, cancel of a pass in flight */
 extern void cf_pass_timer_arm(int64 run);
 extern void cf_pass_timer_resume(void);
@@ -160,6 +171,8 @@ extern char *cf_resolve_workflow(const char *workflow, bool must_own);
 extern char *cf_canonical_workflow(const char *workflow);
 extern CfRunRef cf_find_own_run(Oid caller, const char *workflow, const char *key,
 								bool for_update);
+extern int64 cf_find_visible_run(Oid caller, const char *workflow, const char *key);
+extern void cf_unknown_run(const char *workflow, const char *key) pg_attribute_noreturn();
 
 /* access.c */
 extern bool cf_is_admin(Oid role);

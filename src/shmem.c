@@ -92,6 +92,7 @@ cf_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(CfShared)),
 									mul_size(MaxBackends, sizeof(CfPassSlot))));
+	RequestAddinShmemSpace(cf_waiter_slots_size());
 }
 
 static void
@@ -124,6 +125,7 @@ cf_shmem_startup(void)
 			pg_atomic_init_u64(&cf_pass_slots[i].preempt_run, 0);
 		}
 	}
+	cf_waiter_slots_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -637,7 +639,10 @@ cf_xact_callback(XactEvent event, void *arg)
 	bool		spawned;
 	bool		cancels;
 
-	/* The one test every unrelated transaction pays. */
+	/* The waiters of runs this transaction ended (waiter_slots.c). */
+	if (unlikely(cf_runs_ended_pending))
+		cf_waiter_slots_xact_end(event);
+	/* The one test every unrelated transaction pays (with the one above). */
 	if (likely(!cf_wakeup_queued))
 		return;
 

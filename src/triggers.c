@@ -4,7 +4,8 @@
  *	  The triggers on chrono_forge.workflows.
  *
  * Owns the row triggers that keep a run's ended_at, the per-day outcome
- * counts and the blocked-children counts in step with its state.  They
+ * counts and the blocked-children counts in step with its state, and
+ * note the runs that end for their waiters (waiter_slots.c).  They
  * run in every writer's transaction: they must never run user code, nor
  * read more than the changed row's neighbours.
  *
@@ -166,6 +167,26 @@ note_child_blocked(const char *old_state, const char *new_state, HeapTuple new,
 	SPI_finish();
 }
 
+/*
+ * A run becoming terminal or stalled: the sessions waiting for it in
+ * wait_for_run() are woken once this transaction commits (noted always:
+ * a waiter may register between now and the commit).
+ */
+static void
+note_run_ended(const char *old_state, const char *new_state, HeapTuple new,
+			   TupleDesc desc)
+{
+	bool		isnull;
+	Datum		id;
+
+	if (strcmp(old_state, new_state) == 0 ||
+		!(state_is_terminal(new_state) || strcmp(new_state, "stalled") == 0))
+		return;
+	id = heap_getattr(new, SPI_fnumber(desc, "id"), desc, &isnull);
+	if (!isnull)
+		cf_note_run_ended(DatumGetInt64(id));
+}
+
 static void
 require_row_trigger(FunctionCallInfo fcinfo, const char *name)
 {
@@ -240,8 +261,12 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 			cols[n++] = SPI_fnumber(desc, "ended_at");
 		note_outcome_day_change(old_state, new_state, trigdata->tg_trigtuple, tuple, desc);
 		note_child_blocked(old_state, new_state, tuple, desc);
+		note_run_ended(old_state, new_state, tuple, desc);
 	}
 	else
+	{
 		note_child_blocked("", new_state, tuple, desc);
+		note_run_ended("", new_state, tuple, desc);
+	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
 }

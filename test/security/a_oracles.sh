@@ -28,7 +28,8 @@ for call in \
     "SELECT chrono_forge.retry_blocked_children('tenant_a.wf', 'KEY', 'b')" \
     "SELECT * FROM chrono_forge.branches('tenant_a.wf', 'KEY')" \
     "SELECT (chrono_forge.visible_run('tenant_a.wf', 'KEY')).id" \
-    "SELECT * FROM chrono_forge.parent_chain('tenant_a.wf', 'KEY')"; do
+    "SELECT * FROM chrono_forge.parent_chain('tenant_a.wf', 'KEY')" \
+    "SELECT * FROM chrono_forge.wait_for_run('tenant_a.wf', 'KEY', '0')"; do
     theirs=$(answer_as tenant_b "${call//KEY/secret}" 2>&1 | sed 's/secret/KEY/g')
     missing=$(answer_as tenant_b "${call//KEY/nosuch}" 2>&1 | sed 's/nosuch/KEY/g')
     expect_eq "$theirs" "$missing" "$call: another role's run vs a missing one"
