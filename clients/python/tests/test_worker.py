@@ -276,3 +276,23 @@ def test_only_members_of_the_owner_claim(db: Db, client: Client, names: dict[str
     with running(stranger), running(member):
         assert db.wait_state(WF, key, "completed", "failed", "stalled") == "completed"
     assert by == [MEMBER]
+
+
+def test_reconnects_after_lost_connections(db: Db, client: Client, names: dict[str, str]) -> None:
+    """Every connection of an idle worker terminated: it reconnects (with
+    backoff) and works the next task."""
+    key = names["key"]
+    app = f"cf_pytest_{names['queue']}"[:63]
+    worker = Worker(f"{db.dsn(OWNER)} application_name={app}", [names["queue"]],
+                    poll_interval=0.5, max_reconnect_delay=1.0)
+    worker.register(names["step"], lambda t: "after reconnect")
+    listening = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                 " AND query LIKE 'LISTEN%%'")
+    with running(worker):
+        db.wait_until("the worker listening", lambda: db.count(listening, app) == 1)
+        db.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE application_name = %s", (app,))
+        db.wait_until("the worker listening again", lambda: db.count(listening, app) == 1)
+        start_one(client, names, key)
+        assert db.wait_state(WF, key, "completed", "failed", "stalled") == "completed"
+    assert step_results(db, WF, key, names["step"]) == ["after reconnect"]
