@@ -37,6 +37,7 @@ import psycopg
 from chrono_forge.task import NonRetryable, Task
 
 CHANNEL = "chrono_forge_tasks"
+MESSAGE_MAX = 10_000     # characters of an exception's text sent to fail_task
 
 Handler = Callable[[Task], Any]
 H = TypeVar("H", bound=Handler)
@@ -339,13 +340,13 @@ class Worker:
             if handler is None:
                 raise UnknownStep(f"no handler for step {task.step!r} in worker {self.name}")
             result = json.dumps(handler(task))
-        except Exception as e:
+        except BaseException as e:  # SystemExit in a handler too: the thread lives on
             retryable = not isinstance(e, NonRetryable)
             self.log.warning("task %d (%s, attempt %d) failed: %s: %s", task.id,
                              task.step, task.attempt, type(e).__name__, e)
             self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, %s)",
                          (task.id, task.claim_token, type(e).__name__,
-                          str(e) or type(e).__name__, retryable))
+                          _message(e), retryable))
             return
         try:
             self._report(task, "SELECT chrono_forge.complete_task(%s, %s, %s::jsonb)",
@@ -353,7 +354,7 @@ class Worker:
         except psycopg.Error as e:     # e.g. a result over the size cap (CF012)
             self.log.warning("task %d: result refused: %s", task.id, e)
             self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, false)",
-                         (task.id, task.claim_token, type(e).__name__, str(e)))
+                         (task.id, task.claim_token, type(e).__name__, _message(e)))
 
     def _report(self, task: Task, sql: str, params: tuple[Any, ...]) -> None:
         """complete_task or fail_task, retried over lost connections while
@@ -438,6 +439,13 @@ class Worker:
         if status != "ok":
             self.log.info("task %d (%s): heartbeat says %s", f.task.id, f.task.step, status)
             f.task.cancelled.set()
+
+
+def _message(e: BaseException) -> str:
+    """The failure's message as recorded: its text (the class name if it
+    has none), cut to MESSAGE_MAX characters."""
+    text = str(e) or type(e).__name__
+    return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + "..."
 
 
 class UnknownStep(NonRetryable):
