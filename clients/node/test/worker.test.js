@@ -216,3 +216,22 @@ test('a worker whose connections are terminated reconnects and goes on claiming'
   await waitRuns(wf, 2);
   assert.equal((await effects(wf)).length, 2);
 });
+
+test('heartbeats keep a handler that outlives its lease on its first attempt', async (t) => {
+  const wf = uniq('nt_heartbeat');
+  await createTaskWorkflow(wf, { step: 'long', queue: wf, lease: '1 second' });
+  const attempts = [];
+  const w = worker(wf).task('long', async (task, { signal }) => {
+    attempts.push(task.attempt);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.equal(signal.aborted, false);
+    return { attempt: task.attempt };
+  });
+  await w.start();
+  t.after(() => w.stop({ grace: 0 }));
+  await startRuns(wf, 1);
+  const [run] = await waitRuns(wf, 1);
+  assert.deepEqual(run.context.result, { attempt: 1 });
+  assert.deepEqual(attempts, [1]);
+  assert.deepEqual(await errorClasses(wf), [], 'no lease expired');
+});
