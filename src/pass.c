@@ -449,6 +449,37 @@ cf_commit(void)
 }
 
 /*
+ * This transaction's commit returns without waiting for its WAL to reach
+ * disk (synchronous_commit off, for this transaction only).
+ */
+void
+cf_skip_flush_wait(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Commit what a primitive wrote before it halts the pass to wait for
+ * someone outside (run_task: its task), and let the release after the
+ * halt commit likewise: neither waits for the WAL flush when this
+ * transaction holds nothing but this pass's deferral.  Losing them in a
+ * crash loses nothing anyone relied on: the run is re-driven and parks
+ * again, and whoever acts on the deferral (a worker's claim) commits
+ * synchronously later, which flushes it first.  Earlier steps of this
+ * pass, or passes batched into this transaction, make the commit wait as
+ * usual.
+ */
+void
+cf_commit_deferral(void)
+{
+	if (cf_batch.passes == 0 && !cf_pass.commit_pending)
+		cf_skip_flush_wait();
+	cf_pass.release_unflushed = true;
+	cf_commit();
+}
+
+/*
  * The same for a JSON value a run keeps (start's args, an event payload).
  * Inside a pass (spawn's args, a start() in a body), a programming error:
  * the run fails at once.

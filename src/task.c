@@ -205,7 +205,7 @@ park(TaskCall *call, TaskRow *task, bool has_at, TimestampTz at, const char *rea
 	if (commit)
 	{
 		cf_save_context_and_check_lock();
-		cf_commit();
+		cf_commit_deferral();
 	}
 	SPI_finish();
 	cf_halt(call->step_name);
