@@ -333,5 +333,48 @@ CALL chrono_forge.run_pending();
 SELECT w.state, e.error_class, e.error_message FROM chrono_forge.workflows w
   JOIN chrono_forge.error_logs e ON e.workflow_id = w.id WHERE w.key = 'a1';
 SELECT count(*) AS tasks FROM chrono_forge.tasks WHERE queue = 'q';
+-- The worker calls from every context a worker's code may use them in:
+-- a DO block, a procedure, another spelling of the workflow (a task is
+-- found by id), and an EXCEPTION block whose error undoes the completion.
+CREATE PROCEDURE tk_ctx_wf(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.run_task('ctx', 'ctxq', result => r);
+END $$;
+SELECT count(chrono_forge.start('public.TK_CTX_WF', k)) AS started
+  FROM unnest(ARRAY['c1', 'c2', 'c3']) k;
+CALL chrono_forge.run_pending();
+DO $$
+DECLARE t record;
+BEGIN
+    SELECT * INTO t FROM chrono_forge.claim_tasks(ARRAY['ctxq'], 1) WHERE key = 'c1';
+    PERFORM chrono_forge.complete_task(t.task_id, t.claim_token, '{"by": "do"}');
+END $$;
+CREATE PROCEDURE tk_work(q text) LANGUAGE plpgsql AS $$
+DECLARE t record;
+BEGIN
+    FOR t IN SELECT * FROM chrono_forge.claim_tasks(ARRAY[q], 1) LOOP
+        PERFORM chrono_forge.complete_task(t.task_id, t.claim_token, '{"by": "procedure"}');
+    END LOOP;
+END $$;
+CALL tk_work('ctxq');
+DO $$
+DECLARE t record;
+BEGIN
+    SELECT * INTO t FROM chrono_forge.claim_tasks(ARRAY['ctxq'], 1);
+    BEGIN
+        PERFORM chrono_forge.complete_task(t.task_id, t.claim_token, '{"by": "rolled back"}');
+        RAISE EXCEPTION 'the handler failed after completing';
+    EXCEPTION WHEN raise_exception THEN
+        RAISE NOTICE 'complete_task undone: %', SQLERRM;
+    END;
+END $$;
+SELECT w.key, t.state, t.result FROM chrono_forge.tasks t
+  JOIN chrono_forge.workflows w ON w.id = t.workflow_id WHERE t.queue = 'ctxq' ORDER BY w.key;
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, l.result FROM chrono_forge.workflows w
+  LEFT JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id AND l.step_name = 'run_task$ctx'
+ WHERE w.workflow = 'public.tk_ctx_wf' ORDER BY w.key;
+SELECT key, state FROM chrono_forge.runs(workflow => 'TK_CTX_WF') ORDER BY key;
 -- (The upgrade suite drops the extension: nothing may depend on it.)
 DROP VIEW tk_runs;
