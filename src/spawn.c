@@ -20,16 +20,13 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "access.h"
@@ -105,7 +102,7 @@ batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *pro
  * branch is this spawn replayed.)
  */
 static void
-check_keys_are_children(ChildBatch *cb, Datum keys, int64 log_id, MemoryContext cxt)
+check_keys_are_children(Datum workflows, Datum keys, int64 log_id)
 {
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
@@ -116,8 +113,7 @@ check_keys_are_children(ChildBatch *cb, Datum keys, int64 log_id, MemoryContext 
 			" WHERE x.workflow = u.w AND x.key = u.k AND x.owner = $3::regrole"
 			"  AND x.parent_execution_log_id IS DISTINCT FROM $4",
 			4, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, OIDOID, INT8OID},
-			(Datum[]) {makeArrayResult(cb->workflows, cxt), keys,
-				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id)},
+			(Datum[]) {workflows, keys, ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id)},
 			NULL, false, 1);
 	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull)
@@ -136,6 +132,7 @@ static int64
 dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 {
 	static SPIPlanPtr plan = NULL;
+	Datum		workflows;
 	Datum		keys;
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
@@ -143,6 +140,7 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 
 	if (cb->n == 0)
 		return 0;
+	workflows = makeArrayResult(cb->workflows, cxt);
 	keys = makeArrayResult(cb->keys, cxt);
 	cf_internal_begin(&st);
 	cf_exec(&plan,
@@ -152,7 +150,7 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 			"  FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(w, k, p, a)"
 			" ON CONFLICT DO NOTHING RETURNING id",
 			7, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, OIDOID, INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {makeArrayResult(cb->workflows, cxt), keys,
+			(Datum[]) {workflows, keys,
 				makeArrayResult(cb->procedures, cxt), makeArrayResult(cb->args, cxt),
 				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(log_id), TimestampTzGetDatum(now)},
 			NULL, false, 0);
@@ -160,7 +158,7 @@ dispatch(ChildBatch *cb, int64 log_id, MemoryContext cxt)
 	if (n > 0)
 		cf_wakeups_add(cf_spi_ids(1), now, "spawn", CF_WAKEUP_ALWAYS);
 	if (n < cb->n)
-		check_keys_are_children(cb, keys, log_id, cxt);
+		check_keys_are_children(workflows, keys, log_id);
 	cf_internal_end(&st);
 	return n;
 }
