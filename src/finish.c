@@ -61,7 +61,7 @@ finish_release(CfFinishKind kind, Datum *values, char *nulls, TimestampTz retry_
 	bool		cont = (kind == CF_FINISH_RETRY) || cf_pass.has_continuation;
 
 	values[6] = Int32GetDatum(kind == CF_FINISH_RETRY ? attempt : 0);
-	cf_exec(&plan,
+	cf_exec_generic(&plan,
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
 			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $7,"
@@ -97,7 +97,7 @@ finish_terminal(CfFinishKind kind, Datum *values, char *nulls)
 	/* A pass that never committed ends holding the claim's row lock. */
 	values[7] = BoolGetDatum(!cf_pass.stamped);
 	values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
-	cf_exec(&plan,
+	cf_exec_generic(&plan,
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
 			"   completed_at = CASE WHEN $7 = 'completed' THEN $3 ELSE completed_at END,"
@@ -131,7 +131,7 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 	Datum		mvalues[3];
 
 	values[6] = Int32GetDatum(attempt);
-	cf_exec(&failure_plan,
+	cf_exec_generic(&failure_plan,
 			"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
 			" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
 			" WHERE id = $1 AND locked_by = $2"
@@ -144,7 +144,7 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 	mvalues[0] = Int64GetDatum(cf_pass.workflow_id);
 	mvalues[1] = Int64GetDatum(error_id);
 	mvalues[2] = TimestampTzGetDatum(now);
-	cf_exec(&marker_plan,
+	cf_exec_generic(&marker_plan,
 			"WITH l AS (INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
 			"  VALUES ($1, '$workflow_failure$' || $2, 'completed', 1, $3, $3, $3,"
@@ -162,7 +162,7 @@ record_retried_failure(ErrorData *edata, int attempt, Jsonb *counts)
 	static SPIPlanPtr plan = NULL;
 
 	cf_log_error(cf_pass.workflow_id, NULL, attempt, edata, cf_pass.context);
-	cf_exec(&plan,
+	cf_exec_generic(&plan,
 			"UPDATE chrono_forge.workflows SET retry_counts = $2 WHERE id = $1",
 			2, (Oid[]) {INT8OID, JSONBOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), JsonbPGetDatum(counts)},

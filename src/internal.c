@@ -208,13 +208,14 @@ cf_spi_connect(void)
 }
 
 static SPIPlanPtr
-cf_prepare_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+cf_prepare_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
+				  int cursor_options)
 {
 	SPIPlanPtr	plan;
 
 	if (*slot != NULL)
 		return *slot;
-	plan = SPI_prepare(sql, nargs, argtypes);
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for chrono_forge statement: %s",
 			 SPI_result_code_string(SPI_result));
@@ -226,15 +227,36 @@ cf_prepare_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 
 /* Run an internal statement from a plan cached in *slot.  Caller is in
  * cf_internal_begin and connected to SPI. */
-int
-cf_exec(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
-		Datum *values, const char *nulls, bool read_only, long count)
+static int
+exec_cached(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes, int cursor_options,
+			Datum *values, const char *nulls, bool read_only, long count)
 {
-	SPIPlanPtr	plan = cf_prepare_cached(slot, sql, nargs, argtypes);
+	SPIPlanPtr	plan = cf_prepare_cached(slot, sql, nargs, argtypes, cursor_options);
 	int			rc;
 
 	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
 	if (rc < 0)
 		elog(ERROR, "chrono_forge statement failed: %s", SPI_result_code_string(rc));
 	return rc;
+}
+
+int
+cf_exec(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
+		Datum *values, const char *nulls, bool read_only, long count)
+{
+	return exec_cached(slot, sql, nargs, argtypes, 0, values, nulls, read_only, count);
+}
+
+/*
+ * cf_exec() with the plan cache held to one generic plan.  For the
+ * statements of every pass whose custom plans the cache judges cheaper
+ * forever (a parameter that folds a CTE away, e.g. a NULL array): left to
+ * itself it plans them again on every call, a fifth of a pass's time.
+ */
+int
+cf_exec_generic(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
+				Datum *values, const char *nulls, bool read_only, long count)
+{
+	return exec_cached(slot, sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN,
+					   values, nulls, read_only, count);
 }

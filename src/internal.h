@@ -33,6 +33,9 @@ extern bool cf_schema_at_least(int version);
 extern int	cf_exec(SPIPlanPtr *slot, const char *sql, int nargs,
 					Oid *argtypes, Datum *values, const char *nulls,
 					bool read_only, long count);
+extern int	cf_exec_generic(SPIPlanPtr *slot, const char *sql, int nargs,
+							Oid *argtypes, Datum *values, const char *nulls,
+							bool read_only, long count);
 
 extern bool cf_extension_installed(void);
 
