@@ -46,6 +46,14 @@ END $$;
 SELECT chrono_forge.start('tk_order_wf', 'o1', '{"amount": 42}') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT * FROM tk_runs WHERE key = 'o1';
+-- The task, the pending step and the run's release commit together, in
+-- one transaction: the run's row and the others share their xmin.
+SELECT t.xmin = w.xmin AS task_with_release, l.xmin = w.xmin AS step_with_release,
+       w.started_at IS NOT NULL AS started, w.locked_by IS NULL AS unlocked
+  FROM chrono_forge.workflows w
+  JOIN chrono_forge.tasks t ON t.workflow_id = w.id
+  JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id AND l.step_name = 'run_task$charge_card'
+ WHERE w.key = 'o1';
 SELECT step, queue, args, state, attempt, lease, timeout_at, claim_token IS NULL AS unclaimed
   FROM chrono_forge.tasks WHERE id = tk_id('o1');
 SELECT metadata FROM chrono_forge.execution_logs WHERE step_name = 'run_task$charge_card';

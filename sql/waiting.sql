@@ -148,6 +148,11 @@ SELECT chrono_forge.send_event('wt_event_wf', 'e', 'approval', '{"by": "ann"}');
 SELECT chrono_forge.send_event('wt_event_wf', 'e', 'approval', '{"by": "bob"}');
 CALL chrono_forge.run_pending();
 SELECT * FROM wt_runs WHERE key = 'e';
+-- The wait parks in one transaction: its pending step, the context and
+-- the run's release share their xmin.
+SELECT l.step_name, l.xmin = w.xmin AS step_with_release, w.context ? 'first' AS context_written
+  FROM chrono_forge.workflows w JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id
+ WHERE w.key = 'e' AND l.state = 'pending';
 SET chrono_forge.fake_now = '2030-01-07 00:01:00+00';
 CALL chrono_forge.run_pending();
 SELECT * FROM wt_runs WHERE key = 'e';

@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "finish.h"
 #include "guc.h"
 #include "launcher.h"
 #include "shmem.h"
@@ -26,6 +27,7 @@ _PG_init(void)
 {
 	cf_define_gucs();
 	cf_register_xact_callback();
+	cf_finish_register();
 
 	/* Shared memory and the launcher exist only when preloaded. */
 	if (process_shared_preload_libraries_in_progress)

@@ -192,12 +192,7 @@ cf_await_event(PG_FUNCTION_ARGS)
 	if (has_timeout)
 		cf_set_continuation(timeout_at, "event timeout");
 	if (!log.exists)
-	{
 		cf_step_log_write(step_name, "pending", 0, metadata, NULL, NULL);
-		cf_save_context_and_check_lock();
-		cf_commit();
-	}
-	SPI_finish();
-	cf_halt(step_name);
+	cf_park(step_name, false);
 	PG_RETURN_VOID();			/* not reached */
 }

@@ -662,6 +662,12 @@ finish_stopped_pass(ErrorData *edata, MemoryContext proc_cxt)
 		finish_cancelled();
 		return;
 	}
+	if (cf_pass.released)
+	{
+		/* Parked: cf_park() ended the pass in the commit before its halt. */
+		Assert(cf_pass.outcome == CF_OUTCOME_HALT);
+		return;
+	}
 	if (cf_pass_stop_preempt)
 	{
 		if (relock_after_abort())
@@ -676,11 +682,7 @@ finish_stopped_pass(ErrorData *edata, MemoryContext proc_cxt)
 				(errmsg("chrono_forge: pass of workflow run %lld ended without writing: %s",
 						(long long) cf_pass.workflow_id, edata->message)));
 	else if (cf_pass.outcome == CF_OUTCOME_HALT)
-	{
-		if (cf_pass.release_unflushed)
-			cf_skip_flush_wait();	/* see cf_commit_deferral() */
 		cf_finish_pass(CF_FINISH_RELEASE, NULL, 0, 0, NULL);
-	}
 	else if (cf_pass.outcome == CF_OUTCOME_STALL)
 		cf_finish_pass(CF_FINISH_STALL, NULL, 0, 0, NULL);
 	else if (cf_pass.outcome == CF_OUTCOME_FAIL_NOW)

@@ -65,13 +65,15 @@ finish_release(CfFinishKind kind, Datum *values, char *nulls, TimestampTz retry_
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL, locked_at = NULL,"
 			"   context = CASE WHEN $4 THEN $5 ELSE context END, attempt = $7,"
-			"   retry_counts = CASE WHEN $7 = 0 THEN '{}' ELSE retry_counts END, updated_at = $3"
-			"  WHERE id = $1 AND locked_by = $2 RETURNING id),"
+			"   retry_counts = CASE WHEN $7 = 0 THEN '{}' ELSE retry_counts END,"
+			"   started_at = coalesce(started_at, $9), updated_at = $3"
+			"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
 			" d AS (DELETE FROM chrono_forge.wakeups k USING w"
 			"  WHERE k.workflow_id = w.id AND k.id = ANY ($6))"
 			" SELECT (SELECT count(*) FROM w), (SELECT min(k.due_at) FROM chrono_forge.wakeups k"
 			"  WHERE k.workflow_id = $1 AND NOT k.id = ANY (coalesce($6, '{}')))",
-			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
+			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID,
+			BOOLOID, TIMESTAMPTZOID},
 			values, nulls, false, 0);
 	if (!finish_row_owned())
 		return false;
@@ -94,9 +96,6 @@ finish_terminal(CfFinishKind kind, Datum *values, char *nulls)
 	static SPIPlanPtr plan = NULL;
 
 	values[6] = CStringGetTextDatum(kind == CF_FINISH_COMPLETE ? "completed" : "stalled");
-	/* A pass that never committed ends holding the claim's row lock. */
-	values[7] = BoolGetDatum(!cf_pass.stamped);
-	values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
 	cf_exec_generic(&plan,
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
@@ -172,9 +171,9 @@ record_retried_failure(ErrorData *edata, int attempt, Jsonb *counts)
 /*
  * End the pass in the current transaction (the caller commits).  Every
  * branch first proves the lock is still ours; if it is not, the pass ends
- * quietly and leaves the new owner alone.
+ * quietly and leaves the new owner alone, and this returns false.
  */
-void
+bool
 cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 			int attempt, Jsonb *retry_counts)
 {
@@ -190,7 +189,7 @@ cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	{
 		cf_write_taken_run_as(kind == CF_FINISH_COMPLETE);
 		if (kind == CF_FINISH_COMPLETE)
-			return;
+			return true;
 	}
 
 	/* $1..$6 of every branch's statement. */
@@ -202,6 +201,10 @@ cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 	values[5] = cf_pass.claimed_wakeups;
 	if (cf_pass.claimed_wakeups == (Datum) 0)
 		nulls[5] = 'n';
+	/* $8, $9 of release and terminal: a pass that never committed (or
+	 * parks in its first transaction) ends holding the claim's row lock. */
+	values[7] = BoolGetDatum(!cf_pass.stamped);
+	values[8] = TimestampTzGetDatum(cf_pass.claimed_at);
 
 	cf_internal_begin(&st);
 	if (kind == CF_FINISH_RELEASE || kind == CF_FINISH_RETRY)
@@ -217,9 +220,23 @@ cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 		ereport(LOG,
 				(errmsg("chrono_forge: pass of workflow run %lld lost its lock; it ends without writing",
 						(long long) cf_pass.workflow_id)));
-		return;
+		return false;
 	}
 	if (kind == CF_FINISH_RETRY)
 		record_retried_failure(edata, attempt, counts);
 	cf_internal_end(&st);
+	return true;
+}
+
+/* cf_park()'s release: in the transaction of the primitive that parks. */
+static bool
+release_parked_pass(void)
+{
+	return cf_finish_pass(CF_FINISH_RELEASE, NULL, 0, 0, NULL);
+}
+
+void
+cf_finish_register(void)
+{
+	cf_release_parked_pass = release_parked_pass;
 }

@@ -22,7 +22,8 @@ typedef enum CfFinishKind
 	CF_FINISH_RETRY
 } CfFinishKind;
 
-extern void cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
+extern bool cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 						   int attempt, Jsonb *retry_counts);
+extern void cf_finish_register(void);
 
 #endif							/* CF_FINISH_H */

@@ -436,7 +436,7 @@ cf_commit(void)
 	Oid			userid;
 	int			sec_context;
 
-	if (!cf_pass.stamped)
+	if (!cf_pass.stamped && !cf_pass.released)
 		cf_stamp_claim();
 	cf_fire_deferred_as_owner();
 	GetUserIdAndSecContext(&userid, &sec_context);
@@ -460,23 +460,50 @@ cf_skip_flush_wait(void)
 }
 
 /*
- * Commit what a primitive wrote before it halts the pass to wait for
- * someone outside (run_task: its task), and let the release after the
- * halt commit likewise: neither waits for the WAL flush when this
- * transaction holds nothing but this pass's deferral.  Losing them in a
+ * Ends the pass released in the current transaction; false if the pass no
+ * longer holds the run.  Set by the pass layer (cf_finish_register()),
+ * which sits above this file.
+ */
+bool		(*cf_release_parked_pass) (void) = NULL;
+
+/*
+ * Park the run and halt: end the pass released in the transaction that
+ * holds what the primitive wrote (its pending step, its task) and its
+ * continuation (cf_set_continuation() first), commit, then halt.  One
+ * commit where a halt, its abort and a release after it took two, and a
+ * claim still unstamped never needs stamping: its row lock holds to this
+ * commit.  The release proves the lock, so a pass that lost it writes
+ * nothing.
+ *
+ * unflushed: the commit does not wait for its WAL flush when it holds
+ * nothing but this pass's deferral (run_task: its task).  Losing it in a
  * crash loses nothing anyone relied on: the run is re-driven and parks
  * again, and whoever acts on the deferral (a worker's claim) commits
  * synchronously later, which flushes it first.  Earlier steps of this
- * pass, or passes batched into this transaction, make the commit wait as
- * usual.
+ * pass, or passes batched into this transaction, make it wait as usual.
+ *
+ * The caller is connected to SPI; this disconnects.
  */
 void
-cf_commit_deferral(void)
+cf_park(const char *step_name, bool unflushed)
 {
-	if (cf_batch.passes == 0 && !cf_pass.commit_pending)
+	if (!cf_release_parked_pass())
+		cf_lock_lost();
+	if (unflushed && cf_batch.passes == 0 && !cf_pass.commit_pending)
 		cf_skip_flush_wait();
-	cf_pass.release_unflushed = true;
-	cf_commit();
+	cf_pass.released = true;	/* cf_commit() must not stamp the claim */
+	PG_TRY();
+	{
+		cf_commit();
+	}
+	PG_CATCH();
+	{
+		cf_pass.released = false;	/* the release rolled back with the rest */
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	SPI_finish();
+	cf_halt(step_name);
 }
 
 /*

@@ -50,7 +50,7 @@ typedef struct CfPass
 	bool		stamped;		/* is the claim written on the run's row? */
 	bool		commit_pending; /* a step completed; its commit is deferred */
 	bool		eager;			/* commit each step at once (see step_lost) */
-	bool		release_unflushed;	/* the halt's release need not wait for the flush */
+	bool		released;		/* parked: ended idle before its halt (cf_park()) */
 	Oid			outer_userid;	/* the identity that runs the pass */
 	int			outer_sec_context;
 	/* What the claim read, for the finish (claim.c, finish.c): */
@@ -70,7 +70,8 @@ extern void cf_stall(const char *step_name, int attempts, ErrorData *edata) pg_a
 extern void cf_save_context_and_check_lock(void);
 extern void cf_lock_lost(void) pg_attribute_noreturn();
 extern void cf_commit(void);
-extern void cf_commit_deferral(void);
+extern void cf_park(const char *step_name, bool unflushed) pg_attribute_noreturn();
+extern bool (*cf_release_parked_pass) (void);
 extern void cf_skip_flush_wait(void);
 extern void cf_write_taken_run(void);
 

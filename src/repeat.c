@@ -54,7 +54,6 @@ typedef struct Repeat
 	CfFunction *step;
 	Jsonb	   *policy;			/* per call; NULL: resolved on failure */
 	bool		fail_workflow;	/* on_error => 'fail_workflow' */
-	bool		dirty;			/* written something not yet committed? */
 } Repeat;
 
 /* Seconds since the Unix epoch, rounded down: names a tick's log. */
@@ -189,7 +188,6 @@ set_last_tick(Repeat *r, TimestampTz tick)
 					  cf_jsonb_parse(psprintf("{\"last_execution_at\": %s}",
 											  cf_json_timestamp(tick))),
 					  NULL, NULL);
-	r->dirty = true;
 }
 
 /* A tick's own metadata. */
@@ -213,24 +211,14 @@ write_expired_tick(Repeat *r, const char *name, int attempts, Jsonb *metadata,
 	edata.sqlerrcode = ERRCODE_CF_TICK_EXPIRED;
 	edata.message = (char *) message;
 	cf_step_log_write(name, "failed", attempts, metadata, NULL, &edata);
-	r->dirty = true;
 }
 
-/*
- * Stop this pass until `at`: commit what this call wrote (nothing need
- * commit if it wrote nothing) and halt.
- */
+/* Stop this pass until `at`: park with what this call wrote. */
 static void
 wait_for(Repeat *r, TimestampTz at, const char *step_name)
 {
-	if (r->dirty)
-	{
-		cf_save_context_and_check_lock();
-		cf_commit();
-	}
-	SPI_finish();
 	cf_set_continuation(at, "repeat");
-	cf_halt(step_name);
+	cf_park(step_name, false);
 }
 
 /* After a tick: the next one is due at tick + every (maybe already). */
@@ -281,11 +269,7 @@ run_tick(Repeat *r, const char *name, TimestampTz tick, CfStepLog *log)
 	a.metadata = tick_metadata(r, tick, NULL);
 	edata = cf_run_guarded(attempt_tick, &a);
 	if (edata == NULL)
-	{
-		cf_commit();
-		r->dirty = false;
-		wait_for_next(r, tick, name);
-	}
+		wait_for_next(r, tick, name);	/* the tick commits with the park */
 
 	/* The attempt failed: its writes and context changes are gone. */
 	cf_pass.context = context_before;
@@ -302,9 +286,6 @@ run_tick(Repeat *r, const char *name, TimestampTz tick, CfStepLog *log)
 	}
 	/* on_error => 'continue': this tick is done with, failed. */
 	set_last_tick(r, tick);
-	cf_save_context_and_check_lock();
-	cf_commit();
-	r->dirty = false;
 	wait_for_next(r, tick, name);
 }
 
@@ -374,7 +355,6 @@ open_coordination(Repeat *r, const TimestampTz *start_at, TimestampTz now,
 															cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r->every)))),
 															cf_json_string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(r->timeout)))))),
 									NULL, NULL);
-	r->dirty = true;
 	return false;
 }
 

@@ -123,15 +123,13 @@ cf_step_failure_record(const char *step_name, int attempts, Jsonb *log_metadata,
 	return d;
 }
 
-/* Commit, then halt until the backoff has passed. */
+/* Park the run with what the attempt wrote until the backoff has passed. */
 void
 cf_commit_and_retry_after(const char *step_name, double delay_s)
 {
-	cf_commit();
-	SPI_finish();
 	cf_set_continuation(TimestampTzPlusMilliseconds(cf_clock_now(), (int64) (delay_s * 1000)),
 						"retry");
-	cf_halt(step_name);
+	cf_park(step_name, false);
 }
 
 /*

@@ -71,7 +71,7 @@ typedef struct TaskRow
 } TaskRow;
 
 static void park(TaskCall *call, TaskRow *task, bool has_at, TimestampTz at,
-				 const char *reason, bool commit, bool notify) pg_attribute_noreturn();
+				 const char *reason, bool notify) pg_attribute_noreturn();
 static void offer_new_task(TaskCall *call, CfStepLog *log) pg_attribute_noreturn();
 static void reoffer_after_retry(TaskCall *call, CfStepLog *log, TaskRow *task) pg_attribute_noreturn();
 static void failed_attempt(TaskCall *call, CfStepLog *log, TaskRow *task,
@@ -185,12 +185,11 @@ task_metadata(TaskCall *call, int64 task_id, bool has_timeout, TimestampTz timeo
 /*
  * Park the run: the task's queue is notified at the commit (if notify),
  * the next pass is due at the earlier of the timeout and at (if any).
- * What the pass wrote commits first (if commit); a halt without writes
- * rolls back only the task's row lock.
+ * What the pass wrote commits with the run's release (cf_park()).
  */
 static void
 park(TaskCall *call, TaskRow *task, bool has_at, TimestampTz at, const char *reason,
-	 bool commit, bool notify)
+	 bool notify)
 {
 	if (task->has_timeout && (!has_at || task->timeout_at < at))
 	{
@@ -202,13 +201,7 @@ park(TaskCall *call, TaskRow *task, bool has_at, TimestampTz at, const char *rea
 		cf_set_continuation(at, reason);
 	if (notify)
 		Async_Notify(CF_TASKS_CHANNEL, call->queue);
-	if (commit)
-	{
-		cf_save_context_and_check_lock();
-		cf_commit_deferral();
-	}
-	SPI_finish();
-	cf_halt(call->step_name);
+	cf_park(call->step_name, true);
 }
 
 /*
@@ -248,7 +241,7 @@ offer_new_task(TaskCall *call, CfStepLog *log)
 	cf_internal_end(&st);
 	cf_step_log_write(call->step_name, "pending", log->attempts,
 					  task_metadata(call, task.id, task.has_timeout, task.timeout_at), NULL, NULL);
-	park(call, &task, false, 0, NULL, true, true);
+	park(call, &task, false, 0, NULL, true);
 }
 
 /*
@@ -291,7 +284,7 @@ reoffer_after_retry(TaskCall *call, CfStepLog *log, TaskRow *task)
 	reoffer_row(task, attempt, now);
 	cf_step_log_write(call->step_name, "pending", log->attempts,
 					  task_metadata(call, task->id, task->has_timeout, task->timeout_at), NULL, NULL);
-	park(call, task, false, 0, NULL, true, true);
+	park(call, task, false, 0, NULL, true);
 }
 
 /* Lease wake-ups of the run (claim_tasks()'s) are moot once the step records an outcome. */
@@ -366,7 +359,7 @@ failed_attempt(TaskCall *call, CfStepLog *log, TaskRow *task, ErrorData *edata)
 	}
 	available_at = TimestampTzPlusMilliseconds(cf_clock_now(), (int64) (d.delay_s * 1000));
 	reoffer_row(task, task->attempt + 1, available_at);
-	park(call, task, true, available_at, "task retry", true, false);
+	park(call, task, true, available_at, "task retry", false);
 }
 
 /* The lease ran out: the task is failed with CF026 before the step records it. */
@@ -447,12 +440,12 @@ settle_task(TaskCall *call, CfStepLog *log, TaskRow *task)
 			failed_attempt(call, log, task, attempt_error(task, true));
 		}
 		/* Heartbeats moved the lease: look again when it ends. */
-		park(call, task, true, task->lease_until, "task lease", false, false);
+		park(call, task, true, task->lease_until, "task lease", false);
 	}
 	/* Pending: notify its queue once it is due (a retry's backoff ended). */
 	if (task->available_at <= now)
-		park(call, task, false, 0, NULL, true, true);
-	park(call, task, true, task->available_at, "task retry", false, false);
+		park(call, task, false, 0, NULL, true);
+	park(call, task, true, task->available_at, "task retry", false);
 }
 
 /*

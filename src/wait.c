@@ -74,14 +74,12 @@ complete_step(const char *step_name, int attempts, Jsonb *metadata_patch, Jsonb 
 	SPI_finish();
 }
 
-/* Record the step as still waiting, commit, and halt. */
+/* Record the step as still waiting and park the run. */
 static void
 defer_step(const char *step_name, int attempts, Jsonb *metadata_patch)
 {
 	cf_step_log_write_owned(step_name, "pending", attempts, metadata_patch, NULL, NULL);
-	cf_commit();
-	SPI_finish();
-	cf_halt(step_name);
+	cf_park(step_name, false);
 }
 
 /* wait(duration interval, name text) */
@@ -138,10 +136,9 @@ cf_wait(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 
-	/* Woken early: sleep the remainder only, writing nothing. */
-	SPI_finish();
+	/* Woken early: sleep the remainder only, writing nothing of the step. */
 	cf_set_continuation(target, "wait");
-	cf_halt(step_name);
+	cf_park(step_name, false);
 	PG_RETURN_VOID();			/* not reached */
 }
 
