@@ -11,7 +11,7 @@
 //   latency     pickup latency p50/p99 (method: see pickupLatency())
 //   recovery    SIGKILL of a worker holding 24 tasks (see recovery())
 //   idle        statements an idle worker sends in 10 s (see idleCost())
-// Options: --n 20000 --concurrency 24 --latency-runs 200 --lease 5
+// Options: --n 20000 --rounds 3 (Node and graphile alternate) --concurrency 24 --latency-runs 200 --lease 5
 //          --idle-secs 10 --peers DIR (a copy of shared/peers with graphile's
 //          node_modules installed; none: graphile skipped) --only a,b,...
 import { spawn } from 'node:child_process';
@@ -27,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
 const DB = process.env.CF_BENCH_DB ?? 'postgres';
 
-const o = { n: 20000, concurrency: 24, 'latency-runs': 200, lease: 5, 'idle-secs': 10, peers: '', only: '' };
+const o = { n: 20000, rounds: 3, concurrency: 24, 'latency-runs': 200, lease: 5, 'idle-secs': 10, peers: '', only: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const k = argv[i].replace(/^--/, '');
@@ -288,28 +288,33 @@ await setup();
 emit({ bench: 'settings', ...Object.fromEntries((await q(`SELECT name, setting FROM pg_settings WHERE name IN
   ('fsync', 'synchronous_commit', 'chrono_forge.workers', 'chrono_forge.commit_batch', 'track_commit_timestamp',
    'shared_preload_libraries')`)).map((r) => [r.name, r.setting])), load: (await import('node:os')).loadavg() });
-let cf = null;
-let gwDefault = null;
+// The Node worker and graphile's defaults alternate, round by round (a
+// shared machine's load drifts): each round's ratio, and their median.
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const haveGraphile = o.peers && existsSync(path.join(o.peers, 'graphile/node_modules'));
+const rounds = [];
 let gwBatched = null;
 let py = null;
-if (wanted('throughput')) {
-  cf = await throughput('node-c24', 'bench_node',
-    () => nodeWorker(['--queue', 'bench_node', '--mode', 'noop', '--concurrency', String(o.concurrency)]));
+if (wanted('graphile') && !haveGraphile) emit({ bench: 'graphile', skipped: 'no --peers directory with graphile installed' });
+for (let r = 0; r < o.rounds; r++) {
+  const cf = wanted('throughput') ? await throughput('node-c24', 'bench_node',
+    () => nodeWorker(['--queue', 'bench_node', '--mode', 'noop', '--concurrency', String(o.concurrency)])) : null;
+  const gw = wanted('graphile') && haveGraphile ? await graphile('default-c24', []) : null;
+  rounds.push({ cf, gw });
+  if (!cf && !gw) break;
 }
-if (wanted('graphile') && o.peers && existsSync(path.join(o.peers, 'graphile/node_modules'))) {
-  gwDefault = await graphile('default-c24', []);
-  gwBatched = await graphile('batched', ['--localqueue', '500', '--batchdelay', '0']);
-} else if (wanted('graphile')) {
-  emit({ bench: 'graphile', skipped: 'no --peers directory with graphile installed' });
-}
+if (wanted('graphile') && haveGraphile) gwBatched = await graphile('batched', ['--localqueue', '500', '--batchdelay', '0']);
 if (wanted('python') && existsSync(path.join(ROOT, 'clients/python/src/chrono_forge'))) {
   py = await throughput('python-c24', 'bench_py', pythonWorker);
 }
-if (cf && (gwDefault || py)) {
-  emit({ bench: 'ratios', node_runs_per_s: cf.runs_per_s,
-    vs_graphile_default: gwDefault ? +(cf.runs_per_s / gwDefault.jobs_per_s).toFixed(3) : null,
-    vs_graphile_batched: gwBatched ? +(cf.runs_per_s / gwBatched.jobs_per_s).toFixed(3) : null,
-    python_vs_graphile_default: py && gwDefault ? +(py.runs_per_s / gwDefault.jobs_per_s).toFixed(3) : null });
+const cfRate = median(rounds.filter((x) => x.cf).map((x) => x.cf.runs_per_s));
+const gwRate = median(rounds.filter((x) => x.gw).map((x) => x.gw.jobs_per_s));
+if (cfRate && (gwRate || py)) {
+  const paired = rounds.filter((x) => x.cf && x.gw).map((x) => +(x.cf.runs_per_s / x.gw.jobs_per_s).toFixed(3));
+  emit({ bench: 'ratios', node_runs_per_s: cfRate, graphile_default_jobs_per_s: gwRate ?? null,
+    vs_graphile_default: paired.length ? median(paired) : null, vs_graphile_default_rounds: paired,
+    vs_graphile_batched: gwBatched ? +(cfRate / gwBatched.jobs_per_s).toFixed(3) : null,
+    python_vs_graphile_default: py && gwRate ? +(py.runs_per_s / gwRate).toFixed(3) : null });
 }
 if (wanted('latency')) await pickupLatency();
 if (wanted('recovery')) await recovery();

@@ -399,11 +399,18 @@ cf_claim_and_lock(Oid only_owner, bool *share_waived)
 	Datum		skip_owners = owners_at_share(&n_skipped);
 	Datum		no_owners = PointerGetDatum(construct_empty_array(OIDOID));
 	TimestampTz now = GetCurrentTimestamp();
+	bool		others_idle = !TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS);
 
 	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
-	*share_waived = n_skipped > 0;
-	if (n_skipped == 0 ||
-		!TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS))
+
+	/*
+	 * Nobody else's work was due a moment ago: this claim waives the share
+	 * even if no owner was at it yet, so that two workers claiming one
+	 * owner's backlog at once do not give one claim back (a pass's worth
+	 * of writes for nothing).
+	 */
+	*share_waived = n_skipped > 0 || others_idle;
+	if (n_skipped == 0 || others_idle)
 		return claim_next(only_owner, no_owners);
 	*share_waived = false;
 	if (claim_next(only_owner, skip_owners))
