@@ -189,6 +189,12 @@ SELECT key, state, (SELECT count(*) FROM chrono_forge.workflows c
                      JOIN chrono_forge.execution_logs l ON l.id = c.parent_execution_log_id
                     WHERE l.workflow_id = w.id AND c.state = 'completed') AS children_completed
   FROM chrono_forge.workflows w WHERE key IN ('m3', 'm3000') ORDER BY key;
+-- Children that completed in their first pass were written completed:
+-- each has its end (ended_at), as any run that ends.
+SELECT count(*) AS children, count(c.ended_at) AS ended, count(*) FILTER (WHERE c.ended_at = c.completed_at) AS at_completion
+  FROM chrono_forge.workflows c JOIN chrono_forge.execution_logs l ON l.id = c.parent_execution_log_id
+  JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key IN ('m3', 'm3000') AND c.state = 'completed';
 -- (Statistics are flushed when the session goes idle: flush, then read.)
 CREATE TABLE br_reads (key text, n bigint);
 CREATE VIEW br_runs_read AS

@@ -164,6 +164,27 @@ CALL chrono_forge.run_pending();
 RESET ROLE;
 SELECT who FROM pv_who;
 
+-- A run whose procedure is in a schema the reader has no USAGE on: an
+-- admin still reads it and acts on it by its qualified name, however
+-- spelled (the name is not looked up: 0.7.0 raised "permission denied for
+-- schema").  Another role still finds nothing.
+CREATE SCHEMA pv_private AUTHORIZATION pv_owner;
+SET ROLE pv_owner;
+CREATE PROCEDURE pv_private.wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN CALL chrono_forge.continue_if('public.pv_no', 'gate'); END $$;
+SELECT chrono_forge.start('pv_private.wf', 'p') > 0 AS ok;
+CALL chrono_forge.run_pending();
+RESET ROLE;
+SET ROLE pv_admin;
+SELECT has_schema_privilege('pv_private', 'USAGE') AS admin_has_usage;
+SELECT workflow, state FROM chrono_forge.visible_run('pv_private.wf', 'p');
+SELECT count(*) > 0 AS has_timeline FROM chrono_forge.timeline('PV_PRIVATE.WF', 'p');
+SELECT chrono_forge.wake('"pv_private".wf', 'p') AS woken;
+RESET ROLE;
+SET ROLE pv_other;
+SELECT pv_try($q$SELECT * FROM chrono_forge.timeline('pv_private.wf', 'p')$q$) AS other_reads;
+RESET ROLE;
+
 -- Leave no runs behind.
 RESET ROLE;
 DELETE FROM chrono_forge.workflows;

@@ -301,3 +301,30 @@ CALL chrono_forge.run_pending();
 SELECT state FROM chrono_forge.wait_for_run('up_wait_wf', 'parked');
 DELETE FROM chrono_forge.workflows;
 DROP PROCEDURE up_wait_wf(jsonb);
+
+-- 0.7.0 -> 0.8.0: children that completed in their first pass were
+-- written without ended_at (0.7.0's library; this one sets it, so the
+-- rows are made as 0.7.0 left them); the update gives them their end.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.7.0';
+CREATE PROCEDURE up_end_child(args jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE PROCEDURE up_end_wf(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('c');
+    CALL chrono_forge.spawn_each('n', 'up_end_child', 'SELECT g AS item_key FROM generate_series(1, 2) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['c']);
+END $$;
+SELECT chrono_forge.start('up_end_wf', 'p') > 0 AS started;
+CALL chrono_forge.run_pending();
+UPDATE chrono_forge.workflows SET ended_at = NULL WHERE parent_execution_log_id IS NOT NULL;
+SELECT parent_execution_log_id IS NOT NULL AS child, state, count(*), count(ended_at) AS ended
+  FROM chrono_forge.workflows GROUP BY 1, 2 ORDER BY 1;
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT parent_execution_log_id IS NOT NULL AS child, state, count(*), count(ended_at) AS ended,
+       count(*) FILTER (WHERE ended_at = completed_at) AS at_completion
+  FROM chrono_forge.workflows GROUP BY 1, 2 ORDER BY 1;
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_end_wf(jsonb);
+DROP PROCEDURE up_end_child(jsonb);

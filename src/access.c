@@ -139,14 +139,24 @@ cf_resolve_workflow(const char *workflow, bool must_own)
 char *
 cf_canonical_workflow(const char *workflow)
 {
-	Oid			proc = lookup_workflow(workflow);
 	List	   *names;
+	Oid			proc;
 
+	cf_validate_workflow_name(workflow);
+	names = stringToQualifiedNameList(workflow);
+	if (list_length(names) == 2 && strcmp(strVal(linitial(names)), "pg_temp") != 0)
+	{
+		/*
+		 * A qualified name is canonical as written (pg_temp aside, an
+		 * alias).  Looking it up would refuse a caller without USAGE on
+		 * its schema (an admin, or a member of the owner, reading a run),
+		 * and it adds nothing.
+		 */
+		return quote_qualified_identifier(strVal(linitial(names)), strVal(lsecond(names)));
+	}
+	proc = lookup_workflow(workflow);
 	if (OidIsValid(proc))
 		return canonical_name(proc);
-	names = stringToQualifiedNameList(workflow);
-	if (list_length(names) == 2)
-		return quote_qualified_identifier(strVal(linitial(names)), strVal(lsecond(names)));
 	return pstrdup(quote_identifier(strVal(llast(names))));
 }
 

@@ -38,6 +38,15 @@ PG_FUNCTION_INFO_V1(cf_run_waiters);
 /* A timeout this long (100 years) is no timeout. */
 #define CF_WAIT_FOREVER_S (100.0 * 365 * SECS_PER_DAY)
 
+/*
+ * A waiter reads its run again at least this often.  The commit that
+ * ends a run sets the latch; a run ended by COMMIT PREPARED is not told
+ * to anyone (the transaction's callbacks ran at its PREPARE, before the
+ * end was visible), so without this its waiters would sleep to their
+ * timeout, or forever.
+ */
+#define CF_WAIT_RECHECK_MS 5000
+
 /* The run as one read saw it. */
 typedef struct CfRunSeen
 {
@@ -201,8 +210,9 @@ wait_loop(int64 run, const char *workflow, const char *key, TimestampTz deadline
 			if (seen.done || ms == 0)
 				break;
 			refuse_hopeless_wait(registered);
-			(void) WaitLatch(MyLatch,
-							 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (ms > 0 ? WL_TIMEOUT : 0),
+			if (ms < 0 || ms > CF_WAIT_RECHECK_MS)
+				ms = CF_WAIT_RECHECK_MS;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,
 							 ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();

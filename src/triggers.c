@@ -73,9 +73,10 @@ state_code(const char *state)
 }
 
 /*
- * ended_at for a run whose state changes from old_state to new_state:
- * updated_at on the way into completed, failed or cancelled, NULL on the
- * way out.  Sets the new value; false if ended_at does not change.
+ * ended_at for a run whose state changes from old_state to new_state
+ * ("" for a run being written): updated_at on the way into completed,
+ * failed or cancelled, NULL on the way out.  Sets the new value; false if
+ * ended_at does not change.
  */
 static bool
 ended_at_change(const char *old_state, const char *new_state, HeapTuple new,
@@ -267,6 +268,9 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 	}
 	else
 	{
+		/* A child that completed in its first pass is written completed. */
+		if (ended_at_change("", new_state, tuple, desc, &values[1], &nulls[1]))
+			cols[n++] = SPI_fnumber(desc, "ended_at");
 		note_child_blocked("", new_state, tuple, desc);
 		note_run_ended("", new_state, tuple, desc);
 	}

@@ -1,6 +1,6 @@
 # wait_for_run() with the workers on: a session blocked in it returns as
 # soon as the run completes or is cancelled from another session (well
-# before its timeout), a waiter cancelled or terminated leaves no slot in
+# before its timeout), a run ended by COMMIT PREPARED within 5 s, a waiter cancelled or terminated leaves no slot in
 # the registry behind, and many waiters on many runs (a commit ending more
 # runs than the per-transaction list holds included) each return their own
 # run's end, while waiters on runs that did not end wait out their timeout.
@@ -75,6 +75,20 @@ wait_registered 1
 q -c "SELECT chrono_forge.send_event('wr_wf', 'later', 'go')" >/dev/null
 wait $pid
 expect_returned later completed 60
+
+# A run ended by a prepared transaction: its COMMIT PREPARED tells nobody
+# (the callbacks ran at PREPARE), so the waiter, with no timeout, finds it
+# ended on its next periodic read (every 5 s) instead of sleeping forever.
+[ "$(q -c "SHOW max_prepared_transactions")" != 0 ] || fail "the integration cluster needs max_prepared_transactions"
+q -c "SELECT chrono_forge.start('wr_wf', 'prepared')" >/dev/null
+wait_bg prepared prepared NULL
+pid=$!
+wait_registered 1
+q -c "BEGIN" -c "SELECT chrono_forge.cancel('wr_wf', 'prepared')" -c "PREPARE TRANSACTION 'cf_wait_prepared'" >/dev/null
+sleep 0.5
+q -c "COMMIT PREPARED 'cf_wait_prepared'" >/dev/null
+wait $pid
+expect_returned prepared cancelled 30
 
 # Many waiters on many runs: m1..m6 complete, m7..m80 are cancelled in one
 # transaction (more runs than one commit lists: every waiter is woken and
