@@ -94,6 +94,16 @@ def _install_request_hooks(app: Flask, store: SessionStore) -> None:
         g.t0 = time.perf_counter()
 
     @app.before_request
+    def refuse_nul() -> Any:
+        """PostgreSQL text cannot hold NUL: refuse it in any input up front."""
+        if "\x00" in request.path or any("\x00" in k or "\x00" in v for src in
+                                          (request.args, request.form)
+                                          for k, v in src.items(multi=True)):
+            return render_template("error.html", title="Refused", sqlstate=None,
+                                   message="The request holds a NUL character."), 400
+        return None
+
+    @app.before_request
     def check_csrf() -> Any:
         if request.method != "POST":
             return None
