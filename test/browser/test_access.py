@@ -45,6 +45,9 @@ def test_tenant_a_sees_only_its_runs(page: Page, db: Db) -> None:
     assert set(page.run_rows("runs-table")) == mine
     page.get("/runs?key=b-", "runs-key-b")
     assert not page.run_rows(), "tenant_a sees runs keyed b-"
+    page.get(f"/runs/{db.run_id('a-doomed')}", "run-a-doomed")
+    assert page.text("[data-testid=run-state]") == "failed"
+    assert "warehouse is on fire" in page.source(), "the failed run's error is not on its page"
     for path in NAV:
         page.get(path)
         assert "tenant_b" not in page.source() and "b-order-" not in page.source(), \
@@ -110,7 +113,10 @@ def test_admin_sees_all(page: Page, db: Db) -> None:
     rid = db.run_id("a-doomed")
     page.get(f"/runs/{rid}", "run-a-doomed")
     assert page.text("[data-testid=run-state]") == "failed"
-    assert "warehouse is on fire" in page.source()
+    # An admin sees the timeline too (and the actions), without USAGE on
+    # the tenant's schema: chrono_forge_admin is all it needs.
+    assert "warehouse is on fire" in page.source(), "the admin does not see the failed run's error"
+    assert page.css("a[data-action=retry]"), "the admin is offered no retry of tenant_a's failed run"
 
 
 def test_post_without_csrf_token_is_refused(page: Page, db: Db) -> None:
