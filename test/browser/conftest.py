@@ -116,20 +116,24 @@ class Page:
         return {int(tr.get_attribute("data-run-id")): tr.get_attribute("data-state")
                 for tr in self.css(f"{scope}tr[data-run-id]")}
 
-    def shot(self, label: str, full: bool = False) -> Path:
-        """A PNG of the page; full: the whole page height (up to 2,400 px)."""
+    def shot(self, label: str, full: bool = False, height: int = 2400) -> Path:
+        """A PNG of the page; full: the whole page, up to height px."""
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.shots += 1
         name = re.sub(r"[^a-z0-9_-]+", "-", f"{self.test}-{self.shots:02d}-{label}".lower())
         out = SHOTS / f"{name}.png"
         if full:
-            height = self.d.execute_script(
+            page = self.d.execute_script(
                 "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-            self.d.set_window_size(1366, min(max(int(height) + 140, 900), 2400))
+            self.d.set_window_size(1366, min(max(int(page) + 140, 900), height))
         self.d.save_screenshot(str(out))
         if full:
             self.d.set_window_size(1366, 900)
         return out
+
+    def open_details(self) -> None:
+        """Unfold every <details> (errors, results) for a screenshot."""
+        self.d.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
 
     def check(self, label: str | None = None, signed_in: bool = True) -> None:
         """No server error on the page; the nav and whoami when signed in."""

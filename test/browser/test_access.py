@@ -148,7 +148,8 @@ def test_post_without_csrf_token_is_refused(page: Page, db: Db) -> None:
 
 def test_every_page_within_two_clicks_of_the_overview(page: Page) -> None:
     page.sign_in("dash_admin")
-    page.get("/", "overview")
+    page.get("/")
+    page.shot("overview", full=True)
     assert page.css("[data-testid=throughput-chart] svg, svg[data-testid=throughput-chart]"), \
         "no inline SVG throughput chart on the overview"
     assert any(page.css(f"[data-testid=overview-{state}]") for state in STATES)

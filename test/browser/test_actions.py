@@ -19,6 +19,7 @@ def test_stalled_run_retried_from_its_page_completes(page: Page, db: Db) -> None
     assert page.text("[data-testid=run-state]") == "stalled"
     assert "a-stalled-1" in page.text("[data-testid=run-key]")
     assert "gate a-stalled-1 is closed" in page.source(), "the timeline does not show the step's error"
+    page.open_details()
     page.shot("timeline-stalled", full=True)
     # The operator's fix, then the retry through the page.
     db.conn.execute("UPDATE tenant_a.gates SET open = true WHERE name = 'a-stalled-1'")
@@ -50,7 +51,7 @@ def test_branch_of_1000_children_counts_and_pages(page: Page, db: Db) -> None:
     page.get(f"/runs/{rid}/branches", "branches")
     assert "items" in page.source()
     page.get(f"/runs/{rid}/branches/items")
-    page.shot("branch", full=True)
+    page.shot("branch", full=True, height=1250)
     counts = {s: page.text(f"[data-testid=branch-count-{s}]") for s in ("completed", "stalled")}
     assert "990" in counts["completed"].replace(",", ""), counts
     assert re.search(r"\b10\b", counts["stalled"]), counts
