@@ -16,6 +16,9 @@ DROP SCHEMA IF EXISTS tenant_a, tenant_b CASCADE;
 DROP EXTENSION IF EXISTS chrono_forge CASCADE;
 CREATE EXTENSION chrono_forge;
 GRANT chrono_forge_admin TO dash_admin;
+-- An on-call role reads the server's activity too (the overview's workers
+-- alive: pg_stat_activity shows other roles' backend types only to it).
+GRANT pg_monitor TO dash_admin;
 CREATE SCHEMA tenant_a AUTHORIZATION tenant_a;
 CREATE SCHEMA tenant_b AUTHORIZATION tenant_b;
 
