@@ -16,7 +16,7 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from .app import create_app
+from .app import create_app, shutdown
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever()
     finally:
         server.server_close()
-        app.extensions["cf_sessions"].close_all()
+        shutdown(app)
     return 0
 
 

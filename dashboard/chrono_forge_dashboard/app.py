@@ -11,6 +11,7 @@ create_app(config) takes:
   STATEMENT_TIMEOUT_MS  per statement (default 10000)
   REQUIRE_PASSWORD sign-in refused when the server let the role in without
                    asking its password (trust, peer): default True
+  MAX_SESSIONS     signed-in sessions (each one connection) at most: 100
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 from werkzeug.exceptions import HTTPException
 
 from . import queries
-from .sessions import SessionStore
+from .sessions import Session, SessionStore
 
 PUBLIC_ENDPOINTS = {"login", "static"}
 
@@ -49,6 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         IDLE_SECONDS=1800,
         STATEMENT_TIMEOUT_MS=10000,
         REQUIRE_PASSWORD=True,
+        MAX_SESSIONS=100,
         DATABASE=None,
         SINGLE_USER_DSN=None,
     )
@@ -79,6 +82,23 @@ def connect(app: Flask, base: str, **kw: Any) -> psycopg.Connection[Any]:
     conninfo = make_conninfo(base, application_name="chrono_forge dashboard",
                              options=options, connect_timeout=10, **kw)
     return psycopg.connect(conninfo, autocommit=True)
+
+
+_single_lock = threading.Lock()
+
+
+def single_session(app: Flask) -> Session:
+    """Single-user mode: one session, one connection, shared by every
+    request (each holds its lock in turn), opened again if it broke."""
+    with _single_lock:
+        sess = app.extensions.get("cf_single")
+        if sess is None or sess.conn.closed or sess.conn.broken:
+            if sess is not None:
+                sess.close()
+            conn = connect(app, app.config["SINGLE_USER_DSN"])
+            sess = Session("single", queries.whoami(conn)["role"], conn, time.monotonic())
+            app.extensions["cf_single"] = sess
+        return sess
 
 
 def csrf_token() -> str:
@@ -149,12 +169,7 @@ def _install_auth(app: Flask, store: SessionStore) -> None:
     def require_session() -> Any:
         if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
             return None
-        sess = store.get(session.get("sid"))
-        if sess is None and single_user(app):
-            conn = connect(app, app.config["SINGLE_USER_DSN"])
-            role = queries.whoami(conn)["role"]
-            sess = store.add(role, conn)
-            session["sid"] = sess.sid
+        sess = single_session(app) if single_user(app) else store.get(session.get("sid"))
         if sess is None:
             if session.get("sid"):
                 session.pop("sid", None)
@@ -206,6 +221,10 @@ def _sign_in(app: Flask, store: SessionStore, role: str, password: str) -> str |
         return "Give a role and its password."
     if len(role) > 63 or "\x00" in role or "\x00" in password or len(password) > 1000:
         return "Sign-in failed: no such role, or a wrong password."
+    if store.count() >= int(app.config["MAX_SESSIONS"]):
+        store.sweep()
+        if store.count() >= int(app.config["MAX_SESSIONS"]):
+            return "Too many sessions are open: try again later (or sign out elsewhere)."
     try:
         conn = connect(app, app.config["DATABASE"], user=role, password=password,
                        passfile=os.devnull)
@@ -252,8 +271,11 @@ def _install_errors(app: Flask, store: SessionStore) -> None:
         if sess is not None and (sess.conn.closed or sess.conn.broken):
             g.pop("sess", None)
             sess.lock.release()
-            store.remove(sess.sid)
-            session.pop("sid", None)
+            if single_user(app):
+                sess.close()      # the next request opens it again
+            else:
+                store.remove(sess.sid)
+                session.pop("sid", None)
             msg = "The database connection was lost."
             if not single_user(app):
                 flash(msg + " Sign in again.", "error")
@@ -276,3 +298,12 @@ def _install_errors(app: Flask, store: SessionStore) -> None:
         return render_template("error.html", title="Internal error", sqlstate=None,
                                message="The dashboard failed on this page; its log has "
                                "the details."), 500
+
+
+def shutdown(app: Flask) -> None:
+    """Close every session's connection (at the process's end)."""
+    app.extensions["cf_sessions"].close_all()
+    with _single_lock:
+        sess = app.extensions.pop("cf_single", None)
+    if sess is not None:
+        sess.close()

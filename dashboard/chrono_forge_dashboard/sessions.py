@@ -81,7 +81,9 @@ class SessionStore:
         """Close every idle session; returns how many."""
         now = self.clock()
         with self._lock:
-            old = [s for s in self._sessions.values() if now - s.last_used > self.idle_seconds]
+            # (a session in a request right now holds its lock: left alone)
+            old = [s for s in self._sessions.values()
+                   if now - s.last_used > self.idle_seconds and not s.lock.locked()]
             for s in old:
                 del self._sessions[s.sid]
         for s in old:

@@ -31,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrono_forge_dashboard import create_app  # noqa: E402
+from chrono_forge_dashboard import create_app, shutdown  # noqa: E402
 
 A, B, ADMIN, BYPASS = "cf_dash_tenant_a", "cf_dash_tenant_b", "cf_dash_admin", "cf_dash_bypass"
 HANG = 90.0     # seconds: a hang guard, never a timing assertion
@@ -165,7 +165,7 @@ def db() -> Iterator[Db]:
 def app(db: Db) -> Iterator[Flask]:
     a = create_app({"DATABASE": db.base, "TESTING": True})
     yield a
-    a.extensions["cf_sessions"].close_all()
+    shutdown(a)
 
 
 def csrf_of(html: str) -> str:

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg.conninfo import make_conninfo
 
-from chrono_forge_dashboard import create_app
+from chrono_forge_dashboard import create_app, shutdown
 
 
 def text(r: Any) -> str:
@@ -131,7 +131,7 @@ def test_idle_session_expires_and_closes(db: Db) -> None:
         r = c.get("/")
         assert r.status_code == 303 and "/login" in r.headers["Location"]
     finally:
-        app.extensions["cf_sessions"].close_all()
+        shutdown(app)
 
 
 # --- CSRF -------------------------------------------------------------------
@@ -412,7 +412,7 @@ def test_single_user_mode(db: Db, tag: str) -> None:
         ids = run_ids(text(c.get(f"/runs?key={tag}-su")))
         assert ra in ids and rb not in ids
     finally:
-        app.extensions["cf_sessions"].close_all()
+        shutdown(app)
 
 
 def test_context_and_errors_rendered_escaped(db: Db, client_a: FlaskClient, tag: str) -> None:
