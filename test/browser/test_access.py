@@ -113,8 +113,15 @@ def test_admin_sees_all(page: Page, db: Db) -> None:
     rid = db.run_id("a-doomed")
     page.get(f"/runs/{rid}", "run-a-doomed")
     assert page.text("[data-testid=run-state]") == "failed"
-    # An admin sees the timeline too (and the actions), without USAGE on
-    # the tenant's schema: chrono_forge_admin is all it needs.
+    assert "tenant_a.doomed" in page.text("[data-testid=run-workflow]")
+
+
+def test_admin_sees_a_tenant_run_timeline_and_actions(page: Page, db: Db) -> None:
+    """chrono_forge_admin is all an admin needs (operations.md): no USAGE
+    on the tenant's schema, where its procedures live."""
+    page.sign_in("dash_admin")
+    rid = db.run_id("a-doomed")
+    page.get(f"/runs/{rid}", "run-a-doomed")
     assert "warehouse is on fire" in page.source(), "the admin does not see the failed run's error"
     assert page.css("a[data-action=retry]"), "the admin is offered no retry of tenant_a's failed run"
 

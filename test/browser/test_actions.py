@@ -68,10 +68,21 @@ def test_branch_of_1000_children_counts_and_pages(page: Page, db: Db) -> None:
     for back in range(len(pages) - 2, -1, -1):
         page.click("a[rel=prev]", "prev-1" if back == 0 else None)
         assert children_page(page) == pages[back], f"page {back + 1} differs going back"
+
+
+def test_branch_first_page_reached_back_has_no_empty_previous(page: Page, db: Db) -> None:
+    """Back on the first page, a previous-page link (if any) must not lead
+    to an empty page with no way on."""
+    page.sign_in("tenant_a")
+    page.get(f"/runs/{db.run_id('a-fanout')}/branches/items")
+    first = children_page(page)
+    page.click("a[rel=next]")
+    page.click("a[rel=prev]")
+    assert children_page(page) == first
     if page.css("a[rel=prev]"):
         page.click("a[rel=prev]", "before-first")
         assert page.css("[data-testid=children-table] tr[data-run-id]"), \
-            "the first page offers a previous page, and it is empty"
+            "the first page, reached back, offers a previous page, and it is empty"
 
 
 def test_cancel_with_children(page: Page, db: Db) -> None:
