@@ -50,7 +50,10 @@ def test_branch_of_1000_children_counts_and_pages(page: Page, db: Db) -> None:
     page.shot("run-full", full=True)
     page.get(f"/runs/{rid}/branches", "branches")
     assert "items" in page.source()
-    page.get(f"/runs/{rid}/branches/items")
+    # From the run's page, one click to the branch.
+    page.get(f"/runs/{rid}")
+    page.click(f"a[href$='/runs/{rid}/branches/items']")
+    assert page.path() == f"/runs/{rid}/branches/items"
     page.shot("branch", full=True, height=1250)
     counts = {s: page.text(f"[data-testid=branch-count-{s}]") for s in ("completed", "stalled")}
     assert "990" in counts["completed"].replace(",", ""), counts
