@@ -5,7 +5,8 @@
 --     stalled on a closed gate (a-stalled-1 for the retry test,
 --     a-stalled-2 for the CSRF test), a parent a-fanout with a branch
 --     "items" of 1,000 children (every 100th stalls), a parent a-holder
---     with three waiting children in branch "kids" (the cancel test);
+--     with three waiting children in branch "kids" (the cancel test), a run
+--     a-waiter waiting for event "go" (the event test);
 --   tenant_b: completed runs b-order-1..3.
 -- Roles tenant_a, tenant_b (LOGIN, not members of each other) and
 -- dash_admin (a member of chrono_forge_admin) are made by the runner,
@@ -87,6 +88,13 @@ DECLARE p jsonb;
 BEGIN
     CALL chrono_forge.await_event('never', p, timeout => '1 hour');
 END $$;
+-- A run waiting for event "go", keeping its payload (the event test).
+CREATE PROCEDURE tenant_a.waiter(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE p jsonb;
+BEGIN
+    CALL chrono_forge.await_event('go', p, timeout => '1 hour');
+    PERFORM chrono_forge.context_set('got', p);
+END $$;
 CREATE PROCEDURE tenant_a.holder(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     CALL chrono_forge.branch('kids');
@@ -105,6 +113,7 @@ SELECT chrono_forge.start('tenant_a.gated', g, jsonb_build_object('gate', g))
 SELECT chrono_forge.start('tenant_a.doomed', 'a-doomed');
 SELECT chrono_forge.start('tenant_a.fanout', 'a-fanout');
 SELECT chrono_forge.start('tenant_a.holder', 'a-holder');
+SELECT chrono_forge.start('tenant_a.waiter', 'a-waiter');
 RESET ROLE;
 
 SET ROLE tenant_b;

@@ -106,3 +106,46 @@ def test_cancel_with_children(page: Page, db: Db) -> None:
     page.get(f"/runs/{rid}/branches/kids", "branch")
     assert "3" in page.text("[data-testid=branch-count-cancelled]")
     assert {s for _, s in children_page(page)} == {"cancelled"}
+
+
+def test_send_event_wake_and_force_unlock(page: Page, db: Db) -> None:
+    page.sign_in("tenant_a")
+    rid = db.run_id("a-waiter")
+    page.get(f"/runs/{rid}", "run")
+    for action in ("wake", "force-unlock"):
+        page.click(f"a[data-action={action}]")
+        assert page.path() == f"/runs/{rid}/{action}"
+        page.confirm(action)
+        assert page.path() == f"/runs/{rid}"
+        assert page.css("[data-testid=flash]") and not page.css("[data-testid=flash-error]"), action
+    page.click("a[data-action=event]")
+    assert page.path() == f"/runs/{rid}/event"
+    page.one("[name=name]").send_keys("go")
+    payload = page.one("[name=payload]")
+    payload.clear()
+    payload.send_keys('{"by": "the browser test"}')
+    page.confirm("event")
+    assert page.css("[data-testid=flash]"), "no [data-testid=flash] after the event"
+    page.reload_until("a-waiter completed on its page",
+                      lambda: page.text("[data-testid=run-state]") == "completed")
+    page.shot("completed", full=True)
+    assert db.one("SELECT context->'got'->>'by' FROM chrono_forge.workflows WHERE id = %s",
+                  rid) == "the browser test"
+
+
+def test_retry_blocked_children(page: Page, db: Db) -> None:
+    """Last: the fan-out's ten stalled children run again (and stall again)."""
+    page.sign_in("tenant_a")
+    rid = db.run_id("a-fanout")
+    page.get(f"/runs/{rid}/branches/items")
+    page.click("a[href$='/retry-blocked'], form[action$='/retry-blocked'] [type=submit]")
+    assert page.path() == f"/runs/{rid}/branches/items/retry-blocked"
+    page.confirm("retry-blocked")
+    assert page.css("[data-testid=flash]") and not page.css("[data-testid=flash-error]")
+    assert "10" in page.text("[data-testid=flash]")
+    pid = db.run_id("a-fanout")
+    wait_until("ten children retried", lambda: db.one(
+        "SELECT count(DISTINCT l.workflow_id) FROM chrono_forge.execution_logs l"
+        " JOIN chrono_forge.workflows c ON c.id = l.workflow_id"
+        " WHERE left(c.key, length(%s)) = %s AND l.step_name LIKE '$workflow_retry$%%'",
+        f"${pid}$a-fanout$items$", f"${pid}$a-fanout$items$") == 10)
