@@ -243,12 +243,14 @@ def failures() -> Any:
     if win not in WINDOWS:
         win = "7d"
     cls = request.args.get("class", "")[:MAX_FILTER] or None
-    days = queries.daily_outcomes(conn)
+    wf = request.args.get("workflow", "").strip()[:MAX_FILTER] or None
+    days = queries.daily_outcomes(conn, wf)
     series = {k: [d[k] for d in days] for k in ("completed", "failed", "cancelled")}
     chart = charts.stacked_bars("outcomes-chart", "Runs ended per day (UTC), last 30 days",
                                 [d["day"].strftime("%m-%d") for d in days], series)
     return render_template("failures.html", title="Failures", window=win, windows=WINDOWS,
-                           errors=queries.top_errors(conn, WINDOWS[win]), days=days,
+                           errors=queries.top_errors(conn, WINDOWS[win], wf), days=days,
+                           workflow=wf or "",
                            chart=chart, legend=charts.legend(list(series)), cls=cls,
                            class_runs=queries.error_runs(conn, cls) if cls else [])
 

@@ -258,8 +258,9 @@ def schedules(conn: psycopg.Connection[Any]) -> list[Row]:
           FROM chrono_forge.schedule_status s ORDER BY s.owner::text, s.name LIMIT 500""")
 
 
-def top_errors(conn: psycopg.Connection[Any], window: str) -> list[Row]:
-    return rows(conn, "SELECT * FROM chrono_forge.top_errors(%s::interval, NULL, 20)", (window,))
+def top_errors(conn: psycopg.Connection[Any], window: str, workflow: str | None) -> list[Row]:
+    return rows(conn, "SELECT * FROM chrono_forge.top_errors(%s::interval, %s, 20)",
+                (window, workflow))
 
 
 def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:
@@ -276,8 +277,9 @@ def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:
          ORDER BY r.id DESC, s.created_at DESC LIMIT 50""", (error_class,))
 
 
-def daily_outcomes(conn: psycopg.Connection[Any]) -> list[Row]:
-    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes('30 days') ORDER BY day")
+def daily_outcomes(conn: psycopg.Connection[Any], workflow: str | None) -> list[Row]:
+    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes('30 days', %s) ORDER BY day",
+                (workflow,))
 
 
 def task_queues(conn: psycopg.Connection[Any]) -> list[Row]:
