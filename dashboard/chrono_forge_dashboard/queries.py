@@ -258,9 +258,28 @@ def schedules(conn: psycopg.Connection[Any]) -> list[Row]:
           FROM chrono_forge.schedule_status s ORDER BY s.owner::text, s.name LIMIT 500""")
 
 
-def top_errors(conn: psycopg.Connection[Any], window: str, workflow: str | None) -> list[Row]:
-    return rows(conn, "SELECT * FROM chrono_forge.top_errors(%s::interval, %s, 20)",
-                (window, workflow))
+def top_errors(conn: psycopg.Connection[Any], window: str) -> list[Row]:
+    return rows(conn, "SELECT * FROM chrono_forge.top_errors(%s::interval, NULL, 20)", (window,))
+
+
+def errors_by_workflow(conn: psycopg.Connection[Any], window: str,
+                       workflow: str | None) -> list[Row]:
+    """Error classes per workflow among the window's latest 2,000 error logs
+    (top_errors()' sample; with its workflow filter, top_errors() would
+    read every error log of the window)."""
+    return rows(conn, """
+        WITH sample AS (
+            SELECT e.id, e.workflow_id, e.error_class, e.error_message, e.created_at
+              FROM chrono_forge.error_logs e
+             WHERE e.created_at > chrono_forge.now() - %(window)s::interval
+             ORDER BY e.created_at DESC LIMIT 2000)
+        SELECT s.error_class, r.workflow, pg_catalog.count(*) AS errors,
+               pg_catalog.count(DISTINCT s.workflow_id) AS runs,
+               pg_catalog.max(s.created_at) AS last_seen,
+               (pg_catalog.array_agg(s.error_message ORDER BY s.id DESC))[1] AS example_message
+          FROM sample s JOIN chrono_forge.workflows r ON r.id = s.workflow_id
+         WHERE %(wf)s::text IS NULL OR r.workflow = %(wf)s
+         GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 20""", {"window": window, "wf": workflow})
 
 
 def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:

@@ -105,6 +105,17 @@ def test_cookie_holds_no_password(app: Flask, db: Db) -> None:
     assert c2.get("/").status_code == 303
 
 
+def test_sessions_are_capped(db: Db) -> None:
+    app = create_app({"DATABASE": db.base, "MAX_SESSIONS": 1})
+    try:
+        assert sign_in(app, db, A)[1].status_code == 303
+        _, r = sign_in(app, db, B)
+        assert r.status_code == 401 and "Too many sessions" in text(r)
+        assert app.extensions["cf_sessions"].count() == 1
+    finally:
+        shutdown(app)
+
+
 def test_sign_out_closes_the_connection(app: Flask, db: Db) -> None:
     c, _ = sign_in(app, db, A)
     store = app.extensions["cf_sessions"]
@@ -411,6 +422,14 @@ def test_single_user_mode(db: Db, tag: str) -> None:
         assert c.get("/login").status_code == 303
         ids = run_ids(text(c.get(f"/runs?key={tag}-su")))
         assert ra in ids and rb not in ids
+        # every browser (and every cookieless request) shares one connection
+        for _ in range(3):
+            assert app.test_client().get("/tasks").status_code == 200
+        assert app.extensions["cf_sessions"].count() == 0
+        pid = app.extensions["cf_single"].conn.info.backend_pid
+        assert db.val("SELECT count(*) FROM pg_stat_activity WHERE usename = %s "
+                      "AND application_name = 'chrono_forge dashboard'", (A,)) >= 1
+        assert pid
     finally:
         shutdown(app)
 
