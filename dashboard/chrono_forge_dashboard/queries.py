@@ -85,6 +85,8 @@ def health(conn: psycopg.Connection[Any]) -> Row:
                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
                  WHERE a.backend_type = 'chrono_forge launcher') AS launchers,
                (SELECT pg_catalog.count(*) FROM chrono_forge.stranded(NULL, %(cap)s + 1)) AS stranded,
+               -- other roles' backends show their type only to these
+               pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS sees_workers,
                chrono_forge.now() AS now""", {"cap": CAP})
     assert r is not None
     return r

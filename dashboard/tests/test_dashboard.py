@@ -312,6 +312,7 @@ def test_branch_counts_paging_and_retry_blocked(db: Db, client_a: FlaskClient, t
     assert "Retried 2 blocked child runs" in hook(html, "flash")
     assert {db.state(b) for b in blocked} <= {"idle", "running"}
     assert client_a.get(f"/runs/{pid}/branches/nope").status_code == 404
+    db.as_role(A, "SELECT chrono_forge.cancel('cf_dash.fan', %s, 'test done', true)", (f"{tag}-big",))
 
 
 # --- filters and paging -------------------------------------------------------
