@@ -344,12 +344,16 @@ def test_runs_filters_and_keyset_paging(db: Db, client_a: FlaskClient, tag: str)
     assert run_ids(text(client_a.get(f"/runs?key={tag}-&to=2001-01-01"))) == []
 
 
-@pytest.mark.parametrize("query", [
-    "key=%25", "key=%27%20OR%201%3D1%20--", "key=_%25", "workflow=%27%3B%20DROP%20TABLE%20x%3B--",
-    "workflow=" + "w" * 5000, "key=" + "k" * 5000, "state=%27%20OR%20%27%27%3D%27",
-    "from=2030-13-45", "to=yesterday", "before=12abc", "before=" + "9" * 40,
-    "workflow=%00", "key=%E2%80%AE%3Cscript%3E",
-])
+HOSTILE = {
+    "percent": "key=%25", "or_1_1": "key=%27%20OR%201%3D1%20--", "underscore": "key=_%25",
+    "drop_table": "workflow=%27%3B%20DROP%20TABLE%20x%3B--", "long_workflow": "workflow=" + "w" * 5000,
+    "long_key": "key=" + "k" * 5000, "state_quote": "state=%27%20OR%20%27%27%3D%27",
+    "bad_date": "from=2030-13-45", "word_date": "to=yesterday", "bad_cursor": "before=12abc",
+    "huge_cursor": "before=" + "9" * 40, "nul": "workflow=%00", "rtl_script": "key=%E2%80%AE%3Cscript%3E",
+}
+
+
+@pytest.mark.parametrize("query", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_hostile_filters(db: Db, client_a: FlaskClient, query: str) -> None:
     r = client_a.get("/runs?" + query)
     html = text(r)
