@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import psycopg
 from flask import (Flask, flash, g, redirect, render_template, request,
                    session, url_for)
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from werkzeug.exceptions import HTTPException
 
 from . import queries
@@ -78,7 +78,8 @@ def single_user(app: Flask) -> bool:
 def connect(app: Flask, base: str, **kw: Any) -> psycopg.Connection[Any]:
     """A connection for one session: autocommit, a statement timeout, and
     no password from a password file or the environment."""
-    options = f"-c statement_timeout={int(app.config['STATEMENT_TIMEOUT_MS'])}"
+    options = (conninfo_to_dict(base).get("options") or "") + \
+        f" -c statement_timeout={int(app.config['STATEMENT_TIMEOUT_MS'])}"
     conninfo = make_conninfo(base, application_name="chrono_forge dashboard",
                              options=options, connect_timeout=10, **kw)
     return psycopg.connect(conninfo, autocommit=True)

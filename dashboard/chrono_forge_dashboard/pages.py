@@ -14,6 +14,7 @@ from . import charts, queries
 STATE_FILTERS = ("all", "in_flight", "blocked") + queries.STATES
 WINDOWS = {"1d": "1 day", "7d": "7 days", "30d": "30 days"}
 MAX_FILTER = 200     # longer filter input is refused before it reaches the database
+SHOWN = 200          # waiting runs listed (of the oldest 500 counted)
 
 
 class BadInput(Exception):
@@ -221,7 +222,8 @@ def waiting() -> Any:
     kinds = {"wait_until": 0, "continue_if": 0, "await_event": 0}
     for w in rows:
         kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
-    return render_template("waiting.html", title="Waiting", rows=rows, kinds=kinds,
+    return render_template("waiting.html", title="Waiting", rows=rows[:SHOWN], kinds=kinds,
+                           total=len(rows), shown=SHOWN,
                            other=queries.waiting_kinds(conn), cap=queries.CAP, capped=capped)
 
 
@@ -243,12 +245,15 @@ def failures() -> Any:
     if win not in WINDOWS:
         win = "7d"
     cls = request.args.get("class", "")[:MAX_FILTER] or None
-    days = queries.daily_outcomes(conn)
+    wf = request.args.get("workflow", "").strip()[:MAX_FILTER] or None
+    days = queries.daily_outcomes(conn, wf)
     series = {k: [d[k] for d in days] for k in ("completed", "failed", "cancelled")}
     chart = charts.stacked_bars("outcomes-chart", "Runs ended per day (UTC), last 30 days",
                                 [d["day"].strftime("%m-%d") for d in days], series)
     return render_template("failures.html", title="Failures", window=win, windows=WINDOWS,
                            errors=queries.top_errors(conn, WINDOWS[win]), days=days,
+                           by_workflow=queries.errors_by_workflow(conn, WINDOWS[win], wf),
+                           workflow=wf or "",
                            chart=chart, legend=charts.legend(list(series)), cls=cls,
                            class_runs=queries.error_runs(conn, cls) if cls else [])
 

@@ -85,6 +85,8 @@ def health(conn: psycopg.Connection[Any]) -> Row:
                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
                  WHERE a.backend_type = 'chrono_forge launcher') AS launchers,
                (SELECT pg_catalog.count(*) FROM chrono_forge.stranded(NULL, %(cap)s + 1)) AS stranded,
+               -- other roles' backends show their type only to these
+               pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS sees_workers,
                chrono_forge.now() AS now""", {"cap": CAP})
     assert r is not None
     return r
@@ -262,6 +264,26 @@ def top_errors(conn: psycopg.Connection[Any], window: str) -> list[Row]:
     return rows(conn, "SELECT * FROM chrono_forge.top_errors(%s::interval, NULL, 20)", (window,))
 
 
+def errors_by_workflow(conn: psycopg.Connection[Any], window: str,
+                       workflow: str | None) -> list[Row]:
+    """Error classes per workflow among the window's latest 2,000 error logs
+    (top_errors()' sample; with its workflow filter, top_errors() would
+    read every error log of the window)."""
+    return rows(conn, """
+        WITH sample AS (
+            SELECT e.id, e.workflow_id, e.error_class, e.error_message, e.created_at
+              FROM chrono_forge.error_logs e
+             WHERE e.created_at > chrono_forge.now() - %(window)s::interval
+             ORDER BY e.created_at DESC LIMIT 2000)
+        SELECT s.error_class, r.workflow, pg_catalog.count(*) AS errors,
+               pg_catalog.count(DISTINCT s.workflow_id) AS runs,
+               pg_catalog.max(s.created_at) AS last_seen,
+               (pg_catalog.array_agg(s.error_message ORDER BY s.id DESC))[1] AS example_message
+          FROM sample s JOIN chrono_forge.workflows r ON r.id = s.workflow_id
+         WHERE %(wf)s::text IS NULL OR r.workflow = %(wf)s
+         GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 20""", {"window": window, "wf": workflow})
+
+
 def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:
     """Runs hit by one error class among the latest 2,000 error logs (the
     sample top_errors() reads)."""
@@ -276,8 +298,9 @@ def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:
          ORDER BY r.id DESC, s.created_at DESC LIMIT 50""", (error_class,))
 
 
-def daily_outcomes(conn: psycopg.Connection[Any]) -> list[Row]:
-    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes('30 days') ORDER BY day")
+def daily_outcomes(conn: psycopg.Connection[Any], workflow: str | None) -> list[Row]:
+    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes('30 days', %s) ORDER BY day",
+                (workflow,))
 
 
 def task_queues(conn: psycopg.Connection[Any]) -> list[Row]:

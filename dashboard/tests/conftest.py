@@ -108,6 +108,12 @@ class Db:
                            (workflow, key, psycopg.types.json.Jsonb(args or {})))
         return int(rid)
 
+    def as_role(self, role: str, query: str, params: Any = None) -> Any:
+        """One value of a query run as role."""
+        with self.su.transaction():
+            self.q(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)).as_string(self.su))
+            return self.val(query, params)
+
     def state(self, run_id: int) -> str:
         return self.val("SELECT state::text FROM chrono_forge.workflows WHERE id = %s", (run_id,))
 
@@ -150,6 +156,8 @@ def db() -> Iterator[Db]:
             boot.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     su = psycopg.connect(make_conninfo("", dbname=name), autocommit=True)
     su.execute("CREATE EXTENSION IF NOT EXISTS chrono_forge")
+    # an earlier session's runs (parked on events) would crowd the lists
+    su.execute("DELETE FROM chrono_forge.workflows WHERE procedure LIKE 'cf\\_dash.%%'")
     su.execute("DROP SCHEMA IF EXISTS cf_dash CASCADE")
     passwords = {r: secrets.token_urlsafe(16) for r in (A, B, ADMIN, BYPASS)}
     _setup(su, passwords)

@@ -105,6 +105,17 @@ def test_cookie_holds_no_password(app: Flask, db: Db) -> None:
     assert c2.get("/").status_code == 303
 
 
+def test_sessions_are_capped(db: Db) -> None:
+    app = create_app({"DATABASE": db.base, "MAX_SESSIONS": 1})
+    try:
+        assert sign_in(app, db, A)[1].status_code == 303
+        _, r = sign_in(app, db, B)
+        assert r.status_code == 401 and "Too many sessions" in text(r)
+        assert app.extensions["cf_sessions"].count() == 1
+    finally:
+        shutdown(app)
+
+
 def test_sign_out_closes_the_connection(app: Flask, db: Db) -> None:
     c, _ = sign_in(app, db, A)
     store = app.extensions["cf_sessions"]
@@ -301,6 +312,7 @@ def test_branch_counts_paging_and_retry_blocked(db: Db, client_a: FlaskClient, t
     assert "Retried 2 blocked child runs" in hook(html, "flash")
     assert {db.state(b) for b in blocked} <= {"idle", "running"}
     assert client_a.get(f"/runs/{pid}/branches/nope").status_code == 404
+    db.as_role(A, "SELECT chrono_forge.cancel('cf_dash.fan', %s, 'test done', true)", (f"{tag}-big",))
 
 
 # --- filters and paging -------------------------------------------------------
@@ -332,12 +344,16 @@ def test_runs_filters_and_keyset_paging(db: Db, client_a: FlaskClient, tag: str)
     assert run_ids(text(client_a.get(f"/runs?key={tag}-&to=2001-01-01"))) == []
 
 
-@pytest.mark.parametrize("query", [
-    "key=%25", "key=%27%20OR%201%3D1%20--", "key=_%25", "workflow=%27%3B%20DROP%20TABLE%20x%3B--",
-    "workflow=" + "w" * 5000, "key=" + "k" * 5000, "state=%27%20OR%20%27%27%3D%27",
-    "from=2030-13-45", "to=yesterday", "before=12abc", "before=" + "9" * 40,
-    "workflow=%00", "key=%E2%80%AE%3Cscript%3E",
-])
+HOSTILE = {
+    "percent": "key=%25", "or_1_1": "key=%27%20OR%201%3D1%20--", "underscore": "key=_%25",
+    "drop_table": "workflow=%27%3B%20DROP%20TABLE%20x%3B--", "long_workflow": "workflow=" + "w" * 5000,
+    "long_key": "key=" + "k" * 5000, "state_quote": "state=%27%20OR%20%27%27%3D%27",
+    "bad_date": "from=2030-13-45", "word_date": "to=yesterday", "bad_cursor": "before=12abc",
+    "huge_cursor": "before=" + "9" * 40, "nul": "workflow=%00", "rtl_script": "key=%E2%80%AE%3Cscript%3E",
+}
+
+
+@pytest.mark.parametrize("query", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_hostile_filters(db: Db, client_a: FlaskClient, query: str) -> None:
     r = client_a.get("/runs?" + query)
     html = text(r)
@@ -411,6 +427,14 @@ def test_single_user_mode(db: Db, tag: str) -> None:
         assert c.get("/login").status_code == 303
         ids = run_ids(text(c.get(f"/runs?key={tag}-su")))
         assert ra in ids and rb not in ids
+        # every browser (and every cookieless request) shares one connection
+        for _ in range(3):
+            assert app.test_client().get("/tasks").status_code == 200
+        assert app.extensions["cf_sessions"].count() == 0
+        pid = app.extensions["cf_single"].conn.info.backend_pid
+        assert db.val("SELECT count(*) FROM pg_stat_activity WHERE usename = %s "
+                      "AND application_name = 'chrono_forge dashboard'", (A,)) >= 1
+        assert pid
     finally:
         shutdown(app)
 
