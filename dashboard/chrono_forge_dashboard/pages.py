@@ -1,0 +1,262 @@
+"""The dashboard's read-only pages: overview, runs, a run, its branches,
+waiting, stranded, periodic, failures and tasks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import Flask, abort, g, render_template, request, url_for
+
+from . import charts, queries
+
+STATE_FILTERS = ("all", "in_flight", "blocked") + queries.STATES
+WINDOWS = {"1d": "1 day", "7d": "7 days", "30d": "30 days"}
+MAX_FILTER = 200     # longer filter input is refused before it reaches the database
+SHOWN = 200          # waiting runs listed (of the oldest 500 counted)
+
+
+class BadInput(Exception):
+    """A filter the page refuses (shown in the page, status 400)."""
+
+
+def register(app: Flask) -> None:
+    _filters(app)
+    for rule, view in (("/", overview), ("/runs", runs), ("/runs/<int:run_id>", run),
+                       ("/runs/<int:run_id>/branches", branches),
+                       ("/runs/<int:run_id>/branches/<path:branch>", branch),
+                       ("/waiting", waiting), ("/stranded", stranded),
+                       ("/periodic", periodic), ("/failures", failures), ("/tasks", tasks)):
+        app.add_url_rule(rule, view.__name__, view)
+
+
+def _filters(app: Flask) -> None:
+    @app.template_filter("num")
+    def num(v: Any) -> str:
+        """1234 -> '1,234'; a capped count '1000+' -> '1,000+'."""
+        if v is None:
+            return ""
+        s = str(v)
+        plus = s.endswith("+")
+        try:
+            return f"{int(s.rstrip('+')):,}" + ("+" if plus else "")
+        except ValueError:
+            return s
+
+    @app.template_filter("ts")
+    def ts(v: datetime | None) -> str:
+        return v.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if v else ""
+
+    @app.template_filter("dur")
+    def dur(v: timedelta | None) -> str:
+        if v is None:
+            return ""
+        secs = v.total_seconds()
+        if abs(secs) < 60:
+            return f"{secs:.3f} s" if abs(secs) < 10 else f"{secs:.1f} s"
+        mins, s = divmod(int(secs), 60)
+        hrs, m = divmod(mins, 60)
+        days, hr = divmod(hrs, 24)
+        return (f"{days}d " if days else "") + f"{hr:02d}:{m:02d}:{s:02d}"
+
+    @app.template_filter("pretty")
+    def pretty(v: Any) -> str:
+        return json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def capped(n: int, cap: int) -> str:
+    return f"{cap}+" if n > cap else str(n)
+
+
+def _text(name: str) -> str | None:
+    v = request.args.get(name, "").strip()
+    if len(v) > MAX_FILTER:
+        raise BadInput(f"{name}: at most {MAX_FILTER} characters")
+    return v or None
+
+
+def _time(name: str) -> datetime | None:
+    v = _text(name)
+    if v is None:
+        return None
+    try:
+        t = datetime.fromisoformat(v)
+    except ValueError:
+        raise BadInput(f"{name}: not a date and time (use 2030-01-31 or 2030-01-31T12:00)")
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _int(name: str) -> int | None:
+    v = _text(name)
+    if v is None:
+        return None
+    if not v.isdigit() or len(v) > 18:
+        raise BadInput(f"{name}: not a run id")
+    return int(v)
+
+
+def overview() -> Any:
+    conn = g.sess.conn
+    grid = queries.overview(conn)
+    totals = {s: [0, False] for s in queries.STATES}
+    workflows: dict[str, dict[str, str]] = {}
+    for r in grid:
+        t = totals[r["state"]]
+        t[0] += int(r["runs"].rstrip("+"))
+        t[1] = t[1] or r["capped"]
+        workflows.setdefault(r["workflow"], {})[r["state"]] = r["runs"]
+    tp = queries.throughput(conn)
+    labels = sorted({r["minute"] for r in tp})
+    series = {s: [0] * len(labels) for s in ("completed", "failed", "cancelled")}
+    index = {m: i for i, m in enumerate(labels)}
+    for r in tp:
+        series[r["state"]][index[r["minute"]]] = r["n"]
+    chart = charts.stacked_bars("throughput-chart", "Runs ended per minute, last hour",
+                                [m.astimezone(timezone.utc).strftime("%H:%M") for m in labels],
+                                series, capped=True)
+    return render_template("overview.html", title="Overview", totals=totals,
+                           workflows=workflows, states=queries.STATES, chart=chart,
+                           legend=charts.legend(list(series)), health=queries.health(conn),
+                           cap=queries.CAP, tp_total=sum(map(sum, series.values())))
+
+
+def runs() -> Any:
+    args = {k: request.args.get(k, "") for k in ("workflow", "state", "key", "from", "to")}
+    args["children"] = request.args.get("children", "")
+    try:
+        state = _text("state") or "all"
+        if state not in STATE_FILTERS:
+            raise BadInput("state: one of " + ", ".join(STATE_FILTERS))
+        page = queries.runs(g.sess.conn, state, _text("workflow"), _text("key"),
+                            _time("from"), _time("to"), bool(args["children"]), _int("before"))
+    except BadInput as e:
+        return render_template("runs.html", title="Runs", rows=[], args=args, error=str(e),
+                               states=STATE_FILTERS, next_url=None, first_url=None), 400
+    more = len(page) > queries.PAGE
+    page = page[:queries.PAGE]
+    keep = {k: v for k, v in args.items() if v}
+    next_url = url_for("runs", **keep, before=page[-1]["id"]) if more else None
+    first_url = url_for("runs", **keep) if request.args.get("before") else None
+    return render_template("runs.html", title="Runs", rows=page, args=args, error=None,
+                           states=STATE_FILTERS, next_url=next_url, first_url=first_url)
+
+
+def load_run(run_id: int) -> dict[str, Any]:
+    """The run of this id the role may see (404 otherwise, as CF014)."""
+    r = queries.run(g.sess.conn, run_id)
+    if r is None:
+        abort(404, description=f"CF014: run {run_id} does not exist (or is not yours to see).")
+    return r
+
+
+def run(run_id: int) -> Any:
+    conn = g.sess.conn
+    r = load_run(run_id)
+    shadowed = queries.resolves_to(conn, r["workflow"], r["key"]) != run_id
+    timeline = [] if shadowed else queries.timeline(conn, r["workflow"], r["key"])
+    chain = [] if shadowed else queries.parent_chain(conn, r["workflow"], r["key"])
+    brs = [] if shadowed else queries.branches(conn, r["workflow"], r["key"])
+    periodic = [] if shadowed else queries.run_periodic(conn, r["workflow"], r["key"])
+    return render_template("run.html", title=f"Run {run_id}", run=r, timeline=timeline,
+                           chain=chain, branches=brs, periodic=periodic, shadowed=shadowed,
+                           events=queries.events(conn, run_id))
+
+
+def branches(run_id: int) -> Any:
+    r = load_run(run_id)
+    return render_template("branches.html", title=f"Branches of run {run_id}", run=r,
+                           branches=queries.branches(g.sess.conn, r["workflow"], r["key"]))
+
+
+def _cursor(name: str) -> tuple[bool, int] | None:
+    v = _text(name)
+    if v is None:
+        return None
+    b, _, i = v.partition(":")
+    if b not in ("b", "n") or not i.isdigit() or len(i) > 18:
+        raise BadInput(f"{name}: not a page cursor")
+    return (b == "b", int(i))
+
+
+def _cur(row: dict[str, Any]) -> str:
+    return ("b:" if row["blocked"] else "n:") + str(row["id"])
+
+
+def branch(run_id: int, branch: str) -> Any:
+    conn = g.sess.conn
+    r = load_run(run_id)
+    br = next((b for b in queries.branches(conn, r["workflow"], r["key"])
+               if b["branch"] == branch), None)
+    if br is None:
+        abort(404, description=f"CF008: run {run_id} has no branch {branch!r}.")
+    state = request.args.get("state", "all")
+    try:
+        if state not in STATE_FILTERS:
+            raise BadInput("state: one of " + ", ".join(STATE_FILTERS))
+        after, before = _cursor("after"), _cursor("before")
+    except BadInput as e:
+        abort(400, description=str(e))
+    if before is not None:
+        page = queries.children_before(conn, br["branch_log_id"], state, before)
+        has_prev = len(page) == queries.PAGE
+        has_next = True
+    else:
+        page = queries.children_after(conn, r["workflow"], r["key"], branch, state, after)
+        has_next = len(page) > queries.PAGE
+        page = page[:queries.PAGE]
+        has_prev = after is not None
+    base = {"run_id": run_id, "branch": branch} | ({"state": state} if state != "all" else {})
+    next_url = url_for("branch", **base, after=_cur(page[-1])) if has_next and page else None
+    prev_url = url_for("branch", **base, before=_cur(page[0])) if has_prev and page else None
+    counts = queries.branch_counts(conn, br["branch_log_id"])
+    return render_template("branch.html", title=f"Branch {branch} of run {run_id}", run=r,
+                           br=br, children=page, counts=counts, cap=queries.BRANCH_CAP,
+                           state=state, states=STATE_FILTERS, next_url=next_url,
+                           prev_url=prev_url, capped=capped)
+
+
+def waiting() -> Any:
+    conn = g.sess.conn
+    rows = queries.waiting(conn)
+    kinds = {"wait_until": 0, "continue_if": 0, "await_event": 0}
+    for w in rows:
+        kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
+    return render_template("waiting.html", title="Waiting", rows=rows[:SHOWN], kinds=kinds,
+                           total=len(rows), shown=SHOWN,
+                           other=queries.waiting_kinds(conn), cap=queries.CAP, capped=capped)
+
+
+def stranded() -> Any:
+    conn = g.sess.conn
+    return render_template("stranded.html", title="Stranded", rows=queries.stranded(conn),
+                           overdue=queries.overdue_wakeups(conn))
+
+
+def periodic() -> Any:
+    conn = g.sess.conn
+    return render_template("periodic.html", title="Periodic", rows=queries.periodic(conn),
+                           schedules=queries.schedules(conn))
+
+
+def failures() -> Any:
+    conn = g.sess.conn
+    win = request.args.get("window", "7d")
+    if win not in WINDOWS:
+        win = "7d"
+    cls = request.args.get("class", "")[:MAX_FILTER] or None
+    wf = request.args.get("workflow", "").strip()[:MAX_FILTER] or None
+    days = queries.daily_outcomes(conn, wf)
+    series = {k: [d[k] for d in days] for k in ("completed", "failed", "cancelled")}
+    chart = charts.stacked_bars("outcomes-chart", "Runs ended per day (UTC), last 30 days",
+                                [d["day"].strftime("%m-%d") for d in days], series)
+    return render_template("failures.html", title="Failures", window=win, windows=WINDOWS,
+                           errors=queries.top_errors(conn, WINDOWS[win]), days=days,
+                           by_workflow=queries.errors_by_workflow(conn, WINDOWS[win], wf),
+                           workflow=wf or "",
+                           chart=chart, legend=charts.legend(list(series)), cls=cls,
+                           class_runs=queries.error_runs(conn, cls) if cls else [])
+
+
+def tasks() -> Any:
+    return render_template("tasks.html", title="Tasks", rows=queries.task_queues(g.sess.conn))
