@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "claim.h"
 #include "finish.h"
 #include "guc.h"
 #include "launcher.h"
@@ -27,6 +28,7 @@ _PG_init(void)
 {
 	cf_define_gucs();
 	cf_register_xact_callback();
+	cf_claim_register();
 	cf_finish_register();
 
 	/* Shared memory and the launcher exist only when preloaded. */

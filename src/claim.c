@@ -73,9 +73,33 @@ read_claim(TimestampTz now)
  * does not look again until a dispatch commits (the generation moves), so
  * that passes pay nothing for fan-out when there is none.  Without shared
  * memory (generation unknown) it looks before every claim.
+ *
+ * That "none" may be this transaction's own view: passes sharing one
+ * transaction took a batch's last children and deleted it.  If the
+ * transaction then rolls back, the batch is back: forget the "none"
+ * (spawn_forget_on_abort()).  And it is believed for at most
+ * SPAWN_NONE_TRUST_MS, so that no other mistake can leave children
+ * waiting in a batch while the workers sleep (the launcher wakes them
+ * while batches wait).
  */
+#define SPAWN_NONE_TRUST_MS 1000
+
 static uint64 spawn_none_at = PG_UINT64_MAX;
 static uint64 spawn_looked_at = PG_UINT64_MAX;
+static TimestampTz spawn_none_since = 0;
+
+static void
+spawn_forget_on_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		spawn_none_at = PG_UINT64_MAX;
+}
+
+void
+cf_claim_register(void)
+{
+	RegisterXactCallback(spawn_forget_on_abort, NULL);
+}
 
 /* Is there any batch?  If not, remember it for this generation. */
 static bool
@@ -95,8 +119,8 @@ spawn_batches_exist(void)
 	if (known)
 	{
 		spawn_looked_at = generation;
-		if (!exist)
-			spawn_none_at = generation;
+		spawn_none_at = exist ? PG_UINT64_MAX : generation;
+		spawn_none_since = GetCurrentTimestamp();
 	}
 	return exist;
 }
@@ -107,7 +131,8 @@ spawn_batches_maybe(void)
 	uint64		generation;
 	bool		known = cf_spawn_generation(&generation);
 
-	if (known && generation == spawn_none_at)
+	if (known && generation == spawn_none_at &&
+		!TimestampDifferenceExceeds(spawn_none_since, GetCurrentTimestamp(), SPAWN_NONE_TRUST_MS))
 		return false;
 	if (known && generation == spawn_looked_at)
 		return true;
@@ -115,7 +140,10 @@ spawn_batches_maybe(void)
 	if (!cf_schema_at_least(CF_SCHEMA(0, 4, 0)))	/* no spawn_batches yet */
 	{
 		if (known)
+		{
 			spawn_none_at = generation;
+			spawn_none_since = GetCurrentTimestamp();
+		}
 		return false;
 	}
 	return !known || spawn_batches_exist();

@@ -15,5 +15,6 @@
 
 extern bool cf_claim_and_lock(Oid only_owner, bool *share_waived);
 extern bool cf_claim_retake_spawned_child(void);
+extern void cf_claim_register(void);
 
 #endif							/* CF_CLAIM_H */

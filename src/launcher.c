@@ -408,19 +408,24 @@ run_maintenance(void)
 /*
  * Work due now goes to the workers (they drain all of it); merge polls
  * due run here, never behind the workers' backlog.  Returns when the
- * first work due later is due (DT_NOEND: none).
+ * first work due later is due (DT_NOEND: none); while children wait in
+ * spawn batches, a second from now (the workers are told again until
+ * the batches are gone).
  */
 static TimestampTz
 dispatch_due_work(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due = next_due_wakeup(DT_NOBEGIN);
+	bool		spawned = spawned_children_waiting();
 
-	if (due <= now || spawned_children_waiting())
+	if (due <= now || spawned)
 	{
 		cf_wake_workers();
 		due = next_due_wakeup(now);
 	}
+	if (spawned)
+		due = Min(due, TimestampTzPlusMilliseconds(now, 1000));
 	return Min(due, cf_merge_launcher_polls());
 }
 
