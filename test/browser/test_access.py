@@ -168,10 +168,18 @@ def test_every_page_within_two_clicks_of_the_overview(page: Page) -> None:
         page.click(f"nav a[href='{path}'], nav a[href='{page.base}{path}']", path.strip("/"))
         assert page.path() == path
         assert page.css(f"[data-testid={TABLES[path]}]"), f"{path}: no [data-testid={TABLES[path]}]"
+        if path == "/waiting":
+            tile = page.text("[data-testid=waiting-task]")
+            assert len(tile.splitlines()) == 2, f"the task tile reads {tile!r}: number and label run together"
         if path == "/failures":
             assert page.css("[data-testid=outcomes-chart] svg, svg[data-testid=outcomes-chart]"), \
                 "no inline SVG outcomes chart on /failures"
             page.shot("failures-full", full=True)
+    # Two clicks to a branch's children: the overview's fan-outs.
+    page.get("/")
+    page.click("[data-testid=fanouts-table] a[data-testid=fanout-branch]", "fanout-branch")
+    assert re.fullmatch(r"/runs/\d+/branches/.+", page.path()), page.path()
+    assert page.css("[data-testid=children-table]") and page.css("[data-testid^=branch-count-]")
     # Second click: a run from the list.
     page.get("/")
     page.click("nav a[href='/runs']")
