@@ -226,7 +226,7 @@ def children_before(conn: psycopg.Connection[Any], branch_log_id: int, state: st
     first (a page and one row more, to know whether there is a previous
     page)."""
     bb, bi = before
-    got = rows(conn, f"""
+    return rows(conn, f"""
         SELECT c.code IN (4, 5, 6) AS blocked, {CHILD_COLS}
           FROM pg_catalog.unnest(chrono_forge.state_codes(%(state)s)) AS s(code)
          CROSS JOIN LATERAL (
