@@ -11,12 +11,13 @@ COLOURS = {"completed": "#2f9e44", "failed": "#e03131", "cancelled": "#868e96"}
 
 def stacked_bars(testid: str, title: str, labels: list[str],
                  series: dict[str, list[int]], capped: bool = False,
-                 unit: str = "runs") -> Markup:
+                 unit: str = "runs", width: int = 760) -> Markup:
     """One bar per label, stacked by series; a tooltip (<title>) per bar.
     Every slot is drawn (an empty one as a faint column), bars are at most
     BAR_MAX wide (a single slot is not one solid block), the y axis says
-    its unit."""
-    w, h, left, bottom, top = 760, 190, 44, 22, 24
+    its unit; width: the drawing's own (its text stays readable when it
+    fills a wide card)."""
+    w, h, left, bottom, top = width, 190, 44, 22, 24
     n = max(len(labels), 1)
     slot = (w - left - 4) / n
     bar = min(max(slot - 2, 1), BAR_MAX)
@@ -50,7 +51,7 @@ def stacked_bars(testid: str, title: str, labels: list[str],
                        f'height="{bh:.1f}" fill="{COLOURS.get(name, "#1c7ed6")}"/>')
         out.append("</g>")
     step = max(1, n // 6)
-    for i in range(0, len(labels), step):
+    for i in range((len(labels) - 1) % step, len(labels), step):   # the last slot labelled
         x = left + i * slot + slot / 2
         out.append(f'<text x="{x:.1f}" y="{h - 6}" text-anchor="middle" class="axis">'
                    f'{escape(labels[i])}</text>')

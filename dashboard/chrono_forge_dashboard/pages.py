@@ -282,7 +282,8 @@ def failures() -> Any:
     series = {k: [by_day[d][k] if d in by_day else 0 for d in span]
               for k in ("completed", "failed", "cancelled")}
     chart = charts.stacked_bars("outcomes-chart", f"Runs ended per day (UTC), last {WINDOWS[win]}",
-                                [d.strftime("%m-%d") for d in span], series, unit="runs/day")
+                                [d.strftime("%m-%d") for d in span], series, unit="runs/day",
+                                width=1140)
     return render_template("failures.html", title="Failures", window=win, windows=WINDOWS,
                            errors=queries.top_errors(conn, WINDOWS[win]), days=days,
                            by_workflow=queries.errors_by_workflow(conn, WINDOWS[win], wf),
