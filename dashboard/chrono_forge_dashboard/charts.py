@@ -52,9 +52,10 @@ def stacked_bars(testid: str, title: str, labels: list[str],
         out.append("</g>")
     step = max(1, n // 6)
     for i in range((len(labels) - 1) % step, len(labels), step):   # the last slot labelled
-        x = left + i * slot + slot / 2
-        out.append(f'<text x="{x:.1f}" y="{h - 6}" text-anchor="middle" class="axis">'
-                   f'{escape(labels[i])}</text>')
+        last = i == len(labels) - 1       # right-aligned: not cut at the edge
+        x = left + (i + 1) * slot if last else left + i * slot + slot / 2
+        out.append(f'<text x="{x:.1f}" y="{h - 6}" text-anchor="{"end" if last else "middle"}" '
+                   f'class="axis">{escape(labels[i])}</text>')
     out.append("</svg>")
     return Markup("".join(out))
 
