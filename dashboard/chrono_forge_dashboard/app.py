@@ -161,8 +161,19 @@ def _install_request_hooks(app: Flask, store: SessionStore) -> None:
     @app.context_processor
     def template_globals() -> dict[str, Any]:
         sess = g.get("sess")
+        role = sess.role if sess else _signed_in_role(app, store)
         return {"csrf_token": csrf_token, "whoami": g.get("who"),
-                "role": sess.role if sess else None, "single_user": single_user(app)}
+                "role": role, "single_user": single_user(app)}
+
+
+def _signed_in_role(app: Flask, store: SessionStore) -> str | None:
+    """The role of a page rendered before the request took its session
+    (a CSRF or NUL refusal): an error page keeps the signed-in nav."""
+    if single_user(app):
+        sess = app.extensions.get("cf_single")
+    else:
+        sess = store.get(session.get("sid"))
+    return sess.role if sess else None
 
 
 def _install_auth(app: Flask, store: SessionStore) -> None:

@@ -4,7 +4,7 @@ waiting, stranded, periodic, failures and tasks."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask, abort, g, render_template, request, url_for
@@ -49,20 +49,33 @@ def _filters(app: Flask) -> None:
         return v.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if v else ""
 
     @app.template_filter("dur")
-    def dur(v: timedelta | None) -> str:
-        if v is None:
-            return ""
-        secs = v.total_seconds()
-        if abs(secs) < 60:
-            return f"{secs:.3f} s" if abs(secs) < 10 else f"{secs:.1f} s"
-        mins, s = divmod(int(secs), 60)
-        hrs, m = divmod(mins, 60)
-        days, hr = divmod(hrs, 24)
-        return (f"{days}d " if days else "") + f"{hr:02d}:{m:02d}:{s:02d}"
+    def dur(v: timedelta | float | None) -> str:
+        return duration(v)
 
     @app.template_filter("pretty")
     def pretty(v: Any) -> str:
         return json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def duration(v: timedelta | float | None) -> str:
+    """One format for every duration (a timedelta or seconds), two units at
+    most: '4 ms', '1.2 s', '12 s', '1 min 4 s', '2 h 5 min', '3 d 4 h'."""
+    if v is None:
+        return ""
+    secs = v.total_seconds() if isinstance(v, timedelta) else float(v)
+    sign, secs = ("-" if secs < 0 else ""), abs(secs)
+    if round(secs * 1000) < 1000:
+        return f"{sign}{secs * 1000:.0f} ms"
+    if round(secs, 1) < 10:
+        return f"{sign}{secs:.1f} s"
+    n = int(round(secs))
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "min", 60),
+                                     ("min", 60, "s", 1)):
+        if n >= size:
+            big, rest = divmod(n, size)
+            small = rest // subsize
+            return f"{sign}{big} {unit}" + (f" {small} {sub}" if small else "")
+    return f"{sign}{n} s"
 
 
 def capped(n: int, cap: int) -> str:
@@ -118,7 +131,8 @@ def overview() -> Any:
     return render_template("overview.html", title="Overview", totals=totals,
                            workflows=workflows, states=queries.STATES, chart=chart,
                            legend=charts.legend(list(series)), health=queries.health(conn),
-                           cap=queries.CAP, tp_total=sum(map(sum, series.values())))
+                           cap=queries.CAP, tp_total=sum(map(sum, series.values())),
+                           fanouts=queries.fanouts(conn), recent=queries.RECENT)
 
 
 def runs() -> Any:
@@ -197,15 +211,7 @@ def branch(run_id: int, branch: str) -> Any:
         after, before = _cursor("after"), _cursor("before")
     except BadInput as e:
         abort(400, description=str(e))
-    if before is not None:
-        page = queries.children_before(conn, br["branch_log_id"], state, before)
-        has_prev = len(page) == queries.PAGE
-        has_next = True
-    else:
-        page = queries.children_after(conn, r["workflow"], r["key"], branch, state, after)
-        has_next = len(page) > queries.PAGE
-        page = page[:queries.PAGE]
-        has_prev = after is not None
+    page, has_prev, has_next = _children_page(conn, r, br, state, after, before)
     base = {"run_id": run_id, "branch": branch} | ({"state": state} if state != "all" else {})
     next_url = url_for("branch", **base, after=_cur(page[-1])) if has_next and page else None
     prev_url = url_for("branch", **base, before=_cur(page[0])) if has_prev and page else None
@@ -214,6 +220,30 @@ def branch(run_id: int, branch: str) -> Any:
                            br=br, children=page, counts=counts, cap=queries.BRANCH_CAP,
                            state=state, states=STATE_FILTERS, next_url=next_url,
                            prev_url=prev_url, capped=capped)
+
+
+def _children_page(conn: Any, r: dict[str, Any], br: dict[str, Any], state: str,
+                   after: tuple[bool, int] | None, before: tuple[bool, int] | None
+                   ) -> tuple[list[dict[str, Any]], bool, bool]:
+    """A page of a branch's children and whether a page lies before and
+    after it: each read looks one row beyond its page, and the row next to
+    the page's other end is probed, so no link leads to an empty page.
+    Paging back to the start gives the first page itself (full)."""
+    def fwd(cur: tuple[bool, int] | None, n: int = queries.PAGE + 1) -> list[dict[str, Any]]:
+        return queries.children_after(conn, r["workflow"], r["key"], br["branch"], state, cur, n)
+
+    if before is not None:
+        page = queries.children_before(conn, br["branch_log_id"], state, before)
+        if len(page) > queries.PAGE:
+            page = page[:queries.PAGE][::-1]
+            return page, True, bool(fwd((page[-1]["blocked"], page[-1]["id"]), 1))
+        after = None        # reached the start: the first page
+    page = fwd(after)
+    has_next = len(page) > queries.PAGE
+    page = page[:queries.PAGE]
+    has_prev = bool(page) and after is not None and bool(queries.children_before(
+        conn, br["branch_log_id"], state, (page[0]["blocked"], page[0]["id"]), 1))
+    return page, has_prev, has_next
 
 
 def waiting() -> Any:
@@ -241,21 +271,32 @@ def periodic() -> Any:
 
 def failures() -> Any:
     conn = g.sess.conn
-    win = request.args.get("window", "7d")
+    win = request.args.get("window", "30d")
     if win not in WINDOWS:
-        win = "7d"
+        win = "30d"
     cls = request.args.get("class", "")[:MAX_FILTER] or None
     wf = request.args.get("workflow", "").strip()[:MAX_FILTER] or None
-    days = queries.daily_outcomes(conn, wf)
-    series = {k: [d[k] for d in days] for k in ("completed", "failed", "cancelled")}
-    chart = charts.stacked_bars("outcomes-chart", "Runs ended per day (UTC), last 30 days",
-                                [d["day"].strftime("%m-%d") for d in days], series)
+    days = queries.daily_outcomes(conn, WINDOWS[win], wf)
+    span = _day_span(queries.today(conn), int(win[:-1]), days)
+    by_day = {d["day"]: d for d in days}
+    series = {k: [by_day[d][k] if d in by_day else 0 for d in span]
+              for k in ("completed", "failed", "cancelled")}
+    chart = charts.stacked_bars("outcomes-chart", f"Runs ended per day (UTC), last {WINDOWS[win]}",
+                                [d.strftime("%m-%d") for d in span], series, unit="runs/day",
+                                width=1140)
     return render_template("failures.html", title="Failures", window=win, windows=WINDOWS,
                            errors=queries.top_errors(conn, WINDOWS[win]), days=days,
                            by_workflow=queries.errors_by_workflow(conn, WINDOWS[win], wf),
                            workflow=wf or "",
                            chart=chart, legend=charts.legend(list(series)), cls=cls,
                            class_runs=queries.error_runs(conn, cls) if cls else [])
+
+
+def _day_span(today: date, n: int, days: list[dict[str, Any]]) -> list[date]:
+    """Every day of the window, oldest first, days without a run included
+    (from the first day daily_outcomes() gave, if earlier)."""
+    first = min([today - timedelta(days=n - 1)] + [d["day"] for d in days])
+    return [first + timedelta(days=i) for i in range((today - first).days + 1)]
 
 
 def tasks() -> Any:

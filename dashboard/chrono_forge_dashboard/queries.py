@@ -20,6 +20,7 @@ STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled")
 CAP = 1000              # overview and list counts stop here ("1,000+")
 BRANCH_CAP = 5000       # a branch's children per state
 PAGE = 50
+RECENT = 500            # the overview's fan-outs: parents among the newest runs
 
 
 def rows(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> list[Row]:
@@ -90,6 +91,42 @@ def health(conn: psycopg.Connection[Any]) -> Row:
                chrono_forge.now() AS now""", {"cap": CAP})
     assert r is not None
     return r
+
+
+def fanouts(conn: psycopg.Connection[Any], limit: int = 8) -> list[Row]:
+    """Runs with branches for the overview, at most `limit`: those with a
+    branch still dispatching (spawn_batches) or waiting on its merge
+    (merge_polls) first, both small tables of work in flight; then the
+    parents among the newest RECENT runs (runs(), children included: an
+    index range per state).  Each parent's branches from its branch logs (by
+    primary key); nothing here counts a large table."""
+    return rows(conn, """
+        WITH active AS MATERIALIZED (
+            SELECT b.branch_log_id AS log_id FROM chrono_forge.spawn_batches b
+             WHERE b.taken < b.n
+            UNION
+            SELECT pg_catalog.unnest(m.branch_log_ids) FROM chrono_forge.merge_polls m),
+        recent AS MATERIALIZED (
+            SELECT DISTINCT r.parent_execution_log_id AS log_id
+              FROM chrono_forge.runs(include_children => true, page_size => %(recent)s) r
+             WHERE r.parent_execution_log_id IS NOT NULL),
+        parents AS (
+            SELECT l.workflow_id AS id, pg_catalog.bool_or(a.log_id IS NOT NULL) AS active
+              FROM (SELECT log_id FROM active UNION SELECT log_id FROM recent) x
+              JOIN chrono_forge.execution_logs l ON l.id = x.log_id
+              LEFT JOIN active a ON a.log_id = x.log_id
+             GROUP BY 1
+             ORDER BY 2 DESC, 1 DESC LIMIT %(limit)s)
+        SELECT p.id, w.workflow, w.key, w.state::text AS state, w.created_at, p.active,
+               pg_catalog.array_agg(pg_catalog.substr(l.step_name, 8) ORDER BY l.id)
+                   AS branch_names,
+               pg_catalog.array_agg(l.state::text = 'completed' ORDER BY l.id) AS sealed
+          FROM parents p
+          JOIN chrono_forge.workflows w ON w.id = p.id
+          JOIN chrono_forge.execution_logs l
+            ON l.workflow_id = p.id AND l.step_name LIKE 'branch$%%'
+         GROUP BY p.id, w.workflow, w.key, w.state, w.created_at, p.active
+         ORDER BY p.active DESC, p.id DESC""", {"limit": limit, "recent": RECENT})
 
 
 # --- runs -----------------------------------------------------------------
@@ -172,21 +209,24 @@ CHILD_COLS = """c.id, c.workflow, c.key, c.state::text AS state, c.owner::text A
 
 
 def children_after(conn: psycopg.Connection[Any], workflow: str, key: str, branch: str,
-                   state: str, after: tuple[bool, int] | None) -> list[Row]:
-    """A page of children, blocked first then by id, after a cursor."""
+                   state: str, after: tuple[bool, int] | None, n: int = PAGE + 1) -> list[Row]:
+    """Up to n children, blocked first then by id, after a cursor (a page
+    and one row more, to know whether there is a next page)."""
     ab, ai = after if after else (None, None)
     return rows(conn, f"""
         SELECT c.blocked, {CHILD_COLS}
           FROM chrono_forge.branch_children(%s, %s, %s, %s, %s, %s, %s) c""",
-                (workflow, key, branch, state, ab, ai, PAGE + 1))
+                (workflow, key, branch, state, ab, ai, n))
 
 
 def children_before(conn: psycopg.Connection[Any], branch_log_id: int, state: str,
-                    before: tuple[bool, int]) -> list[Row]:
-    """The page before a cursor in branch_children()'s order (blocked first,
-    then id), read backwards on the children index; returned in page order."""
+                    before: tuple[bool, int], n: int = PAGE + 1) -> list[Row]:
+    """Up to n children before a cursor in branch_children()'s order
+    (blocked first, then id), read backwards on the children index, nearest
+    first (a page and one row more, to know whether there is a previous
+    page)."""
     bb, bi = before
-    got = rows(conn, f"""
+    return rows(conn, f"""
         SELECT c.code IN (4, 5, 6) AS blocked, {CHILD_COLS}
           FROM pg_catalog.unnest(chrono_forge.state_codes(%(state)s)) AS s(code)
          CROSS JOIN LATERAL (
@@ -196,9 +236,7 @@ def children_before(conn: psycopg.Connection[Any], branch_log_id: int, state: st
                     OR ((s.code IN (4, 5, 6)) = %(bb)s AND t.id < %(bi)s))
              ORDER BY t.id DESC LIMIT %(n)s) c
          ORDER BY 1, c.id DESC LIMIT %(n)s""",
-               {"state": state, "log": branch_log_id, "bb": bb, "bi": bi, "n": PAGE})
-    got.reverse()
-    return got
+               {"state": state, "log": branch_log_id, "bb": bb, "bi": bi, "n": n})
 
 
 # --- waiting, stranded, periodic, failures, tasks --------------------------
@@ -298,9 +336,17 @@ def error_runs(conn: psycopg.Connection[Any], error_class: str) -> list[Row]:
          ORDER BY r.id DESC, s.created_at DESC LIMIT 50""", (error_class,))
 
 
-def daily_outcomes(conn: psycopg.Connection[Any], workflow: str | None) -> list[Row]:
-    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes('30 days', %s) ORDER BY day",
-                (workflow,))
+def daily_outcomes(conn: psycopg.Connection[Any], window: str,
+                   workflow: str | None) -> list[Row]:
+    return rows(conn, "SELECT * FROM chrono_forge.daily_outcomes(%s::interval, %s) ORDER BY day",
+                (window, workflow))
+
+
+def today(conn: psycopg.Connection[Any]) -> Any:
+    """The database's day (UTC), which daily_outcomes() counts up to."""
+    r = one(conn, "SELECT (chrono_forge.now() AT TIME ZONE 'UTC')::date AS d")
+    assert r is not None
+    return r["d"]
 
 
 def task_queues(conn: psycopg.Connection[Any]) -> list[Row]:

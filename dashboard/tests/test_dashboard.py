@@ -41,9 +41,36 @@ def post_action(c: FlaskClient, url: str, **fields: str) -> Any:
     return c.post(url, data={"csrf_token": csrf_of(text(page)), "confirm": "yes", **fields})
 
 
+def offered(html: str) -> set[str]:
+    """The actions a run's page offers."""
+    return set(re.findall(r'data-action="([a-z-]+)"', html))
+
+
 def follow(c: FlaskClient, r: Any) -> str:
     assert r.status_code == 303, text(r)
     return text(c.get(r.headers["Location"]))
+
+
+# --- formats -----------------------------------------------------------------
+
+def test_one_duration_format() -> None:
+    from datetime import timedelta
+    from chrono_forge_dashboard.pages import duration
+    cases = {0.004: "4 ms", 0.0: "0 ms", 1.23: "1.2 s", 12.4: "12 s", 64: "1 min 4 s",
+             120: "2 min", 7500: "2 h 5 min", 90000: "1 d 1 h", -3.2: "-3.2 s"}
+    assert {k: duration(k) for k in cases} == cases
+    assert duration(timedelta(minutes=1, seconds=4)) == "1 min 4 s" and duration(None) == ""
+
+
+def test_outcomes_chart_follows_the_window(db: Db, client_a: FlaskClient, tag: str) -> None:
+    """A bar slot per day of the chosen window (empty days too), whatever
+    days had runs; the default window is the issue's 30 days."""
+    db.wait_state(db.start(A, "cf_dash.ok", f"{tag}-day"), "completed")
+    for query, n in (("", 30), ("?window=7d", 7), ("?window=1d", 1), ("?window=30d", 30)):
+        html = text(client_a.get("/failures" + query))
+        chart = re.search(r'<svg data-testid="outcomes-chart".*?</svg>', html, re.S).group(0)
+        assert chart.count('class="slot"') == n, (query, chart.count('class="slot"'))
+        assert f"last {n} day" in chart and "runs/day" in chart
 
 
 # --- who sees what ----------------------------------------------------------
@@ -154,6 +181,8 @@ def test_post_without_or_with_wrong_csrf_refused(db: Db, client_a: FlaskClient, 
     for data in ({"confirm": "yes"}, {"confirm": "yes", "csrf_token": "forged"}):
         r = client_a.post(url, data=data)
         assert r.status_code == 400 and "CSRF" in text(r)
+        # the refusal page still knows who is signed in (no "Sign in" link)
+        assert hook(text(r), "whoami") == A and 'href="/login"' not in text(r)
     r = client_a.post(f"/runs/{rid}/event", data={"confirm": "yes", "name": "go", "payload": "1"})
     assert r.status_code == 400
     assert client_a.post("/logout", data={}).status_code == 400
@@ -176,6 +205,7 @@ def test_retry_of_a_stalled_run_then_completes(db: Db, client_a: FlaskClient, ta
     page = text(client_a.get(f"/runs/{rid}"))
     assert hook(page, "run-state") == "stalled"
     assert 'data-action="retry"' in page and "not yet" in page
+    assert offered(page) == {"retry", "event", "cancel"}
     db.q("INSERT INTO cf_dash.flags VALUES (%s)", (flag,))
     html = follow(client_a, post_action(client_a, f"/runs/{rid}/retry"))
     assert 'data-testid="flash"' in html
@@ -186,6 +216,9 @@ def test_retry_of_a_stalled_run_then_completes(db: Db, client_a: FlaskClient, ta
 def test_retry_refused_shows_sqlstate(db: Db, client_a: FlaskClient, tag: str) -> None:
     rid = db.start(A, "cf_dash.ok", f"{tag}-done")
     db.wait_state(rid, "completed")
+    page = text(client_a.get(f"/runs/{rid}"))
+    assert offered(page) == set() and "completed" in hook(page, "no-actions")
+    # not offered, but the POST still goes to the database, which refuses it
     html = follow(client_a, post_action(client_a, f"/runs/{rid}/retry"))
     assert "CF004" in hook(html, "flash-error")
     assert "Traceback" not in html
@@ -198,6 +231,7 @@ def test_wake(db: Db, client_a: FlaskClient, tag: str) -> None:
     db.q("INSERT INTO cf_dash.flags VALUES (%s)", (flag,))
     time.sleep(0.3)
     assert db.state(rid) == "idle"          # continue_if never polls: only a wake moves it
+    assert offered(text(client_a.get(f"/runs/{rid}"))) == {"wake", "event", "cancel"}
     html = follow(client_a, post_action(client_a, f"/runs/{rid}/wake"))
     assert "Woken" in hook(html, "flash")
     db.wait_state(rid, "completed")
@@ -247,6 +281,7 @@ def test_force_unlock(db: Db, client_a: FlaskClient, tag: str) -> None:
          "locked_at = chrono_forge.now() - interval '10 minutes' WHERE id = %s", (rid,))
     page = text(client_a.get(f"/runs/{rid}"))
     assert hook(page, "run-state") == "running" and "w:dead" in page
+    assert offered(page) == {"force-unlock", "event", "cancel"}
     html = follow(client_a, post_action(client_a, f"/runs/{rid}/force-unlock"))
     assert "Unlocked" in hook(html, "flash")
     assert db.q("SELECT state::text, locked_by FROM chrono_forge.workflows WHERE id = %s",
@@ -286,6 +321,8 @@ def test_branch_counts_paging_and_retry_blocked(db: Db, client_a: FlaskClient, t
         "ON l.id = w.parent_execution_log_id WHERE l.workflow_id = %s ORDER BY w.id DESC LIMIT 2",
         (pid,))]
     db.q("UPDATE chrono_forge.workflows SET state = 'stalled' WHERE id = ANY(%s)", (blocked,))
+    # the overview links straight to the branch (two clicks to any page)
+    assert f'href="/runs/{pid}/branches/a"' in text(client_a.get("/"))
     listed = text(client_a.get(f"/runs/{pid}/branches"))
     assert 'href="/runs/%d/branches/a"' % pid in listed
     url = f"/runs/{pid}/branches/a"
@@ -307,7 +344,9 @@ def test_branch_counts_paging_and_retry_blocked(db: Db, client_a: FlaskClient, t
     prev = re.search(r'href="([^"]+)" rel="prev"', p3).group(1).replace("&amp;", "&")
     assert run_ids(text(client_a.get(prev))) == ids2
     prev = re.search(r'href="([^"]+)" rel="prev"', p2).group(1).replace("&amp;", "&")
-    assert run_ids(text(client_a.get(prev))) == ids1
+    back1 = text(client_a.get(prev))
+    # paged back to the start: the first page again, with no way further back
+    assert run_ids(back1) == ids1 and 'rel="prev"' not in back1 and 'rel="next"' in back1
     html = follow(client_a, post_action(client_a, f"{url}/retry-blocked"))
     assert "Retried 2 blocked child runs" in hook(html, "flash")
     assert {db.state(b) for b in blocked} <= {"idle", "running"}

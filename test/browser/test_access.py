@@ -168,6 +168,9 @@ def test_every_page_within_two_clicks_of_the_overview(page: Page) -> None:
         page.click(f"nav a[href='{path}'], nav a[href='{page.base}{path}']", path.strip("/"))
         assert page.path() == path
         assert page.css(f"[data-testid={TABLES[path]}]"), f"{path}: no [data-testid={TABLES[path]}]"
+        if path == "/waiting":
+            tile = page.text("[data-testid=waiting-task]")
+            assert len(tile.splitlines()) == 2, f"the task tile reads {tile!r}: number and label run together"
         if path == "/failures":
             assert page.css("[data-testid=outcomes-chart] svg, svg[data-testid=outcomes-chart]"), \
                 "no inline SVG outcomes chart on /failures"
@@ -181,3 +184,14 @@ def test_every_page_within_two_clicks_of_the_overview(page: Page) -> None:
     page.click("form[action$='/logout'] [type=submit]", signed_in=False)
     page.get("/runs", signed_in=False)
     assert page.css("input[name=password]") and not page.css("tr[data-run-id]")
+
+
+def test_branch_two_clicks_from_the_overview(page: Page, db: Db) -> None:
+    """The overview's fan-outs link each branch: its children in one click."""
+    page.sign_in("tenant_a")
+    page.get("/")
+    rid = db.run_id("a-fanout")
+    page.click(f"[data-testid=fanouts-table] a[href='/runs/{rid}/branches/items']", "fanout-branch")
+    assert page.path() == f"/runs/{rid}/branches/items"
+    assert page.css("[data-testid=children-table] tr[data-run-id]")
+    assert page.css("[data-testid=branch-count-completed]")

@@ -21,6 +21,12 @@ def test_stalled_run_retried_from_its_page_completes(page: Page, db: Db) -> None
     assert "gate a-stalled-1 is closed" in page.source(), "the timeline does not show the step's error"
     page.open_details()
     page.shot("timeline-stalled", full=True)
+    # With the details open, every step name still sits on one line.
+    lines = page.d.execute_script(
+        "return [...document.querySelectorAll('[data-testid=timeline-table] tbody td:nth-child(2)')]"
+        ".map(td => { const r = document.createRange(); r.selectNodeContents(td);"
+        " return [td.textContent.trim(), new Set([...r.getClientRects()].map(x => Math.round(x.top))).size]; })")
+    assert lines and all(n == 1 for _, n in lines), f"step names broken over lines: {lines}"
     # The operator's fix, then the retry through the page.
     db.conn.execute("UPDATE tenant_a.gates SET open = true WHERE name = 'a-stalled-1'")
     page.click("a[data-action=retry]")
@@ -112,12 +118,19 @@ def test_send_event_wake_and_force_unlock(page: Page, db: Db) -> None:
     page.sign_in("tenant_a")
     rid = db.run_id("a-waiter")
     page.get(f"/runs/{rid}", "run")
-    for action in ("wake", "force-unlock"):
-        page.click(f"a[data-action={action}]")
-        assert page.path() == f"/runs/{rid}/{action}"
-        page.confirm(action)
-        assert page.path() == f"/runs/{rid}"
-        assert page.css("[data-testid=flash]") and not page.css("[data-testid=flash-error]"), action
+    # An idle run: wake, send an event, cancel; nothing else applies.
+    offered = {a.get_attribute("data-action") for a in page.css("a[data-action]")}
+    assert offered == {"wake", "event", "cancel"}, offered
+    page.click("a[data-action=wake]")
+    assert page.path() == f"/runs/{rid}/wake"
+    page.confirm("wake")
+    assert page.path() == f"/runs/{rid}"
+    assert page.css("[data-testid=flash]") and not page.css("[data-testid=flash-error]"), "wake"
+    # Force unlock is not offered on an idle run; its URL still answers,
+    # and the database declines (the run holds no lock).
+    page.get(f"/runs/{rid}/force-unlock")
+    page.confirm("force-unlock")
+    assert "Not unlocked" in page.text("[data-testid=flash]")
     page.click("a[data-action=event]")
     assert page.path() == f"/runs/{rid}/event"
     page.one("[name=name]").send_keys("go")
