@@ -118,6 +118,8 @@ async function nextXid() {
 async function throughput(label, queue, spawnWorker) {
   const n = o.n;
   await q("DELETE FROM chrono_forge.workflows WHERE workflow = 'public.bench_task'");
+  // Each round from the same state: the last round's rows gone for good.
+  await q('VACUUM ANALYZE chrono_forge.workflows, chrono_forge.execution_logs, chrono_forge.tasks, chrono_forge.wakeups');
   await q('CHECKPOINT');
   const w = spawnWorker();
   await w.waitLine((m) => m.ready);
