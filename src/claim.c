@@ -92,7 +92,7 @@ static void
 spawn_forget_on_abort(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		spawn_none_at = PG_UINT64_MAX;
+		spawn_none_at = spawn_looked_at = PG_UINT64_MAX;	/* look again */
 }
 
 void
@@ -131,10 +131,13 @@ spawn_batches_maybe(void)
 	uint64		generation;
 	bool		known = cf_spawn_generation(&generation);
 
-	if (known && generation == spawn_none_at &&
-		!TimestampDifferenceExceeds(spawn_none_since, GetCurrentTimestamp(), SPAWN_NONE_TRUST_MS))
-		return false;
-	if (known && generation == spawn_looked_at)
+	if (known && generation == spawn_none_at)
+	{
+		if (!TimestampDifferenceExceeds(spawn_none_since, GetCurrentTimestamp(), SPAWN_NONE_TRUST_MS))
+			return false;
+		/* believed long enough: look again, below */
+	}
+	else if (known && generation == spawn_looked_at)
 		return true;
 	/* Once per generation, look (a session's first claim, a dispatch). */
 	if (!cf_schema_at_least(CF_SCHEMA(0, 4, 0)))	/* no spawn_batches yet */
