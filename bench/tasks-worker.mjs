@@ -1,5 +1,6 @@
 // A Node task worker process for bench/tasks.mjs (clients/node's Worker).
 //   node bench/tasks-worker.mjs --queue Q --step S --concurrency N --mode noop|stamp|hold [--role R]
+//        [--claim-delay MS] (the Worker's claimDelay; default: the client's)
 // noop:  the handler returns at once.
 // stamp: the handler returns at once and first writes one JSON line
 //        {"task": id, "t": wall-clock ms} (performance.timeOrigin + now():
@@ -8,7 +9,7 @@
 // Prints {"ready": true} once it listens; SIGTERM stops it gracefully.
 import { Worker } from '../clients/node/src/index.js';
 
-const o = { queue: 'bench', step: 'noop', concurrency: 24, mode: 'noop', role: '', poll: 5000 };
+const o = { queue: 'bench', step: 'noop', concurrency: 24, mode: 'noop', role: '', poll: 5000, 'claim-delay': -1 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const k = argv[i].replace(/^--/, '');
@@ -20,6 +21,7 @@ const worker = new Worker({
   queues: [o.queue],
   concurrency: o.concurrency,
   pollInterval: o.poll,
+  ...(o['claim-delay'] >= 0 ? { claimDelay: o['claim-delay'] } : {}),
   handleSignals: true,
   logger: { warn: console.error, error: console.error },
   application_name: `bench tasks worker ${o.mode}`,

@@ -11,7 +11,7 @@
 //   latency     pickup latency p50/p99 (method: see pickupLatency())
 //   recovery    SIGKILL of a worker holding 24 tasks (see recovery())
 //   idle        statements an idle worker sends in 10 s (see idleCost())
-// Options: --n 20000 --rounds 3 (Node and graphile alternate) --concurrency 24 --latency-runs 200 --lease 5
+// Options: --n 20000 --rounds 3 (Node and graphile alternate) --claim-delay MS (the Node worker's claimDelay) --concurrency 24 --latency-runs 200 --lease 5
 //          --idle-secs 10 --peers DIR (a copy of shared/peers with graphile's
 //          node_modules installed; none: graphile skipped) --only a,b,...
 import { spawn } from 'node:child_process';
@@ -27,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
 const DB = process.env.CF_BENCH_DB ?? 'postgres';
 
-const o = { n: 20000, rounds: 3, concurrency: 24, 'latency-runs': 200, lease: 5, 'idle-secs': 10, peers: '', only: '' };
+const o = { n: 20000, rounds: 3, 'claim-delay': -1, concurrency: 24, 'latency-runs': 200, lease: 5, 'idle-secs': 10, peers: '', only: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const k = argv[i].replace(/^--/, '');
@@ -300,7 +300,8 @@ let py = null;
 if (wanted('graphile') && !haveGraphile) emit({ bench: 'graphile', skipped: 'no --peers directory with graphile installed' });
 for (let r = 0; r < o.rounds; r++) {
   const cf = wanted('throughput') ? await throughput('node-c24', 'bench_node',
-    () => nodeWorker(['--queue', 'bench_node', '--mode', 'noop', '--concurrency', String(o.concurrency)])) : null;
+    () => nodeWorker(['--queue', 'bench_node', '--mode', 'noop', '--concurrency', String(o.concurrency),
+      ...(o['claim-delay'] >= 0 ? ['--claim-delay', String(o['claim-delay'])] : [])])) : null;
   const gw = wanted('graphile') && haveGraphile ? await graphile('default-c24', []) : null;
   rounds.push({ cf, gw });
   if (!cf && !gw) break;

@@ -81,6 +81,8 @@ export interface WorkerOptions extends ConnectionConfig {
   poolSize?: number;
   /** Completions that wait for one in flight share one statement (default true). */
   batchCompletions?: boolean;
+  /** Milliseconds a claim waits while tasks are in flight, so claims batch up (default 5; 0: none). */
+  claimDelay?: number;
 }
 
 export interface TaskCompleteEvent { task: Task; result: unknown; recorded: boolean }

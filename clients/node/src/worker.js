@@ -38,6 +38,7 @@ const FAIL_SQL = `SELECT chrono_forge.fail_task($1::bigint, $2::uuid, $3::text, 
 const WORKER_KEYS = [
   'queues', 'concurrency', 'pollInterval', 'heartbeatInterval', 'extendLease',
   'shutdownGrace', 'handleSignals', 'logger', 'workerName', 'poolSize', 'batchCompletions',
+  'claimDelay',
 ];
 
 const DEFAULTS = {
@@ -50,6 +51,7 @@ const DEFAULTS = {
   workerName: null,
   poolSize: null,            // null: min(concurrency, 10) + 1
   batchCompletions: true,    // completions that wait for one in flight share a statement
+  claimDelay: 5,             // ms a claim waits while tasks are in flight (0: none)
 };
 
 export class Worker extends EventEmitter {
@@ -82,6 +84,9 @@ export class Worker extends EventEmitter {
     }
     if (!Number.isInteger(this.#opts.concurrency) || this.#opts.concurrency < 1) {
       throw new TypeError('Worker: concurrency must be a positive integer');
+    }
+    if (typeof this.#opts.claimDelay !== 'number' || !(this.#opts.claimDelay >= 0)) {
+      throw new TypeError('Worker: claimDelay must be a number of milliseconds, 0 or more');
     }
     this.#opts.workerName ??= `${os.hostname()}:${process.pid}`;
     this.#opts.poolSize ??= Math.min(this.#opts.concurrency, 10) + 1;
@@ -227,8 +232,13 @@ export class Worker extends EventEmitter {
     this.#wantClaim = true;
     if (this.#claiming || this.#stopping) return;
     // Deferred a turn so completions and notifications of the same moment
-    // share one claim.
-    this.#claiming = new Promise((resolve) => setImmediate(resolve))
+    // share one claim; while tasks are in flight, claimDelay ms more, so
+    // that a stream of notifications (one per task made due) and of
+    // completions makes a few larger claims rather than many of one task
+    // each, whose cost the server would take from the passes making tasks
+    // due.  An idle worker claims at once.
+    const delay = this.#inFlight.size > 0 ? this.#opts.claimDelay : 0;
+    this.#claiming = new Promise((resolve) => (delay > 0 ? setTimeout(resolve, delay) : setImmediate(resolve)))
       .then(() => this.#claimLoop())
       .finally(() => { this.#claiming = null; });
   }

@@ -235,3 +235,10 @@ test('heartbeats keep a handler that outlives its lease on its first attempt', a
   assert.deepEqual(attempts, [1]);
   assert.deepEqual(await errorClasses(wf), [], 'no lease expired');
 });
+
+test('claimDelay is a number of milliseconds, 0 or more', () => {
+  for (const bad of [-1, '5', Number.NaN, null]) {
+    assert.throws(() => worker('q_delay', { claimDelay: bad }), /claimDelay must be a number/);
+  }
+  assert.doesNotThrow(() => worker('q_delay', { claimDelay: 0 }));
+});
