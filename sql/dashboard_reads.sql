@@ -2,10 +2,21 @@
 -- one old idle run under 5,000 newer completed ones.  runs() reads each
 -- state's (state_code, id) index from its newest run (before 0.8.0 the
 -- planner walked the primary key and filtered by state: every newer run
--- of another state was read to reach the old idle one); a key prefix of
--- at most 10,000 runs is read by the key index; merge_polls' policy is a
--- per-row EXISTS.  The buffers a call touches show the plan it took.
--- One transaction, rolled back: the other suites' runs are back after it.
+-- of another state was read to reach the old idle one); a key prefix
+-- walks blocks of 16,384 ids from the newest (0.9.0, below); merge_polls'
+-- policy is a per-row EXISTS.  Each part is one transaction, rolled back:
+-- the other suites' runs are back after it.
+
+-- The plan: buffers touched by one call (its inner query included).
+CREATE FUNCTION pg_temp.runs_buffers(args text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE plan json;
+BEGIN
+    EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM chrono_forge.runs(' || args || ')'
+       INTO plan;
+    RETURN (plan->0->'Plan'->>'Shared Hit Blocks')::bigint
+         + (plan->0->'Plan'->>'Shared Read Blocks')::bigint;
+END $$;
+
 BEGIN;
 DELETE FROM chrono_forge.workflows;
 CREATE ROLE dr_owner;
@@ -24,7 +35,7 @@ SELECT key, state FROM chrono_forge.runs(page_size => 2,
     before_id => (SELECT min(id) + 2 FROM chrono_forge.workflows));
 SELECT key, state FROM chrono_forge.runs(state => 'in_flight');
 SELECT count(*) FROM chrono_forge.runs(state => 'completed', before_id => 0);
--- Key prefixes: by the key index (few runs), literal (no pattern).
+-- Key prefixes, literal (no pattern).
 SELECT key FROM chrono_forge.runs(key_prefix => 'done-0001', page_size => 3);
 SELECT count(*) FROM chrono_forge.runs(key_prefix => 'done-0001', page_size => 1000);
 SELECT count(*) FROM chrono_forge.runs(key_prefix => 'done_', page_size => 1000);
@@ -32,15 +43,6 @@ SELECT count(*) FROM chrono_forge.runs(key_prefix => 'do%', page_size => 1000);
 SELECT key FROM chrono_forge.runs(key_prefix => 'done-', page_size => 2, before_id =>
     (SELECT id FROM chrono_forge.workflows WHERE key = 'done-00100'));
 
--- The plan: buffers touched by one call (its inner query included).
-CREATE FUNCTION pg_temp.runs_buffers(args text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE plan json;
-BEGIN
-    EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM chrono_forge.runs(' || args || ')'
-       INTO plan;
-    RETURN (plan->0->'Plan'->>'Shared Hit Blocks')::bigint
-         + (plan->0->'Plan'->>'Shared Read Blocks')::bigint;
-END $$;
 SELECT pg_temp.runs_buffers($$page_size => 10$$) > 0 AS warmed_up;
 SELECT pg_temp.runs_buffers($$state => 'in_flight', page_size => 10$$) < 40 AS in_flight_reads_its_states;
 SELECT pg_temp.runs_buffers($$page_size => 10$$) < 60 AS all_reads_each_state_once;
@@ -56,4 +58,45 @@ SELECT count(*) AS other_runs FROM chrono_forge.runs();
 RESET ROLE;
 SELECT pg_catalog.pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'merge_polls_owner';
 
+ROLLBACK;
+
+-- A key prefix matching 20,000 old runs under 40,000 newer ones (0.9.0):
+-- the walk starts at the block of the newest id and reads in each block
+-- only the keys with the prefix.  (Before, a prefix of more than 10,000
+-- runs walked the newer runs: 1,481 buffers here, now 176.)  Each
+-- part starts on a block of its own (setval: ids are skipped, not reused).
+BEGIN;
+DELETE FROM chrono_forge.workflows;
+CREATE ROLE dr_owner;
+SELECT setval('chrono_forge.workflows_id_seq',
+              (chrono_forge.run_bucket(nextval('chrono_forge.workflows_id_seq')) + 1) * 16384 - 1) > 0 AS aligned;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
+SELECT 'public.dr_wf', 'old-' || lpad(i::text, 5, '0'), 'public.dr_wf', 'completed', 'dr_owner'
+  FROM generate_series(1, 20000) i;
+SELECT setval('chrono_forge.workflows_id_seq',
+              (chrono_forge.run_bucket(nextval('chrono_forge.workflows_id_seq')) + 1) * 16384 - 1) > 0 AS aligned;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
+SELECT 'public.dr_wf', 'new-' || lpad(i::text, 5, '0'), 'public.dr_wf', 'completed', 'dr_owner'
+  FROM generate_series(1, 40000) i;
+ANALYZE chrono_forge.workflows;
+-- The newest of the old runs, then a page across a block's start.
+SELECT key FROM chrono_forge.runs(key_prefix => 'old-', page_size => 3);
+SELECT key, chrono_forge.run_bucket(id) - min(chrono_forge.run_bucket(id)) OVER () AS block
+  FROM chrono_forge.runs(key_prefix => 'old-', page_size => 4, before_id =>
+           (SELECT id + 2 FROM chrono_forge.workflows WHERE key = 'old-16384'));
+SELECT count(*) FROM chrono_forge.runs(key_prefix => 'old-0', page_size => 1000,
+    before_id => (SELECT id FROM chrono_forge.workflows WHERE key = 'old-00500'));
+SELECT count(*) FROM chrono_forge.runs(key_prefix => 'old-', state => 'failed');
+SELECT count(*) FROM chrono_forge.runs(key_prefix => 'none');
+SELECT state, runs FROM chrono_forge.run_counts(key_prefix => 'old-', cap => 30000) WHERE runs <> '0';
+SELECT state, runs FROM chrono_forge.run_counts(key_prefix => 'old-1') WHERE runs <> '0';
+SELECT pg_temp.runs_buffers($$key_prefix => 'old-', page_size => 10$$) < 500 AS old_prefix_reads_its_block;
+-- Row-level security: the owner sees its runs, another role none.
+CREATE ROLE dr_other;
+SET ROLE dr_owner;
+SELECT key FROM chrono_forge.runs(key_prefix => 'old-', page_size => 2);
+SET ROLE dr_other;
+SELECT count(*) AS other_runs FROM chrono_forge.runs(key_prefix => 'old-');
+SELECT count(*) AS other_counted FROM chrono_forge.run_counts(key_prefix => 'old-') WHERE runs <> '0';
+RESET ROLE;
 ROLLBACK;

@@ -328,3 +328,19 @@ SELECT parent_execution_log_id IS NOT NULL AS child, state, count(*), count(ende
 DELETE FROM chrono_forge.workflows;
 DROP PROCEDURE up_end_wf(jsonb);
 DROP PROCEDURE up_end_child(jsonb);
+
+-- 0.8.0 -> 0.9.0: the key-prefix index is built anew over the runs there
+-- are (blocks of ids), and runs() by key prefix reads it.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.8.0';
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
+SELECT 'public.up_keys', k, 'public.up_keys', 'completed', current_user::regrole
+  FROM unnest(ARRAY['k-1', 'k-2', 'x-1', 'k-3']) k;
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT key FROM chrono_forge.runs(key_prefix => 'k-');
+SELECT state, runs FROM chrono_forge.run_counts(key_prefix => 'k-') WHERE runs <> '0';
+SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+ WHERE i.indrelid = 'chrono_forge.workflows'::regclass
+   AND pg_get_indexdef(i.indexrelid) LIKE '%text_pattern_ops%';
+DELETE FROM chrono_forge.workflows;

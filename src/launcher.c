@@ -3,12 +3,13 @@
  * launcher.c
  *	  The launcher background worker: keeps the executor workers running,
  *	  re-drives the runs of a worker that died, recovers runs interrupted
- *	  by a server crash, and sleeps until the next due wake-up.
+ *	  by a server crash, keeps the readers' summaries current, and sleeps
+ *	  until the next due wake-up.
  *
  * Owns worker supervision and timers.  It never runs a pass itself, and
  * never polls on a short fixed interval: it sleeps on its latch until the
- * earliest due wake-up, and commits that schedule something sooner wake
- * it (see shmem.c).
+ * earliest due wake-up (or a minute, for the summaries), and commits that
+ * schedule something sooner wake it (see shmem.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +40,7 @@
 #include "wakeups.h"
 
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
+#define LAUNCHER_SUMMARY_MS		60000	/* the readers' summaries, kept current */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
 #define PREEMPT_AFTER_MS 1000	/* a pass this old may be preempted by the share */
 #define PREEMPT_CHECK_MS 250	/* while an owner holds more than its share */
@@ -406,6 +408,29 @@ run_maintenance(void)
 }
 
 /*
+ * The summaries overview() and daily_outcomes() read (the workflows each
+ * role has runs of; the outcomes of each closed day) fold in what changed
+ * since, so that a reader never pays for a backlog: after a day of runs
+ * nobody looked at, the first overview would otherwise read all of them.
+ * Both functions do nothing when nothing is new, and no more than a
+ * bounded amount otherwise (outcome_days_refresh() clamps its range).
+ */
+static void
+refresh_summaries(void)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = cf_schema_at_least(CF_SCHEMA(0, 5, 0));	/* summaries since */
+	CommitTransactionCommand();
+	if (!exists)
+		return;
+	launcher_exec("SELECT chrono_forge.workflow_owners_refresh()", 0, NULL, NULL, NULL);
+	launcher_exec("SELECT chrono_forge.outcome_days_refresh(current_date - 366, current_date)",
+				  0, NULL, NULL, NULL);
+}
+
+/*
  * Work due now goes to the workers (they drain all of it); merge polls
  * due run here, never behind the workers' backlog.  Returns when the
  * first work due later is due (DT_NOEND: none); while children wait in
@@ -431,10 +456,11 @@ dispatch_due_work(void)
 
 /*
  * One round of serving the database: cancels, maintenance, the share,
- * due work.  Returns how long to sleep at most (-1: until woken).
+ * due work, the summaries once a minute.  Returns how long to sleep at
+ * most.
  */
 static long
-serve_round(TimestampTz *last_maintenance)
+serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
 {
 	long		timeout_ms = -1;
 	TimestampTz now = GetCurrentTimestamp();
@@ -474,7 +500,15 @@ serve_round(TimestampTz *last_maintenance)
 								 due <= now ? 0 : TimestampDifferenceMilliseconds(now, due));
 		cf_launcher_set_wake_at(due);
 	}
-	return timeout_ms;
+
+	/* After the due work: a long refresh must not hold up a timer. */
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(*last_summary, now, LAUNCHER_SUMMARY_MS))
+	{
+		refresh_summaries();
+		*last_summary = now;
+	}
+	return min_timeout(timeout_ms, LAUNCHER_SUMMARY_MS);
 }
 
 /* Signals, the connection, a pinned search path; stop orphaned workers. */
@@ -505,6 +539,7 @@ cf_launcher_main(Datum arg)
 {
 	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
 	TimestampTz last_maintenance = 0;
+	TimestampTz last_summary = 0;
 
 	launcher_init();
 	for (;;)
@@ -540,7 +575,7 @@ cf_launcher_main(Datum arg)
 		}
 		supervise_workers(serving);
 		if (serving)
-			timeout_ms = serve_round(&last_maintenance);
+			timeout_ms = serve_round(&last_maintenance, &last_summary);
 
 		pgstat_report_stat(false);
 		(void) WaitLatch(MyLatch,

@@ -49,9 +49,10 @@ expect_eq "$(as tenant_a -c "SELECT sum(completed) FROM chrono_forge.daily_outco
 
 # Audit: the SECURITY DEFINER functions any role may call are exactly the
 # two summary refreshes, which take no range (workflow_owners_refresh) or
-# a clamped one (outcome_days_refresh).
+# a clamped one (outcome_days_refresh), and newest_run_id(), which writes
+# nothing and tells the newest id issued (as the id of a run one starts).
 expect_eq "$(q -c "SELECT string_agg(p.oid::regprocedure::text, ' ' ORDER BY p.oid::regprocedure::text) FROM pg_proc p
                      WHERE p.pronamespace = 'chrono_forge'::regnamespace AND p.prosecdef
                        AND has_function_privilege('intruder', p.oid, 'EXECUTE')")" \
-    "chrono_forge.outcome_days_refresh(date,date) chrono_forge.workflow_owners_refresh()" \
+    "chrono_forge.newest_run_id() chrono_forge.outcome_days_refresh(date,date) chrono_forge.workflow_owners_refresh()" \
     "SECURITY DEFINER functions an ordinary role may call"
