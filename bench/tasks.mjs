@@ -17,7 +17,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -112,6 +112,21 @@ async function nextXid() {
   return Number(await one('SELECT pg_snapshot_xmax(pg_current_snapshot())::text'));
 }
 
+// CPU seconds (user + system, from /proc: the cluster runs on this
+// machine) of the engine's background processes, by backend type.
+async function engineCpu() {
+  const rows = await q(`SELECT pid, backend_type FROM pg_stat_activity
+                         WHERE backend_type IN ('chrono_forge launcher', 'chrono_forge worker')`);
+  const cpu = { launcher: 0, workers: 0 };
+  for (const r of rows) {
+    try {
+      const f = readFileSync(`/proc/${r.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      cpu[r.backend_type.endsWith('launcher') ? 'launcher' : 'workers'] += (Number(f[11]) + Number(f[12])) / 100;
+    } catch { /* gone meanwhile */ }
+  }
+  return cpu;
+}
+
 // N runs started in one transaction; the time is taken from that commit
 // (all become due at once, as graphile's jobs do after addJobs()) to the
 // last run's ended_at; start_secs is what starting them took.
@@ -124,6 +139,7 @@ async function throughput(label, queue, spawnWorker) {
   const w = spawnWorker();
   await w.waitLine((m) => m.ready);
   const x0 = await nextXid();
+  const c0 = await engineCpu();
   await q('BEGIN');
   const s0 = await one('SELECT clock_timestamp()');
   await q(`SELECT count(chrono_forge.start('bench_task', 'k' || i, jsonb_build_object('queue', $1::text)))
@@ -134,12 +150,14 @@ async function throughput(label, queue, spawnWorker) {
     "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.bench_task' AND state = 'completed'")) === n, 500);
   const last = await one("SELECT max(ended_at) FROM chrono_forge.workflows WHERE workflow = 'public.bench_task'");
   const x1 = await nextXid();
+  const c1 = await engineCpu();
   w.p.kill('SIGTERM');
   await w.exited;
   const secs = (last - s1) / 1000;
   const res = { bench: 'throughput', label, n, concurrency: o.concurrency, secs: +secs.toFixed(3),
     runs_per_s: +(n / secs).toFixed(1), start_secs: +((s1 - s0) / 1000).toFixed(3),
-    write_xacts_per_run: +((x1 - x0) / n).toFixed(3) };
+    write_xacts_per_run: +((x1 - x0) / n).toFixed(3),
+    launcher_cpu_s: +(c1.launcher - c0.launcher).toFixed(2), workers_cpu_s: +(c1.workers - c0.workers).toFixed(2) };
   emit(res);
   return res;
 }

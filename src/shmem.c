@@ -38,6 +38,7 @@ typedef struct CfWorkerSlot
 	Latch	   *latch;
 	int64		current_run;	/* run whose pass is in progress, or 0 */
 	Oid			current_owner;	/* its owner (the per-owner share) */
+	bool		draining;		/* taking due work: it looks before it sleeps */
 	uint64		claim_seq;		/* when it was published (ties in the share) */
 	TimestampTz pass_started;	/* when it was published */
 } CfWorkerSlot;
@@ -61,6 +62,7 @@ typedef struct CfShared
 	uint64		epoch;			/* new on every shared-memory init */
 	Latch	   *launcher_latch;
 	TimestampTz launcher_wake_at;	/* when the launcher will next look */
+	TimestampTz committed_due;	/* earliest wake-up committed this round */
 	uint64		spawn_generation;	/* commits that dispatched spawn batches */
 	uint64		claim_counter;	/* orders the passes published by workers */
 	bool		cancels_pending;	/* cancel_requests may hold rows */
@@ -114,6 +116,7 @@ cf_shmem_startup(void)
 		/* Distinct per shared-memory lifetime: a crash restart renews it. */
 		cf_shared->epoch = (uint64) GetCurrentTimestamp();
 		cf_shared->launcher_wake_at = DT_NOEND;
+		cf_shared->committed_due = DT_NOEND;
 	}
 	cf_pass_slots = ShmemInitStruct("chrono_forge passes",
 									mul_size(MaxBackends, sizeof(CfPassSlot)), &found);
@@ -173,13 +176,37 @@ cf_launcher_detach(void)
 	SpinLockRelease(&cf_shared->mutex);
 }
 
-/* The launcher publishes when it will look next; see cf_xact_callback. */
+/*
+ * The launcher's timer, without a round per commit.  A commit that queues
+ * a wake-up due later wakes the launcher only if it is due before the
+ * launcher's published wake (cf_xact_callback), and notes it in
+ * committed_due either way.  The launcher forgets the notes as a round
+ * begins (what committed before is in its reads), and at the end
+ * publishes its plan and takes what committed meanwhile in one step:
+ * nothing falls between the round's reads and the plan.  (It used to
+ * publish "no planned wake" for the round instead: every commit of a
+ * wake-up due later that landed during a round woke it for another.)
+ */
 void
-cf_launcher_set_wake_at(TimestampTz at)
+cf_launcher_begin_round(void)
 {
 	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->committed_due = DT_NOEND;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+/* Publishes the launcher's next wake; returns it, earlier if need be. */
+TimestampTz
+cf_launcher_plan_wake(TimestampTz planned)
+{
+	TimestampTz at;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	at = Min(planned, cf_shared->committed_due);
+	cf_shared->committed_due = DT_NOEND;
 	cf_shared->launcher_wake_at = at;
 	SpinLockRelease(&cf_shared->mutex);
+	return at;
 }
 
 void
@@ -189,7 +216,41 @@ cf_worker_attach(int slot)
 	cf_shared->workers[slot].pid = MyProcPid;
 	cf_shared->workers[slot].latch = MyLatch;
 	cf_shared->workers[slot].current_owner = InvalidOid;
+	cf_shared->workers[slot].draining = false;
 	SpinLockRelease(&cf_shared->mutex);
+}
+
+/* A worker starts (true) or ends (false) taking due work. */
+void
+cf_worker_set_draining(int slot, bool draining)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[slot].draining = draining;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+/*
+ * Whether every worker is taking due work: each will look for more before
+ * it sleeps, so nobody needs to look for them (the launcher sets their
+ * latches instead: a worker ending its look as we ask looks once more).
+ */
+bool
+cf_workers_all_draining(void)
+{
+	bool		all = true;
+	int			n = 0;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		if (cf_shared->workers[i].pid == 0)
+			continue;
+		n++;
+		if (!cf_shared->workers[i].draining)
+			all = false;
+	}
+	SpinLockRelease(&cf_shared->mutex);
+	return all && n > 0;
 }
 
 void
@@ -689,6 +750,8 @@ cf_xact_callback(XactEvent event, void *arg)
 	else
 	{
 		SpinLockAcquire(&cf_shared->mutex);
+		if (due < cf_shared->committed_due)
+			cf_shared->committed_due = due;
 		launcher_at = cf_shared->launcher_wake_at;
 		SpinLockRelease(&cf_shared->mutex);
 		if (due < launcher_at)

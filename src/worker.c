@@ -133,6 +133,7 @@ cf_worker_main(Datum arg)
 
 		if (cf_enabled && cf_extension_installed())
 		{
+			cf_worker_set_draining(slot, true);
 			sql = psprintf("CALL chrono_forge.worker_drain(%d)", cf_worker_batch);
 			exec_toplevel(sql, cxt);
 			pfree(sql);
@@ -151,6 +152,7 @@ cf_worker_main(Datum arg)
 		pgstat_report_stat(false);
 
 		/* Woken by commits that schedule work, and by the launcher's timers. */
+		cf_worker_set_draining(slot, false);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
 						 PG_WAIT_EXTENSION);
 	}
