@@ -63,7 +63,7 @@ ROLLBACK;
 -- A key prefix matching 20,000 old runs under 40,000 newer ones (0.9.0):
 -- the walk starts at the block of the newest id and reads in each block
 -- only the keys with the prefix.  (Before, a prefix of more than 10,000
--- runs walked the newer runs: 1,481 buffers here, now 176.)  Each
+-- runs walked the newer runs: 1,481 buffers here, now 170.)  Each
 -- part starts on a block of its own (setval: ids are skipped, not reused).
 BEGIN;
 DELETE FROM chrono_forge.workflows;
