@@ -53,6 +53,19 @@ def follow(c: FlaskClient, r: Any) -> str:
 
 # --- formats -----------------------------------------------------------------
 
+def test_templates_compiled_at_start() -> None:
+    """No request pays for compiling its page's template."""
+    app = create_app({"SINGLE_USER_DSN": "dbname=unused"})
+    try:
+        cache = app.jinja_env.cache
+        assert cache is not None
+        compiled = {key[1] for key in cache.keys()}
+        assert set(app.jinja_env.list_templates()) <= compiled
+        assert "overview.html" in compiled and "run.html" in compiled
+    finally:
+        shutdown(app)
+
+
 def test_one_duration_format() -> None:
     from datetime import timedelta
     from chrono_forge_dashboard.pages import duration
