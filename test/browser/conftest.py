@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -150,8 +151,24 @@ class Page:
         self.d.get(self.base + path)
         self.check(label, signed_in)
 
+    def follow(self, element: WebElement) -> None:
+        """Click what loads another page (a link, a form's button) and wait
+        until it has loaded: the click may return while the browser still
+        shows part of the old page or none of the new one, and a check
+        then finds no <nav>."""
+        old = self.d.find_element(By.TAG_NAME, "html")
+
+        def loaded() -> bool:
+            try:
+                old.tag_name
+                return False
+            except StaleElementReferenceException:
+                return self.d.execute_script("return document.readyState") == "complete"
+        element.click()
+        wait_until("the next page to load", loaded)
+
     def click(self, selector: str, label: str | None = None, signed_in: bool = True) -> None:
-        self.one(selector).click()
+        self.follow(self.one(selector))
         self.check(label, signed_in)
 
     def sign_in(self, role: str, password: str | None = None) -> None:
@@ -161,7 +178,7 @@ class Page:
         self.check(signed_in=False)
         self.one("input[name=role]").send_keys(role)
         self.one("input[name=password]").send_keys(password)
-        self.one("form button[type=submit]").click()
+        self.follow(self.one("form button[type=submit]"))
 
     def signed_in_as(self, role: str) -> None:
         self.check()
@@ -174,7 +191,7 @@ class Page:
             box = self.one(f"input[name={tick}]")
             if not box.is_selected():
                 box.click()
-        self.one("form button[data-testid=confirm]").click()
+        self.follow(self.one("form button[data-testid=confirm]"))
         self.check(label)
 
     def post_raw(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
