@@ -100,3 +100,60 @@ SELECT count(*) AS other_runs FROM chrono_forge.runs(key_prefix => 'old-');
 SELECT count(*) AS other_counted FROM chrono_forge.run_counts(key_prefix => 'old-') WHERE runs <> '0';
 RESET ROLE;
 ROLLBACK;
+
+-- The key-prefix read from every context a user has (a DO block, a
+-- procedure, an EXCEPTION block, another role), and against an ordinary
+-- role with its own schema and CREATE on public that plants look-alikes
+-- of what runs() calls (starts_with, =, run_bucket): runs() reads on its
+-- pinned path, so none of them runs and the rows are the same.
+BEGIN;
+DELETE FROM chrono_forge.workflows;
+CREATE ROLE dr_owner;
+CREATE ROLE dr_attacker;
+GRANT CREATE ON SCHEMA public TO dr_attacker;
+CREATE SCHEMA dr_evil AUTHORIZATION dr_attacker;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
+SELECT 'public.dr_wf', 'ctx-' || i, 'public.dr_wf', 'completed', 'dr_owner' FROM generate_series(1, 3) i;
+INSERT INTO chrono_forge.workflows (workflow, key, procedure, state, owner)
+VALUES ('public.dr_wf', 'ctx-mine', 'public.dr_wf', 'completed', 'dr_attacker');
+CREATE TEMP TABLE dr_seen (n bigint);
+GRANT ALL ON dr_seen TO PUBLIC;
+DO $$ BEGIN
+    INSERT INTO dr_seen SELECT count(*) FROM chrono_forge.runs(key_prefix => 'ctx-');
+END $$;
+CREATE PROCEDURE pg_temp.dr_count() LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO dr_seen SELECT count(*) FROM chrono_forge.runs(key_prefix => 'ctx-');
+END $$;
+CALL pg_temp.dr_count();
+DO $$ BEGIN
+    INSERT INTO dr_seen SELECT count(*) FROM chrono_forge.runs(key_prefix => 'ctx-', page_size => 0);
+EXCEPTION WHEN SQLSTATE 'CF012' THEN
+    INSERT INTO dr_seen SELECT count(*) FROM chrono_forge.runs(key_prefix => 'ctx-');
+END $$;
+SELECT n FROM dr_seen;
+SET ROLE dr_attacker;
+CREATE FUNCTION dr_evil.starts_with(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'planted starts_with ran'; END $$;
+CREATE FUNCTION public.starts_with(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'planted starts_with ran'; END $$;
+CREATE FUNCTION dr_evil.run_bucket(bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'planted run_bucket ran'; END $$;
+CREATE FUNCTION dr_evil.eq(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'planted = ran'; END $$;
+CREATE OPERATOR dr_evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = dr_evil.eq);
+SET search_path = dr_evil, public, pg_catalog;
+SELECT key FROM chrono_forge.runs(key_prefix => 'ctx-');
+SELECT state, runs FROM chrono_forge.run_counts(key_prefix => 'ctx-') WHERE runs <> '0';
+SELECT chrono_forge.newest_run_id() >= (SELECT max(id) FROM chrono_forge.workflows) AS newest_covers_mine;
+-- An ordinary role cannot make its own function LEAKPROOF (run_bucket's
+-- mark is the extension owner's to give).
+SAVEPOINT leaky;
+CREATE FUNCTION dr_evil.leaky(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE LEAKPROOF AS 'SELECT $1';
+ROLLBACK TO SAVEPOINT leaky;
+RESET search_path;
+RESET ROLE;
+SELECT chrono_forge.run_bucket(16383) AS b0, chrono_forge.run_bucket(16384) AS b1,
+       p.proleakproof, p.provolatile
+  FROM pg_proc p WHERE p.oid = 'chrono_forge.run_bucket(bigint)'::regprocedure;
+ROLLBACK;
