@@ -87,12 +87,23 @@ read_claim(TimestampTz now)
 static uint64 spawn_none_at = PG_UINT64_MAX;
 static uint64 spawn_looked_at = PG_UINT64_MAX;
 static TimestampTz spawn_none_since = 0;
+static bool spawn_taken_in_xact = false;	/* this transaction took children */
 
+/*
+ * Only a transaction that took children can have hidden a batch from its
+ * own look: any other abort (a parked pass's halt ends in one) leaves the
+ * "none" as true as it was.
+ */
 static void
 spawn_forget_on_abort(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) &&
+		spawn_taken_in_xact)
 		spawn_none_at = spawn_looked_at = PG_UINT64_MAX;	/* look again */
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		spawn_taken_in_xact = false;
 }
 
 void
@@ -264,6 +275,7 @@ finish_take(TimestampTz now)
 	Datum		batch_id = SPI_getbinval(tup, desc, 12, &isnull);
 	bool		last = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
 
+	spawn_taken_in_xact = true;
 	(void) SPI_getbinval(tup, desc, 1, &passed_over);
 	if (!passed_over)
 	{

@@ -134,18 +134,25 @@ cf_internal_end(CfInternal *st)
  * Whether the installed schema is at least `version` (CF_SCHEMA(0, 5, 0)):
  * the one answer to "is that table or column there yet", asked where a
  * database may still run an older schema under this library (between a
- * library upgrade and its ALTER EXTENSION UPDATE).  Read from pg_extension
- * on every call, not cached: an UPDATE may run earlier in the same
+ * library upgrade and its ALTER EXTENSION UPDATE).  A yes holds for the
+ * rest of the transaction (a pass asks several times): an update only
+ * raises the version, and a drop waits for this transaction's locks.  A
+ * no is read again every time: an UPDATE may run earlier in the same
  * transaction.
  */
 bool
 cf_schema_at_least(int version)
 {
+	static LocalTransactionId known_in = InvalidLocalTransactionId;
+	static int	known_installed = 0;
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	int			installed = 0;
+
+	if (known_in == MyProc->lxid && known_installed >= version)
+		return true;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
@@ -167,6 +174,8 @@ cf_schema_at_least(int version)
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	known_in = MyProc->lxid;
+	known_installed = installed;
 	return installed >= version;
 }
 
