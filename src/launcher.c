@@ -524,6 +524,37 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
 	return min_timeout(timeout_ms, LAUNCHER_SUMMARY_MS);
 }
 
+/*
+ * After starts that could not connect (their FATAL says why: most often
+ * a chrono_forge.database that names no database), wait before trying
+ * again (cf_launcher_connect_delay_ms()); a shutdown ends the wait.
+ */
+static void
+wait_before_connecting(void)
+{
+	int			failed_starts;
+	long		delay_ms = cf_launcher_connect_delay_ms(&failed_starts);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+
+	if (delay_ms == 0)
+		return;
+	ereport(LOG,
+			(errmsg("chrono_forge launcher: %d start%s in a row could not connect to database \"%s\"; trying again in %ld s",
+					failed_starts, failed_starts == 1 ? "" : "s", cf_database, delay_ms / 1000)));
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		if (left <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 /* Signals, the connection, a pinned search path; stop orphaned workers. */
 static void
 launcher_init(void)
@@ -531,7 +562,9 @@ launcher_init(void)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
+	wait_before_connecting();
 	BackgroundWorkerInitializeConnection(cf_database, NULL, 0);
+	cf_launcher_connected();
 
 	/*
 	 * Every statement of the launcher runs as the bootstrap superuser and

@@ -69,6 +69,8 @@ typedef struct CfShared
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
 	bool		share_watched;	/* the launcher watches an owner over its share */
+	bool		launcher_connecting;	/* a launcher started and has not connected */
+	int			launcher_failed_starts; /* starts in a row that never connected */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
@@ -163,6 +165,44 @@ cf_launcher_attach(void)
 	SpinLockAcquire(&cf_shared->mutex);
 	cf_shared->launcher_latch = MyLatch;
 	cf_shared->served_db = MyDatabaseId;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
+/*
+ * A launcher about to connect: how long it waits first.  A launcher that
+ * cannot connect (chrono_forge.database names no database) exits FATAL,
+ * and the postmaster starts it again a second later; each start after
+ * one that never connected waits twice as long as the last (2 s, 4 s, ...
+ * at most CF_LAUNCHER_RETRY_MAX_MS), so a misconfigured server logs that
+ * FATAL about once a minute rather than every second.  *failed_starts:
+ * the starts in a row that never connected, this one's predecessors.
+ */
+#define CF_LAUNCHER_RETRY_MAX_MS 60000
+
+int
+cf_launcher_connect_delay_ms(int *failed_starts)
+{
+	int			failed;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	if (cf_shared->launcher_connecting)
+		cf_shared->launcher_failed_starts++;
+	cf_shared->launcher_connecting = true;
+	failed = cf_shared->launcher_failed_starts;
+	SpinLockRelease(&cf_shared->mutex);
+	*failed_starts = failed;
+	if (failed == 0)
+		return 0;
+	return failed >= 6 ? CF_LAUNCHER_RETRY_MAX_MS : Min(1000 << failed, CF_LAUNCHER_RETRY_MAX_MS);
+}
+
+/* The launcher connected: the next start after a stop waits for nothing. */
+void
+cf_launcher_connected(void)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->launcher_connecting = false;
+	cf_shared->launcher_failed_starts = 0;
 	SpinLockRelease(&cf_shared->mutex);
 }
 
