@@ -546,7 +546,11 @@ wait_before_connecting(void)
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 
 		if (ShutdownRequestPending)
-			proc_exit(0);
+		{
+			/* Not a failed start; exit 1, as the loop does, to be restarted. */
+			cf_launcher_connect_abandoned();
+			proc_exit(1);
+		}
 		if (left <= 0)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -196,6 +196,15 @@ cf_launcher_connect_delay_ms(int *failed_starts)
 	return failed >= 6 ? CF_LAUNCHER_RETRY_MAX_MS : Min(1000 << failed, CF_LAUNCHER_RETRY_MAX_MS);
 }
 
+/* The launcher stopped while waiting to connect: its next start waits as long. */
+void
+cf_launcher_connect_abandoned(void)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->launcher_connecting = false;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
 /* The launcher connected: the next start after a stop waits for nothing. */
 void
 cf_launcher_connected(void)

@@ -118,10 +118,10 @@ cf_claim_tasks(PG_FUNCTION_ARGS)
 	 * than to run (a fresh plan on every claim, a third of its time).
 	 */
 	cf_exec_generic(&plan, CLAIM_SQL,
-			5, (Oid[]) {TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, TEXTOID, OIDOID},
-			(Datum[]) {queues, Int32GetDatum(max_tasks), TimestampTzGetDatum(cf_clock_now()),
-				PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), ObjectIdGetDatum(caller)},
-			PG_ARGISNULL(2) ? "   n " : NULL, false, 0);
+					5, (Oid[]) {TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, TEXTOID, OIDOID},
+					(Datum[]) {queues, Int32GetDatum(max_tasks), TimestampTzGetDatum(cf_clock_now()),
+						PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), ObjectIdGetDatum(caller)},
+					PG_ARGISNULL(2) ? "   n " : NULL, false, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		Datum		values[12];

@@ -26,6 +26,14 @@ echo "FATALs in 14 s: $fatals"
 grep -q "chrono_forge launcher: 2 starts in a row could not connect to database \"$DB\"; trying again in 4 s" "$LOG" \
     || fail "no LOG line saying how long the launcher waits"
 
+# A launcher stopped while it waits (here SIGTERM, as pg_terminate_backend
+# sends) exits to be started again, not for good: the database that
+# appears below must still be served.
+pm=$(head -1 "$OC_DIR/m/postmaster.pid")
+lpid=$(pgrep -P "$pm" -f "chrono_forge launcher")
+[ -n "$lpid" ] || fail "no launcher process under postmaster $pm"
+kill -TERM "$lpid"
+
 # The database appears: a launcher connects within its current wait
 # (at most 16 s from here) and serves it.
 oc_q $P -c "CREATE DATABASE $DB" || fail "create database"
