@@ -15,7 +15,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -524,39 +529,88 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
 	return min_timeout(timeout_ms, LAUNCHER_SUMMARY_MS);
 }
 
-/*
- * After starts that could not connect (their FATAL says why: most often
- * a chrono_forge.database that names no database), wait before trying
- * again (cf_launcher_connect_delay_ms()); a shutdown ends the wait.
- */
+/* Sleep ms on the latch; a shutdown (SIGTERM) exits 1, as the loop does, to be restarted. */
 static void
-wait_before_connecting(void)
+sleep_or_exit(long ms)
 {
-	int			failed_starts;
-	long		delay_ms = cf_launcher_connect_delay_ms(&failed_starts);
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
-	if (delay_ms == 0)
-		return;
-	ereport(LOG,
-			(errmsg("chrono_forge launcher: %d start%s in a row could not connect to database \"%s\"; trying again in %ld s",
-					failed_starts, failed_starts == 1 ? "" : "s", cf_database, delay_ms / 1000)));
 	for (;;)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 
 		if (ShutdownRequestPending)
-		{
-			/* Not a failed start; exit 1, as the loop does, to be restarted. */
-			cf_launcher_connect_abandoned();
 			proc_exit(1);
-		}
 		if (left <= 0)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 left, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/*
+ * Does chrono_forge.database exist?  Connected to no database: a plain
+ * scan of pg_database (its name index cannot be opened without one), as
+ * the autovacuum launcher reads it.
+ */
+static bool
+database_exists(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		exists = false;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!exists && HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+		exists = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), cf_database) == 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
+ * After a start that could not connect (its FATAL says why), wait here,
+ * connected to no database, rather than fail again every second.  If
+ * chrono_forge.database names no database (yet), look for it once a
+ * second, without a log line; otherwise wait as cf_launcher_connect_delay_ms()
+ * says.  Then exit: the postmaster starts the launcher again a second
+ * later, and that start connects.  A database created after the server
+ * started is served about two seconds later.
+ */
+static void
+wait_before_connecting(void)
+{
+	int			failed_starts;
+	long		delay_ms = cf_launcher_connect_delay_ms(&failed_starts);
+
+	if (delay_ms == 0)
+		return;
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	if (!database_exists())
+	{
+		ereport(LOG,
+				(errmsg("chrono_forge launcher: database \"%s\" does not exist; waiting for it",
+						cf_database),
+				 errhint("Create it, or set chrono_forge.database to the database to serve and restart.")));
+		do
+			sleep_or_exit(1000);
+		while (!database_exists());
+	}
+	else
+	{
+		ereport(LOG,
+				(errmsg("chrono_forge launcher: %d start%s in a row could not connect to database \"%s\"; trying again in %ld s",
+						failed_starts, failed_starts == 1 ? "" : "s", cf_database, delay_ms / 1000)));
+		sleep_or_exit(delay_ms);
+	}
+	cf_launcher_retry_next();
+	proc_exit(1);
 }
 
 /* Signals, the connection, a pinned search path; stop orphaned workers. */

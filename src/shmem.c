@@ -69,8 +69,9 @@ typedef struct CfShared
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
 	bool		share_watched;	/* the launcher watches an owner over its share */
-	bool		launcher_connecting;	/* a launcher started and has not connected */
+	bool		launcher_connecting;	/* a launcher is connecting and has not yet */
 	int			launcher_failed_starts; /* starts in a row that never connected */
+	bool		launcher_retry_next;	/* a waiting launcher says: connect now */
 	CfWorkerSlot workers[CF_MAX_WORKERS];
 } CfShared;
 
@@ -169,13 +170,13 @@ cf_launcher_attach(void)
 }
 
 /*
- * A launcher about to connect: how long it waits first.  A launcher that
- * cannot connect (chrono_forge.database names no database) exits FATAL,
- * and the postmaster starts it again a second later; each start after
- * one that never connected waits twice as long as the last (2 s, 4 s, ...
- * at most CF_LAUNCHER_RETRY_MAX_MS), so a misconfigured server logs that
- * FATAL about once a minute rather than every second.  *failed_starts:
- * the starts in a row that never connected, this one's predecessors.
+ * A launcher about to connect: 0 to connect now, else the milliseconds
+ * to wait first.  A launcher that cannot connect exits FATAL and the
+ * postmaster starts it again a second later: the start after one that
+ * never connected waits instead (launcher.c), twice as long as the last
+ * (2 s, 4 s, ... at most CF_LAUNCHER_RETRY_MAX_MS), then says "now"
+ * (cf_launcher_retry_next()) and exits, and the start after it connects.
+ * *failed_starts: the starts in a row that never connected.
  */
 #define CF_LAUNCHER_RETRY_MAX_MS 60000
 
@@ -183,25 +184,28 @@ int
 cf_launcher_connect_delay_ms(int *failed_starts)
 {
 	int			failed;
+	bool		now;
 
 	SpinLockAcquire(&cf_shared->mutex);
 	if (cf_shared->launcher_connecting)
 		cf_shared->launcher_failed_starts++;
-	cf_shared->launcher_connecting = true;
 	failed = cf_shared->launcher_failed_starts;
+	now = failed == 0 || cf_shared->launcher_retry_next;
+	cf_shared->launcher_retry_next = false;
+	cf_shared->launcher_connecting = now;
 	SpinLockRelease(&cf_shared->mutex);
 	*failed_starts = failed;
-	if (failed == 0)
+	if (now)
 		return 0;
 	return failed >= 6 ? CF_LAUNCHER_RETRY_MAX_MS : Min(1000 << failed, CF_LAUNCHER_RETRY_MAX_MS);
 }
 
-/* The launcher stopped while waiting to connect: its next start waits as long. */
+/* The waiting launcher is done waiting: the next start connects. */
 void
-cf_launcher_connect_abandoned(void)
+cf_launcher_retry_next(void)
 {
 	SpinLockAcquire(&cf_shared->mutex);
-	cf_shared->launcher_connecting = false;
+	cf_shared->launcher_retry_next = true;
 	SpinLockRelease(&cf_shared->mutex);
 }
 

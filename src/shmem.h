@@ -26,7 +26,7 @@ extern void cf_queue_spawned(TimestampTz due_at);
 extern bool cf_spawn_generation(uint64 *generation);
 extern int	cf_launcher_connect_delay_ms(int *failed_starts);
 extern void cf_launcher_connected(void);
-extern void cf_launcher_connect_abandoned(void);
+extern void cf_launcher_retry_next(void);
 extern void cf_launcher_attach(void);
 extern void cf_launcher_detach(void);
 extern void cf_launcher_begin_round(void);
