@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -163,7 +163,13 @@ class Page:
                 old.tag_name
                 return False
             except StaleElementReferenceException:
-                return self.d.execute_script("return document.readyState") == "complete"
+                pass
+            except WebDriverException as e:
+                # Chromium may say so in its own words while it swaps the
+                # documents: the old page is gone all the same.
+                if "does not belong to the document" not in str(e):
+                    raise
+            return self.d.execute_script("return document.readyState") == "complete"
         element.click()
         wait_until("the next page to load", loaded)
 
