@@ -16,8 +16,8 @@ SELECT 'public.sum_wf', 'k' || g, 'public.sum_wf', 'completed', 'sum_owner',
 SQL
 newest=$(q -c "SELECT max(id) FROM chrono_forge.workflows")
 day=$(q -c "SELECT (timezone('UTC', now()) - interval '3 days')::date")
-[ "$(q -c "SELECT last_id < $newest FROM chrono_forge.workflow_owners_horizon")" = t ] \
-    || fail "the horizon was past the new runs before any refresh"
+# (The launcher's once-a-minute refresh may fold them in before the
+# restart below; that is the launcher too, and no reader has called.)
 
 # The launcher refreshes at its start: restart it, and read nothing.
 launcher=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'chrono_forge launcher'")
