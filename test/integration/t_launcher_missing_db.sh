@@ -18,16 +18,24 @@ P=57413
 DB=cf_not_yet
 LOG=$OC_DIR/m.log
 
+# expect_tries PATTERN MIN MAX WHAT: the log's lines matching PATTERN (the
+# launcher's failed connections) number MIN to MAX; prints and returns it.
+expect_tries() {
+    local n
+    n=$(grep -c "$1" "$LOG")
+    echo "$4: $n" >&2
+    [ "$n" -ge "$2" ] || fail "$4: $n, fewer than $2: the launcher did not try (again)"
+    [ "$n" -le "$3" ] || fail "$4: $n, more than $3: the launcher does not wait between tries"
+    echo "$n"
+}
+
 oc_init m $P "shared_preload_libraries = 'chrono_forge'" "chrono_forge.workers = 1" \
     "chrono_forge.database = $DB" || fail "initdb"
 oc_start m || fail "the server did not start"
 
 # 8 s without the database: one FATAL (0.9.0: eight), then a wait.
 sleep 8
-fatals=$(grep -c "FATAL:  database \"$DB\" does not exist" "$LOG")
-echo "FATALs in 8 s: $fatals"
-[ "$fatals" -ge 1 ] || fail "the launcher never tried to connect"
-[ "$fatals" -le 2 ] || fail "the launcher failed $fatals times in 8 s: it does not wait for the database"
+fatals=$(expect_tries "FATAL:  database \"$DB\" does not exist" 1 2 "FATALs in 8 s") || exit 1
 grep -q "chrono_forge launcher: database \"$DB\" does not exist; waiting for it" "$LOG" \
     || fail "no LOG line saying the launcher waits for the database"
 
@@ -72,10 +80,8 @@ oc_q $P -c "ALTER DATABASE $DB ALLOW_CONNECTIONS false" || fail "disallow"
 lpid=$(oc_q $P -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'chrono_forge launcher'")
 oc_q $P -c "SELECT pg_terminate_backend($lpid)" >/dev/null || fail "terminate"
 sleep 10
-refusals=$(grep -c "FATAL:  database \"$DB\" is not currently accepting connections" "$LOG")
-echo "refused connections in 10 s: $refusals"
-[ "$refusals" -ge 2 ] || fail "the launcher did not try again after a refused connection ($refusals)"
-[ "$refusals" -le 4 ] || fail "the launcher tried $refusals times in 10 s: no growing wait"
+expect_tries "FATAL:  database \"$DB\" is not currently accepting connections" 2 4 \
+    "refused connections in 10 s" >/dev/null || exit 1
 grep -q "chrono_forge launcher: 1 start in a row could not connect to database \"$DB\"; trying again in 2 s" "$LOG" \
     || fail "no LOG line saying how long the launcher waits"
 oc_q $P -c "ALTER DATABASE $DB ALLOW_CONNECTIONS true" || fail "allow"
