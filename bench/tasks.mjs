@@ -113,18 +113,34 @@ async function nextXid() {
 }
 
 // CPU seconds (user + system, from /proc: the cluster runs on this
-// machine) of the engine's background processes, by backend type.
-async function engineCpu() {
-  const rows = await q(`SELECT pid, backend_type FROM pg_stat_activity
-                         WHERE backend_type IN ('chrono_forge launcher', 'chrono_forge worker')`);
-  const cpu = { launcher: 0, workers: 0 };
+// machine) by process: the engine's launcher and workers, the task
+// worker's process (pid) and its backends, the rest of the server's
+// processes; and the machine's busy share of its cores over the round.
+function procCpu(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch { return 0; /* gone meanwhile */ }
+}
+function machineTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0) };
+}
+async function cpuSample(workerPid) {
+  const rows = await q(`SELECT pid, backend_type, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()`);
+  const cpu = { launcher: 0, workers: 0, task_worker: procCpu(workerPid), task_worker_backends: 0, server_other: 0 };
   for (const r of rows) {
-    try {
-      const f = readFileSync(`/proc/${r.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      cpu[r.backend_type.endsWith('launcher') ? 'launcher' : 'workers'] += (Number(f[11]) + Number(f[12])) / 100;
-    } catch { /* gone meanwhile */ }
+    const k = r.backend_type === 'chrono_forge launcher' ? 'launcher'
+      : r.backend_type === 'chrono_forge worker' ? 'workers'
+        : r.application_name.startsWith('bench tasks') ? 'task_worker_backends' : 'server_other';
+    cpu[k] += procCpu(r.pid);
   }
-  return cpu;
+  return { cpu, ticks: machineTicks() };
+}
+function cpuDelta(a, b) {
+  const d = Object.fromEntries(Object.keys(a.cpu).map((k) => [`${k}_cpu_s`, +(b.cpu[k] - a.cpu[k]).toFixed(2)]));
+  d.machine_busy = +(1 - (b.ticks.idle - a.ticks.idle) / (b.ticks.total - a.ticks.total)).toFixed(3);
+  return d;
 }
 
 // N runs started in one transaction; the time is taken from that commit
@@ -139,7 +155,7 @@ async function throughput(label, queue, spawnWorker) {
   const w = spawnWorker();
   await w.waitLine((m) => m.ready);
   const x0 = await nextXid();
-  const c0 = await engineCpu();
+  const c0 = await cpuSample(w.p.pid);
   await q('BEGIN');
   const s0 = await one('SELECT clock_timestamp()');
   await q(`SELECT count(chrono_forge.start('bench_task', 'k' || i, jsonb_build_object('queue', $1::text)))
@@ -150,14 +166,13 @@ async function throughput(label, queue, spawnWorker) {
     "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.bench_task' AND state = 'completed'")) === n, 500);
   const last = await one("SELECT max(ended_at) FROM chrono_forge.workflows WHERE workflow = 'public.bench_task'");
   const x1 = await nextXid();
-  const c1 = await engineCpu();
+  const c1 = await cpuSample(w.p.pid);
   w.p.kill('SIGTERM');
   await w.exited;
   const secs = (last - s1) / 1000;
   const res = { bench: 'throughput', label, n, concurrency: o.concurrency, secs: +secs.toFixed(3),
     runs_per_s: +(n / secs).toFixed(1), start_secs: +((s1 - s0) / 1000).toFixed(3),
-    write_xacts_per_run: +((x1 - x0) / n).toFixed(3),
-    launcher_cpu_s: +(c1.launcher - c0.launcher).toFixed(2), workers_cpu_s: +(c1.workers - c0.workers).toFixed(2) };
+    write_xacts_per_run: +((x1 - x0) / n).toFixed(3), ...cpuDelta(c0, c1) };
   emit(res);
   return res;
 }

@@ -80,9 +80,9 @@ queues_argument(FunctionCallInfo fcinfo)
 	"  ORDER BY x.available_at, x.id LIMIT $2)," \
 	" u AS (UPDATE chrono_forge.tasks t SET state = 'claimed', claim_token = pg_catalog.gen_random_uuid()," \
 	"   claimed_by = $4, claimed_at = $3, lease_until = $3 + t.lease, updated_at = $3" \
-	"  FROM c WHERE t.id = c.id" \
+	"  WHERE t.id = ANY (ARRAY(SELECT c.id FROM c))" \
 	"  RETURNING t.id, t.claim_token, t.queue, t.step, t.workflow_id, t.args, t.attempt," \
-	"   t.lease_until, t.timeout_at, c.available_at)" \
+	"   t.lease_until, t.timeout_at, t.available_at)" \
 	" SELECT u.id, u.claim_token, u.queue, u.step, w.workflow, w.key, u.args, u.attempt," \
 	"  u.lease_until, u.timeout_at, u.workflow_id::text || ':' || u.step, u.workflow_id" \
 	" FROM u JOIN chrono_forge.workflows w ON w.id = u.workflow_id" \
