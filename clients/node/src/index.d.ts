@@ -61,7 +61,7 @@ export interface Logger {
 export interface WorkerOptions extends ConnectionConfig {
   /** The queues to claim from. */
   queues: string[];
-  /** Most tasks running at once (default 10). */
+  /** Most handlers running at once (default 10); a slot frees when its handler returns. */
   concurrency?: number;
   /** Fallback poll, ms without a claim before one is made (default 5000). */
   pollInterval?: number;
@@ -81,7 +81,7 @@ export interface WorkerOptions extends ConnectionConfig {
   poolSize?: number;
   /** Completions that wait for one in flight share one statement (default true). */
   batchCompletions?: boolean;
-  /** Milliseconds a claim waits while tasks are in flight, so claims batch up (default 5; 0: none). */
+  /** Milliseconds a claim waits while fewer than half the handlers are free, so claims batch up (default 5; 0: none). */
   claimDelay?: number;
 }
 
@@ -97,6 +97,7 @@ export declare class Worker {
   task<R = unknown>(step: string, handler: Handler<R>): this;
   start(): Promise<this>;
   stop(options?: { grace?: number }): Promise<void>;
+  /** Tasks claimed and not yet recorded (handlers running, or outcomes being recorded). */
   readonly inFlight: number;
   readonly name: string;
   on(event: 'task:start', listener: (task: Task) => void): this;

@@ -59,7 +59,8 @@ export class Worker extends EventEmitter {
   #pgConfig;
   #log;
   #handlers = new Map();
-  #inFlight = new Map();     // task id -> entry
+  #inFlight = new Map();     // task id -> entry, until its outcome is recorded
+  #running = 0;              // of those, handlers not yet returned
   #pool = null;
   #listener = null;
   #started = false;
@@ -102,7 +103,7 @@ export class Worker extends EventEmitter {
     return this;
   }
 
-  /** Tasks running now. */
+  /** Tasks claimed and not yet recorded (handlers running, or outcomes being recorded). */
   get inFlight() {
     return this.#inFlight.size;
   }
@@ -224,20 +225,27 @@ export class Worker extends EventEmitter {
 
   // --- claiming ------------------------------------------------------------
 
+  // Claims are for handlers free to start.  A handler's slot frees when
+  // it returns, not when its outcome is recorded: recording waits for a
+  // statement and a commit, and a busy worker would otherwise spend that
+  // time idle.  Outcomes being recorded are bounded by the concurrency too,
+  // so a worker holds at most twice as many claims as it runs handlers.
   #free() {
-    return this.#opts.concurrency - this.#inFlight.size;
+    const c = this.#opts.concurrency;
+    return Math.max(0, Math.min(c - this.#running, 2 * c - this.#inFlight.size));
   }
 
   #requestClaim() {
     this.#wantClaim = true;
     if (this.#claiming || this.#stopping) return;
     // Deferred a turn so completions and notifications of the same moment
-    // share one claim; while tasks are in flight, claimDelay ms more, so
+    // share one claim; while most handlers are busy, claimDelay ms more, so
     // that a stream of notifications (one per task made due) and of
-    // completions makes a few larger claims rather than many of one task
-    // each, whose cost the server would take from the passes making tasks
-    // due.  An idle worker claims at once.
-    const delay = this.#inFlight.size > 0 ? this.#opts.claimDelay : 0;
+    // handlers returning makes a few larger claims rather than many of one
+    // task each, whose cost the server would take from the passes making
+    // tasks due.  A worker with half its handlers or more free claims at
+    // once: waiting would not make that claim much larger.
+    const delay = 2 * this.#free() < this.#opts.concurrency ? this.#opts.claimDelay : 0;
     this.#claiming = new Promise((resolve) => (delay > 0 ? setTimeout(resolve, delay) : setImmediate(resolve)))
       .then(() => this.#claimLoop())
       .finally(() => { this.#claiming = null; });
@@ -274,8 +282,10 @@ export class Worker extends EventEmitter {
   #startTask(row) {
     const task = taskFromRow(row);
     const entry = { task, token: row.claim_token, rawId: row.task_id, controller: new AbortController(),
-      heartbeat: null, heartbeatBusy: false, timeout: null, finished: false, leaseMs: 0, deadline: 0 };
+      heartbeat: null, heartbeatBusy: false, timeout: null, finished: false, returned: false, leaseMs: 0,
+      deadline: 0 };
     this.#inFlight.set(task.id, entry);
+    this.#running += 1;
     const leaseMs = Math.max(row.lease_until - row.claimed_at, 100);
     entry.leaseMs = leaseMs;
     entry.deadline = Date.now() + leaseMs;
@@ -289,8 +299,17 @@ export class Worker extends EventEmitter {
     this.#execute(entry).finally(() => this.#taskDone(entry));
   }
 
+  // The handler returned or threw: its slot is free for the next claim.
+  #handlerReturned(entry) {
+    if (entry.returned) return;
+    entry.returned = true;
+    this.#running -= 1;
+    if (this.#wantClaim && !this.#stopping) this.#requestClaim();
+  }
+
   #taskDone(entry) {
     this.#stopHeartbeats(entry);
+    this.#handlerReturned(entry);
     if (this.#inFlight.get(entry.task.id) !== entry) return;
     this.#inFlight.delete(entry.task.id);
     if (this.#stopping) {
@@ -317,11 +336,13 @@ export class Worker extends EventEmitter {
       if (!handler) throw new UnknownTaskError(task.step);
       result = await handler(task, { signal: controller.signal, heartbeat: () => this.#heartbeat(entry, true) });
     } catch (err) {
+      this.#handlerReturned(entry);
       if (this.#staleAfterAbort(entry, err)) return;
       this.#stopHeartbeats(entry);
       await this.#recordFailure(entry, err);
       return;
     }
+    this.#handlerReturned(entry);
     this.#stopHeartbeats(entry);
     if (this.#staleAfterAbort(entry, null)) return;
     await this.#recordResult(entry, result);

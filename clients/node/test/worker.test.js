@@ -3,10 +3,11 @@
 // shutdown (draining, and a grace period that ends).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import pg from 'pg';
 import { Worker, Client, NonRetryableError, TaskAbortedError } from '../src/index.js';
 import {
   setupDatabase, conn, sql, uniq, createTaskWorkflow, startRuns, waitRuns, effects, errorClasses, taskErrors,
-  counter, deferred, guard, pendingTasks, waitFor, testLogger,
+  counter, deferred, guard, pendingTasks, waitFor, testLogger, sleep,
 } from './lib.js';
 
 before(setupDatabase);
@@ -171,6 +172,47 @@ test('stop() stops claiming and lets the tasks in flight finish', async (t) => {
   t.after(() => w2.stop({ grace: 0 }));
   await waitRuns(wf, 4);
   assert.equal((await effects(wf)).length, 4);
+});
+
+test('concurrency bounds the handlers running at once; a slot frees when its handler returns, before its result is recorded', async (t) => {
+  const wf = uniq('nt_slots');
+  await createTaskWorkflow(wf, { step: 'slot', queue: wf });
+  // A transaction holding k1's task row: recording k1's result waits for
+  // it, and so does every completion queued behind that statement.
+  const holder = new pg.Client(conn());
+  await holder.connect();
+  t.after(() => holder.end());
+  let running = 0;
+  let most = 0;
+  const started = [];
+  const w = worker(wf, { concurrency: 1, claimDelay: 0 }).task('slot', async (task) => {
+    running += 1;
+    most = Math.max(most, running);
+    started.push(task.key);
+    if (task.key === 'k1') {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM chrono_forge.tasks WHERE id = $1 FOR UPDATE', [task.id]);
+    }
+    await sleep(20);
+    running -= 1;
+    return { key: task.key };
+  });
+  await w.start();
+  t.after(() => w.stop({ grace: 0 }));
+  await startRuns(wf, 1);
+  await waitFor(async () => started.length === 1, { what: "k1's handler" });
+  await startRuns(wf, 3);
+  // k1's result waits for the holder, yet its slot is free again: k2's
+  // handler runs (0.9.0: no claim until k1's result was recorded).
+  await waitFor(async () => started.length === 2, { what: "k2's handler while k1's result waits" });
+  // Two outcomes being recorded (twice the concurrency): no third claim.
+  await sleep(1000);
+  assert.deepEqual(started, ['k1', 'k2']);
+  await holder.query('COMMIT');
+  await waitRuns(wf, 3);
+  assert.deepEqual(started.sort(), ['k1', 'k2', 'k3']);
+  assert.equal(most, 1, 'never more handlers at once than the concurrency');
+  assert.equal((await effects(wf)).length, 3);
 });
 
 test('a grace period that ends aborts the handler (shutdown) and leaves its task to its lease', async (t) => {
