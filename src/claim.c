@@ -208,8 +208,14 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 	Interval   *max_duration = cf_max_duration_interval();
 
 	cf_internal_begin(&st);
+
+	/*
+	 * Generic plans: a custom plan of this statement, made on every claim,
+	 * cost a tenth of the claim.  Its LIMITs are constants, so the generic
+	 * plan walks the wake-up index in due order as a custom one does.
+	 */
 	if (before_spawned)
-		cf_exec(&spawned_plan,
+		cf_exec_generic(&spawned_plan,
 				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
 								 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
 								 " ORDER BY b.id LIMIT 1), $1))"),
@@ -217,7 +223,7 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
 				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 	else
-		cf_exec(&plan, CLAIM_WAKEUP_SQL("$1"),
+		cf_exec_generic(&plan, CLAIM_WAKEUP_SQL("$1"),
 				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
 				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
 				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
