@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,9 @@ def test_graceful_shutdown(db: Db, client: Client, names: dict[str, str], tmp_pa
         db.wait_until("the worker stopping", lambda: proc.logged("stopping"))
         start_one(client, names, second)      # due while the worker stops
         gate.touch()
+        # It exits by itself once the handler's result is recorded (a second
+        # signal now would skip the rest of the grace period).
+        proc.popen.wait(HANG)
         assert proc.stop(signal.SIGTERM) == 0
     finally:
         if proc.popen.poll() is None:
@@ -237,6 +241,53 @@ def test_graceful_shutdown(db: Db, client: Client, names: dict[str, str], tmp_pa
                   f"gate:{gate}:{proc.pid}") == 1           # only the first task ran
     assert db.run_state(WF, second) == "idle"
     client.cancel(WF, second)
+
+
+def test_slot_frees_when_the_handler_returns(db: Db, client: Client,
+                                             names: dict[str, str]) -> None:
+    """A handler's slot frees when it returns, while its result is still
+    being recorded; at most `concurrency` handlers run at once, and no more
+    than twice as many claimed tasks are held."""
+    k1, k2, k3 = (f"{names['key']}_{i}" for i in (1, 2, 3))
+    # A transaction holding k1's task row: recording k1's result waits for
+    # it, and so does every result queued behind that statement.
+    holder = psycopg.connect(db.dsn(None))
+    started: list[str] = []
+    busy, most = 0, 0
+    lock = threading.Lock()
+    worker = fast_worker(db, names, concurrency=1)
+
+    @worker.task(names["step"])
+    def slot(task: Task) -> dict[str, Any]:
+        nonlocal busy, most
+        with lock:
+            busy += 1
+            most = max(most, busy)
+            started.append(task.key)
+        if task.key == k1:
+            holder.execute("SELECT 1 FROM chrono_forge.tasks WHERE id = %s FOR UPDATE", (task.id,))
+        with lock:
+            busy -= 1
+        return {"key": task.key}
+
+    with running(worker):
+        try:
+            start_one(client, names, k1)
+            db.wait_until("k1's handler", lambda: len(started) == 1)
+            start_one(client, names, k2)
+            start_one(client, names, k3)
+            # k1's result waits for the holder, yet its slot is free: k2's
+            # handler runs (0.9.0: no claim until k1's result was recorded).
+            db.wait_until("k2's handler while k1's result waits", lambda: len(started) == 2)
+            # Two results being recorded (twice the concurrency): no third claim.
+            time.sleep(1.0)
+            assert started == [k1, k2]
+        finally:
+            holder.close()      # k1's row is free again, whatever happened
+        for k in (k1, k2, k3):
+            assert db.wait_state(WF, k, "completed", "failed", "stalled") == "completed"
+    assert sorted(started) == [k1, k2, k3]
+    assert most == 1
 
 
 def test_cancel_seen_by_handler(db: Db, client: Client, names: dict[str, str]) -> None:

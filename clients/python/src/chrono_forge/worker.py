@@ -4,13 +4,19 @@ Threads and connections:
 - the thread calling run() owns the LISTEN connection: idle, it blocks in
   select() on that socket (and on a wake-up pipe), so an idle worker sends
   nothing but the fallback poll every poll_interval seconds;
-- claims, completions and failures share one "ops" connection under a lock;
+- claims and failures share one "ops" connection under a lock;
+- a completer thread with its own connection records the handlers'
+  results, those that finished while a statement was in flight together
+  in the next one (one commit; each still fenced by its claim token);
 - a heartbeat thread with its own connection extends the leases of the
   tasks in flight, at half the lease, and sets a task's ``cancelled`` event
   when the server answers 'cancelled' or 'lost';
 - ``concurrency`` daemon threads run the handlers.  Daemon threads, so a
   handler still running after the grace period does not hold the process:
-  its task is left to its lease.
+  its task is left to its lease.  A handler thread takes the next task
+  once its handler returns, while the completer records the result: at
+  most ``concurrency`` handlers run at once, and at most twice as many
+  claimed tasks are held.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -49,6 +55,13 @@ _CLAIM_SQL = (
     " lease_until, timeout_at, idempotency_key,"
     " extract(epoch FROM lease_until - now())::float8"
     " FROM chrono_forge.claim_tasks(%s::text[], %s, %s)")
+_COMPLETE_SQL = "SELECT chrono_forge.complete_task(%s, %s, %s::jsonb)"
+# Results that finished while a statement was in flight go in the next one.
+_COMPLETE_MANY_SQL = (
+    "SELECT c.ord, chrono_forge.complete_task(c.id, c.token, c.result)"
+    " FROM ROWS FROM (pg_catalog.unnest(%s::bigint[]), pg_catalog.unnest(%s::uuid[]),"
+    " pg_catalog.unnest(%s::jsonb[])) WITH ORDINALITY AS c(id, token, result, ord)")
+_COMPLETION_BATCH_MAX = 200
 
 
 @dataclass
@@ -56,6 +69,7 @@ class _InFlight:
     task: Task
     next_heartbeat: float       # time.monotonic() of the next heartbeat
     interval: float             # seconds between heartbeats
+    returned: bool = False      # the handler returned: no more heartbeats
 
 
 class _Backoff:
@@ -80,7 +94,8 @@ class Worker:
     conninfo: a libpq connection string (the worker's role must be the
       owner of the runs, or a member of it, to see their tasks).
     concurrency: most handlers running at once; only free capacity is
-      claimed.
+      claimed.  A handler's slot frees when it returns, while its result
+      is recorded (at most twice as many claimed tasks are held).
     lease: seconds a heartbeat extends a lease by (None: the task's own
       lease, as given to run_task).
     heartbeat_interval: seconds between heartbeats of a task (None: half
@@ -113,8 +128,10 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # in-flight set changed
-        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._inflight: dict[uuid.UUID, _InFlight] = {}     # claimed, outcome not recorded
+        self._running = 0                                    # of those, handlers not returned
         self._jobs: SimpleQueue[Task | None] = SimpleQueue()
+        self._results: SimpleQueue[tuple[Task, str] | None] = SimpleQueue()
         self._stopping = threading.Event()
         self._abort = threading.Event()      # a second signal: skip the grace
         self._closed = False
@@ -164,6 +181,8 @@ class Worker:
                    for i in range(self.concurrency)]
         threads.append(threading.Thread(target=self._heartbeat_loop, daemon=True,
                                         name="chrono_forge-heartbeat"))
+        threads.append(threading.Thread(target=self._complete_loop, daemon=True,
+                                        name="chrono_forge-completer"))
         for t in threads:
             t.start()
         self.log.info("worker %s: queues %s, concurrency %d",
@@ -207,6 +226,7 @@ class Worker:
             self._changed.notify_all()
         for _ in range(self.concurrency):
             self._jobs.put(None)
+        self._results.put(None)
         with self._ops_lock:
             if self._ops is not None:
                 self._ops.close()
@@ -278,8 +298,9 @@ class Worker:
             pass
 
     def _free(self) -> int:
+        c = self.concurrency
         with self._lock:
-            return self.concurrency - len(self._inflight)
+            return max(0, min(c - self._running, 2 * c - len(self._inflight)))
 
     # -- the ops connection ---------------------------------------------------
 
@@ -315,6 +336,7 @@ class Worker:
             every = self.heartbeat_interval or lease / 2
             with self._lock:
                 self._inflight[task.claim_token] = _InFlight(task, now + every, every)
+                self._running += 1
                 self._changed.notify_all()
             self.log.debug("claimed task %d (%s, attempt %d)", task.id, task.step, task.attempt)
             self._jobs.put(task)
@@ -324,37 +346,125 @@ class Worker:
 
     def _pool_loop(self) -> None:
         while (task := self._jobs.get()) is not None:
+            handed_over = False
             try:
-                self._execute(task)
+                handed_over = self._execute(task)
             except Exception:   # never let a pool thread die
                 self.log.exception("task %d: unexpected error in the worker", task.id)
             finally:
-                with self._lock:
-                    self._inflight.pop(task.claim_token, None)
-                    self._changed.notify_all()
-                self._wake()
+                self._handler_returned(task)
+                if not handed_over:
+                    self._finished(task)
 
-    def _execute(self, task: Task) -> None:
+    def _handler_returned(self, task: Task) -> None:
+        """The handler's slot is free for the next claim (once per task);
+        no heartbeat races its outcome."""
+        with self._lock:
+            f = self._inflight.get(task.claim_token)
+            if f is None or f.returned:
+                return
+            f.returned = True
+            f.next_heartbeat = float("inf")
+            self._running -= 1
+            self._changed.notify_all()
+        self._wake()
+
+    def _finished(self, task: Task) -> None:
+        """The task's outcome is recorded (or left to its lease)."""
+        with self._lock:
+            self._inflight.pop(task.claim_token, None)
+            self._changed.notify_all()
+        self._wake()
+
+    def _execute(self, task: Task) -> bool:
+        """Runs the handler.  True if its result went to the completer,
+        which finishes the task; false if the task ended here (a failure)."""
         handler = self._handlers.get(task.step)
         try:
             if handler is None:
                 raise UnknownStep(f"no handler for step {task.step!r} in worker {self.name}")
             result = json.dumps(handler(task))
         except BaseException as e:  # SystemExit in a handler too: the thread lives on
+            self._handler_returned(task)
             retryable = not isinstance(e, NonRetryable)
             self.log.warning("task %d (%s, attempt %d) failed: %s: %s", task.id,
                              task.step, task.attempt, type(e).__name__, e)
             self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, %s)",
                          (task.id, task.claim_token, type(e).__name__,
                           _message(e), retryable))
-            return
+            return False
+        self._handler_returned(task)
+        self._results.put((task, result))
+        return True
+
+    # -- the completer --------------------------------------------------------
+
+    def _complete_loop(self) -> None:
+        """Records the results the handlers returned: all those waiting in
+        one statement, on the completer's own connection."""
+        conn: psycopg.Connection[Any] | None = None
         try:
-            self._report(task, "SELECT chrono_forge.complete_task(%s, %s, %s::jsonb)",
-                         (task.id, task.claim_token, result))
+            while (batch := self._next_results()) is not None:
+                conn = self._complete_batch(conn, batch)
+                for task, _ in batch:
+                    self._finished(task)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _next_results(self) -> list[tuple[Task, str]] | None:
+        """The results waiting (blocking for the first); None once closed."""
+        first = self._results.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < _COMPLETION_BATCH_MAX:
+            try:
+                item = self._results.get_nowait()
+            except Empty:
+                break
+            if item is None:
+                self._results.put(None)     # seen again after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _complete_batch(self, conn: psycopg.Connection[Any] | None,
+                        batch: list[tuple[Task, str]]) -> psycopg.Connection[Any] | None:
+        """One statement for the batch (of one, too); each on its own
+        (self._report, on the ops connection) if that fails: a refused result fails that task alone, and a lost
+        connection may have lost the statement (each is fenced, so one
+        already recorded answers false).  Returns the connection to keep."""
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self.conninfo, autocommit=True)
+            rows = conn.execute(_COMPLETE_MANY_SQL, (
+                [t.id for t, _ in batch], [t.claim_token for t, _ in batch],
+                [r for _, r in batch])).fetchall()
+            for ord_, recorded in rows:
+                if not recorded:
+                    self._stale(batch[ord_ - 1][0])
+            return conn
+        except psycopg.Error as e:
+            self.log.debug("batched completion failed (%s); completing one by one", e)
+            if isinstance(e, _CONNECTION_ERRORS) and conn is not None:
+                conn.close()
+                conn = None
+        for task, result in batch:
+            self._complete_one(task, result)
+        return conn
+
+    def _complete_one(self, task: Task, result: str) -> None:
+        try:
+            self._report(task, _COMPLETE_SQL, (task.id, task.claim_token, result))
         except psycopg.Error as e:     # e.g. a result over the size cap (CF012)
             self.log.warning("task %d: result refused: %s", task.id, e)
             self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, false)",
                          (task.id, task.claim_token, type(e).__name__, _message(e)))
+
+    def _stale(self, task: Task) -> None:
+        self.log.info("task %d: claim stale (lease lost or run cancelled): not recorded",
+                      task.id)
 
     def _report(self, task: Task, sql: str, params: tuple[Any, ...]) -> None:
         """complete_task or fail_task, retried over lost connections while
@@ -375,8 +485,7 @@ class Worker:
                     return
                 time.sleep(backoff.next())
         if not rows[0][0]:
-            self.log.info("task %d: claim stale (lease lost or run cancelled): not recorded",
-                          task.id)
+            self._stale(task)
 
     # -- heartbeats -----------------------------------------------------------
 
@@ -429,7 +538,7 @@ class Worker:
             self.log.error("task %d: heartbeat failed: %s", f.task.id, e)
             status = "ok"
         with self._lock:
-            if f.task.claim_token not in self._inflight:
+            if f.task.claim_token not in self._inflight or f.returned:
                 return      # finished meanwhile
             if self.lease is not None and self.heartbeat_interval is None:
                 f.interval = self.lease / 2
