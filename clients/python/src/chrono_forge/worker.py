@@ -405,9 +405,14 @@ class Worker:
         conn: psycopg.Connection[Any] | None = None
         try:
             while (batch := self._next_results()) is not None:
-                conn = self._complete_batch(conn, batch)
-                for task, _ in batch:
-                    self._finished(task)
+                try:
+                    conn = self._complete_batch(conn, batch)
+                except Exception:   # never let the completer die
+                    self.log.exception("results of tasks %s: unexpected error in the worker;"
+                                       " left to their leases", [t.id for t, _ in batch])
+                finally:
+                    for task, _ in batch:
+                        self._finished(task)
         finally:
             if conn is not None:
                 conn.close()
@@ -432,9 +437,10 @@ class Worker:
     def _complete_batch(self, conn: psycopg.Connection[Any] | None,
                         batch: list[tuple[Task, str]]) -> psycopg.Connection[Any] | None:
         """One statement for the batch (of one, too); each on its own
-        (self._report, on the ops connection) if that fails: a refused result fails that task alone, and a lost
-        connection may have lost the statement (each is fenced, so one
-        already recorded answers false).  Returns the connection to keep."""
+        (self._report, on the ops connection) if that fails: a refused
+        result fails that task alone, and a lost connection may have lost
+        the statement (each is fenced, so one already recorded answers
+        false).  Returns the connection to keep."""
         try:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
