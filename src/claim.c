@@ -216,17 +216,17 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 	 */
 	if (before_spawned)
 		cf_exec_generic(&spawned_plan,
-				CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
-								 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
-								 " ORDER BY b.id LIMIT 1), $1))"),
-				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
-				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+						CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
+										 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
+										 " ORDER BY b.id LIMIT 1), $1))"),
+						4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+						ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 	else
 		cf_exec_generic(&plan, CLAIM_WAKEUP_SQL("$1"),
-				4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
-				(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-				ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+						4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+						ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
 	cf_internal_end(&st);
 	return SPI_processed > 0;
 }

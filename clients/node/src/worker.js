@@ -309,7 +309,6 @@ export class Worker extends EventEmitter {
 
   #taskDone(entry) {
     this.#stopHeartbeats(entry);
-    this.#handlerReturned(entry);
     if (this.#inFlight.get(entry.task.id) !== entry) return;
     this.#inFlight.delete(entry.task.id);
     if (this.#stopping) {

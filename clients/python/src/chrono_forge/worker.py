@@ -56,6 +56,7 @@ _CLAIM_SQL = (
     " extract(epoch FROM lease_until - now())::float8"
     " FROM chrono_forge.claim_tasks(%s::text[], %s, %s)")
 _COMPLETE_SQL = "SELECT chrono_forge.complete_task(%s, %s, %s::jsonb)"
+_FAIL_SQL = "SELECT chrono_forge.fail_task(%s, %s, %s, %s, %s)"
 # Results that finished while a statement was in flight go in the next one.
 _COMPLETE_MANY_SQL = (
     "SELECT c.ord, chrono_forge.complete_task(c.id, c.token, c.result)"
@@ -352,7 +353,6 @@ class Worker:
             except Exception:   # never let a pool thread die
                 self.log.exception("task %d: unexpected error in the worker", task.id)
             finally:
-                self._handler_returned(task)
                 if not handed_over:
                     self._finished(task)
 
@@ -389,9 +389,8 @@ class Worker:
             retryable = not isinstance(e, NonRetryable)
             self.log.warning("task %d (%s, attempt %d) failed: %s: %s", task.id,
                              task.step, task.attempt, type(e).__name__, e)
-            self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, %s)",
-                         (task.id, task.claim_token, type(e).__name__,
-                          _message(e), retryable))
+            self._report(task, _FAIL_SQL, (task.id, task.claim_token, type(e).__name__,
+                                           _message(e), retryable))
             return False
         self._handler_returned(task)
         self._results.put((task, result))
@@ -465,8 +464,8 @@ class Worker:
             self._report(task, _COMPLETE_SQL, (task.id, task.claim_token, result))
         except psycopg.Error as e:     # e.g. a result over the size cap (CF012)
             self.log.warning("task %d: result refused: %s", task.id, e)
-            self._report(task, "SELECT chrono_forge.fail_task(%s, %s, %s, %s, false)",
-                         (task.id, task.claim_token, type(e).__name__, _message(e)))
+            self._report(task, _FAIL_SQL, (task.id, task.claim_token, type(e).__name__,
+                                           _message(e), False))
 
     def _stale(self, task: Task) -> None:
         self.log.info("task %d: claim stale (lease lost or run cancelled): not recorded",
