@@ -128,6 +128,8 @@ SELECT step, attempt FROM tk_claim('retrying');
 SELECT chrono_forge.fail_task(tk_id('r1'), tk_token('r1'), '40001', 'could not serialize');
 SELECT chrono_forge.fail_task(tk_id('r1'), tk_token('r1'), '40001', 'twice');
 SELECT state, error_class, error_message, retryable FROM chrono_forge.tasks WHERE id = tk_id('r1');
+-- The outcome moved the claim's lease wake-up to now: one row, no second.
+SELECT * FROM tk_runs WHERE key = 'r1';
 CALL chrono_forge.run_pending();
 SELECT * FROM tk_runs WHERE key = 'r1';
 SELECT * FROM tk_claim('retrying');

@@ -49,4 +49,10 @@
 /* The channel run_task's queues are notified on (payload: the queue). */
 #define CF_TASKS_CHANNEL "chrono_forge_tasks"
 
+/*
+ * The reason of the wake-up a claim gives a task's run at its lease's end;
+ * the task's outcome moves it to now.
+ */
+#define CF_TASK_LEASE_WAKEUP "task lease"
+
 #endif							/* CHRONO_FORGE_H */

@@ -460,11 +460,15 @@ claim_next(Oid only_owner, Datum skip_owners)
  * Claim the next due work.  The share binds only while another owner's
  * work is due: when a claim that skips the owners at their share finds
  * nothing, this worker takes their work after all, and looks for other
- * owners' work that way again only SHARE_RECHECK_MS later (such a claim
- * may walk the whole due window of the owners it skips, so not before
- * every pass of a one-owner backlog).
+ * owners' work that way again only a while later: such a claim may walk
+ * the whole due window of the owners it skips (1,024 runs: 2 % of a
+ * worker's time at 10 a second), so not before every pass of a one-owner
+ * backlog.  The while is SHARE_RECHECK_MS, doubled after each look that
+ * found nobody else's work up to SHARE_RECHECK_MAX_MS, and back to
+ * SHARE_RECHECK_MS once one finds some.
  */
 #define SHARE_RECHECK_MS 100
+#define SHARE_RECHECK_MAX_MS 800
 
 /*
  * Claim the next due pass and lock its run; *share_waived: whether the
@@ -475,11 +479,12 @@ bool
 cf_claim_and_lock(Oid only_owner, bool *share_waived)
 {
 	static TimestampTz others_idle_at = 0;
+	static int	recheck_ms = SHARE_RECHECK_MS;
 	int			n_skipped;
 	Datum		skip_owners = owners_at_share(&n_skipped);
 	Datum		no_owners = PointerGetDatum(construct_empty_array(OIDOID));
 	TimestampTz now = GetCurrentTimestamp();
-	bool		others_idle = !TimestampDifferenceExceeds(others_idle_at, now, SHARE_RECHECK_MS);
+	bool		others_idle = !TimestampDifferenceExceeds(others_idle_at, now, recheck_ms);
 
 	cf_pass.lock_token = MemoryContextStrdup(cf_pass.cxt, make_lock_token());
 
@@ -494,7 +499,16 @@ cf_claim_and_lock(Oid only_owner, bool *share_waived)
 		return claim_next(only_owner, no_owners);
 	*share_waived = false;
 	if (claim_next(only_owner, skip_owners))
+	{
+		recheck_ms = SHARE_RECHECK_MS;
 		return true;
+	}
+	/* The look before found nobody either (not a new backlog): wait longer. */
+	if (others_idle_at != 0 &&
+		!TimestampDifferenceExceeds(others_idle_at, now, recheck_ms + 1000))
+		recheck_ms = Min(recheck_ms * 2, SHARE_RECHECK_MAX_MS);
+	else
+		recheck_ms = SHARE_RECHECK_MS;
 	others_idle_at = now;
 	*share_waived = true;
 	return claim_next(only_owner, no_owners);

@@ -296,8 +296,10 @@ drop_lease_wakeups(void)
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1 AND reason = 'task lease'",
-			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(cf_pass.workflow_id)}, NULL, false, 0);
+			"DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1 AND reason = $2",
+			2, (Oid[]) {INT8OID, TEXTOID},
+			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(CF_TASK_LEASE_WAKEUP)},
+			NULL, false, 0);
 	cf_internal_end(&st);
 }
 
@@ -402,9 +404,8 @@ task_timed_out(TaskCall *call, TaskRow *task)
 static Datum
 record_completion(FunctionCallInfo fcinfo, TaskCall *call, TaskRow *task)
 {
+	/* complete_task() moved the lease wake-up: none is left to drop. */
 	cf_step_log_write_owned(call->step_name, "completed", task->attempt, NULL, task->result, NULL);
-	if (task->has_lease && task->lease_until > cf_pass.claimed_at)
-		drop_lease_wakeups();
 	/* Committed by the next primitive or with the pass's end, as a step. */
 	if (cf_pass.eager)
 		cf_commit();
@@ -440,7 +441,7 @@ settle_task(TaskCall *call, CfStepLog *log, TaskRow *task)
 			failed_attempt(call, log, task, attempt_error(task, true));
 		}
 		/* Heartbeats moved the lease: look again when it ends. */
-		park(call, task, true, task->lease_until, "task lease", false);
+		park(call, task, true, task->lease_until, CF_TASK_LEASE_WAKEUP, false);
 	}
 	/* Pending: notify its queue once it is due (a retry's backoff ended). */
 	if (task->available_at <= now)
@@ -468,6 +469,9 @@ cf_run_task(PG_FUNCTION_ARGS)
 
 	cf_spi_connect();
 	log = cf_step_log_read(call.step_name);
+	/* A task is written with its step's log, never without: no log, no task. */
+	if (!log.exists)
+		offer_new_task(&call, &log);
 	task = read_task(call.step);
 	if (!task.exists)
 		offer_new_task(&call, &log);

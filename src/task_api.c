@@ -133,7 +133,7 @@ cf_claim_tasks(PG_FUNCTION_ARGS)
 	/* Each run's pass notices at once if its task's lease runs out. */
 	if (SPI_processed > 0)
 		cf_wakeups_add_at(cf_spi_ids(12), cf_spi_column_array(9, TIMESTAMPTZOID),
-						  "task lease");
+						  CF_TASK_LEASE_WAKEUP);
 	cf_internal_end(&st);
 	SPI_finish();
 	return (Datum) 0;
@@ -202,8 +202,9 @@ cf_heartbeat_task(PG_FUNCTION_ARGS)
 
 /*
  * Record the outcome of a claimed task (the statement's $3..$6 are its
- * columns), if the token is current and the task the caller's; the
- * statement also gives its run a wake-up due now.  True if recorded; the
+ * columns), if the token is current and the task the caller's, and make
+ * its run due now: its claim's lease wake-up moves to now (the pass that
+ * records the outcome has none left to delete).  True if recorded; the
  * run is woken at commit.
  */
 static bool
@@ -223,8 +224,8 @@ record_outcome(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *
 	cf_exec(plan, sql, nargs, types, values, nulls, false, 0);
 	recorded = SPI_processed == 1;
 	if (recorded)
-		cf_wakeup_add(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-					  now, reason, CF_WAKEUP_ALWAYS);
+		cf_wakeup_move(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					   CF_TASK_LEASE_WAKEUP, now, reason);
 	cf_internal_end(&st);
 	SPI_finish();
 	return recorded;

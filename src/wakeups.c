@@ -79,6 +79,34 @@ cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule)
 	return write_wakeups(false, Int64GetDatum(run), due, reason, rule) > 0;
 }
 
+/*
+ * Make run `run` due at `due` by moving its wake-ups of reason `from` (a
+ * claim's lease wake-ups, now moot) there as `reason`, or by a new row if
+ * it has none: one statement, and no second row for the pass to delete.
+ * The caller is connected to SPI.
+ */
+void
+cf_wakeup_move(int64 run, const char *from, TimestampTz due, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH m AS (UPDATE chrono_forge.wakeups SET due_at = $2, reason = $3,"
+			"  created_at = pg_catalog.now()"
+			"  WHERE workflow_id OPERATOR(pg_catalog.=) $1 AND reason OPERATOR(pg_catalog.=) $4"
+			"  RETURNING 1)"
+			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			" SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM m)",
+			4, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID},
+			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(due), CStringGetTextDatum(reason),
+				CStringGetTextDatum(from)},
+			NULL, false, 0);
+	cf_internal_end(&st);
+	cf_queue_wakeup(due);
+}
+
 /* The same for every run of `runs` (an int8[]); how many rows were written. */
 uint64
 cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rule)

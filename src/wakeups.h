@@ -20,6 +20,7 @@ typedef enum CfWakeupRule
 } CfWakeupRule;
 
 extern bool cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule);
+extern void cf_wakeup_move(int64 run, const char *from, TimestampTz due, const char *reason);
 extern uint64 cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rule);
 extern uint64 cf_wakeups_add_at(Datum runs, Datum dues, const char *reason);
 extern Datum cf_spi_column_array(int col, Oid type);
