@@ -216,9 +216,37 @@ cf_journal_read_step(int64 workflow_id, const char *step_name)
 	" SELECT" STEP_LOG_VALUES " FROM lk" on_conflict " RETURNING id"
 
 /*
+ * A row known to exist ($9: its id) is updated in place: an upsert would
+ * first lock the row it conflicts with (a WAL record more), then update it.
+ */
+#define STEP_LOG_UPDATE_BY_ID \
+	"UPDATE chrono_forge.execution_logs AS l SET state = $3::chrono_forge.step_state," \
+	"  attempts = $4, last_executed_at = chrono_forge.now()," \
+	"  completed_at = CASE WHEN $3 = 'completed' THEN chrono_forge.now() END," \
+	"  metadata = CASE WHEN $5::jsonb IS NULL THEN l.metadata" \
+	"   ELSE coalesce(l.metadata, '{}') || $5 END," \
+	"  result = $6, error_class = $7, error_message = $8, updated_at = chrono_forge.now()" \
+	" WHERE l.id = $9 AND l.workflow_id = $1 AND l.step_name = $2 RETURNING id"
+
+static bool
+update_step_by_id(Datum *values, char *nulls, int64 known_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		by_id[9];
+
+	memcpy(by_id, values, sizeof(Datum) * 8);
+	by_id[8] = Int64GetDatum(known_id);
+	cf_exec(&plan, STEP_LOG_UPDATE_BY_ID,
+			9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, INT8OID},
+			by_id, nulls, false, 0);
+	return SPI_processed == 1;
+}
+
+/*
  * Create or update run workflow_id's log row for step_name: state,
  * attempts, metadata merged with metadata_patch, result, and the error
- * (class and message) if any; is_new: known to have no row yet.  With a
+ * (class and message) if any; is_new: known to have no row yet; known_id:
+ * the id of its row, if known to exist (0: not known).  With a
  * lock_token, the same statement also takes the run's row lock and writes
  * nothing unless the run is still locked by that token.
  * Returns the row's id, or 0 if the lock was not ours.  Caller is
@@ -227,7 +255,7 @@ cf_journal_read_step(int64 workflow_id, const char *step_name)
 int64
 cf_journal_write_step(int64 workflow_id, const char *step_name, const char *state, int attempts,
 					  Jsonb *metadata_patch, Jsonb *result, ErrorData *edata,
-					  const char *lock_token, bool is_new)
+					  const char *lock_token, bool is_new, int64 known_id)
 {
 	bool		prove_lock = lock_token != NULL;
 	/* [prove_lock][known to be new]: a new row needs no ON CONFLICT. */
@@ -264,7 +292,7 @@ cf_journal_write_step(int64 workflow_id, const char *step_name, const char *stat
 				is_new ? STEP_LOG_LOCKED_INSERT("") : STEP_LOG_LOCKED_INSERT(STEP_LOG_UPSERT),
 				9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID},
 				values, nulls, false, 0);
-	else
+	else if (known_id <= 0 || !update_step_by_id(values, nulls, known_id))
 		cf_exec(&plans[0][is_new],
 				is_new ? STEP_LOG_INSERT("") : STEP_LOG_INSERT(STEP_LOG_UPSERT),
 				8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID},

@@ -25,7 +25,8 @@ extern CfStepLog cf_journal_read_step(int64 workflow_id, const char *step_name);
 
 extern int64 cf_journal_write_step(int64 workflow_id, const char *step_name, const char *state,
 								   int attempts, Jsonb *metadata_patch, Jsonb *result,
-								   ErrorData *edata, const char *lock_token, bool is_new);
+								   ErrorData *edata, const char *lock_token, bool is_new,
+								   int64 known_id);
 
 extern int64 cf_journal_log_error(int64 workflow_id, const char *step_name, int attempt,
 								  ErrorData *edata, Jsonb *context);

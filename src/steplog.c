@@ -69,13 +69,13 @@ step_log_upsert(const char *step_name, const char *state, int attempts,
 				Jsonb *metadata_patch, Jsonb *result, ErrorData *edata, bool prove_lock)
 {
 	CfStepLog	known;
-	bool		is_new = cf_step_log_cached(step_name, &known) && !known.exists;
+	bool		cached = cf_step_log_cached(step_name, &known);
 
 	cf_step_log_forget(step_name);
 	return cf_journal_write_step(cf_pass.workflow_id, step_name, state, attempts,
 								 metadata_patch, result, edata,
 								 prove_lock ? (cf_pass.lock_token ? cf_pass.lock_token : "") : NULL,
-								 is_new);
+								 cached && !known.exists, cached && known.exists ? known.id : 0);
 }
 
 int64

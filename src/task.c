@@ -123,11 +123,20 @@ parse_call(FunctionCallInfo fcinfo, TaskCall *call)
 	call->step_name = psprintf("run_task$%s", call->step);
 }
 
-/* The step's task row, locked (FOR NO KEY UPDATE), copied into the pass's memory. */
+/*
+ * The step's task row, copied into the pass's memory; locked (FOR NO KEY
+ * UPDATE) unless completed: nothing changes a completed task, and a lock
+ * would be a WAL record in every pass that records a result.
+ */
+#define READ_TASK_SQL(lock) \
+	"SELECT id, state, attempt, available_at, lease_until, timeout_at, result," \
+	" error_class, error_message, coalesce(retryable, true)" \
+	" FROM chrono_forge.tasks WHERE workflow_id = $1 AND step = $2" lock
+
 static TaskRow
-read_task(const char *step)
+read_task_row(const char *step, bool lock)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 	TaskRow		t;
 	CfInternal	st;
 	HeapTuple	tup;
@@ -138,10 +147,7 @@ read_task(const char *step)
 
 	memset(&t, 0, sizeof(t));
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"SELECT id, state, attempt, available_at, lease_until, timeout_at, result,"
-			" error_class, error_message, coalesce(retryable, true)"
-			" FROM chrono_forge.tasks WHERE workflow_id = $1 AND step = $2 FOR NO KEY UPDATE",
+	cf_exec(&plans[lock], lock ? READ_TASK_SQL(" FOR NO KEY UPDATE") : READ_TASK_SQL(""),
 			2, (Oid[]) {INT8OID, TEXTOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(step)},
 			NULL, false, 1);
@@ -170,6 +176,17 @@ read_task(const char *step)
 	t.error_message = isnull ? NULL : TextDatumGetCString(d);
 	t.retryable = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	MemoryContextSwitchTo(old);
+	return t;
+}
+
+/* The step's task, locked unless completed (a completed task is final). */
+static TaskRow
+read_task(const char *step)
+{
+	TaskRow		t = read_task_row(step, false);
+
+	if (t.exists && strcmp(t.state, "completed") != 0)
+		t = read_task_row(step, true);
 	return t;
 }
 
