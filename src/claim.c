@@ -183,9 +183,9 @@ spawn_batches_maybe(void)
  */
 #define CLAIM_WAKEUP_SQL(due_limit) \
 	"WITH c AS (" \
-	"  SELECT w.*, NULL::bigint[] FROM" \
+	"  SELECT w.*, NULL::bigint[], k.due_at FROM" \
 	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
-	"     WHERE k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
+	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
 	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
 	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
 	"     FROM chrono_forge.workflows w" \
@@ -197,10 +197,48 @@ spawn_batches_maybe(void)
 	" d AS (DELETE FROM chrono_forge.wakeups k" \
 	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
 	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
-	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d) FROM c"
+	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d), c.due_at FROM c"
+
+/*
+ * The claim's floor: a worker's claim reads wake-ups due from shortly
+ * before the one it claimed last.  Claims delete wake-ups oldest first,
+ * so the wake-up index begins with the entries of deleted ones, which a
+ * claim from the start walks page by page until VACUUM removes them (with
+ * two workers busy, most of a claim's reads).  A wake-up due before the
+ * floor (written by a transaction that committed late, or due in the
+ * past) is found by the next claim from the start: one every
+ * FLOOR_RESCAN_MS, and any claim that found nothing above the floor.
+ * Only the background workers keep a floor: run_pending() claims in due
+ * order exactly.
+ */
+#define FLOOR_SLACK_MS 100
+#define FLOOR_RESCAN_MS 100
+
+static TimestampTz claim_floor = DT_NOBEGIN;
+static TimestampTz floor_rescanned_at = 0;
+
+/* The floor for the next claim; DT_NOBEGIN: from the start. */
+static TimestampTz
+floor_for_claim(TimestampTz now)
+{
+	if (cf_worker_slot < 0 || TimestampDifferenceExceeds(floor_rescanned_at, now, FLOOR_RESCAN_MS))
+		return DT_NOBEGIN;
+	return claim_floor;
+}
+
+/* After a claim from floor: it claimed a wake-up due at due (found) or none. */
+static void
+floor_after_claim(TimestampTz floor, TimestampTz now, bool found, TimestampTz due)
+{
+	if (floor == DT_NOBEGIN)
+		floor_rescanned_at = now;
+	if (found)
+		claim_floor = TimestampTzPlusMilliseconds(due, -FLOOR_SLACK_MS);
+}
 
 static bool
-claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, TimestampTz now)
+claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, TimestampTz now,
+				  TimestampTz floor)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr spawned_plan = NULL;
@@ -219,14 +257,16 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 						CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
 										 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
 										 " ORDER BY b.id LIMIT 1), $1))"),
-						4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+						5, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID},
 						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor)},
+						NULL, false, 0);
 	else
 		cf_exec_generic(&plan, CLAIM_WAKEUP_SQL("$1"),
-						4, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID},
+						5, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID},
 						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners}, NULL, false, 0);
+						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor)},
+						NULL, false, 0);
 	cf_internal_end(&st);
 	return SPI_processed > 0;
 }
@@ -250,16 +290,36 @@ claim_came_too_late(void)
 	return isnull;
 }
 
+/* The due time of the wake-up the claim came by. */
+static TimestampTz
+claimed_due_at(void)
+{
+	bool		isnull;
+
+	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 12, &isnull));
+}
+
 static bool
 claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 {
 	TimestampTz now;
+	TimestampTz floor;
+	bool		found;
 
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
 		now = cf_clock_now();
-		if (!claim_wakeup_once(only_owner, before_spawned, skip_owners, now))
+		floor = floor_for_claim(GetCurrentTimestamp());
+		found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor);
+		if (!found && floor != DT_NOBEGIN)
+		{
+			/* Nothing above the floor: nothing due is a claim from the start's answer. */
+			floor = DT_NOBEGIN;
+			found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor);
+		}
+		floor_after_claim(floor, GetCurrentTimestamp(), found, found ? claimed_due_at() : 0);
+		if (!found)
 			return false;
 	} while (claim_came_too_late());
 	read_claim(now);
