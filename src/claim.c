@@ -185,7 +185,8 @@ spawn_batches_maybe(void)
 	"WITH c AS (" \
 	"  SELECT w.*, NULL::bigint[], k.due_at FROM" \
 	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
-	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " ORDER BY k.due_at LIMIT 1024) AS k," \
+	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " AND NOT k.workflow_id = ANY ($6)" \
+	"     ORDER BY k.due_at LIMIT 1024) AS k," \
 	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
 	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
 	"     FROM chrono_forge.workflows w" \
@@ -236,9 +237,30 @@ floor_after_claim(TimestampTz floor, TimestampTz now, bool found, TimestampTz du
 		claim_floor = TimestampTzPlusMilliseconds(due, -FLOOR_SLACK_MS);
 }
 
+/*
+ * The runs other workers' open transactions hold (their claims' row
+ * locks, cf_runs_held_by_others()), as an int8[]: their wake-ups stay due
+ * until those transactions commit, and a claim would probe and try to
+ * lock each.  Empty outside the workers.
+ */
+static Datum
+runs_held_by_others(int *n)
+{
+	int64		runs[CF_HELD_RUNS_MAX * 4];
+	Datum		elems[CF_HELD_RUNS_MAX * 4];
+
+	*n = 0;
+	if (cf_worker_slot >= 0)
+		*n = cf_runs_held_by_others(cf_worker_slot, runs, lengthof(runs));
+	for (int i = 0; i < *n; i++)
+		elems[i] = Int64GetDatum(runs[i]);
+	return PointerGetDatum(construct_array(elems, *n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
 static bool
 claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, TimestampTz now,
-				  TimestampTz floor)
+				  TimestampTz floor, Datum held)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr spawned_plan = NULL;
@@ -257,15 +279,17 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 						CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
 										 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
 										 " ORDER BY b.id LIMIT 1), $1))"),
-						5, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID},
+						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
+							INT8ARRAYOID},
 						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor)},
+						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
 						NULL, false, 0);
 	else
 		cf_exec_generic(&plan, CLAIM_WAKEUP_SQL("$1"),
-						5, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID},
+						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
+							INT8ARRAYOID},
 						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor)},
+						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
 						NULL, false, 0);
 	cf_internal_end(&st);
 	return SPI_processed > 0;
@@ -308,21 +332,33 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 
 	do
 	{
+		int			n_held;
+		Datum		held = runs_held_by_others(&n_held);
+		bool		hinted;
+
 		CHECK_FOR_INTERRUPTS();
 		now = cf_clock_now();
 		floor = floor_for_claim(GetCurrentTimestamp());
-		found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor);
-		if (!found && floor != DT_NOBEGIN)
+		hinted = floor != DT_NOBEGIN || n_held > 0;
+		found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor, held);
+		if (!found && hinted)
 		{
-			/* Nothing above the floor: nothing due is a claim from the start's answer. */
+			/*
+			 * Nothing above the floor, or only runs others hold: nothing
+			 * due is the answer of a claim from the start that passes over
+			 * nothing.
+			 */
 			floor = DT_NOBEGIN;
-			found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor);
+			found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor,
+									  PointerGetDatum(construct_empty_array(INT8OID)));
 		}
 		floor_after_claim(floor, GetCurrentTimestamp(), found, found ? claimed_due_at() : 0);
 		if (!found)
 			return false;
 	} while (claim_came_too_late());
 	read_claim(now);
+	if (cf_worker_slot >= 0)
+		cf_worker_hold_run(cf_worker_slot, cf_pass.workflow_id);
 	return true;
 }
 

@@ -41,6 +41,8 @@ typedef struct CfWorkerSlot
 	bool		draining;		/* taking due work: it looks before it sleeps */
 	uint64		claim_seq;		/* when it was published (ties in the share) */
 	TimestampTz pass_started;	/* when it was published */
+	int			n_held;			/* runs its transaction holds (claim row locks) */
+	int64		held[CF_HELD_RUNS_MAX];
 } CfWorkerSlot;
 
 /*
@@ -746,6 +748,62 @@ cf_queue_launcher_wake(void)
 	cf_queue_wakeup(DT_NOEND);
 }
 
+/*
+ * The runs a worker's open transaction holds (each pass's claim locks its
+ * run's row until the commit that may carry several passes): other
+ * workers' claims pass them over rather than probe and try to lock each
+ * (see claim.c).  A hint: the list is cleared when the transaction ends,
+ * a moment after its locks go, and is capped; a claim that finds nothing
+ * looks again without it.
+ */
+static bool cf_held_pending = false;
+
+void
+cf_worker_hold_run(int slot, int64 run)
+{
+	CfWorkerSlot *w = &cf_shared->workers[slot];
+
+	SpinLockAcquire(&cf_shared->mutex);
+	if (w->n_held < CF_HELD_RUNS_MAX)
+		w->held[w->n_held++] = run;
+	SpinLockRelease(&cf_shared->mutex);
+	cf_held_pending = true;
+}
+
+/* Into runs (room for max): the runs the other workers' transactions hold. */
+int
+cf_runs_held_by_others(int slot, int64 *runs, int max)
+{
+	int			n = 0;
+
+	SpinLockAcquire(&cf_shared->mutex);
+	for (int i = 0; i < CF_MAX_WORKERS; i++)
+	{
+		CfWorkerSlot *w = &cf_shared->workers[i];
+
+		if (i == slot || w->pid == 0)
+			continue;
+		for (int j = 0; j < w->n_held && n < max; j++)
+			runs[n++] = w->held[j];
+	}
+	SpinLockRelease(&cf_shared->mutex);
+	return n;
+}
+
+static void
+release_held_runs(XactEvent event)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	cf_held_pending = false;
+	if (cf_shared == NULL || cf_worker_slot < 0)
+		return;
+	SpinLockAcquire(&cf_shared->mutex);
+	cf_shared->workers[cf_worker_slot].n_held = 0;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
 static void
 cf_xact_callback(XactEvent event, void *arg)
 {
@@ -755,6 +813,8 @@ cf_xact_callback(XactEvent event, void *arg)
 	bool		spawned;
 	bool		cancels;
 
+	if (unlikely(cf_held_pending))
+		release_held_runs(event);
 	/* The waiters of runs this transaction ended (waiter_slots.c). */
 	if (unlikely(cf_runs_ended_pending))
 		cf_waiter_slots_xact_end(event);

@@ -35,7 +35,12 @@ extern void cf_worker_detach(int slot);
 extern void cf_worker_set_draining(int slot, bool draining);
 extern bool cf_workers_all_draining(void);
 extern pid_t cf_worker_pid(int slot);
+/* Most runs one worker's open transaction lists as held (a hint). */
+#define CF_HELD_RUNS_MAX 32
+
 extern void cf_worker_set_current_run(int slot, int64 run);
+extern void cf_worker_hold_run(int slot, int64 run);
+extern int	cf_runs_held_by_others(int slot, int64 *runs, int max);
 extern int64 cf_worker_take_current_run(int slot);
 extern uint64 cf_shmem_epoch(void);
 extern void cf_wake_workers(void);
