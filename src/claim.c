@@ -264,6 +264,11 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr spawned_plan = NULL;
+	static const char *const sql = CLAIM_WAKEUP_SQL("$1");
+	static const char *const spawned_sql =
+		CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
+						 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
+						 " ORDER BY b.id LIMIT 1), $1))");
 	CfInternal	st;
 	Interval   *max_duration = cf_max_duration_interval();
 
@@ -274,23 +279,12 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 	 * cost a tenth of the claim.  Its LIMITs are constants, so the generic
 	 * plan walks the wake-up index in due order as a custom one does.
 	 */
-	if (before_spawned)
-		cf_exec_generic(&spawned_plan,
-						CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
-										 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
-										 " ORDER BY b.id LIMIT 1), $1))"),
-						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
-							INT8ARRAYOID},
-						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
-						NULL, false, 0);
-	else
-		cf_exec_generic(&plan, CLAIM_WAKEUP_SQL("$1"),
-						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
-							INT8ARRAYOID},
-						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
-						NULL, false, 0);
+	cf_exec_generic(before_spawned ? &spawned_plan : &plan, before_spawned ? spawned_sql : sql,
+					6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
+						INT8ARRAYOID},
+					(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+					ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
+					NULL, false, 0);
 	cf_internal_end(&st);
 	return SPI_processed > 0;
 }
