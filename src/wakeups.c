@@ -83,6 +83,9 @@ cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule)
  * Make run `run` due at `due` by moving its wake-ups of reason `from` (a
  * claim's lease wake-ups, now moot) there as `reason`, or by a new row if
  * it has none: one statement, and no second row for the pass to delete.
+ * A wake-up another transaction holds (a pass deleting it while it waits
+ * for the task's row, which this caller holds) is passed over, not waited
+ * for: waiting deadlocked; a new row is written instead.
  * (A generic plan: the custom ones were made again for a quarter of the
  * calls.)  The caller is connected to SPI.
  */
@@ -94,9 +97,11 @@ cf_wakeup_move(int64 run, const char *from, TimestampTz due, const char *reason)
 
 	cf_internal_begin(&st);
 	cf_exec_generic(&plan,
-			"WITH m AS (UPDATE chrono_forge.wakeups SET due_at = $2, reason = $3,"
-			"  created_at = pg_catalog.now()"
-			"  WHERE workflow_id OPERATOR(pg_catalog.=) $1 AND reason OPERATOR(pg_catalog.=) $4"
+			"WITH f AS (SELECT k.id FROM chrono_forge.wakeups k"
+			"  WHERE k.workflow_id OPERATOR(pg_catalog.=) $1 AND k.reason OPERATOR(pg_catalog.=) $4"
+			"  FOR UPDATE SKIP LOCKED),"
+			" m AS (UPDATE chrono_forge.wakeups k SET due_at = $2, reason = $3,"
+			"  created_at = pg_catalog.now() FROM f WHERE k.id OPERATOR(pg_catalog.=) f.id"
 			"  RETURNING 1)"
 			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 			" SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM m)",
