@@ -2380,9 +2380,10 @@ GRANT SELECT ON chrono_forge.task_queues TO PUBLIC;
 -- functions find it) is completed, failed, cancelled or stalled, or when
 -- timeout passes (then as it is; NULL: no timeout).  Blocks on its latch,
 -- set by the commit that ends the run; the last error only for a failed
--- or stalled run.
+-- or stalled run; the result (set_result(), 0.10.0) only for a completed
+-- one.
 CREATE FUNCTION chrono_forge.wait_for_run(workflow text, key text, timeout interval DEFAULT NULL)
-    RETURNS TABLE (state text, context jsonb, error_class text, error_message text)
+    RETURNS TABLE (state text, context jsonb, error_class text, error_message text, result jsonb)
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_wait_for_run';
 
@@ -2520,6 +2521,67 @@ ALTER POLICY merge_polls_owner ON chrono_forge.merge_polls
 -- =====================================================================
 
 -- (end of section: engine)
+
+-- =====================================================================
+-- Results (issue 19): a run's result, its children's results
+-- =====================================================================
+
+-- set_result(): the run's result, kept with its completion (the result of
+-- its $workflow_completion$ log; NULL: none).  Called from the body, as
+-- every primitive: the pass that completes the run replays the body, so
+-- it calls set_result() again on its way.  At most 16 KB as JSON (CF028).
+CREATE PROCEDURE chrono_forge.set_result(result jsonb)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_set_result';
+
+-- merge_branches with results: as merge_branches, and hands back the
+-- results of the branches' completed children, {branch: {child: result}},
+-- a child named by its key after "$<run id>$<run key>$<branch>$".  At
+-- most 1,000 children (CF028; child_results() pages through more).  The
+-- results come first: an INOUT parameter second would make every call of
+-- the other merge_branches that gives its intervals by position ambiguous.
+-- The results are kept on the merge step's log, so a replay hands back
+-- the same ones.
+CREATE PROCEDURE chrono_forge.merge_branches(INOUT results jsonb, names text[],
+    min_interval interval DEFAULT '5 seconds', max_interval interval DEFAULT '5 minutes',
+    on_child_failure text DEFAULT 'wait')
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_merge_branches';
+
+-- The current pass's branch of that name: its log and its children's key
+-- prefix (child_results()).  CF013 outside a pass, CF008 for a branch the
+-- run has not opened.
+CREATE FUNCTION chrono_forge.pass_branch(branch text, OUT log_id bigint, OUT key_prefix text)
+    LANGUAGE c STABLE
+    AS 'MODULE_PATHNAME', 'cf_pass_branch';
+
+-- child_results(): a page of the current run's completed children of a
+-- branch, by run id (pass the last id seen as after_id), with each
+-- child's name (as merge_branches names it) and result.  From the body or
+-- a step of the parent.  Index ranges on workflows_children_idx (3:
+-- completed) and the completion logs' key.
+CREATE FUNCTION chrono_forge.child_results(branch text, after_id bigint DEFAULT 0,
+    page_size integer DEFAULT 1000)
+    RETURNS TABLE (id bigint, child text, result jsonb)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    SELECT w.id,
+           CASE WHEN pg_catalog.starts_with(w.key, b.key_prefix)
+                THEN pg_catalog.substr(w.key, pg_catalog.length(b.key_prefix) + 1) ELSE w.key END,
+           l.result
+      FROM chrono_forge.pass_branch(child_results.branch) b
+      JOIN chrono_forge.workflows w
+        ON w.parent_execution_log_id = b.log_id AND w.state_code = 3
+      LEFT JOIN chrono_forge.execution_logs l
+        ON l.workflow_id = w.id AND l.step_name = '$workflow_completion$'
+     WHERE w.id > coalesce(child_results.after_id, 0)
+     ORDER BY w.id
+     LIMIT chrono_forge.page_limit(child_results.page_size)
+$$;
+
+-- (end of section: results)
 
 -- =====================================================================
 -- Tell the launcher (and the DBA) about this database.

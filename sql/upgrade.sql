@@ -344,3 +344,50 @@ SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
  WHERE i.indrelid = 'chrono_forge.workflows'::regclass
    AND pg_get_indexdef(i.indexrelid) LIKE '%text_pattern_ops%';
 DELETE FROM chrono_forge.workflows;
+
+-- 0.9.0 -> 0.10.0: results.  On 0.9.0 the new library answers
+-- wait_for_run() with the four columns the function declares; after the
+-- update a run parked on 0.9.0 completes with its result, which
+-- wait_for_run() hands back, and its parent merges with results.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.9.0';
+CREATE PROCEDURE up_res_child(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.wait('1 hour', 'later');
+END $$;
+CREATE PROCEDURE up_res_parent(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn('a', 'up_res_child');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.wait('1 hour', 'later');
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_res_parent', 'p') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT * FROM chrono_forge.wait_for_run('up_res_parent', 'p', '0');
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+CREATE OR REPLACE PROCEDURE up_res_child(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.wait('1 hour', 'later');
+    CALL chrono_forge.set_result('"child done"');
+END $$;
+CREATE OR REPLACE PROCEDURE up_res_parent(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn('a', 'up_res_child');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.wait('1 hour', 'later');
+    CALL chrono_forge.merge_branches(r, ARRAY['kids']);
+    CALL chrono_forge.set_result(r);
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 01:10:00+00';
+CALL chrono_forge.run_pending();
+SELECT * FROM chrono_forge.wait_for_run('up_res_parent', 'p', '0');
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_res_parent(jsonb);
+DROP PROCEDURE up_res_child(jsonb);

@@ -36,6 +36,7 @@
 #include "pass.h"
 #include "probes.h"
 #include "replay.h"
+#include "results.h"
 #include "shmem.h"
 #include "step.h"
 #include "steplog.h"
@@ -178,8 +179,8 @@ cf_branch(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static void merge(OpenBranch **branches, int n, Interval *min_interval,
-				  Interval *max_interval, CfChildFailure policy);
+static Jsonb *merge(OpenBranch **branches, int n, Interval *min_interval,
+					Interval *max_interval, CfChildFailure policy, bool want_results);
 
 /* seal_branch(): the current branch dispatched everything. */
 Datum
@@ -213,7 +214,7 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 		Interval	min_interval = {5 * USECS_PER_SEC, 0, 0};
 		Interval	max_interval = {300 * USECS_PER_SEC, 0, 0};
 
-		merge(&b, 1, &min_interval, &max_interval, CF_CHILD_FAILURE_WAIT);
+		merge(&b, 1, &min_interval, &max_interval, CF_CHILD_FAILURE_WAIT, false);
 	}
 	PG_RETURN_VOID();
 }
@@ -349,18 +350,39 @@ merge_metadata(CfChildFailure policy, int64 ignored)
 						  : psprintf("{\"on_child_failure\": \"%s\"}", child_failure_names[policy]));
 }
 
-/* The merge is complete: log it, drop its poll, commit, remember. */
-static void
+/* The results of the branches' completed children (cf_merge_results()). */
+static Jsonb *
+branch_results(OpenBranch **branches, int n)
+{
+	int64	   *log_ids = palloc(sizeof(int64) * n);
+	char	  **names = palloc(sizeof(char *) * n);
+	int			m = 0;
+
+	for (int i = 0; i < n; i++)
+		if (branches[i] != NULL)
+		{
+			log_ids[m] = branches[i]->log_id;
+			names[m++] = branches[i]->name;
+		}
+	return cf_merge_results(log_ids, names, m);
+}
+
+/*
+ * The merge is complete: log it (with its results, if wanted: a replay
+ * hands back the same ones), drop its poll, commit, remember.
+ */
+static Jsonb *
 complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts,
-			   CfChildFailure policy)
+			   CfChildFailure policy, bool want_results)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
+	Jsonb	   *results = want_results ? branch_results(branches, n) : NULL;
 
 	cf_step_log_write(step_name, "completed", attempts,
 					  merge_metadata(policy, policy == CF_CHILD_FAILURE_IGNORE ?
 									 blocked_children(branches, n) : -1),
-					  NULL, NULL);
+					  results, NULL);
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"DELETE FROM chrono_forge.merge_polls WHERE workflow_id = $1 AND merge_step = $2",
@@ -369,9 +391,10 @@ complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts
 			NULL, false, 0);
 	cf_internal_end(&st);
 	cf_commit_step();
-	cf_step_remember(step_name, NULL);
+	cf_step_remember(step_name, results);
 	for (int i = 0; i < n; i++)
 		branches[i]->merged = true;
+	return results;
 }
 
 static char *
@@ -389,14 +412,16 @@ random_token(void)
 
 /*
  * Join branches (sorted by name, distinct, sealed).  Returns once every
- * child is completed; otherwise parks the run (no continuation) behind a
- * poll, fenced by a new token stamped on every branch log.  The run is not
- * replayed while it waits: the poller or a child's completion wakes it.
+ * child is completed (with their results, if wanted); otherwise parks the
+ * run (no continuation) behind a poll, fenced by a new token stamped on
+ * every branch log.  The run is not replayed while it waits: the poller or
+ * a child's completion wakes it.
  */
-static void
+static Jsonb *
 merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval,
-	  CfChildFailure policy)
+	  CfChildFailure policy, bool want_results)
 {
+	Jsonb	   *results;
 	static SPIPlanPtr stamp_plan = NULL;
 	StringInfoData step;
 	Jsonb	   *ignored;
@@ -415,16 +440,16 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	{
 		for (int i = 0; i < n; i++)
 			branches[i]->merged = true;
-		return;
+		return ignored;
 	}
 
 	cf_spi_connect();
 	log = cf_step_log_read(step.data);
 	if (merge_ready(step.data, branches, n, policy))
 	{
-		complete_merge(step.data, branches, n, log.attempts + 1, policy);
+		results = complete_merge(step.data, branches, n, log.attempts + 1, policy, want_results);
 		SPI_finish();
-		return;
+		return results;
 	}
 
 	/* Park behind a poll: stamp the token, schedule the first visit. */
@@ -463,9 +488,9 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	 */
 	if (merge_ready(step.data, branches, n, policy))
 	{
-		complete_merge(step.data, branches, n, log.attempts + 1, policy);
+		results = complete_merge(step.data, branches, n, log.attempts + 1, policy, want_results);
 		SPI_finish();
-		return;
+		return results;
 	}
 	SPI_finish();
 	cf_halt(step.data);
@@ -556,12 +581,36 @@ branches_to_merge(char **sorted, int n, int *m)
 }
 
 /*
+ * A merge logged without results (by merge_branches without them, or at
+ * seal_branch() under automerge) read by the overload with results: read
+ * them now.  The branches the run has not opened are passed over.
+ */
+static Jsonb *
+results_of_merged(char **sorted, int n)
+{
+	OpenBranch **branches = palloc(sizeof(OpenBranch *) * n);
+	Jsonb	   *results;
+
+	for (int i = 0; i < n; i++)
+		branches[i] = (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0) ? NULL : find_branch(sorted[i]);
+	cf_spi_connect();
+	results = branch_results(branches, n);
+	SPI_finish();
+	return results;
+}
+
+/*
  * merge_branches(names text[], min_interval interval, max_interval
  * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
+ * and merge_branches(INOUT results jsonb, names, ...) (0.10.0): the
+ * results first, so that no call of the other, by position, becomes
+ * ambiguous.
  */
 Datum
 cf_merge_branches(PG_FUNCTION_ARGS)
 {
+	bool		has_results = (PG_NARGS() == 5);
+	int			a = has_results ? 1 : 0;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
@@ -570,30 +619,30 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	OpenBranch **branches;
 	int			m;
 	char	   *step;
-	Jsonb	   *ignored;
+	Jsonb	   *results;
 	char	  **sorted;
 	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
 
 	cf_require_pass(fcinfo, "merge_branches");
 	cf_fail_now();
-	if (PG_ARGISNULL(0))
+	if (PG_ARGISNULL(a))
 		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches names must not be NULL", NULL);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(a), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
 		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches needs at least one branch name", NULL);
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	if (PG_ARGISNULL(1 + a) || PG_ARGISNULL(2 + a))
 		cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches intervals must not be NULL", NULL);
-	min_interval = PG_GETARG_INTERVAL_P(1);
-	max_interval = PG_GETARG_INTERVAL_P(2);
+	min_interval = PG_GETARG_INTERVAL_P(1 + a);
+	max_interval = PG_GETARG_INTERVAL_P(2 + a);
 	check_merge_intervals(min_interval, max_interval);
-	if (PG_NARGS() > 3)
-		policy = child_failure_parse(cf_optional_text(fcinfo, 3));
+	if (PG_NARGS() > 3 + a)
+		policy = child_failure_parse(cf_optional_text(fcinfo, 3 + a));
 	sorted = sorted_branch_names(elems, nulls, n);
 
 	/* Already merged: nothing to check (as the gem). */
 	step = merge_step_name(sorted, n);
 	ensure_registry();
-	if (cf_step_completed(step, &ignored))
+	if (cf_step_completed(step, &results))
 	{
 		for (int i = 0; i < n; i++)
 		{
@@ -603,12 +652,14 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 				b->merged = true;
 		}
 		cf_pass.outcome = CF_OUTCOME_NONE;
-		PG_RETURN_VOID();
+		if (has_results && results == NULL)
+			results = results_of_merged(sorted, n);
+		return cf_return_result(fcinfo, has_results, results);
 	}
 	branches = branches_to_merge(sorted, n, &m);
 	cf_pass.outcome = CF_OUTCOME_NONE;
-	merge(branches, m, min_interval, max_interval, policy);
-	PG_RETURN_VOID();
+	results = merge(branches, m, min_interval, max_interval, policy, has_results);
+	return cf_return_result(fcinfo, has_results, results);
 }
 
 /* ---------------------------------------------------------------------

@@ -45,6 +45,12 @@
 #define CF_POLICY_MAX_ENTRIES 100	/* retry_on entries; policies of a composite */
 #define CF_SPAWN_BATCH_MAX 100000
 #define CF_TASK_CLAIM_MAX 1000		/* claim_tasks' max_tasks */
+/*
+ * A run's result (set_result()), as JSON; the children whose results one
+ * merge hands back at once (child_results() pages through more).
+ */
+#define CF_RESULT_MAX_BYTES 16384
+#define CF_MERGE_RESULTS_MAX 1000
 
 /* The channel run_task's queues are notified on (payload: the queue). */
 #define CF_TASKS_CHANNEL "chrono_forge_tasks"

@@ -63,5 +63,7 @@
 #define ERRCODE_CF_TASK_LEASE_EXPIRED	MAKE_SQLSTATE('C','F','0','2','6')
 /* CF027: recorded (never raised) on a run_task attempt its worker failed with a class that is not a SQLSTATE */
 #define ERRCODE_CF_TASK_FAILED			MAKE_SQLSTATE('C','F','0','2','7')
+/* CF028: a run's result over its maximum, or a merge's results over theirs */
+#define ERRCODE_CF_RESULT_TOO_LARGE		MAKE_SQLSTATE('C','F','0','2','8')
 
 #endif							/* CF_ERRCODES_H */

@@ -474,6 +474,7 @@ restart_pass_eagerly(void)
 	cf_pass.outcome = CF_OUTCOME_NONE;
 	cf_pass.commit_pending = false;
 	cf_pass.context_dirty = false;
+	cf_pass.result = NULL;		/* the body runs again and sets it again */
 	cf_pass.eager = true;
 
 	cf_internal_begin(&st);

@@ -96,6 +96,9 @@ finish_terminal(CfFinishKind kind, Datum *values, char *nulls)
 	static SPIPlanPtr plan = NULL;
 
 	values[6] = CStringGetTextDatum(kind == CF_FINISH_COMPLETE ? "completed" : "stalled");
+	/* The run's result (set_result()) is kept with its completion. */
+	values[9] = cf_pass.result ? JsonbPGetDatum(cf_pass.result) : (Datum) 0;
+	nulls[9] = cf_pass.result ? ' ' : 'n';
 	cf_exec_generic(&plan,
 			"WITH w AS ("
 			"  UPDATE chrono_forge.workflows SET state = $7::chrono_forge.workflow_state,"
@@ -105,13 +108,13 @@ finish_terminal(CfFinishKind kind, Datum *values, char *nulls)
 			"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
 			"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
-			"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3 FROM w"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, result)"
+			"  SELECT id, '$workflow_completion$', 'completed', 1, $3, $3, $3, $10 FROM w"
 			"  WHERE $7 = 'completed' ON CONFLICT (workflow_id, step_name) DO NOTHING),"
 			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
 			" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
-			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
-			BOOLOID, TIMESTAMPTZOID},
+			10, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, TEXTOID,
+			BOOLOID, TIMESTAMPTZOID, JSONBOID},
 			values, nulls, false, 0);
 	return finish_row_owned();
 }
@@ -177,8 +180,8 @@ bool
 cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 			int attempt, Jsonb *retry_counts)
 {
-	Datum		values[9];
-	char		nulls[10] = "         ";
+	Datum		values[10];
+	char		nulls[11] = "          ";
 	CfInternal	st;
 	TimestampTz now = cf_clock_now();
 	Jsonb	   *counts = retry_counts ? retry_counts : cf_pass.retry_counts;

@@ -328,19 +328,20 @@ cf_write_taken_run_as(bool completed)
 			"   CASE WHEN $11 THEN $13 END, $12, $13)"
 			"  ON CONFLICT DO NOTHING RETURNING id),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at)"
-			"  SELECT id, '$workflow_completion$', 'completed', 1, $13, $13, $13 FROM w WHERE $11)"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, result)"
+			"  SELECT id, '$workflow_completion$', 'completed', 1, $13, $13, $13, $14 FROM w WHERE $11)"
 			" SELECT count(*) FROM w",
-			13, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, INT8OID,
-				TEXTOID, TIMESTAMPTZOID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+			14, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, INT8OID,
+				TEXTOID, TIMESTAMPTZOID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID},
 			(Datum[]) {Int64GetDatum(cf_pass.workflow_id), CStringGetTextDatum(cf_pass.workflow),
 				CStringGetTextDatum(cf_pass.key), CStringGetTextDatum(cf_pass.procedure),
 				JsonbPGetDatum(cf_pass.args), JsonbPGetDatum(cf_pass.context),
 				ObjectIdGetDatum(cf_pass.owner), Int64GetDatum(cf_pass.parent_log_id),
 				CStringGetTextDatum(cf_pass.lock_token), TimestampTzGetDatum(cf_pass.claimed_at),
 				BoolGetDatum(completed), TimestampTzGetDatum(cf_pass.spawn_due_at),
-			TimestampTzGetDatum(now)},
-			NULL, false, 0);
+				TimestampTzGetDatum(now),
+			cf_pass.result ? JsonbPGetDatum(cf_pass.result) : (Datum) 0},
+			cf_pass.result ? NULL : "             n", false, 0);
 	written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 1;
 	cf_internal_end(&st);
 	if (!written)

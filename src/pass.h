@@ -33,6 +33,7 @@ typedef struct CfPass
 	Jsonb	   *args;
 	Jsonb	   *context;
 	bool		context_dirty;
+	Jsonb	   *result;			/* set_result()'s, written at completion */
 	Oid			owner;
 	int64		parent_log_id;	/* a child's branch log; 0 for other runs */
 	int64		spawn_batch_id; /* a child taken from spawn_batches: where, */

@@ -51,8 +51,8 @@ PG_FUNCTION_INFO_V1(cf_run_waiters);
 typedef struct CfRunSeen
 {
 	bool		done;			/* terminal or stalled */
-	Datum		values[4];		/* state, context, error_class, error_message */
-	bool		nulls[4];
+	Datum		values[5];		/* state, context, error_class, error_message, result */
+	bool		nulls[5];
 } CfRunSeen;
 
 /*
@@ -128,25 +128,27 @@ read_run(int64 run, const char *workflow, const char *key, MemoryContext cxt)
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
-			"SELECT w.state::text, w.context, e.error_class, e.error_message"
+			"SELECT w.state::text, w.context, e.error_class, e.error_message, c.result"
 			" FROM chrono_forge.workflows w"
 			" LEFT JOIN LATERAL (SELECT l.error_class, l.error_message"
 			"   FROM chrono_forge.error_logs l"
 			"  WHERE l.workflow_id = w.id AND w.state IN ('failed', 'stalled')"
 			"  ORDER BY l.id DESC LIMIT 1) e ON true"
+			" LEFT JOIN chrono_forge.execution_logs c ON c.workflow_id = w.id"
+			"  AND c.step_name = '$workflow_completion$' AND w.state = 'completed'"
 			" WHERE w.id = $1",
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 1);
 	cf_internal_end(&st);
 	if (SPI_processed != 1)
 		cf_unknown_run(workflow, key);	/* deleted while we waited */
 	old = MemoryContextSwitchTo(cxt);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 	{
 		Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1,
 									  &seen.nulls[i]);
 
 		seen.values[i] = seen.nulls[i] ? (Datum) 0
-			: (i == 1 ? PointerGetDatum(PG_DETOAST_DATUM_COPY(v))
+			: (i == 1 || i == 4 ? PointerGetDatum(PG_DETOAST_DATUM_COPY(v))
 			   : PointerGetDatum(DatumGetTextPCopy(v)));
 	}
 	{
@@ -229,9 +231,11 @@ wait_loop(int64 run, const char *workflow, const char *key, TimestampTz deadline
 
 /*
  * wait_for_run(workflow, key, timeout DEFAULT NULL) -> (state, context,
- * error_class, error_message): the caller's run (as the other run
+ * error_class, error_message, result): the caller's run (as the other run
  * functions find it) once it is completed, failed, cancelled or stalled,
- * or as it is when timeout passes (NULL: no timeout).
+ * or as it is when timeout passes (NULL: no timeout).  Before 0.10.0 the
+ * function has no result column: the tuple is formed to the declared
+ * descriptor, which then takes the first four values.
  */
 Datum
 cf_wait_for_run(PG_FUNCTION_ARGS)
