@@ -39,7 +39,8 @@ export class Client {
 
   /**
    * Waits until the run is completed, failed, cancelled or stalled, or
-   * until `timeout` ms pass (then returns its state at that moment).
+   * until `timeout` ms pass (then returns its state at that moment), with
+   * the result a completed run set (set_result()).
    * Holds one connection while it waits.
    */
   async waitForRun(workflow, key, { timeout = null } = {}) {
@@ -47,7 +48,11 @@ export class Client {
       'SELECT * FROM chrono_forge.wait_for_run($1::text, $2::text, $3::interval)',
       [workflow, key, timeout == null ? null : `${timeout} milliseconds`]);
     const r = res.rows[0];
-    return { state: r.state, context: r.context, errorClass: r.error_class, errorMessage: r.error_message };
+    // result: from chrono_forge 0.10.0 on (set_result()); null before.
+    return {
+      state: r.state, context: r.context, errorClass: r.error_class, errorMessage: r.error_message,
+      result: r.result ?? null,
+    };
   }
 
   /** Runs any SQL on the client's pool (for what the methods above do not cover). */

@@ -115,6 +115,8 @@ export interface RunOutcome {
   context: any;
   errorClass: string | null;
   errorMessage: string | null;
+  /** What a completed run set with set_result() (null otherwise, and before chrono_forge 0.10.0). */
+  result: any;
 }
 
 export declare class Client {

@@ -14,6 +14,7 @@ test('start, sendEvent and waitForRun', async (t) => {
     BEGIN
       CALL chrono_forge.await_event('go', p);
       PERFORM chrono_forge.context_set('got', p);
+      CALL chrono_forge.set_result(jsonb_build_object('doubled', (p->>'n')::int * 2));
     END $$`);
   const client = new Client(conn());
   t.after(() => client.end());
@@ -22,11 +23,13 @@ test('start, sendEvent and waitForRun', async (t) => {
   assert.equal(await client.start(wf, 'c1', { a: 1 }), id, 'start is idempotent');
   const early = await guard(client.waitForRun(wf, 'c1', { timeout: 300 }), 60000, 'waitForRun with a timeout');
   assert.ok(['idle', 'running'].includes(early.state), `not terminal yet: ${early.state}`);
+  assert.equal(early.result, null, 'no result before the run ends');
   assert.equal(await client.sendEvent(wf, 'c1', 'go', { n: 7 }), true);
   const done = await guard(client.waitForRun(wf, 'c1'), 60000, 'waitForRun');
   assert.equal(done.state, 'completed');
   assert.deepEqual(done.context.got, { n: 7 });
   assert.equal(done.errorClass, null);
+  assert.deepEqual(done.result, { doubled: 14 }, 'the result the run set');
 });
 
 test('waitForRun returns a stalled run with its error class', async (t) => {

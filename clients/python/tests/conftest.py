@@ -54,12 +54,13 @@ BEGIN
         lease => COALESCE(args->>'lease', '30 seconds')::interval);
     PERFORM chrono_forge.context_set('result', r);
 END $$;
--- Waits for event "go", keeps its payload, then (if asked) a task step.
+-- Waits for event "go", keeps its payload; its result: the payload's n doubled.
 CREATE PROCEDURE cf_pytest.on_event(args jsonb) LANGUAGE plpgsql AS $$
 DECLARE p jsonb;
 BEGIN
     CALL chrono_forge.await_event('go', p, timeout => '1 hour');
     PERFORM chrono_forge.context_set('payload', p);
+    CALL chrono_forge.set_result(jsonb_build_object('doubled', (p->>'n')::int * 2));
 END $$;
 RESET ROLE;
 """

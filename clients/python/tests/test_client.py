@@ -30,13 +30,17 @@ def test_start_is_idempotent(db: Db, client: Client) -> None:
 def test_send_event_and_wait(db: Db, client: Client) -> None:
     key = f"k_{uuid.uuid4().hex[:8]}"
     client.start("cf_pytest.on_event", key)
-    # A short wait returns the live state; the event then completes the run.
-    assert client.wait_for_run("cf_pytest.on_event", key, timeout=0.2).state in ("idle", "running")
+    # A short wait returns the live state (no result yet); the event then
+    # completes the run, with the result it set.
+    early = client.wait_for_run("cf_pytest.on_event", key, timeout=0.2)
+    assert early.state in ("idle", "running")
+    assert early.result is None
     assert client.send_event("cf_pytest.on_event", key, "go", {"n": 7})
     r = client.wait_for_run("cf_pytest.on_event", key, timeout=HANG)
     assert r.state == "completed"
     assert r.context["payload"] == {"n": 7}
     assert r.error_class is None
+    assert r.result == {"doubled": 14}
 
 
 def test_wait_for_a_cancelled_run(client: Client) -> None:

@@ -21,12 +21,14 @@ from psycopg.types.json import Jsonb
 class RunResult:
     """What wait_for_run() returns: the run's state ('completed', 'failed',
     'cancelled', 'stalled', or a live state when the timeout passed), its
-    context, and its last error if any."""
+    context, its last error if any, and the result a completed run set
+    with set_result() (None before chrono_forge 0.10.0)."""
 
     state: str
     context: Any
     error_class: str | None
     error_message: str | None
+    result: Any = None
 
 
 def _interval(seconds: float | timedelta | None) -> timedelta | None:
@@ -92,12 +94,12 @@ class Client:
         """chrono_forge.wait_for_run(): blocks in the server (no polling)
         until the run is terminal or stalls, or the timeout (seconds)
         passes; returns its state then."""
-        row = self._one("SELECT state, context, error_class, error_message"
-                        " FROM chrono_forge.wait_for_run(%s, %s, %s)",
+        # Every column: the result column exists from 0.10.0 on.
+        row = self._one("SELECT * FROM chrono_forge.wait_for_run(%s, %s, %s)",
                         (workflow, key, _interval(timeout)))
         assert row is not None
         return RunResult(state=row[0], context=row[1], error_class=row[2],
-                         error_message=row[3])
+                         error_message=row[3], result=row[4] if len(row) > 4 else None)
 
     def close(self) -> None:
         with self._lock:
