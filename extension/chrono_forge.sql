@@ -876,16 +876,21 @@ CREATE PROCEDURE chrono_forge.seal_branch()
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_seal_branch';
 
--- merge_branches(..., on_child_failure): what a failed, stalled or
--- cancelled child means to the merge: 'wait' (the default: until it is
--- retried; a cancelled child can be retried), 'fail' (the parent fails at
--- once, CF025) or 'ignore' (it counts as ended).  One procedure with
--- every argument defaulted, so that 0.5.0's calls, by position or by
--- name, keep working (an overload beside the old one would make them
--- ambiguous).  The policy is kept on the merge step's log.
+-- merge_branches(..., on_child_failure, quorum, timeout, on_timeout):
+-- what a failed, stalled or cancelled child means to the merge: 'wait'
+-- (the default: until it is retried; a cancelled child can be retried),
+-- 'fail' (the parent fails at once, CF025) or 'ignore' (it counts as
+-- ended); quorum (0.10.0): that many completed children are enough (the
+-- others go on); timeout (0.10.0): past it, from when the merge first
+-- waited, the run stalls (on_timeout 'stall', CF010; retry() waits a
+-- whole timeout again) or fails ('fail').  One procedure with every
+-- argument defaulted, so that earlier calls, by position or by name, keep
+-- working (an overload beside the old one would make them ambiguous).
+-- The rules are kept on the merge step's log.
 CREATE PROCEDURE chrono_forge.merge_branches(names text[],
     min_interval interval DEFAULT '5 seconds', max_interval interval DEFAULT '5 minutes',
-    on_child_failure text DEFAULT 'wait')
+    on_child_failure text DEFAULT 'wait', quorum integer DEFAULT NULL,
+    timeout interval DEFAULT NULL, on_timeout text DEFAULT 'stall')
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_merge_branches';
 
@@ -2544,7 +2549,8 @@ CREATE PROCEDURE chrono_forge.set_result(result jsonb)
 -- the same ones.
 CREATE PROCEDURE chrono_forge.merge_branches(INOUT results jsonb, names text[],
     min_interval interval DEFAULT '5 seconds', max_interval interval DEFAULT '5 minutes',
-    on_child_failure text DEFAULT 'wait')
+    on_child_failure text DEFAULT 'wait', quorum integer DEFAULT NULL,
+    timeout interval DEFAULT NULL, on_timeout text DEFAULT 'stall')
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_merge_branches';
 

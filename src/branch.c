@@ -180,7 +180,7 @@ cf_branch(PG_FUNCTION_ARGS)
 }
 
 static Jsonb *merge(OpenBranch **branches, int n, Interval *min_interval,
-					Interval *max_interval, CfChildFailure policy, bool want_results);
+					Interval *max_interval, CfMergeRules *rules, bool want_results);
 
 /* seal_branch(): the current branch dispatched everything. */
 Datum
@@ -213,8 +213,9 @@ cf_seal_branch(PG_FUNCTION_ARGS)
 	{
 		Interval	min_interval = {5 * USECS_PER_SEC, 0, 0};
 		Interval	max_interval = {300 * USECS_PER_SEC, 0, 0};
+		CfMergeRules rules = {CF_CHILD_FAILURE_WAIT, 0, NULL, DT_NOEND, false};
 
-		merge(&b, 1, &min_interval, &max_interval, CF_CHILD_FAILURE_WAIT, false);
+		merge(&b, 1, &min_interval, &max_interval, &rules, false);
 	}
 	PG_RETURN_VOID();
 }
@@ -317,15 +318,43 @@ fail_on_blocked(const char *step_name, OpenBranch **branches, int n)
 			 errhint("Retry them (chrono_forge.retry_blocked_children()), then retry this run.")));
 }
 
+/* The branches' completed children, counted up to cap (an index range each). */
+static int64
+completed_children(OpenBranch **branches, int n, int64 cap)
+{
+	static SPIPlanPtr plan = NULL;
+	ArrayBuildState *ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	CfInternal	st;
+	bool		isnull;
+	int64		count;
+
+	for (int i = 0; i < n; i++)
+		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT count(*) FROM (SELECT 1 FROM chrono_forge.workflows"
+			"  WHERE parent_execution_log_id OPERATOR(pg_catalog.=) ANY ($1)"
+			"   AND state_code OPERATOR(pg_catalog.=) 3 LIMIT $2) c",
+			2, (Oid[]) {INT8ARRAYOID, INT8OID},
+			(Datum[]) {makeArrayResult(ids, CurrentMemoryContext), Int64GetDatum(cap)},
+			NULL, true, 1);
+	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	return count;
+}
+
 /*
- * May the merge complete?  Every branch sealed and every child completed;
- * under 'ignore', every child ended (completed, failed, stalled or
- * cancelled).  Under 'fail' a blocked child fails the run.
+ * May the merge complete?  Every branch sealed, and every child completed
+ * (under 'ignore', every child ended: completed, failed, stalled or
+ * cancelled) or, with a quorum, that many completed.  Under 'fail' a
+ * blocked child fails the run.
  */
 static bool
-merge_ready(const char *step_name, OpenBranch **branches, int n, CfChildFailure policy)
+merge_ready(const char *step_name, OpenBranch **branches, int n, const CfMergeRules *rules)
 {
-	if (policy == CF_CHILD_FAILURE_FAIL)
+	bool		all_ended = true;
+
+	if (rules->policy == CF_CHILD_FAILURE_FAIL)
 		fail_on_blocked(step_name, branches, n);
 	for (int i = 0; i < n; i++)
 	{
@@ -333,21 +362,75 @@ merge_ready(const char *step_name, OpenBranch **branches, int n, CfChildFailure 
 
 		if (!cf_branch_is_sealed(log_id))
 			return false;
-		if (policy == CF_CHILD_FAILURE_IGNORE ? cf_branch_children_live(log_id, 1) > 0 :
-			cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) > 0)
-			return false;
+		if (all_ended &&
+			(rules->policy == CF_CHILD_FAILURE_IGNORE ? cf_branch_children_live(log_id, 1) > 0 :
+			 cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) > 0))
+			all_ended = false;
 	}
-	return true;
+	return all_ended ||
+		(rules->quorum > 0 && completed_children(branches, n, rules->quorum) >= rules->quorum);
 }
 
-/* The merge's policy, on its log (the poller reads it there). */
+/*
+ * The merge's rules, on its log (the poller reads them there): its
+ * policy, quorum and deadline; when it completes under 'ignore', the
+ * children it counted as ended.
+ */
 static Jsonb *
-merge_metadata(CfChildFailure policy, int64 ignored)
+merge_metadata(const CfMergeRules *rules, int64 ignored)
 {
-	return cf_jsonb_parse(ignored >= 0
-						  ? psprintf("{\"on_child_failure\": \"%s\", \"ignored_children\": " INT64_FORMAT "}",
-									 child_failure_names[policy], ignored)
-						  : psprintf("{\"on_child_failure\": \"%s\"}", child_failure_names[policy]));
+	StringInfoData m;
+
+	initStringInfo(&m);
+	appendStringInfo(&m, "{\"on_child_failure\": \"%s\"", child_failure_names[rules->policy]);
+	if (rules->quorum > 0)
+		appendStringInfo(&m, ", \"quorum\": " INT64_FORMAT, rules->quorum);
+	if (rules->deadline != DT_NOEND)
+		appendStringInfo(&m, ", \"deadline\": \"%s\", \"on_timeout\": \"%s\"",
+						 timestamptz_to_str(rules->deadline), rules->fail_on_timeout ? "fail" : "stall");
+	if (ignored >= 0)
+		appendStringInfo(&m, ", \"ignored_children\": " INT64_FORMAT, ignored);
+	appendStringInfoChar(&m, '}');
+	return cf_jsonb_parse(m.data);
+}
+
+/*
+ * The merge's deadline: the one its pending log keeps (set when it first
+ * parked), else timeout from now; DT_NOEND without a timeout.  A merge
+ * that timed out and was retried waits a whole timeout again.
+ */
+static TimestampTz
+merge_deadline(const CfStepLog *log, const CfMergeRules *rules)
+{
+	JsonbValue *v;
+
+	if (rules->timeout == NULL)
+		return DT_NOEND;
+	if (log->exists && strcmp(log->state, "pending") == 0 &&
+		(v = getKeyJsonValueFromContainer(&log->metadata->root, "deadline", 8, NULL)) != NULL &&
+		v->type == jbvString)
+		return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													   CStringGetDatum(pnstrdup(v->val.string.val,
+																				v->val.string.len)),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	return cf_timestamp_plus(cf_clock_now(), rules->timeout);
+}
+
+/*
+ * The merge ran out of time before its children were done: the step
+ * fails with CF010 and the run stalls (retry() waits again), or, under
+ * on_timeout => 'fail', the run fails.
+ */
+static void
+merge_timed_out(const char *step_name, int attempts, const CfMergeRules *rules)
+{
+	const char *message = "the merge's timeout passed before its children were done";
+
+	if (rules->fail_on_timeout)
+		cf_fail_run(ERRCODE_CF_WAIT_CONDITION_NOT_MET, psprintf("%s: %s", step_name, message),
+					"Its children go on; cancel the run with its children to stop them.");
+	cf_timeout_step(step_name, attempts, merge_metadata(rules, -1), message);
 }
 
 /* The results of the branches' completed children (cf_merge_results()). */
@@ -373,14 +456,14 @@ branch_results(OpenBranch **branches, int n)
  */
 static Jsonb *
 complete_merge(const char *step_name, OpenBranch **branches, int n, int attempts,
-			   CfChildFailure policy, bool want_results)
+			   const CfMergeRules *rules, bool want_results)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	Jsonb	   *results = want_results ? branch_results(branches, n) : NULL;
 
 	cf_step_log_write(step_name, "completed", attempts,
-					  merge_metadata(policy, policy == CF_CHILD_FAILURE_IGNORE ?
+					  merge_metadata(rules, rules->policy == CF_CHILD_FAILURE_IGNORE ?
 									 blocked_children(branches, n) : -1),
 					  results, NULL);
 	cf_internal_begin(&st);
@@ -419,7 +502,7 @@ random_token(void)
  */
 static Jsonb *
 merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval,
-	  CfChildFailure policy, bool want_results)
+	  CfMergeRules *rules, bool want_results)
 {
 	Jsonb	   *results;
 	static SPIPlanPtr stamp_plan = NULL;
@@ -445,20 +528,23 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 
 	cf_spi_connect();
 	log = cf_step_log_read(step.data);
-	if (merge_ready(step.data, branches, n, policy))
+	if (merge_ready(step.data, branches, n, rules))
 	{
-		results = complete_merge(step.data, branches, n, log.attempts + 1, policy, want_results);
+		results = complete_merge(step.data, branches, n, log.attempts + 1, rules, want_results);
 		SPI_finish();
 		return results;
 	}
+	rules->deadline = merge_deadline(&log, rules);
+	if (cf_clock_now() >= rules->deadline)
+		merge_timed_out(step.data, log.attempts + 1, rules);
 
 	/* Park behind a poll: stamp the token, schedule the first visit. */
 	token = random_token();
-	due = cf_timestamp_plus(cf_clock_now(), min_interval);
+	due = Min(cf_timestamp_plus(cf_clock_now(), min_interval), rules->deadline);
 	ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	for (int i = 0; i < n; i++)
 		accumArrayResult(ids, Int64GetDatum(branches[i]->log_id), false, INT8OID, CurrentMemoryContext);
-	cf_step_log_write(step.data, "pending", log.attempts + 1, merge_metadata(policy, -1), NULL, NULL);
+	cf_step_log_write(step.data, "pending", log.attempts + 1, merge_metadata(rules, -1), NULL, NULL);
 	cf_write_taken_run();		/* merge_polls' foreign key */
 	cf_internal_begin(&st);
 	cf_exec(&stamp_plan,
@@ -486,9 +572,9 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	 * nudge us: look once more now that it is.  Either it sees the token
 	 * or we see its completion.
 	 */
-	if (merge_ready(step.data, branches, n, policy))
+	if (merge_ready(step.data, branches, n, rules))
 	{
-		results = complete_merge(step.data, branches, n, log.attempts + 1, policy, want_results);
+		results = complete_merge(step.data, branches, n, log.attempts + 1, rules, want_results);
 		SPI_finish();
 		return results;
 	}
@@ -600,16 +686,57 @@ results_of_merged(char **sorted, int n)
 }
 
 /*
+ * merge_branches' rules from its arguments after the intervals (from
+ * position a + 3): on_child_failure (0.6.0), quorum, timeout and
+ * on_timeout (0.10.0).  A bad value fails the run (CF012).
+ */
+static CfMergeRules
+merge_rules_parse(FunctionCallInfo fcinfo, int a)
+{
+	CfMergeRules r = {CF_CHILD_FAILURE_WAIT, 0, NULL, DT_NOEND, false};
+	char	   *on_timeout;
+
+	if (PG_NARGS() > 3 + a)
+		r.policy = child_failure_parse(cf_optional_text(fcinfo, 3 + a));
+	if (PG_NARGS() > 4 + a && !PG_ARGISNULL(4 + a))
+	{
+		r.quorum = PG_GETARG_INT32(4 + a);
+		if (r.quorum < 1)
+			cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT, "merge_branches quorum must be at least 1", NULL);
+	}
+	if (PG_NARGS() > 5 + a && !PG_ARGISNULL(5 + a))
+	{
+		r.timeout = PG_GETARG_INTERVAL_P(5 + a);
+		if (cf_interval_is_negative(r.timeout) || cf_interval_seconds(r.timeout) <= 0 ||
+			cf_interval_seconds(r.timeout) > CF_POLICY_MAX_SECONDS)
+			cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+						psprintf("merge_branches timeout must be positive and at most %d seconds",
+								 CF_POLICY_MAX_SECONDS), NULL);
+	}
+	if (PG_NARGS() > 6 + a)
+	{
+		on_timeout = cf_optional_text(fcinfo, 6 + a);
+		if (on_timeout == NULL || (strcmp(on_timeout, "stall") != 0 && strcmp(on_timeout, "fail") != 0))
+			cf_fail_run(ERRCODE_CF_INVALID_ARGUMENT,
+						psprintf("merge_branches on_timeout must be 'stall' or 'fail', not %s",
+								 on_timeout ? quote_literal_cstr(on_timeout) : "NULL"), NULL);
+		r.fail_on_timeout = strcmp(on_timeout, "fail") == 0;
+	}
+	return r;
+}
+
+/*
  * merge_branches(names text[], min_interval interval, max_interval
- * interval, on_child_failure text) (0.6.0; 0.5.0's has no on_child_failure)
- * and merge_branches(INOUT results jsonb, names, ...) (0.10.0): the
- * results first, so that no call of the other, by position, becomes
- * ambiguous.
+ * interval, on_child_failure text, quorum int, timeout interval,
+ * on_timeout text) (0.10.0; 0.6.0's ends at on_child_failure, 0.5.0's at
+ * max_interval) and merge_branches(INOUT results jsonb, names, ...)
+ * (0.10.0): the results first, so that no call of the other, by
+ * position, becomes ambiguous.
  */
 Datum
 cf_merge_branches(PG_FUNCTION_ARGS)
 {
-	bool		has_results = (PG_NARGS() == 5);
+	bool		has_results = (PG_NARGS() == 8);
 	int			a = has_results ? 1 : 0;
 	Datum	   *elems;
 	bool	   *nulls;
@@ -621,7 +748,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	char	   *step;
 	Jsonb	   *results;
 	char	  **sorted;
-	CfChildFailure policy = CF_CHILD_FAILURE_WAIT;
+	CfMergeRules rules;
 
 	cf_require_pass(fcinfo, "merge_branches");
 	cf_fail_now();
@@ -635,8 +762,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	min_interval = PG_GETARG_INTERVAL_P(1 + a);
 	max_interval = PG_GETARG_INTERVAL_P(2 + a);
 	check_merge_intervals(min_interval, max_interval);
-	if (PG_NARGS() > 3 + a)
-		policy = child_failure_parse(cf_optional_text(fcinfo, 3 + a));
+	rules = merge_rules_parse(fcinfo, a);
 	sorted = sorted_branch_names(elems, nulls, n);
 
 	/* Already merged: nothing to check (as the gem). */
@@ -658,7 +784,7 @@ cf_merge_branches(PG_FUNCTION_ARGS)
 	}
 	branches = branches_to_merge(sorted, n, &m);
 	cf_pass.outcome = CF_OUTCOME_NONE;
-	results = merge(branches, m, min_interval, max_interval, policy, has_results);
+	results = merge(branches, m, min_interval, max_interval, &rules, has_results);
 	return cf_return_result(fcinfo, has_results, results);
 }
 

@@ -9,7 +9,9 @@
  * A merge waits for every child to complete, but under its policy
  * (on_child_failure, on the merge step's log) a failed, stalled or
  * cancelled child fails the parent ('fail': the parent is woken and its
- * merge raises) or counts as ended ('ignore').  Such a child makes its
+ * merge raises) or counts as ended ('ignore'); with a quorum (0.10.0) that
+ * many completed children are enough, and past its deadline the parent is
+ * woken to time out.  Such a child makes its
  * merge's poll due at once (cf_merge_poll_due_now(), from the runs'
  * trigger), so the policy acts without waiting for max_interval.
  *
@@ -223,6 +225,8 @@ typedef struct DuePoll
 	char	   *token;
 	bool		parent_active;
 	CfChildFailure policy;
+	int64		quorum;			/* 0: every child (0.10.0) */
+	TimestampTz deadline;		/* DT_NOEND: none (0.10.0) */
 } DuePoll;
 
 /* The branches of one poll summed up. */
@@ -235,6 +239,7 @@ typedef struct PollTotals
 	int64		never_started;
 	int64		running;
 	int64		blocked;
+	int64		spawned;		/* -1: unknown */
 	TimestampTz earliest_prior;
 	double		prev_delay;
 } PollTotals;
@@ -248,14 +253,16 @@ pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
 	TupleDesc	desc;
 	bool		isnull;
 	char	   *policy_name;
+	Datum		d;
 
 	cf_exec(&plan,
 			"SELECT p.id, p.workflow_id, p.branch_log_ids,"
 			"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8,"
 			"  p.token, w.state IN ('idle', 'running'),"
-			"  (SELECT m.metadata->>'on_child_failure' FROM chrono_forge.execution_logs m"
-			"    WHERE m.workflow_id = p.workflow_id AND m.step_name = p.merge_step)"
+			"  x.m->>'on_child_failure', (x.m->>'quorum')::bigint, (x.m->>'deadline')::timestamptz"
 			" FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id"
+			" CROSS JOIN LATERAL (SELECT (SELECT m.metadata FROM chrono_forge.execution_logs m"
+			"   WHERE m.workflow_id = p.workflow_id AND m.step_name = p.merge_step) AS m) x"
 			" WHERE p.due_at <= $1 AND ($2 = 0 OR w.owner::oid = $2)"
 			" ORDER BY p.due_at LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
 			2, (Oid[]) {TIMESTAMPTZOID, OIDOID},
@@ -279,6 +286,9 @@ pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
 		p->policy = CF_CHILD_FAILURE_FAIL;
 	else if (policy_name != NULL && strcmp(policy_name, "ignore") == 0)
 		p->policy = CF_CHILD_FAILURE_IGNORE;
+	p->quorum = get_int64(9, 0);
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	p->deadline = isnull ? DT_NOEND : DatumGetTimestampTz(d);
 	return true;
 }
 
@@ -357,6 +367,7 @@ sample_branches(BranchSample *samples, int n, TimestampTz now, PollTotals *t)
 
 		sample_children(s);
 		t->all_sealed &= s->sealed;
+		t->spawned = (i > 0 && t->spawned < 0) || s->spawned < 0 ? -1 : t->spawned + s->spawned;
 		t->pending += s->pending;
 		t->never_started += s->never_started;
 		t->running += s->running;
@@ -376,15 +387,19 @@ sample_branches(BranchSample *samples, int n, TimestampTz now, PollTotals *t)
 }
 
 /*
- * Done, or done as far as the policy goes ('ignore': only ended children
- * left; 'fail': one failed, the parent's merge will raise).
+ * Done, or done as far as the merge's rules go ('ignore': only ended
+ * children left; 'fail': one failed, the parent's merge will raise; a
+ * quorum of children completed; the deadline passed, the parent's merge
+ * times out).
  */
 static bool
-merge_is_done(const PollTotals *t, CfChildFailure policy)
+merge_is_done(const PollTotals *t, const DuePoll *p, TimestampTz now)
 {
 	return (t->all_sealed && (t->pending == 0 ||
-							  (policy == CF_CHILD_FAILURE_IGNORE && t->pending == t->blocked))) ||
-		(policy == CF_CHILD_FAILURE_FAIL && t->blocked > 0);
+							  (p->policy == CF_CHILD_FAILURE_IGNORE && t->pending == t->blocked) ||
+							  (p->quorum > 0 && t->spawned >= 0 && t->spawned - t->pending >= p->quorum))) ||
+		(p->policy == CF_CHILD_FAILURE_FAIL && t->blocked > 0) ||
+		now >= p->deadline;
 }
 
 /* The last poll: stamp it, wake the parent, end the chain. */
@@ -416,18 +431,21 @@ rekick_stalled(BranchSample *samples, int n, TimestampTz now)
 }
 
 /*
- * Cadence: half the estimated time to drain, else by motion.  Returns the
- * delay to the next poll, in seconds.
+ * Cadence: half the estimated time to drain (or to reach the quorum), else
+ * by motion.  Returns the delay to the next poll, in seconds.
  */
 static double
 next_poll_delay(const DuePoll *p, const PollTotals *t, TimestampTz now)
 {
 	double		rate = 0;
+	double		left = t->pending;	/* children to complete: all, or up to the quorum */
 
+	if (p->quorum > 0 && t->spawned >= 0)
+		left = Min(left, Max(0, p->quorum - (t->spawned - t->pending)));
 	if (t->all_prior && t->pending < t->prior_pending && now > t->earliest_prior)
 		rate = (t->prior_pending - t->pending) / seconds_between(t->earliest_prior, now);
 	if (rate > 0)
-		return clamp(t->pending / rate * ETA_FRACTION, p->min_s, p->max_s);
+		return clamp(left / rate * ETA_FRACTION, p->min_s, p->max_s);
 	if (t->running > 0)
 		return p->min_s;
 	if (t->never_started > 0)
@@ -494,7 +512,7 @@ poll_one(Oid only_owner)
 	}
 
 	sample_branches(samples, n, now, &t);
-	if (merge_is_done(&t, p.policy))
+	if (merge_is_done(&t, &p, now))
 	{
 		finish_polling(&p, samples, n, now);
 		cf_internal_end(&st);
@@ -503,7 +521,7 @@ poll_one(Oid only_owner)
 	}
 	rekick_stalled(samples, n, now);
 	delay = next_poll_delay(&p, &t, now);
-	next = TimestampTzPlusMilliseconds(now, (int64) (delay * 1000));
+	next = Min(TimestampTzPlusMilliseconds(now, (int64) (delay * 1000)), p.deadline);
 	schedule_next_poll(&p, samples, n, now, next, delay);
 	cf_internal_end(&st);
 	cf_queue_wakeup(next);

@@ -28,6 +28,21 @@ typedef enum CfChildFailure
 	CF_CHILD_FAILURE_IGNORE
 } CfChildFailure;
 
+/*
+ * What a merge waits for beyond its children's policy (0.10.0), kept on
+ * its step's log where the poller reads it: QUORUM completed children
+ * are enough (0: every child); past DEADLINE (DT_NOEND: none) the parent
+ * stalls, or fails if FAIL_ON_TIMEOUT.
+ */
+typedef struct CfMergeRules
+{
+	CfChildFailure policy;
+	int64		quorum;
+	Interval   *timeout;		/* NULL: none (the primitive's argument) */
+	TimestampTz deadline;
+	bool		fail_on_timeout;
+} CfMergeRules;
+
 extern bool cf_merge_poll_due_now(int64 branch_log_id);
 extern int	cf_merge_run_due_polls(Oid only_owner);
 extern TimestampTz cf_merge_launcher_polls(void);
