@@ -386,8 +386,8 @@ merge_metadata(const CfMergeRules *rules, int64 ignored)
 	if (rules->quorum > 0)
 		appendStringInfo(&m, ", \"quorum\": " INT64_FORMAT, rules->quorum);
 	if (rules->deadline != DT_NOEND)
-		appendStringInfo(&m, ", \"deadline\": \"%s\", \"on_timeout\": \"%s\"",
-						 timestamptz_to_str(rules->deadline), rules->fail_on_timeout ? "fail" : "stall");
+		appendStringInfo(&m, ", \"deadline\": %s, \"on_timeout\": \"%s\"",
+						 cf_json_timestamp(rules->deadline), rules->fail_on_timeout ? "fail" : "stall");
 	if (ignored >= 0)
 		appendStringInfo(&m, ", \"ignored_children\": " INT64_FORMAT, ignored);
 	appendStringInfoChar(&m, '}');
@@ -402,18 +402,13 @@ merge_metadata(const CfMergeRules *rules, int64 ignored)
 static TimestampTz
 merge_deadline(const CfStepLog *log, const CfMergeRules *rules)
 {
-	JsonbValue *v;
+	TimestampTz deadline;
 
 	if (rules->timeout == NULL)
 		return DT_NOEND;
 	if (log->exists && strcmp(log->state, "pending") == 0 &&
-		(v = getKeyJsonValueFromContainer(&log->metadata->root, "deadline", 8, NULL)) != NULL &&
-		v->type == jbvString)
-		return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-													   CStringGetDatum(pnstrdup(v->val.string.val,
-																				v->val.string.len)),
-													   ObjectIdGetDatum(InvalidOid),
-													   Int32GetDatum(-1)));
+		cf_metadata_timestamp(log->metadata, "deadline", &deadline))
+		return deadline;
 	return cf_timestamp_plus(cf_clock_now(), rules->timeout);
 }
 
