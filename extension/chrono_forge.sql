@@ -2554,6 +2554,15 @@ CREATE PROCEDURE chrono_forge.merge_branches(INOUT results jsonb, names text[],
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_merge_branches';
 
+-- await_child(): the parent waits for one child of a branch (named as
+-- merge_branches names it) and receives its result; a child that failed,
+-- stalled or was cancelled fails the parent (CF025).  Polls the child
+-- every check_interval; past the timeout the run stalls (CF010).
+CREATE PROCEDURE chrono_forge.await_child(branch text, child text, INOUT result jsonb,
+    timeout interval DEFAULT NULL, check_interval interval DEFAULT '1 second')
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_await_child';
+
 -- The current pass's branch of that name: its log and its children's key
 -- prefix (child_results()).  CF013 outside a pass, CF008 for a branch the
 -- run has not opened.

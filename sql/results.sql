@@ -227,6 +227,74 @@ SELECT w.state, e.error_class, e.error_message
   FROM chrono_forge.workflows w JOIN chrono_forge.error_logs e ON e.workflow_id = w.id
  WHERE w.key = 'many';
 
+-- await_child(): the parent waits for one child (polled every
+-- check_interval) and receives its result; the step keeps it for replays.
+CREATE TABLE rs_gate (open boolean);
+INSERT INTO rs_gate VALUES (false);
+CREATE FUNCTION rs_gate_open() RETURNS boolean LANGUAGE sql AS $$ SELECT open FROM rs_gate $$;
+CREATE PROCEDURE rs_gated(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.continue_if('rs_gate_open');
+    CALL chrono_forge.set_result('"through the gate"');
+END $$;
+CREATE PROCEDURE rs_await(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE slow jsonb; two jsonb;
+BEGIN
+    CALL chrono_forge.branch('b');
+    CALL chrono_forge.spawn('slow', 'rs_gated');
+    CALL chrono_forge.spawn_each('n', 'rs_child',
+        'SELECT g AS item_key, jsonb_build_object(''n'', g) AS args FROM generate_series(1, 3) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.await_child('b', 'n_2', two);
+    CALL chrono_forge.await_child('b', args->>'child', slow, timeout => (args->>'timeout')::interval);
+    CALL chrono_forge.merge_branches(ARRAY['b']);
+    CALL chrono_forge.set_result(jsonb_build_object('two', two, 'slow', slow));
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 06:00:00+00';
+SELECT chrono_forge.start('rs_await', 'aw', '{"child": "slow"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT l.step_name, l.state, l.result FROM chrono_forge.execution_logs l
+  JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'aw' AND l.step_name LIKE 'await_child$%' ORDER BY l.id;
+SELECT k.reason, k.due_at - chrono_forge.now() AS polls_in FROM chrono_forge.wakeups k
+  JOIN chrono_forge.workflows w ON w.id = k.workflow_id WHERE w.key = 'aw';
+UPDATE rs_gate SET open = true;
+SELECT chrono_forge.wake(workflow, key) FROM chrono_forge.workflows WHERE key LIKE '%$aw$b$slow';
+CALL chrono_forge.run_pending();
+SELECT key, state FROM rs_results WHERE key = 'aw';
+SET chrono_forge.fake_now = '2030-01-01 06:00:01+00';
+CALL chrono_forge.run_pending();
+SELECT key, state, waited FROM rs_results WHERE key = 'aw';
+-- A child that stalls fails the parent (CF025); an unknown child of a
+-- sealed branch fails it (CF012); past its timeout the parent stalls
+-- (CF010).
+CREATE PROCEDURE rs_stalls(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('rs_boom', retry_policy => chrono_forge.retry_policy(1));
+END $$;
+CREATE PROCEDURE rs_await_bad(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.branch('b');
+    CALL chrono_forge.spawn('doomed', 'rs_stalls');
+    CALL chrono_forge.spawn('gated', 'rs_gated');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.await_child(args->>'branch', args->>'child', r, timeout => '1 minute');
+END $$;
+UPDATE rs_gate SET open = false;
+SELECT chrono_forge.start('rs_await_bad', 'doomed', '{"branch": "b", "child": "doomed"}') > 0 AS started;
+SELECT chrono_forge.start('rs_await_bad', 'nobody', '{"branch": "b", "child": "nobody"}') > 0 AS started;
+SELECT chrono_forge.start('rs_await_bad', 'nobranch', '{"branch": "nope", "child": "gated"}') > 0 AS started;
+SELECT chrono_forge.start('rs_await_bad', 'late', '{"branch": "b", "child": "gated"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 06:01:01+00';
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, e.error_class, e.error_message
+  FROM chrono_forge.workflows w
+  JOIN LATERAL (SELECT x.error_class, x.error_message FROM chrono_forge.error_logs x
+                 WHERE x.workflow_id = w.id ORDER BY x.id DESC LIMIT 1) e ON true
+ WHERE w.workflow = 'public.rs_await_bad' ORDER BY w.key;
+CALL chrono_forge.await_child('b', 'x', NULL);
+
 -- Another role reaches neither the runs' results nor their branches: its
 -- own run has no branch of that name (CF008), wait_for_run() does not
 -- find the run (CF014), the completion logs are not visible.
