@@ -113,3 +113,50 @@ CREATE FUNCTION chrono_forge.child_results(branch text, after_id bigint DEFAULT 
 $$;
 
 -- (end of section: results)
+
+-- =====================================================================
+-- Versioning (issue 19): a changed procedure keeps old runs on the old path
+-- =====================================================================
+
+-- patched(name): true for a run that reaches this point for the first
+-- time at the end of its history, false for a run whose earlier passes
+-- went past it (before the patch existed); recorded as the step
+-- patched$<name> at the first call, so that the run's replays agree.
+-- From the body only (CF013 in a step or an EXCEPTION block).
+CREATE FUNCTION chrono_forge.patched(name text) RETURNS boolean
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_patched';
+
+-- The definition hash each run started with (the runs' trigger stamps
+-- it from 0.10.0 on; earlier runs have none).
+ALTER TABLE chrono_forge.workflows ADD COLUMN definition_hash bigint;
+
+-- A workflow procedure's definition hash now (a hash of its source); NULL
+-- if there is no such procedure.
+CREATE FUNCTION chrono_forge.definition_hash(procedure text) RETURNS bigint
+    LANGUAGE c STABLE
+    AS 'MODULE_PATHNAME', 'cf_definition_hash_sql';
+
+-- Runs not ended (idle, running, stalled, or failed: retry() replays them)
+-- whose procedure's source changed since they started, oldest first: the
+-- runs a change can affect, and where patched() matters.
+CREATE FUNCTION chrono_forge.changed_definitions(max_rows integer DEFAULT 500)
+    RETURNS TABLE (id bigint, workflow text, key text, state chrono_forge.workflow_state,
+                   owner regrole, created_at timestamptz, started_hash bigint, current_hash bigint)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.definition_hash, h.current
+      FROM chrono_forge.workflows w
+     CROSS JOIN LATERAL (SELECT chrono_forge.definition_hash(w.procedure) AS current) h
+     WHERE w.state_code IN (1, 2, 4, 5) AND w.definition_hash IS NOT NULL
+       AND w.definition_hash IS DISTINCT FROM h.current
+     ORDER BY w.id
+     LIMIT max_rows
+$$;
+CREATE VIEW chrono_forge.changed_definition_runs WITH (security_invoker = true) AS
+    SELECT * FROM chrono_forge.changed_definitions(500);
+GRANT SELECT ON chrono_forge.changed_definition_runs TO PUBLIC;
+
+-- (end of section: versioning)

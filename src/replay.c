@@ -51,6 +51,8 @@ typedef struct CompletedStep
 {
 	char	   *name;
 	Jsonb	   *result;
+	int64		id;				/* 0: completed during this pass */
+	bool		visited;		/* looked up during this pass */
 } CompletedStep;
 
 /* The replay cache: completed steps, sorted by name, read once per pass. */
@@ -70,6 +72,7 @@ typedef struct OpenStep
 {
 	char	   *name;
 	CfStepLog	log;
+	bool		visited;		/* looked up during this pass */
 } OpenStep;
 
 static OpenStep *open_steps = NULL;
@@ -77,6 +80,12 @@ static OpenStep *open_steps = NULL;
 static int	n_open_steps = 0;
 
 static HTAB *written_steps = NULL;
+
+/*
+ * The newest log (by id) the pass has looked up so far: how far its replay
+ * has come through what earlier passes wrote (cf_replay_went_past()).
+ */
+static int64 newest_visited_id = 0;
 
 void
 cf_replay_reset(void)
@@ -86,6 +95,14 @@ cf_replay_reset(void)
 	open_steps = NULL;
 	n_open_steps = 0;
 	written_steps = NULL;
+	newest_visited_id = 0;
+}
+
+static void
+visit(int64 id, bool *visited)
+{
+	*visited = true;
+	newest_visited_id = Max(newest_visited_id, id);
 }
 
 static uint32
@@ -113,6 +130,7 @@ cf_step_completed(const char *step_name, Jsonb **result)
 					sizeof(CompletedStep), completed_cmp);
 	if (found == NULL)
 		return false;
+	visit(found->id, &found->visited);
 	*result = found->result;
 	return true;
 }
@@ -153,7 +171,10 @@ cf_step_log_cached(const char *step_name, CfStepLog *log)
 	found = n_open_steps == 0 ? NULL
 		: bsearch(&key, open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
 	if (found != NULL)
+	{
+		visit(found->log.id, &found->visited);
 		*log = found->log;
+	}
 	else
 	{
 		memset(log, 0, sizeof(*log));
@@ -206,6 +227,8 @@ cf_step_remember(const char *step_name, Jsonb *result)
 	}
 	completed_steps[pos].name = pstrdup(step_name);
 	completed_steps[pos].result = result ? (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result)) : NULL;
+	completed_steps[pos].id = 0;
+	completed_steps[pos].visited = true;
 	n_completed_steps++;
 	MemoryContextSwitchTo(old);
 }
@@ -225,6 +248,8 @@ replay_cache_add(Datum name, bool completed, Datum result, bool result_null,
 		}
 		completed_steps[n_completed_steps].name = TextDatumGetCString(name);
 		completed_steps[n_completed_steps].result = result_null ? NULL : DatumGetJsonbPCopy(result);
+		completed_steps[n_completed_steps].id = id;
+		completed_steps[n_completed_steps].visited = false;
 		n_completed_steps++;
 	}
 	else
@@ -243,6 +268,7 @@ replay_cache_add(Datum name, bool completed, Datum result, bool result_null,
 		o->log.attempts = attempts;
 		o->log.metadata = metadata_null ? cf_jsonb_parse("{}") : DatumGetJsonbPCopy(metadata);
 		o->log.id = id;
+		o->visited = false;
 	}
 }
 
@@ -343,6 +369,7 @@ cf_replay_load(void)
 	open_steps = palloc(sizeof(OpenStep) * max_open);
 	n_completed_steps = 0;
 	n_open_steps = 0;
+	newest_visited_id = 0;
 	if (cf_pass.run_unwritten)
 	{
 		/* a child just taken from spawn_batches: no log yet */
@@ -354,4 +381,26 @@ cf_replay_load(void)
 	qsort(completed_steps, n_completed_steps, sizeof(CompletedStep), completed_cmp);
 	qsort(open_steps, n_open_steps, sizeof(OpenStep), open_step_cmp);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Did the run, in its earlier passes, go past the point this pass has
+ * reached?  True if a step log written before this pass, newer than every
+ * log the pass has looked up so far, has not been looked up: a step the
+ * code reaches later (or no longer reaches) ran before.  The engine's own
+ * markers ($workflow_...) are not steps; ticks are not in the cache (their
+ * coordination log is).  versioning.c's patched() asks it.
+ */
+bool
+cf_replay_went_past(void)
+{
+	for (int i = 0; i < n_completed_steps; i++)
+		if (!completed_steps[i].visited && completed_steps[i].id > newest_visited_id &&
+			completed_steps[i].name[0] != CF_STEP_DELIMITER)
+			return true;
+	for (int i = 0; i < n_open_steps; i++)
+		if (!open_steps[i].visited && open_steps[i].log.id > newest_visited_id &&
+			open_steps[i].name[0] != CF_STEP_DELIMITER)
+			return true;
+	return false;
 }

@@ -34,12 +34,39 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "definitions.h"
 #include "internal.h"
 #include "merge.h"
 #include "waiter_slots.h"
 
 PG_FUNCTION_INFO_V1(cf_workflows_ended_at);
 PG_FUNCTION_INFO_V1(cf_workflows_state_columns);
+
+/*
+ * A run written without a definition hash (0.10.0) gets its procedure's
+ * current one: the version of the code it starts with.  A run restored
+ * from a dump keeps the one it had.  False if there is nothing to stamp
+ * (no such column before 0.10.0, a hash given, no such procedure).
+ */
+static bool
+stamp_definition(HeapTuple tuple, TupleDesc desc, Datum *value)
+{
+	int			col = SPI_fnumber(desc, "definition_hash");
+	bool		isnull;
+	Datum		procedure;
+	int64		hash;
+
+	if (col <= 0)
+		return false;
+	(void) heap_getattr(tuple, col, desc, &isnull);
+	if (!isnull)
+		return false;
+	procedure = heap_getattr(tuple, SPI_fnumber(desc, "procedure"), desc, &isnull);
+	if (isnull || !cf_definition_hash(TextDatumGetCString(procedure), &hash))
+		return false;
+	*value = Int64GetDatum(hash);
+	return true;
+}
 
 /* The run's state (an enum label) in the tuple; "" if NULL. */
 static const char *
@@ -243,9 +270,9 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	desc;
 	HeapTuple	tuple;
-	int			cols[2];
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
+	int			cols[3];
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 	int			n = 1;
 	const char *new_state;
 
@@ -273,6 +300,8 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 			cols[n++] = SPI_fnumber(desc, "ended_at");
 		note_child_blocked("", new_state, tuple, desc);
 		note_run_ended("", new_state, tuple, desc);
+		if (stamp_definition(tuple, desc, &values[n]))
+			cols[n++] = SPI_fnumber(desc, "definition_hash");
 	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, cols, values, nulls));
 }
