@@ -51,6 +51,25 @@ SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
 CALL chrono_forge.run_pending();
 SELECT * FROM rs_results WHERE key = 'w';
 
+-- From a procedure the body CALLs, and a DO block the body runs (both
+-- non-atomic, as the body): allowed.
+CREATE PROCEDURE rs_helper(v jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.set_result(v);
+END $$;
+CREATE PROCEDURE rs_nested(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    IF args->>'how' = 'procedure' THEN
+        CALL rs_helper('"from a procedure"');
+    ELSE
+        DO $d$ BEGIN CALL chrono_forge.set_result('"from a DO block"'); END $d$;
+    END IF;
+END $$;
+SELECT chrono_forge.start('rs_nested', 'via-procedure', '{"how": "procedure"}') > 0 AS started;
+SELECT chrono_forge.start('rs_nested', 'via-do', '{"how": "do"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, waited FROM rs_results WHERE key LIKE 'via-%' ORDER BY key;
+
 -- Refused (CF013): outside a pass (top level, a DO block); in an
 -- EXCEPTION block (atomic), where the run fails even though the body
 -- catches the error; from a step (which does not run again on replay),

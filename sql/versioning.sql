@@ -42,6 +42,12 @@ SELECT chrono_forge.start('vs_wf', 'new') > 0 AS started;
 SELECT key, state, started_hash <> current_hash AS changed FROM chrono_forge.changed_definition_runs ORDER BY key;
 SELECT key, definition_hash = chrono_forge.definition_hash(procedure) AS current
   FROM chrono_forge.workflows ORDER BY key;
+-- Another role sees none of them (row-level security, as every view).
+CREATE ROLE vs_mallory;
+SET ROLE vs_mallory;
+SELECT count(*) AS mallory_sees FROM chrono_forge.changed_definition_runs;
+RESET ROLE;
+DROP ROLE vs_mallory;
 SELECT chrono_forge.definition_hash('public.no_such_procedure') IS NULL AS none;
 SELECT count(*) FROM chrono_forge.changed_definitions(-1);
 SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
@@ -61,6 +67,26 @@ SELECT w.key, w.state, l.result AS patched,
   JOIN chrono_forge.execution_logs l ON l.workflow_id = w.id AND l.step_name = 'patched$b2'
  ORDER BY w.key;
 SELECT key, what, count(*) FROM vs_log GROUP BY 1, 2 HAVING count(*) > 1;
+
+-- From a procedure the body calls, and a DO block it runs (not atomic):
+-- allowed, and recorded once.
+CREATE PROCEDURE vs_ask(INOUT p boolean) LANGUAGE plpgsql AS $$
+BEGIN
+    p := chrono_forge.patched('nested');
+END $$;
+CREATE PROCEDURE vs_nested(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE p boolean;
+BEGIN
+    CALL vs_ask(p);
+    DO $d$ BEGIN PERFORM chrono_forge.context_set('in_do', to_jsonb(chrono_forge.patched('in-do'))); END $d$;
+    PERFORM chrono_forge.context_set('nested', to_jsonb(p));
+END $$;
+SELECT chrono_forge.start('vs_nested', 'n') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT w.state, w.context, (SELECT string_agg(l.step_name || '=' || l.result, ', ' ORDER BY l.step_name)
+                              FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id
+                               AND l.step_name LIKE 'patched$%') AS recorded
+  FROM chrono_forge.workflows w WHERE w.key = 'n';
 
 -- Refused: outside a pass (CF013); in an EXCEPTION block or a step the
 -- run fails (CF013); a bad name fails the run (CF005).
