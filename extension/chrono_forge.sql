@@ -2582,22 +2582,30 @@ CREATE FUNCTION chrono_forge.pass_branch(branch text, OUT log_id bigint, OUT key
 CREATE FUNCTION chrono_forge.child_results(branch text, after_id bigint DEFAULT 0,
     page_size integer DEFAULT 1000)
     RETURNS TABLE (id bigint, child text, result jsonb)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     SET jit = off
     AS $$
+#variable_conflict use_column
+DECLARE
+    b record := chrono_forge.pass_branch(child_results.branch);
+    lim integer := chrono_forge.page_limit(child_results.page_size);
+BEGIN
+    -- PL/pgSQL, for its cached plan: a SQL function's query was planned
+    -- on every page.
+    RETURN QUERY
     SELECT w.id,
            CASE WHEN pg_catalog.starts_with(w.key, b.key_prefix)
                 THEN pg_catalog.substr(w.key, pg_catalog.length(b.key_prefix) + 1) ELSE w.key END,
            l.result
-      FROM chrono_forge.pass_branch(child_results.branch) b
-      JOIN chrono_forge.workflows w
-        ON w.parent_execution_log_id = b.log_id AND w.state_code = 3
+      FROM chrono_forge.workflows w
       LEFT JOIN chrono_forge.execution_logs l
         ON l.workflow_id = w.id AND l.step_name = '$workflow_completion$'
-     WHERE w.id > coalesce(child_results.after_id, 0)
+     WHERE w.parent_execution_log_id = b.log_id AND w.state_code = 3
+       AND w.id > coalesce(child_results.after_id, 0)
      ORDER BY w.id
-     LIMIT chrono_forge.page_limit(child_results.page_size)
+     LIMIT lim;
+END
 $$;
 
 -- (end of section: results)
