@@ -499,10 +499,10 @@ static Jsonb *
 merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interval,
 	  CfMergeRules *rules, bool want_results)
 {
-	Jsonb	   *results;
 	static SPIPlanPtr stamp_plan = NULL;
 	StringInfoData step;
-	Jsonb	   *ignored;
+	Jsonb	   *recorded;
+	Jsonb	   *results;
 	CfStepLog	log;
 	CfInternal	st;
 	char	   *token;
@@ -514,11 +514,11 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	appendStringInfoString(&step, "merge$");
 	for (int i = 0; i < n; i++)
 		appendStringInfo(&step, "%s%s", i > 0 ? "," : "", branches[i]->name);
-	if (cf_step_completed(step.data, &ignored))
+	if (cf_step_completed(step.data, &recorded))
 	{
 		for (int i = 0; i < n; i++)
 			branches[i]->merged = true;
-		return ignored;
+		return recorded;
 	}
 
 	cf_spi_connect();

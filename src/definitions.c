@@ -17,13 +17,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
-#include "parser/parse_type.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/varlena.h"
@@ -72,6 +71,35 @@ read_procedure(Oid oid, TransactionId *xmin, int64 *hash)
 }
 
 /*
+ * The procedure `procedure` names ("schema.name", as workflows.procedure
+ * keeps it, taking one jsonb), looked up in the catalog directly: no
+ * search path, and no privilege check that could fail the trigger of a
+ * run's insert.  InvalidOid if there is none.
+ */
+static Oid
+procedure_oid(const char *procedure)
+{
+	char	   *schema;
+	char	   *name;
+	Oid			nsp;
+	Oid			jsonb_arg = JSONBOID;
+	HeapTuple	tup;
+	Oid			oid;
+
+	DeconstructQualifiedName(stringToQualifiedNameList(procedure), &schema, &name);
+	nsp = schema ? get_namespace_oid(schema, true) : InvalidOid;
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	tup = SearchSysCache3(PROCNAMEARGSNSP, CStringGetDatum(name),
+						  PointerGetDatum(buildoidvector(&jsonb_arg, 1)), ObjectIdGetDatum(nsp));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	oid = ((Form_pg_proc) GETSTRUCT(tup))->oid;
+	ReleaseSysCache(tup);
+	return oid;
+}
+
+/*
  * The definition hash of the workflow procedure named `procedure` (as
  * workflows.procedure stores it, taking one jsonb); false if there is no
  * such procedure now.
@@ -79,7 +107,6 @@ read_procedure(Oid oid, TransactionId *xmin, int64 *hash)
 bool
 cf_definition_hash(const char *procedure, int64 *hash)
 {
-	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
 	Oid			oid;
 	TransactionId xmin;
 	CachedDefinition *c;
@@ -96,9 +123,7 @@ cf_definition_hash(const char *procedure, int64 *hash)
 			return true;
 		}
 	}
-	owa->objname = stringToQualifiedNameList(procedure);
-	owa->objargs = list_make1(SystemTypeName("jsonb"));
-	oid = LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
+	oid = procedure_oid(procedure);
 	if (!OidIsValid(oid) || !read_procedure(oid, &xmin, hash))
 		return false;
 	c = &cache[next_slot];
