@@ -48,7 +48,12 @@ SET ROLE vs_mallory;
 SELECT count(*) AS mallory_sees FROM chrono_forge.changed_definition_runs;
 RESET ROLE;
 DROP ROLE vs_mallory;
-SELECT chrono_forge.definition_hash('public.no_such_procedure') IS NULL AS none;
+SELECT chrono_forge.definition_hash('public.no_such_procedure') IS NULL AS none,
+       chrono_forge.definition_hash('vs_wf') IS NULL AS unqualified_none;
+-- A malformed name is CF012, as for the other functions taking one.
+SELECT chrono_forge.definition_hash('a.b.c.d');
+SELECT chrono_forge.definition_hash('');
+SELECT chrono_forge.definition_hash('"unterminated');
 SELECT count(*) FROM chrono_forge.changed_definitions(-1);
 SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
 CALL chrono_forge.run_pending();

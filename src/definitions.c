@@ -28,6 +28,7 @@
 #include "utils/varlena.h"
 
 #include "definitions.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(cf_definition_hash_sql);
 
@@ -135,13 +136,22 @@ cf_definition_hash(const char *procedure, int64 *hash)
 	return true;
 }
 
-/* definition_hash(procedure text) RETURNS bigint: NULL if no such procedure. */
+/*
+ * definition_hash(procedure text) RETURNS bigint: NULL if there is no
+ * such procedure (named schema.name, as workflows.procedure keeps it); a
+ * malformed name is CF012.
+ */
 Datum
 cf_definition_hash_sql(PG_FUNCTION_ARGS)
 {
+	char	   *procedure;
 	int64		hash;
 
-	if (PG_ARGISNULL(0) || !cf_definition_hash(text_to_cstring(PG_GETARG_TEXT_PP(0)), &hash))
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	procedure = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_routine_name(procedure, "procedure");
+	if (!cf_definition_hash(procedure, &hash))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(hash);
 }
