@@ -46,6 +46,8 @@ SELECT l.state, l.metadata->'quorum' AS quorum FROM chrono_forge.execution_logs 
 SET chrono_forge.fake_now = '2030-01-01 00:00:01+00';
 CALL chrono_forge.run_pending();
 SELECT key, state, result, children_completed FROM mr_state WHERE key = 'quorum';
+SELECT branch, merged, poll->'quorum' AS quorum, poll->'completed' AS completed
+  FROM chrono_forge.branches('mr_parent', 'quorum');
 SELECT count(*) FILTER (WHERE c.state = 'idle') AS still_waiting
   FROM chrono_forge.workflows c WHERE c.workflow = 'public.mr_child' AND c.key LIKE '%$quorum$g$%';
 -- A quorum larger than the children there are: every child completing is
@@ -68,6 +70,9 @@ SET chrono_forge.fake_now = '2030-01-01 01:09:00+00';
 CALL chrono_forge.run_pending();
 SELECT p.due_at <= '2030-01-01 01:10:00+00' AS poll_due_by_deadline
   FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id WHERE w.key = 'stall';
+-- branches() shows the merge's rules in its poll stamp.
+SELECT branch, merged, poll->>'deadline' AS deadline, poll->'quorum' AS quorum
+  FROM chrono_forge.branches('mr_parent', 'stall');
 SELECT key, state FROM mr_state WHERE key = 'stall';
 SET chrono_forge.fake_now = '2030-01-01 01:10:00+00';
 CALL chrono_forge.run_pending();

@@ -526,6 +526,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	if (merge_ready(step.data, branches, n, rules))
 	{
 		results = complete_merge(step.data, branches, n, log.attempts + 1, rules, want_results);
+		results = cf_jsonb_transfer(results);	/* out of the connection's memory */
 		SPI_finish();
 		return results;
 	}
@@ -570,6 +571,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 	if (merge_ready(step.data, branches, n, rules))
 	{
 		results = complete_merge(step.data, branches, n, log.attempts + 1, rules, want_results);
+		results = cf_jsonb_transfer(results);	/* out of the connection's memory */
 		SPI_finish();
 		return results;
 	}
@@ -675,7 +677,7 @@ results_of_merged(char **sorted, int n)
 	for (int i = 0; i < n; i++)
 		branches[i] = (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0) ? NULL : find_branch(sorted[i]);
 	cf_spi_connect();
-	results = branch_results(branches, n);
+	results = cf_jsonb_transfer(branch_results(branches, n));
 	SPI_finish();
 	return results;
 }

@@ -176,8 +176,9 @@ cf_await_child(PG_FUNCTION_ARGS)
 		cf_step_log_write_owned(step_name, "completed", log.attempts + 1, NULL, seen.result, NULL);
 		cf_commit();
 		cf_step_remember(step_name, seen.result);
+		result = cf_jsonb_transfer(seen.result);	/* out of the connection's memory */
 		SPI_finish();
-		return cf_return_result(fcinfo, true, seen.result);
+		return cf_return_result(fcinfo, true, result);
 	}
 	if (child_refused(&seen))
 		refuse_child(branch, child, &seen);

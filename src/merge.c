@@ -43,6 +43,7 @@
 #include "merge.h"
 #include "probes.h"
 #include "shmem.h"
+#include "util.h"
 #include "wakeups.h"
 
 #define ETA_FRACTION 0.5
@@ -159,14 +160,33 @@ rekick(BranchSample *s, TimestampTz now)
 	return (int64) cf_wakeups_add(cf_spi_ids(1), now, "rekick", CF_WAKEUP_ALWAYS);
 }
 
-/* Stamp this poll on the branch log (only under our token). */
+/* A due poll as picked: its row, its parent, its merge's policy. */
+typedef struct DuePoll
+{
+	int64		poll_id;
+	int64		parent_id;
+	Datum		ids;			/* int8[] of branch log ids */
+	double		min_s;
+	double		max_s;
+	char	   *token;
+	bool		parent_active;
+	CfChildFailure policy;
+	int64		quorum;			/* 0: every child (0.10.0) */
+	TimestampTz deadline;		/* DT_NOEND: none (0.10.0) */
+} DuePoll;
+
+/*
+ * Stamp this poll on the branch log (only under p's token), with the
+ * merge's rules when it has them (0.10.0: its quorum with the branch's
+ * completed children, its deadline), as branches() shows them.
+ */
 static void
-record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
+record_poll(BranchSample *s, const DuePoll *p, TimestampTz now, bool final,
 			TimestampTz next, double interval, double eta)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[14];
-	char		nulls[15] = "              ";
+	Datum		values[17];
+	char		nulls[18] = "                 ";
 
 	values[0] = Int64GetDatum(s->log_id);
 	values[1] = TimestampTzGetDatum(now);
@@ -185,9 +205,24 @@ record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
 	if (eta < 0)
 		nulls[9] = 'n';
 	values[10] = Int64GetDatum(s->rekicked);
-	values[11] = CStringGetTextDatum(token);
+	values[11] = CStringGetTextDatum(p->token);
 	values[12] = Int64GetDatum(s->running);
 	values[13] = Int64GetDatum(s->blocked);
+	values[14] = Int64GetDatum(p->quorum);
+	values[15] = Int64GetDatum(s->spawned - s->pending);
+	/* The deadline as the merge log keeps it (UTC), not in the session's zone. */
+	if (p->deadline != DT_NOEND)
+	{
+		char	   *quoted = cf_json_timestamp(p->deadline);
+
+		values[16] = CStringGetTextDatum(pnstrdup(quoted + 1, strlen(quoted) - 2));
+	}
+	if (p->quorum <= 0)
+		nulls[14] = nulls[15] = 'n';
+	if (s->spawned < 0)
+		nulls[15] = 'n';
+	if (p->deadline == DT_NOEND)
+		nulls[16] = 'n';
 	cf_exec(&plan,
 			"UPDATE chrono_forge.execution_logs l SET metadata = coalesce(l.metadata, '{}')"
 			" || jsonb_build_object('poll', jsonb_build_object("
@@ -197,11 +232,13 @@ record_poll(BranchSample *s, const char *token, TimestampTz now, bool final,
 			"  'polls', coalesce((l.metadata->'poll'->>'polls')::bigint, 0) + 1,"
 			"  'rekicked', $11,"
 			"  'rekick_total', coalesce((l.metadata->'poll'->>'rekick_total')::bigint, 0) + $11,"
-			"  'last_rekick_at', CASE WHEN $11 > 0 THEN to_jsonb($2) ELSE l.metadata->'poll'->'last_rekick_at' END)),"
+			"  'last_rekick_at', CASE WHEN $11 > 0 THEN to_jsonb($2) ELSE l.metadata->'poll'->'last_rekick_at' END)"
+			"  || jsonb_strip_nulls(jsonb_build_object('quorum', $15, 'completed', $16, 'deadline', $17))),"
 			" updated_at = $2"
 			" WHERE l.id = $1 AND l.metadata->>'poll_token' = $12",
-			14, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, FLOAT8OID, INT8OID, INT8OID,
-				INT8OID, BOOLOID, FLOAT8OID, FLOAT8OID, INT8OID, TEXTOID, INT8OID, INT8OID},
+			17, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, FLOAT8OID, INT8OID, INT8OID,
+				INT8OID, BOOLOID, FLOAT8OID, FLOAT8OID, INT8OID, TEXTOID, INT8OID, INT8OID,
+			INT8OID, INT8OID, TEXTOID},
 			values, nulls, false, 0);
 }
 
@@ -214,20 +251,6 @@ delete_poll(int64 poll_id)
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(poll_id)}, NULL, false, 0);
 }
 
-/* A due poll as picked: its row, its parent, its merge's policy. */
-typedef struct DuePoll
-{
-	int64		poll_id;
-	int64		parent_id;
-	Datum		ids;			/* int8[] of branch log ids */
-	double		min_s;
-	double		max_s;
-	char	   *token;
-	bool		parent_active;
-	CfChildFailure policy;
-	int64		quorum;			/* 0: every child (0.10.0) */
-	TimestampTz deadline;		/* DT_NOEND: none (0.10.0) */
-} DuePoll;
 
 /* The branches of one poll summed up. */
 typedef struct PollTotals
@@ -409,7 +432,7 @@ finish_polling(const DuePoll *p, BranchSample *samples, int n, TimestampTz now)
 	for (int i = 0; i < n; i++)
 	{
 		samples[i].rate = 0;
-		record_poll(&samples[i], p->token, now, true, 0, 0, -1);
+		record_poll(&samples[i], p, now, true, 0, 0, -1);
 	}
 	cf_wakeup_add(p->parent_id, now, "merge", CF_WAKEUP_UNLESS_DUE);
 	delete_poll(p->poll_id);
@@ -465,7 +488,7 @@ schedule_next_poll(const DuePoll *p, BranchSample *samples, int n, TimestampTz n
 		BranchSample *s = &samples[i];
 		double		branch_eta = s->rate > 0 ? s->pending / s->rate : -1;
 
-		record_poll(s, p->token, now, false, next, delay, branch_eta);
+		record_poll(s, p, now, false, next, delay, branch_eta);
 	}
 	cf_exec(&plan, "UPDATE chrono_forge.merge_polls SET due_at = $2 WHERE id = $1",
 			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},

@@ -121,6 +121,19 @@ cf_validate_routine_name(const char *name, const char *what)
 	pfree(copy);
 }
 
+/*
+ * A jsonb value (or NULL) made in an SPI connection's memory, copied to
+ * the memory that was current when it connected, so that it outlives
+ * SPI_finish().
+ */
+Jsonb *
+cf_jsonb_transfer(Jsonb *value)
+{
+	if (value == NULL)
+		return NULL;
+	return DatumGetJsonbP(SPI_datumTransfer(JsonbPGetDatum(value), false, -1));
+}
+
 Jsonb *
 cf_jsonb_parse(const char *text)
 {

@@ -19,6 +19,7 @@ extern void cf_validate_routine_name(const char *name, const char *what);
 extern char *cf_optional_text(FunctionCallInfo fcinfo, int n);
 extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
 extern Jsonb *cf_jsonb_parse(const char *text);
+extern Jsonb *cf_jsonb_transfer(Jsonb *value);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
 extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
