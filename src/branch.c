@@ -395,24 +395,6 @@ merge_metadata(const CfMergeRules *rules, int64 ignored)
 }
 
 /*
- * The merge's deadline: the one its pending log keeps (set when it first
- * parked), else timeout from now; DT_NOEND without a timeout.  A merge
- * that timed out and was retried waits a whole timeout again.
- */
-static TimestampTz
-merge_deadline(const CfStepLog *log, const CfMergeRules *rules)
-{
-	TimestampTz deadline;
-
-	if (rules->timeout == NULL)
-		return DT_NOEND;
-	if (log->exists && strcmp(log->state, "pending") == 0 &&
-		cf_metadata_timestamp(log->metadata, "deadline", &deadline))
-		return deadline;
-	return cf_timestamp_plus(cf_clock_now(), rules->timeout);
-}
-
-/*
  * The merge ran out of time before its children were done: the step
  * fails with CF010 and the run stalls (retry() waits again), or, under
  * on_timeout => 'fail', the run fails.
@@ -530,7 +512,7 @@ merge(OpenBranch **branches, int n, Interval *min_interval, Interval *max_interv
 		SPI_finish();
 		return results;
 	}
-	rules->deadline = merge_deadline(&log, rules);
+	rules->deadline = cf_pending_deadline(&log, rules->timeout);
 	if (cf_clock_now() >= rules->deadline)
 		merge_timed_out(step.data, log.attempts + 1, rules);
 

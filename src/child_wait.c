@@ -59,7 +59,7 @@ look_at_child(const char *branch, const char *child, int64 child_id)
 	CfInternal	st;
 	bool		isnull;
 	Datum		d;
-	char	   *key = psprintf("$" INT64_FORMAT "$%s$%s$%s", cf_pass.workflow_id, cf_pass.key, branch, child);
+	char	   *key = cf_child_key(branch, child);
 
 	cf_internal_begin(&st);
 	cf_exec(&plan,
@@ -146,7 +146,7 @@ cf_await_child(PG_FUNCTION_ARGS)
 	CfStepLog	log;
 	ChildSeen	seen;
 	TimestampTz now;
-	TimestampTz deadline = DT_NOEND;
+	TimestampTz deadline;
 	Interval   *check_interval;
 
 	cf_require_pass(fcinfo, "await_child");
@@ -183,12 +183,8 @@ cf_await_child(PG_FUNCTION_ARGS)
 	if (child_refused(&seen))
 		refuse_child(branch, child, &seen);
 
-	/* The deadline is fixed when the step first waits (a retry waits anew). */
 	now = cf_clock_now();
-	if (!PG_ARGISNULL(3) &&
-		!(log.exists && strcmp(log.state, "pending") == 0 &&
-		  cf_metadata_timestamp(log.metadata, "deadline", &deadline)))
-		deadline = cf_timestamp_plus(now, PG_GETARG_INTERVAL_P(3));
+	deadline = cf_pending_deadline(&log, PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
 	if (now >= deadline)
 		cf_timeout_step(step_name, log.attempts + 1, NULL, "the child did not end before the timeout");
 	cf_set_continuation(Min(cf_timestamp_plus(now, check_interval), deadline), "poll");

@@ -524,3 +524,17 @@ cf_check_json_size(const char *what, Jsonb *value)
 				 errdetail("It has %zu bytes as jsonb; at most %d are allowed.",
 						   (size_t) VARSIZE(value), CF_JSON_MAX_BYTES)));
 }
+
+/*
+ * A child's key: "$<parent run id>$<parent key>$<branch>$<name>" (with
+ * an empty name, the prefix of every child's key of the branch).  A
+ * child's identity is (owner, procedure, key) like any run's; the parent's
+ * run id makes it unique to its parent (two parents sharing a business key
+ * never share children), and start() refuses keys beginning with '$', so
+ * nothing outside the parent can take it first.
+ */
+char *
+cf_child_key(const char *branch, const char *name)
+{
+	return psprintf("$" INT64_FORMAT "$%s$%s$%s", cf_pass.workflow_id, cf_pass.key, branch, name);
+}

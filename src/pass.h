@@ -75,6 +75,7 @@ extern void cf_park(const char *step_name, bool unflushed) pg_attribute_noreturn
 extern bool (*cf_release_parked_pass) (void);
 extern void cf_skip_flush_wait(void);
 extern void cf_write_taken_run(void);
+extern char *cf_child_key(const char *branch, const char *name);
 
 typedef struct CfBatch
 {

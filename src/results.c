@@ -36,13 +36,6 @@
 PG_FUNCTION_INFO_V1(cf_set_result);
 PG_FUNCTION_INFO_V1(cf_pass_branch);
 
-/* The prefix of a child's key before its name (spawn.c's child_key()). */
-static char *
-child_key_prefix(const char *branch)
-{
-	return psprintf("$" INT64_FORMAT "$%s$%s$", cf_pass.workflow_id, cf_pass.key, branch);
-}
-
 /*
  * set_result(result jsonb): the run's result, kept with its completion
  * (NULL: none).  A value over CF_RESULT_MAX_BYTES as JSON fails the run
@@ -98,7 +91,7 @@ cf_merge_results(int64 *log_ids, char **names, int n)
 	{
 		ids[i] = Int64GetDatum(log_ids[i]);
 		branches[i] = CStringGetTextDatum(names[i]);
-		prefixes[i] = CStringGetTextDatum(child_key_prefix(names[i]));
+		prefixes[i] = CStringGetTextDatum(cf_child_key(names[i], ""));
 	}
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(branches, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -182,6 +175,6 @@ cf_pass_branch(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 1, &isnull)));
 	SPI_finish();
-	values[1] = CStringGetTextDatum(child_key_prefix(branch));
+	values[1] = CStringGetTextDatum(cf_child_key(branch, ""));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -61,19 +61,6 @@ batch_init(ChildBatch *cb, MemoryContext cxt)
 	cb->n = 0;
 }
 
-/*
- * A child's key: "$<parent run id>$<parent key>$<branch>$<name>".  A
- * child's identity is (owner, procedure, key) like any run's; the parent's
- * run id makes it unique to its parent (two parents sharing a business key
- * never share children), and start() refuses keys beginning with '$', so
- * nothing outside the parent can take it first.
- */
-static char *
-child_key(const char *branch, const char *name)
-{
-	return psprintf("$" INT64_FORMAT "$%s$%s$%s", cf_pass.workflow_id, cf_pass.key, branch, name);
-}
-
 /* The child's workflow is stored as its procedure's canonical name. */
 static void
 batch_add(ChildBatch *cb, const char *workflow, const char *key, const char *procedure,
@@ -307,7 +294,7 @@ cf_spawn(PG_FUNCTION_ARGS)
 
 	cf_spi_connect();
 	batch_init(&cb, CurrentMemoryContext);
-	batch_add(&cb, workflow, child_key(b.name, name), procedure, args,
+	batch_add(&cb, workflow, cf_child_key(b.name, name), procedure, args,
 			  CurrentMemoryContext);
 	(void) dispatch(&cb, b.log_id, CurrentMemoryContext);
 	cf_commit_step();
@@ -562,7 +549,7 @@ batch_page(SpawnEach *se, ChildBatch *cb, char **keys, uint64 rows, int take)
 					 psprintf("spawn_each row \"%s\": args must be a JSON object", item_key), NULL);
 		cf_check_json_size(psprintf("spawn_each row \"%s\": args", item_key), row_args);
 		batch_add(cb, row_wf,
-				  child_key(se->b.name, psprintf("%s_%s", se->name, item_key)),
+				  cf_child_key(se->b.name, psprintf("%s_%s", se->name, item_key)),
 				  resolve_cached(&se->cache, row_wf, se->cache_cxt), row_args, se->batch_cxt);
 	}
 	return last_key;

@@ -275,6 +275,25 @@ cf_timestamp_plus(TimestampTz t, Interval *i)
 	return result;
 }
 
+/*
+ * A waiting step's deadline: the one its pending log keeps (fixed when
+ * the step first waited), else timeout from now; DT_NOEND without a
+ * timeout.  A step that timed out and was retried waits a whole timeout
+ * again (its log is no longer pending).
+ */
+TimestampTz
+cf_pending_deadline(const CfStepLog *log, Interval *timeout)
+{
+	TimestampTz deadline;
+
+	if (timeout == NULL)
+		return DT_NOEND;
+	if (log->exists && strcmp(log->state, "pending") == 0 &&
+		cf_metadata_timestamp(log->metadata, "deadline", &deadline))
+		return deadline;
+	return cf_timestamp_plus(cf_clock_now(), timeout);
+}
+
 /* A boolean condition function; anything else is bad input. */
 CfFunction *
 cf_condition_lookup(const char *condition, const char *what)

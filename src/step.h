@@ -12,9 +12,11 @@
 
 #include "chrono_forge.h"
 #include "call.h"
+#include "journal.h"
 #include "retry.h"
 
 extern TimestampTz cf_timestamp_plus(TimestampTz t, Interval *i);
+extern TimestampTz cf_pending_deadline(const CfStepLog *log, Interval *timeout);
 extern void cf_primitive_invalid_argument(const char *msg) pg_attribute_noreturn();
 extern CfFunction *cf_condition_lookup(const char *condition, const char *what);
 
