@@ -313,6 +313,59 @@ SELECT w.key, w.state, e.error_class, e.error_message
                  WHERE x.workflow_id = w.id ORDER BY x.id DESC LIMIT 1) e ON true
  WHERE w.workflow = 'public.rs_await_bad' ORDER BY w.key;
 CALL chrono_forge.await_child('b', 'x', NULL);
+-- await_child and merge_branches with results from a DO block the body
+-- runs (allowed), and from an EXCEPTION block or a function (the run fails
+-- with CF013, even when the body catches the error).
+CREATE FUNCTION rs_awaits_in_function() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.await_child('b', 'gated', r);
+END $$;
+CREATE PROCEDURE rs_await_contexts(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.branch('b');
+    CALL chrono_forge.spawn('gated', 'rs_gated');
+    CALL chrono_forge.seal_branch();
+    CASE args->>'how'
+    WHEN 'do' THEN
+        DO $d$ DECLARE r jsonb; BEGIN
+            CALL chrono_forge.await_child('b', 'gated', r);
+            CALL chrono_forge.merge_branches(r, ARRAY['b']);
+            PERFORM chrono_forge.context_set('merged', r);
+        END $d$;
+    WHEN 'exception' THEN
+        BEGIN
+            CALL chrono_forge.await_child('b', 'gated', r);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+    WHEN 'merge_exception' THEN
+        BEGIN
+            CALL chrono_forge.merge_branches(r, ARRAY['b']);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+    WHEN 'function' THEN
+        PERFORM rs_awaits_in_function();
+    END CASE;
+    CALL chrono_forge.merge_branches(ARRAY['b']);
+END $$;
+UPDATE rs_gate SET open = true;
+SELECT count(chrono_forge.start('rs_await_contexts', h, jsonb_build_object('how', h)))
+  FROM unnest(ARRAY['do', 'exception', 'merge_exception', 'function']) h;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 06:02:01+00';
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, w.context, e.error_class, e.error_message
+  FROM chrono_forge.workflows w
+  LEFT JOIN LATERAL (SELECT x.error_class, x.error_message FROM chrono_forge.error_logs x
+                      WHERE x.workflow_id = w.id ORDER BY x.id DESC LIMIT 1) e ON true
+ WHERE w.workflow = 'public.rs_await_contexts' ORDER BY w.key;
+-- Every spelling of the workflow names the run whose result a client waits for.
+SELECT count(DISTINCT r.result) AS results, min(r.result::text) AS result
+  FROM unnest(ARRAY['rs_child', 'public.rs_child', '"public"."rs_child"', 'PUBLIC.RS_CHILD']) s,
+       chrono_forge.wait_for_run(s, 'one', '0') r;
 
 -- Another role reaches neither the runs' results nor their branches: its
 -- own run has no branch of that name (CF008), wait_for_run() does not

@@ -50,6 +50,11 @@ RESET ROLE;
 DROP ROLE vs_mallory;
 SELECT chrono_forge.definition_hash('public.no_such_procedure') IS NULL AS none,
        chrono_forge.definition_hash('vs_wf') IS NULL AS unqualified_none;
+-- Every spelling of a qualified name gives the same hash.
+SELECT count(DISTINCT h) AS hashes, count(h) AS found
+  FROM (SELECT chrono_forge.definition_hash(s) AS h
+          FROM unnest(ARRAY['public.vs_wf', '"public"."vs_wf"', 'PUBLIC.VS_WF',
+                            current_database() || '.public.vs_wf']) s) x;
 -- A malformed name is CF012, as for the other functions taking one.
 SELECT chrono_forge.definition_hash('a.b.c.d');
 SELECT chrono_forge.definition_hash('');
