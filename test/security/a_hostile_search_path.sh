@@ -89,7 +89,8 @@ unpinned=$(q -c "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc
 [ -z "$unpinned" ] || fail "functions without a pinned search path: $unpinned"
 
 # The workload, as tenant_a: steps, waits, events, conditions, repeats,
-# fan-out with merge, retries, cancel, retry, schedules' API.
+# fan-out with merge, retries, cancel, retry, schedules' API, results,
+# merge rules, await_child and patched().
 as tenant_a >/dev/null <<'SQL'
 CREATE FUNCTION tenant_a.ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": true}'::jsonb $$;
 CREATE FUNCTION tenant_a.yes() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
@@ -97,8 +98,9 @@ CREATE FUNCTION tenant_a.boom() RETURNS jsonb LANGUAGE plpgsql AS $$ BEGIN RAISE
 CREATE FUNCTION tenant_a.tick(t timestamptz) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 CREATE FUNCTION tenant_a.done() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
 CREATE PROCEDURE tenant_a.child(args jsonb) LANGUAGE plpgsql AS $$
-BEGIN CALL chrono_forge.durably_execute('tenant_a.ok'); END $$;
+BEGIN CALL chrono_forge.durably_execute('tenant_a.ok'); CALL chrono_forge.set_result(args); END $$;
 CREATE PROCEDURE tenant_a.wf(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb; one jsonb;
 BEGIN
     CALL chrono_forge.durably_execute('tenant_a.ok');
     CALL chrono_forge.wait('1 second', 'w');
@@ -108,6 +110,13 @@ BEGIN
     CALL chrono_forge.spawn_each('i', 'tenant_a.child', 'SELECT g AS item_key FROM generate_series(1, 40) g');
     CALL chrono_forge.seal_branch();
     CALL chrono_forge.merge_branches(ARRAY['kids']);
+    -- Composition (0.10.0): results, a merge's rules, one child, a patch.
+    CALL chrono_forge.await_child('kids', 'i_1', one);
+    CALL chrono_forge.merge_branches(r, ARRAY['kids'], quorum => 1, timeout => '1 hour');
+    one := (SELECT c.result FROM chrono_forge.child_results('kids', page_size => 2) c LIMIT 1);
+    IF chrono_forge.patched('results') THEN
+        CALL chrono_forge.set_result(r);
+    END IF;
     CALL chrono_forge.await_event('go', timeout => '1 minute');
 END $$;
 CREATE PROCEDURE tenant_a.failing(args jsonb) LANGUAGE plpgsql AS $$
@@ -126,6 +135,9 @@ SELECT chrono_forge.cancel('tenant_a.slow', 's1');
 SQL
 wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.workflows WHERE workflow LIKE '%wf' AND state::text = 'completed'" \
     || fail "workflows did not complete"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs
+                    WHERE step_name = '\$workflow_completion\$' AND jsonb_typeof(result->'kids') = 'object'")" 4 \
+    "runs completed with their children's results"
 wait_for 60 "SELECT state::text IN ('stalled', 'failed') FROM chrono_forge.workflows WHERE key = 'f1'" || fail "failing run did not stall"
 as tenant_a >/dev/null <<'SQL'
 SELECT chrono_forge.retry('tenant_a.failing', 'f1');
