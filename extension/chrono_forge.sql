@@ -105,6 +105,9 @@ CREATE TABLE chrono_forge.workflows (
     -- the runs' trigger stamps it, definitions.c): changed_definitions()
     -- compares it with the procedure's now.  NULL for earlier runs.
     definition_hash         bigint,
+    -- The run's deadline (0.11.0; NULL: none): past it the run fails with
+    -- CF029 whatever it was doing (deadlines.c).
+    deadline                timestamptz,
     -- (workflow, key, owner): lookups by (workflow, key) use its prefix.
     CONSTRAINT workflows_workflow_key_owner_key UNIQUE (workflow, key, owner),
     -- (args, options and context are JSON objects: start() and
@@ -166,6 +169,10 @@ CREATE INDEX workflows_key_bucket_idx
 CREATE INDEX workflows_created_at_brin ON chrono_forge.workflows USING brin (created_at);
 -- A branch's children by state, in id order (top-level runs stay out);
 -- the branch probes count from it.
+-- Runs in flight with a deadline, by deadline: what the launcher (and
+-- run_pending() for its caller) ends.  Runs without one are not in it.
+CREATE INDEX workflows_deadline_idx ON chrono_forge.workflows (deadline)
+    WHERE deadline IS NOT NULL AND ended_at IS NULL;
 CREATE INDEX workflows_children_idx ON chrono_forge.workflows (parent_execution_log_id, state_code, id)
     WHERE parent_execution_log_id IS NOT NULL;
 
@@ -435,7 +442,11 @@ CREATE TABLE chrono_forge.cancel_requests (
     reason        text,
     requested_by  regrole NOT NULL,
     cancelled_run bigint NOT NULL,
-    requested_at  timestamptz NOT NULL
+    requested_at  timestamptz NOT NULL,
+    -- 'deadline' (0.11.0): the run passed its deadline and fails (CF029)
+    -- rather than being cancelled.
+    kind          text NOT NULL DEFAULT 'cancel'
+                  CONSTRAINT cancel_requests_kind_check CHECK (kind IN ('cancel', 'deadline'))
 );
 ALTER TABLE chrono_forge.cancel_requests ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON chrono_forge.cancel_requests FROM PUBLIC;
@@ -2226,6 +2237,15 @@ CREATE FUNCTION chrono_forge.cancel(workflow text, key text, reason text DEFAULT
     with_children boolean DEFAULT false) RETURNS integer
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_cancel';
+
+-- set_deadline(workflow, key, deadline) (0.11.0): move (NULL: remove)
+-- the deadline of the caller's run not yet completed or cancelled.  True
+-- if it was set; false for a completed or cancelled run.  A deadline
+-- already past ends the run at the launcher's next look.
+CREATE FUNCTION chrono_forge.set_deadline(workflow text, key text, deadline timestamptz)
+    RETURNS boolean
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_set_deadline';
 
 CREATE FUNCTION chrono_forge.reap(workflow text, key text) RETURNS boolean
     LANGUAGE c VOLATILE

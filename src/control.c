@@ -33,6 +33,7 @@
 
 #include "access.h"
 #include "clock.h"
+#include "deadlines.h"
 #include "guc.h"
 #include "internal.h"
 #include "pass.h"
@@ -115,12 +116,13 @@ cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
  */
 static int64
 insert_or_find_run(const char *workflow, const char *procedure, const char *key,
-				   Jsonb *args, Jsonb *options, TimestampTz now)
+				   Jsonb *args, Jsonb *options, TimestampTz now, const TimestampTz *deadline)
 {
 	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr insert_0_10_plan = NULL;
 	static SPIPlanPtr find_plan = NULL;
 	CfInternal	st;
-	Datum		values[7];
+	Datum		values[8];
 	bool		isnull;
 	int64		id;
 
@@ -138,14 +140,30 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 	 * constraint (workflow, key, owner) since 0.5.0, and on a database not
 	 * updated yet the old (workflow, key) still applies.
 	 */
+	values[7] = TimestampTzGetDatum(deadline ? *deadline : 0);
 	cf_internal_begin(&st);
-	cf_exec(&insert_plan,
-			"INSERT INTO chrono_forge.workflows"
-			" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
-			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
-			" ON CONFLICT DO NOTHING RETURNING id",
-			7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID},
-			values, NULL, false, 0);
+	if (cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+		cf_exec(&insert_plan,
+				"INSERT INTO chrono_forge.workflows"
+				" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline)"
+				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8)"
+				" ON CONFLICT DO NOTHING RETURNING id",
+				8, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
+					TIMESTAMPTZOID},
+				values, deadline ? NULL : "       n", false, 0);
+	else if (deadline != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a run's deadline needs chrono_forge 0.11.0"),
+				 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
+	else
+		cf_exec(&insert_0_10_plan,
+				"INSERT INTO chrono_forge.workflows"
+				" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
+				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
+				" ON CONFLICT DO NOTHING RETURNING id",
+				7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID},
+				values, NULL, false, 0);
 	if (SPI_processed == 1)
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -180,6 +198,8 @@ cf_start(PG_FUNCTION_ARGS)
 	char	   *procedure;
 	int64		id;
 	TimestampTz now = cf_clock_now();
+	TimestampTz deadline;
+	bool		has_deadline;
 
 	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
 		invalid_argument("args must be a JSON object", NULL);
@@ -197,11 +217,13 @@ cf_start(PG_FUNCTION_ARGS)
 	if (key[0] == '$')
 		invalid_argument("key must not begin with \"$\"",
 						 "Keys beginning with \"$\" are reserved for the children of branches.");
+	has_deadline = cf_deadline_from_options(options, now, &deadline);
 	procedure = cf_resolve_workflow(workflow, false);
 	cf_replan_if_stale();		/* many starts in one session */
 
 	SPI_connect();
-	id = insert_or_find_run(workflow, procedure, key, args, options, now);
+	id = insert_or_find_run(workflow, procedure, key, args, options, now,
+							has_deadline ? &deadline : NULL);
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }
@@ -303,6 +325,7 @@ cf_retry(PG_FUNCTION_ARGS)
 				 errmsg("workflow run (%s, %s) is not retryable", workflow, key),
 				 errdetail("Its state is %s; only stalled and failed runs, and cancelled children "
 						   "of a run not cancelled, can be retried.", run.state)));
+	cf_deadline_check_retry(run.id, workflow, key, now);
 
 	cf_exec(&plan,
 			"WITH w AS (UPDATE chrono_forge.workflows SET state = 'idle', locked_by = NULL,"

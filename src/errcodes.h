@@ -65,5 +65,7 @@
 #define ERRCODE_CF_TASK_FAILED			MAKE_SQLSTATE('C','F','0','2','7')
 /* CF028: a run's result over its maximum, or a merge's results over theirs */
 #define ERRCODE_CF_RESULT_TOO_LARGE		MAKE_SQLSTATE('C','F','0','2','8')
+/* CF029: recorded on a run that passed its deadline; retry() of a run past it */
+#define ERRCODE_CF_DEADLINE_EXCEEDED	MAKE_SQLSTATE('C','F','0','2','9')
 
 #endif							/* CF_ERRCODES_H */

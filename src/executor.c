@@ -36,6 +36,7 @@
 #include "branch.h"
 #include "claim.h"
 #include "clock.h"
+#include "deadlines.h"
 #include "executor.h"
 #include "finish.h"
 #include "guc.h"
@@ -302,7 +303,7 @@ finish_cancelled(void)
 	SPI_commit();
 	cf_batch_committed();
 	ereport(LOG,
-			(errmsg("chrono_forge: pass of workflow run %lld stopped: the run was cancelled",
+			(errmsg("chrono_forge: pass of workflow run %lld stopped: the run was cancelled or passed its deadline",
 					(long long) cf_pass.workflow_id)));
 }
 
@@ -805,6 +806,9 @@ drain(int max_passes, Oid only_owner)
 	spi_home = AllocSetContextCreate(proc_cxt, "chrono_forge drain", ALLOCSET_SMALL_SIZES);
 	drain_connect();
 	hold_caller_portals();
+	/* run_pending(): the caller's runs past their deadline end first. */
+	if (cf_worker_slot < 0 && cf_deadlines_enforce(only_owner, NULL) > 0)
+		SPI_commit();
 	while (max_passes <= 0 || passes < max_passes)
 	{
 		CHECK_FOR_INTERRUPTS();

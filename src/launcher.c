@@ -3,8 +3,8 @@
  * launcher.c
  *	  The launcher background worker: keeps the executor workers running,
  *	  re-drives the runs of a worker that died, recovers runs interrupted
- *	  by a server crash, keeps the readers' summaries current, and sleeps
- *	  until the next due wake-up.
+ *	  by a server crash, ends the runs past their deadline, keeps the
+ *	  readers' summaries current, and sleeps until the next due wake-up.
  *
  * Owns worker supervision and timers.  It never runs a pass itself, and
  * never polls on a short fixed interval: it sleeps on its latch until the
@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "clock.h"
+#include "deadlines.h"
 #include "guc.h"
 #include "internal.h"
 #include "launcher.h"
@@ -47,6 +48,7 @@
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_SUMMARY_MS		60000	/* the readers' summaries, kept current */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
+#define LAUNCHER_DEADLINE_RETRY_MS 1000	/* after a deadline sweep failed */
 #define PREEMPT_AFTER_MS 1000	/* a pass this old may be preempted by the share */
 #define PREEMPT_CHECK_MS 250	/* while an owner holds more than its share */
 
@@ -300,6 +302,45 @@ apply_cancel_requests(void)
 }
 
 /*
+ * End the runs past their deadline (deadlines.c), in a transaction of its
+ * own.  Returns when the next deadline comes (DT_NOEND: none; now, if a
+ * full batch was ended and more may be due).  An error is logged and the
+ * sweep tried again a little later, rather than taking the launcher down.
+ */
+static TimestampTz
+enforce_deadlines(void)
+{
+	volatile TimestampTz next = DT_NOEND;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		TimestampTz sweep_next;
+
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "chrono_forge deadlines");
+		if (cf_deadlines_enforce(InvalidOid, &sweep_next) >= CF_DEADLINE_SWEEP_BATCH)
+			sweep_next = GetCurrentTimestamp();
+		next = sweep_next;
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LAUNCHER_DEADLINE_RETRY_MS);
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return next;
+}
+
+/*
  * The per-owner share, under pressure: an owner whose claims took more
  * than its share of the workers (no other owner's work was due then) gives
  * one back once another owner's work is due and no worker is free: its
@@ -511,7 +552,8 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
 	if (enforce_share())
 		timeout_ms = min_timeout(timeout_ms, PREEMPT_CHECK_MS);
 
-	due = cf_launcher_plan_wake(dispatch_due_work());
+	due = enforce_deadlines();
+	due = cf_launcher_plan_wake(Min(due, dispatch_due_work()));
 	if (due != DT_NOEND)
 	{
 		now = GetCurrentTimestamp();

@@ -42,6 +42,7 @@
 #include "clock.h"
 #include "internal.h"
 #include "journal.h"
+#include "operations.h"
 #include "shmem.h"
 #include "step.h"
 #include "util.h"
@@ -87,8 +88,8 @@ cancel_tree(CfRunRef *run, bool with_children, bool admin, Oid caller,
 }
 
 /* Drop the runs' children not started yet (spawn_batches); returns how many. */
-static int64
-drop_unstarted_children(Datum ids)
+int64
+cf_drop_unstarted_children(Datum ids)
 {
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
@@ -107,8 +108,8 @@ drop_unstarted_children(Datum ids)
  * (held, or running between two steps) is told to stop it.  Returns how
  * many runs were cancelled or requested to be.
  */
-static int
-cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
+int
+cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		held;
@@ -210,11 +211,11 @@ cf_cancel(PG_FUNCTION_ARGS)
 	 */
 	if (with_children && cf_schema_at_least(CF_SCHEMA(0, 4, 0)))
 	{
-		dropped = drop_unstarted_children(ids);
+		dropped = cf_drop_unstarted_children(ids);
 		if (dropped > 0)
 			ids = cancel_tree(&run, with_children, admin, caller, workflow, key);
 	}
-	n = cancel_runs(ids, reason, PG_ARGISNULL(2), caller, run.id);
+	n = cf_cancel_runs(ids, reason, PG_ARGISNULL(2), caller, run.id);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT32(n + (int) dropped);

@@ -279,18 +279,82 @@ cf_cancel_requested(int64 run)
 }
 
 /*
+ * The requests (of $1, or all if 0) whose runs no pass holds now (SKIP
+ * LOCKED) are carried out, as of $2; the others stay.  Returns the runs
+ * still held, and the runs ended.
+ */
+#define APPLY_HEAD_SQL \
+	"WITH r AS (SELECT q.* FROM chrono_forge.cancel_requests q WHERE $1 = 0 OR q.workflow_id = $1)," \
+	" x AS (SELECT w.id FROM chrono_forge.workflows w" \
+	"  WHERE w.id IN (SELECT workflow_id FROM r) FOR NO KEY UPDATE SKIP LOCKED),"
+#define APPLY_TAIL_SQL \
+	" k AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)," \
+	" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)" \
+	" SELECT (SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x))," \
+	"  (SELECT array_agg(id) FROM w)"
+
+/* Schemas 0.5.0 to 0.10.0: every request is a cancel. */
+#define APPLY_CANCELS_SQL \
+	APPLY_HEAD_SQL \
+	" w AS (UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL," \
+	"   locked_at = NULL, updated_at = $2" \
+	"  FROM x WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled') RETURNING w.id)," \
+	" l AS (INSERT INTO chrono_forge.execution_logs" \
+	"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)" \
+	"  SELECT w.id, '$workflow_cancelled$', 'completed', 1, $2, $2, $2," \
+	"   jsonb_build_object('reason', r.reason, 'requested_by', r.requested_by::regrole::text," \
+	"    'cancelled_run', r.cancelled_run)" \
+	"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING)," \
+	APPLY_TAIL_SQL
+
+/*
+ * 0.11.0: a request of kind 'deadline' fails its run (CF029, with a
+ * $workflow_deadline$ marker, written again if a retried run passes a
+ * moved deadline) if the run has not ended and its deadline has not been
+ * moved past $2 meanwhile.
+ */
+#define APPLY_REQUESTS_SQL \
+	APPLY_HEAD_SQL \
+	" w AS (UPDATE chrono_forge.workflows w" \
+	"   SET state = CASE r.kind WHEN 'deadline' THEN 'failed' ELSE 'cancelled' END::chrono_forge.workflow_state," \
+	"   locked_by = NULL, locked_at = NULL, updated_at = $2" \
+	"  FROM x JOIN r ON r.workflow_id = x.id" \
+	"  WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled')" \
+	"   AND (r.kind = 'cancel' OR (w.state <> 'failed' AND w.deadline <= $2))" \
+	"  RETURNING w.id, r.kind, r.reason, r.requested_by, r.cancelled_run, w.deadline, w.context)," \
+	" l AS (INSERT INTO chrono_forge.execution_logs AS g" \
+	"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)" \
+	"  SELECT w.id, CASE w.kind WHEN 'deadline' THEN '$workflow_deadline$' ELSE '$workflow_cancelled$' END," \
+	"   'completed', 1, $2, $2, $2," \
+	"   CASE w.kind WHEN 'deadline' THEN jsonb_build_object('deadline', w.deadline)" \
+	"   ELSE jsonb_build_object('reason', w.reason, 'requested_by', w.requested_by::regrole::text," \
+	"    'cancelled_run', w.cancelled_run) END" \
+	"  FROM w ON CONFLICT (workflow_id, step_name) DO UPDATE SET attempts = g.attempts + 1," \
+	"   last_executed_at = EXCLUDED.last_executed_at, completed_at = EXCLUDED.completed_at," \
+	"   metadata = EXCLUDED.metadata WHERE g.step_name = '$workflow_deadline$')," \
+	" e AS (INSERT INTO chrono_forge.error_logs" \
+	"  (workflow_id, error_class, error_message, error_detail, error_hint, context, created_at)" \
+	"  SELECT w.id, 'CF029', 'workflow run ' || w.id || ' passed its deadline'," \
+	"   'Its deadline was ' || w.deadline || '.'," \
+	"   'retry() refuses it while its deadline is past: move it with set_deadline() first.'," \
+	"   w.context, $2 FROM w WHERE w.kind = 'deadline')," \
+	APPLY_TAIL_SQL
+
+/*
  * Carry out cancel requests (of `run`, or all if 0) whose runs no pass
  * holds now: the run becomes cancelled, as cancel() would have made it,
- * with the request's reason and requester in its marker; its request goes
- * (also if the run ended meanwhile).  Requests of runs still held stay for
- * the pass that holds them, or a later look; with `signal_held`, the
- * passes holding them are told (again) to stop.  Returns how many requests
- * are left.  Connects to SPI itself; the caller commits.
+ * with the request's reason and requester in its marker, or, for a
+ * request of kind 'deadline' (deadlines.c), failed with CF029; its
+ * request goes (also if the run ended meanwhile).  Requests of runs still
+ * held stay for the pass that holds them, or a later look; with
+ * `signal_held`, the passes holding them are told (again) to stop.
+ * Returns how many requests are left.  Connects to SPI itself; the caller commits.
  */
 int
 cf_apply_cancel_requests(int64 run, bool signal_held)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_0_5 = NULL;
 	CfInternal	st;
 	bool		isnull;
 	bool		no_cancelled;
@@ -305,27 +369,14 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 		return 0;
 	}
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"WITH r AS (SELECT q.workflow_id, q.reason, q.requested_by, q.cancelled_run"
-			"  FROM chrono_forge.cancel_requests q WHERE $1 = 0 OR q.workflow_id = $1),"
-			" x AS (SELECT w.id FROM chrono_forge.workflows w"
-			"  WHERE w.id IN (SELECT workflow_id FROM r) FOR NO KEY UPDATE SKIP LOCKED),"
-			" w AS (UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL,"
-			"   locked_at = NULL, updated_at = $2"
-			"  FROM x WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled') RETURNING w.id),"
-			" k AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id),"
-			" l AS (INSERT INTO chrono_forge.execution_logs"
-			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
-			"  SELECT w.id, '$workflow_cancelled$', 'completed', 1, $2, $2, $2,"
-			"   jsonb_build_object('reason', r.reason, 'requested_by', r.requested_by::regrole::text,"
-			"    'cancelled_run', r.cancelled_run)"
-			"  FROM w JOIN r ON r.workflow_id = w.id ON CONFLICT (workflow_id, step_name) DO NOTHING),"
-			" d AS (DELETE FROM chrono_forge.cancel_requests q USING x WHERE q.workflow_id = x.id)"
-			" SELECT (SELECT array_agg(r.workflow_id) FROM r WHERE NOT r.workflow_id IN (SELECT id FROM x)),"
-			"  (SELECT array_agg(id) FROM w)",
-			2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
-			NULL, false, 0);
+	if (cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+		cf_exec(&plan, APPLY_REQUESTS_SQL, 2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
+				NULL, false, 0);
+	else
+		cf_exec(&plan_0_5, APPLY_CANCELS_SQL, 2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},
+				NULL, false, 0);
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	cancelled = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_cancelled);
 	if (!isnull)
