@@ -391,3 +391,29 @@ SELECT * FROM chrono_forge.wait_for_run('up_res_parent', 'p', '0');
 DELETE FROM chrono_forge.workflows;
 DROP PROCEDURE up_res_parent(jsonb);
 DROP PROCEDURE up_res_child(jsonb);
+
+-- 0.10.0 -> 0.11.0: deadlines.  On 0.10.0 the new library starts runs as
+-- before and refuses a deadline it has nowhere to keep (0A000); after the
+-- update a run parked on 0.10.0 takes one with set_deadline() and fails
+-- past it, and a start() with a timeout gets one.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.10.0';
+CREATE PROCEDURE up_dl(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.wait('1 hour', 'later');
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_dl', 'parked') > 0 AS started;
+SELECT chrono_forge.start('up_dl', 'early', '{}', '{"timeout": "1 minute"}');
+CALL chrono_forge.run_pending();
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT chrono_forge.set_deadline('up_dl', 'parked', '2030-01-01 00:10:00+00');
+SELECT chrono_forge.start('up_dl', 'late', '{}', '{"timeout": "5 minutes"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 00:10:00+00';
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, e.error_class FROM chrono_forge.workflows w
+  LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id ORDER BY w.key;
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_dl(jsonb);
