@@ -130,7 +130,7 @@ cf_deadline_from_options(Jsonb *options, TimestampTz now, TimestampTz *deadline)
 						 psprintf("It is %s; the engine clock says %s.",
 								  timestamptz_to_str(*deadline), timestamptz_to_str(now)));
 	/* The launcher must look then, whatever it had planned. */
-	cf_queue_wakeup(*deadline);
+	cf_queue_launcher_timer(*deadline);
 	return true;
 }
 
@@ -327,7 +327,7 @@ cf_set_deadline(PG_FUNCTION_ARGS)
 				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(deadline)},
 				clear ? " n" : NULL, false, 0);
 		if (!clear)
-			cf_queue_wakeup(deadline);
+			cf_queue_launcher_timer(deadline);
 		set = true;
 	}
 	cf_internal_end(&st);

@@ -85,6 +85,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* Per-backend: did this transaction schedule work, and how soon? */
 static bool cf_wakeup_queued = false;
 static TimestampTz cf_wakeup_earliest = 0;
+static TimestampTz cf_timer_earliest = DT_NOEND;	/* a launcher's timer (deadlines) */
 static bool cf_launcher_wake_queued = false;
 static bool cf_spawn_queued = false;
 
@@ -714,6 +715,22 @@ cf_queue_wakeup(TimestampTz due_at)
 }
 
 /*
+ * After commit, the launcher must look at `at` (a run's deadline), even
+ * if this transaction also queued work due sooner: the workers take that,
+ * and only the launcher keeps timers.
+ */
+void
+cf_queue_launcher_timer(TimestampTz at)
+{
+	if (!cf_wakeup_queued)
+	{
+		cf_wakeup_earliest = DT_NOEND;
+		cf_wakeup_queued = true;
+	}
+	cf_timer_earliest = Min(cf_timer_earliest, at);
+}
+
+/*
  * This transaction wrote spawn batches: after commit, executors that
  * found none look again (cf_spawn_generation()).
  */
@@ -808,6 +825,7 @@ static void
 cf_xact_callback(XactEvent event, void *arg)
 {
 	TimestampTz due;
+	TimestampTz timer;
 	TimestampTz launcher_at;
 	bool		wake_launcher;
 	bool		spawned;
@@ -828,6 +846,8 @@ cf_xact_callback(XactEvent event, void *arg)
 		return;
 
 	due = cf_wakeup_earliest;
+	timer = cf_timer_earliest;
+	cf_timer_earliest = DT_NOEND;
 	wake_launcher = cf_launcher_wake_queued;
 	cancels = cf_cancel_queued;
 	cf_cancel_queued = false;
@@ -859,8 +879,12 @@ cf_xact_callback(XactEvent event, void *arg)
 	 * plans to sleep past it.
 	 */
 	if (due <= GetCurrentTimestamp() || due <= cf_clock_now())
+	{
 		cf_wake_workers();
-	else
+		due = DT_NOEND;			/* the launcher need not know */
+	}
+	due = Min(due, timer);
+	if (due != DT_NOEND)
 	{
 		SpinLockAcquire(&cf_shared->mutex);
 		if (due < cf_shared->committed_due)

@@ -21,6 +21,7 @@ extern void cf_shmem_register(void);
 
 extern void cf_register_xact_callback(void);
 extern void cf_queue_wakeup(TimestampTz due_at);
+extern void cf_queue_launcher_timer(TimestampTz at);
 extern void cf_queue_launcher_wake(void);
 extern void cf_queue_spawned(TimestampTz due_at);
 extern bool cf_spawn_generation(uint64 *generation);
