@@ -262,10 +262,15 @@ cf_deadlines_enforce(Oid only_owner, TimestampTz *next)
 	cf_internal_begin(&st);
 	with_children = request_overdue(only_owner, now, &n, &requested);
 	if (n > 0)
-	{
 		signal_passes(requested);
+
+	/*
+	 * The launcher applies the requests left by a sweep (held runs) when
+	 * it sees cancels pending; without workers, run_pending() is what
+	 * applies them.
+	 */
+	if (n > 0 || OidIsValid(only_owner))
 		(void) cf_apply_cancel_requests(0, false);
-	}
 	if (with_children != (Datum) 0)
 	{
 		Datum	   *ids;
@@ -322,10 +327,15 @@ cf_set_deadline(PG_FUNCTION_ARGS)
 	run = cf_find_own_run(caller, workflow, key, true);
 	if (strcmp(run.state, "completed") != 0 && strcmp(run.state, "cancelled") != 0)
 	{
-		cf_exec(&plan, "UPDATE chrono_forge.workflows SET deadline = $2 WHERE id = $1",
-				2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
-				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(deadline)},
-				clear ? " n" : NULL, false, 0);
+		/* A request of a run held when its old deadline passed goes too. */
+		cf_exec(&plan,
+				"WITH w AS (UPDATE chrono_forge.workflows SET deadline = $2 WHERE id = $1)"
+				" DELETE FROM chrono_forge.cancel_requests"
+				" WHERE workflow_id = $1 AND kind = 'deadline' AND ($2 IS NULL OR $2 > $3)",
+				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(deadline),
+				TimestampTzGetDatum(cf_clock_now())},
+				clear ? " n " : NULL, false, 0);
 		if (!clear)
 			cf_queue_launcher_timer(deadline);
 		set = true;

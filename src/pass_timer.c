@@ -310,8 +310,8 @@ cf_cancel_requested(int64 run)
 /*
  * 0.11.0: a request of kind 'deadline' fails its run (CF029, with a
  * $workflow_deadline$ marker, written again if a retried run passes a
- * moved deadline) if the run has not ended and its deadline has not been
- * moved past $2 meanwhile.
+ * moved deadline) if the run has not ended.  (set_deadline() deletes the
+ * request when it moves the deadline away.)
  */
 #define APPLY_REQUESTS_SQL \
 	APPLY_HEAD_SQL \
@@ -320,7 +320,7 @@ cf_cancel_requested(int64 run)
 	"   locked_by = NULL, locked_at = NULL, updated_at = $2" \
 	"  FROM x JOIN r ON r.workflow_id = x.id" \
 	"  WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled')" \
-	"   AND (r.kind = 'cancel' OR (w.state <> 'failed' AND w.deadline <= $2))" \
+	"   AND (r.kind = 'cancel' OR w.state <> 'failed')" \
 	"  RETURNING w.id, r.kind, r.reason, r.requested_by, r.cancelled_run, w.deadline, w.context)," \
 	" l AS (INSERT INTO chrono_forge.execution_logs AS g" \
 	"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)" \
