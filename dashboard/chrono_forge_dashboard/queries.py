@@ -153,7 +153,8 @@ def run(conn: psycopg.Connection[Any], run_id: int) -> Row | None:
         SELECT w.id, w.workflow, w.key, w.procedure, w.state::text AS state, w.owner::text AS owner,
                w.args, w.options, w.context, w.locked_by, w.locked_at, w.started_at,
                w.completed_at, w.ended_at, w.created_at, w.updated_at, w.attempt,
-               w.recoveries, w.parent_execution_log_id
+               w.recoveries, w.parent_execution_log_id,
+               (pg_catalog.to_jsonb(w) ->> 'deadline')::timestamptz AS deadline
           FROM chrono_forge.workflows w WHERE w.id = %s""", (run_id,))
 
 

@@ -237,6 +237,22 @@ def test_retry_refused_shows_sqlstate(db: Db, client_a: FlaskClient, tag: str) -
     assert "Traceback" not in html
 
 
+def test_deadline_shown_and_its_end_in_the_timeline(db: Db, client_a: FlaskClient, tag: str) -> None:
+    with db.su.transaction():
+        db.q("SET LOCAL ROLE " + A)
+        rid = int(db.val("SELECT chrono_forge.start('cf_dash.gate', %s, '{}', '{\"timeout\": \"1 second\"}')",
+                         (f"{tag}-deadline",)))
+    db.wait_state(rid, "failed")
+    page = text(client_a.get(f"/runs/{rid}"))
+    assert hook(page, "run-state") == "failed"
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", hook(page, "run-deadline"))
+    assert "CF029" in page and "$workflow_deadline$" in page
+    # A run without one shows no deadline row.
+    other = db.start(A, "cf_dash.ok", f"{tag}-no-deadline")
+    db.wait_state(other, "completed")
+    assert 'data-testid="run-deadline"' not in text(client_a.get(f"/runs/{other}"))
+
+
 def test_wake(db: Db, client_a: FlaskClient, tag: str) -> None:
     flag = f"{tag}-gate"
     rid = db.start(A, "cf_dash.gate", f"{tag}-gate", {"flag": flag})
