@@ -90,7 +90,7 @@ unpinned=$(q -c "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc
 
 # The workload, as tenant_a: steps, waits, events, conditions, repeats,
 # fan-out with merge, retries, cancel, retry, schedules' API, results,
-# merge rules, await_child and patched().
+# merge rules, await_child, patched() and a deadline.
 as tenant_a >/dev/null <<'SQL'
 CREATE FUNCTION tenant_a.ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": true}'::jsonb $$;
 CREATE FUNCTION tenant_a.yes() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
@@ -126,6 +126,9 @@ BEGIN CALL chrono_forge.wait('1 hour', 'long'); END $$;
 SELECT chrono_forge.start('tenant_a.wf', 'w' || g) FROM generate_series(1, 4) g;
 SELECT chrono_forge.start('tenant_a.failing', 'f1');
 SELECT chrono_forge.start('tenant_a.slow', 's1');
+-- Deadlines (0.11.0): one set at start, then moved; the run fails past it.
+SELECT chrono_forge.start('tenant_a.slow', 'd1', '{}', '{"timeout": "1 hour", "deadline_children": "keep"}');
+SELECT chrono_forge.set_deadline('tenant_a.slow', 'd1', chrono_forge.now() + interval '1 second');
 SQL
 wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.execution_logs WHERE step_name = 'await_event\$go' AND state::text = 'pending'" \
     || fail "workflows did not reach their event: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1") $(q -c "SELECT error_message FROM chrono_forge.error_logs LIMIT 3")"
@@ -139,6 +142,7 @@ expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs
                     WHERE step_name = '\$workflow_completion\$' AND jsonb_typeof(result->'kids') = 'object'")" 4 \
     "runs completed with their children's results"
 wait_for 60 "SELECT state::text IN ('stalled', 'failed') FROM chrono_forge.workflows WHERE key = 'f1'" || fail "failing run did not stall"
+wait_for 60 "SELECT state::text = 'failed' FROM chrono_forge.workflows WHERE key = 'd1'" || fail "the run past its deadline did not fail"
 as tenant_a >/dev/null <<'SQL'
 SELECT chrono_forge.retry('tenant_a.failing', 'f1');
 SELECT count(*) FROM chrono_forge.overview;
