@@ -18,9 +18,14 @@ CREATE INDEX workflows_deadline_idx ON chrono_forge.workflows (deadline)
 
 -- A run past its deadline whose row a pass holds gets a request of kind
 -- 'deadline': the pass that holds it (or the launcher) ends it failed.
+-- (Added, filled, then given its default: ADD COLUMN ... DEFAULT would
+-- keep a "missing value" in the catalog that a fresh install has not.)
+ALTER TABLE chrono_forge.cancel_requests ADD COLUMN kind text;
+UPDATE chrono_forge.cancel_requests SET kind = 'cancel';
 ALTER TABLE chrono_forge.cancel_requests
-    ADD COLUMN kind text NOT NULL DEFAULT 'cancel'
-    CONSTRAINT cancel_requests_kind_check CHECK (kind IN ('cancel', 'deadline'));
+    ALTER COLUMN kind SET DEFAULT 'cancel',
+    ALTER COLUMN kind SET NOT NULL,
+    ADD CONSTRAINT cancel_requests_kind_check CHECK (kind IN ('cancel', 'deadline'));
 
 -- set_deadline(workflow, key, deadline): move (NULL: remove) the
 -- deadline of the caller's run not yet completed or cancelled.  True if
