@@ -1,8 +1,11 @@
-/* chrono_forge 0.10.0 -> 0.11.0: deadlines.  A run may have a deadline
- * (start() options "deadline" or "timeout"; set_deadline()): past it the
- * run fails with CF029 whatever it was doing, its wake-ups and open tasks
- * go, and its children are cancelled (unless "deadline_children" is
- * "keep").  See CHANGELOG.md.
+/* chrono_forge 0.10.0 -> 0.11.0: deadlines and concurrency limits.  A
+ * run may have a deadline (start() options "deadline" or "timeout";
+ * set_deadline()): past it the run fails with CF029 whatever it was
+ * doing, its wake-ups and open tasks go, and its children are cancelled
+ * (unless "deadline_children" is "keep").  At most N of a role's runs of
+ * a concurrency key (start() option "concurrency_key") or of a workflow
+ * are in flight at once (set_concurrency_limit()); the others wait in
+ * order, without a worker.  See CHANGELOG.md.
  * A fresh CREATE EXTENSION runs chrono_forge--0.11.0.sql, built from
  * chrono_forge.sql, which holds everything this script makes; the catalog
  * test (test/integration/t_catalog_match.sh) checks that both agree. */
@@ -35,3 +38,74 @@ CREATE FUNCTION chrono_forge.set_deadline(workflow text, key text, deadline time
     RETURNS boolean
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_set_deadline';
+
+-- Concurrency limits.
+ALTER TABLE chrono_forge.workflows ADD COLUMN concurrency_key text;
+ALTER TABLE chrono_forge.workflows ADD COLUMN gate_id bigint;
+
+-- ---------------------------------------------------------------------
+-- concurrency_gates (0.11.0): how many of an owner's runs of one
+-- concurrency key (start() option "concurrency_key") or of one workflow
+-- may be in flight at once (admitted and not ended).  A key's gate is
+-- made by the first start() that names the key (max_running NULL: no
+-- limit, counted all the same, so that a limit set later knows how many
+-- are in flight); a workflow's by set_concurrency_limit().  A run's gate
+-- is its key's, else its workflow's, else none (workflows.gate_id).
+-- running is kept by start() and retry() (admission) and by the runs'
+-- trigger (a run that ends gives its place to the oldest waiting run).
+-- ---------------------------------------------------------------------
+
+CREATE TABLE chrono_forge.concurrency_gates (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner           regrole NOT NULL,
+    workflow        text,
+    concurrency_key text,
+    max_running     integer,
+    running         integer NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    CONSTRAINT concurrency_gates_scope_check CHECK ((workflow IS NULL) <> (concurrency_key IS NULL)),
+    CONSTRAINT concurrency_gates_max_running_check CHECK (max_running >= 1),
+    CONSTRAINT concurrency_gates_running_check CHECK (running >= 0),
+    CONSTRAINT concurrency_gates_owner_workflow_key_key
+        UNIQUE NULLS NOT DISTINCT (owner, workflow, concurrency_key)
+);
+ALTER TABLE chrono_forge.concurrency_gates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY concurrency_gates_owner ON chrono_forge.concurrency_gates FOR SELECT
+    USING (owner = ANY (ARRAY(SELECT r.oid::regrole FROM pg_catalog.pg_roles r
+                               WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))));
+CREATE POLICY concurrency_gates_admin ON chrono_forge.concurrency_gates FOR SELECT
+    TO chrono_forge_admin USING (true);
+GRANT SELECT ON chrono_forge.concurrency_gates TO PUBLIC;
+
+-- concurrency_waiting (0.11.0): the runs started over their gate's limit,
+-- in the order they were started (seq).  Such a run is idle with no
+-- wake-up and no started_at; it is admitted (its row deleted, a wake-up
+-- written) when a run of its gate ends or the limit is raised.
+CREATE TABLE chrono_forge.concurrency_waiting (
+    workflow_id bigint PRIMARY KEY REFERENCES chrono_forge.workflows ON DELETE CASCADE,
+    gate_id     bigint NOT NULL REFERENCES chrono_forge.concurrency_gates ON DELETE CASCADE,
+    seq         bigint GENERATED ALWAYS AS IDENTITY,
+    queued_at   timestamptz NOT NULL
+);
+CREATE INDEX concurrency_waiting_gate_seq_idx ON chrono_forge.concurrency_waiting (gate_id, seq);
+ALTER TABLE chrono_forge.concurrency_waiting ENABLE ROW LEVEL SECURITY;
+CREATE POLICY concurrency_waiting_owner ON chrono_forge.concurrency_waiting FOR SELECT
+    USING (EXISTS (SELECT 1 FROM chrono_forge.workflows w WHERE w.id = workflow_id));
+CREATE POLICY concurrency_waiting_admin ON chrono_forge.concurrency_waiting FOR SELECT
+    TO chrono_forge_admin USING (true);
+GRANT SELECT ON chrono_forge.concurrency_waiting TO PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
+
+-- set_concurrency_limit(max_running, concurrency_key | workflow): at most
+-- max_running of the caller's runs of that concurrency key, or of that
+-- workflow, in flight at once (NULL: no limit); runs over it wait, in the
+-- order they were started, without a worker.  Returns how many waiting
+-- runs it admitted (a raised or removed limit).
+CREATE FUNCTION chrono_forge.set_concurrency_limit(max_running integer,
+    concurrency_key text DEFAULT NULL, workflow text DEFAULT NULL) RETURNS integer
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_set_concurrency_limit';

@@ -108,6 +108,10 @@ CREATE TABLE chrono_forge.workflows (
     -- The run's deadline (0.11.0; NULL: none): past it the run fails with
     -- CF029 whatever it was doing (deadlines.c).
     deadline                timestamptz,
+    -- The run's concurrency key (0.11.0; start() option "concurrency_key")
+    -- and the gate that admitted it, or holds it waiting (NULL: none).
+    concurrency_key         text,
+    gate_id                 bigint,
     -- (workflow, key, owner): lookups by (workflow, key) use its prefix.
     CONSTRAINT workflows_workflow_key_owner_key UNIQUE (workflow, key, owner),
     -- (args, options and context are JSON objects: start() and
@@ -452,6 +456,58 @@ ALTER TABLE chrono_forge.cancel_requests ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON chrono_forge.cancel_requests FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
+-- concurrency_gates (0.11.0): how many of an owner's runs of one
+-- concurrency key (start() option "concurrency_key") or of one workflow
+-- may be in flight at once (admitted and not ended).  A key's gate is
+-- made by the first start() that names the key (max_running NULL: no
+-- limit, counted all the same, so that a limit set later knows how many
+-- are in flight); a workflow's by set_concurrency_limit().  A run's gate
+-- is its key's, else its workflow's, else none (workflows.gate_id).
+-- running is kept by start() and retry() (admission) and by the runs'
+-- trigger (a run that ends gives its place to the oldest waiting run).
+-- ---------------------------------------------------------------------
+
+CREATE TABLE chrono_forge.concurrency_gates (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner           regrole NOT NULL,
+    workflow        text,
+    concurrency_key text,
+    max_running     integer,
+    running         integer NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    CONSTRAINT concurrency_gates_scope_check CHECK ((workflow IS NULL) <> (concurrency_key IS NULL)),
+    CONSTRAINT concurrency_gates_max_running_check CHECK (max_running >= 1),
+    CONSTRAINT concurrency_gates_running_check CHECK (running >= 0),
+    CONSTRAINT concurrency_gates_owner_workflow_key_key
+        UNIQUE NULLS NOT DISTINCT (owner, workflow, concurrency_key)
+);
+ALTER TABLE chrono_forge.concurrency_gates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY concurrency_gates_owner ON chrono_forge.concurrency_gates FOR SELECT
+    USING (owner = ANY (ARRAY(SELECT r.oid::regrole FROM pg_catalog.pg_roles r
+                               WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))));
+CREATE POLICY concurrency_gates_admin ON chrono_forge.concurrency_gates FOR SELECT
+    TO chrono_forge_admin USING (true);
+GRANT SELECT ON chrono_forge.concurrency_gates TO PUBLIC;
+
+-- concurrency_waiting (0.11.0): the runs started over their gate's limit,
+-- in the order they were started (seq).  Such a run is idle with no
+-- wake-up and no started_at; it is admitted (its row deleted, a wake-up
+-- written) when a run of its gate ends or the limit is raised.
+CREATE TABLE chrono_forge.concurrency_waiting (
+    workflow_id bigint PRIMARY KEY REFERENCES chrono_forge.workflows ON DELETE CASCADE,
+    gate_id     bigint NOT NULL REFERENCES chrono_forge.concurrency_gates ON DELETE CASCADE,
+    seq         bigint GENERATED ALWAYS AS IDENTITY,
+    queued_at   timestamptz NOT NULL
+);
+CREATE INDEX concurrency_waiting_gate_seq_idx ON chrono_forge.concurrency_waiting (gate_id, seq);
+ALTER TABLE chrono_forge.concurrency_waiting ENABLE ROW LEVEL SECURITY;
+CREATE POLICY concurrency_waiting_owner ON chrono_forge.concurrency_waiting FOR SELECT
+    USING (EXISTS (SELECT 1 FROM chrono_forge.workflows w WHERE w.id = workflow_id));
+CREATE POLICY concurrency_waiting_admin ON chrono_forge.concurrency_waiting FOR SELECT
+    TO chrono_forge_admin USING (true);
+GRANT SELECT ON chrono_forge.concurrency_waiting TO PUBLIC;
+
+-- ---------------------------------------------------------------------
 -- workflow_owners: the (owner, workflow) pairs that have runs, for every
 -- run up to an id horizon (see workflow_owners_refresh()): overview()
 -- reads the caller's pairs (an index range per role) and the workflows of
@@ -561,6 +617,10 @@ SELECT pg_catalog.pg_extension_config_dump('chrono_forge.merge_polls_id_seq', ''
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.cancel_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_summarised', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_changed', '');
@@ -2246,6 +2306,16 @@ CREATE FUNCTION chrono_forge.set_deadline(workflow text, key text, deadline time
     RETURNS boolean
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_set_deadline';
+
+-- set_concurrency_limit(max_running, concurrency_key | workflow)
+-- (0.11.0): at most max_running of the caller's runs of that concurrency
+-- key, or of that workflow, in flight at once (NULL: no limit); runs over
+-- it wait, in the order they were started, without a worker.  Returns how
+-- many waiting runs it admitted (a raised or removed limit).
+CREATE FUNCTION chrono_forge.set_concurrency_limit(max_running integer,
+    concurrency_key text DEFAULT NULL, workflow text DEFAULT NULL) RETURNS integer
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cf_set_concurrency_limit';
 
 CREATE FUNCTION chrono_forge.reap(workflow text, key text) RETURNS boolean
     LANGUAGE c VOLATILE

@@ -33,6 +33,7 @@
 
 #include "access.h"
 #include "clock.h"
+#include "concurrency.h"
 #include "deadlines.h"
 #include "guc.h"
 #include "internal.h"
@@ -116,15 +117,18 @@ cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
  */
 static int64
 insert_or_find_run(const char *workflow, const char *procedure, const char *key,
-				   Jsonb *args, Jsonb *options, TimestampTz now, const TimestampTz *deadline)
+				   Jsonb *args, Jsonb *options, TimestampTz now, const TimestampTz *deadline,
+				   const char *concurrency_key)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr insert_0_10_plan = NULL;
 	static SPIPlanPtr find_plan = NULL;
 	CfInternal	st;
-	Datum		values[8];
+	Datum		values[10];
+	char		nulls[11] = "          ";
 	bool		isnull;
 	int64		id;
+	int64		gate = 0;
 
 	/* A run is (owner, procedure, key): every spelling names the same run. */
 	values[0] = CStringGetTextDatum(procedure);
@@ -140,21 +144,31 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 	 * constraint (workflow, key, owner) since 0.5.0, and on a database not
 	 * updated yet the old (workflow, key) still applies.
 	 */
-	values[7] = TimestampTzGetDatum(deadline ? *deadline : 0);
 	cf_internal_begin(&st);
 	if (cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+	{
+		gate = cf_gate_for(DatumGetObjectId(values[5]), procedure, concurrency_key);
+		values[7] = TimestampTzGetDatum(deadline ? *deadline : 0);
+		nulls[7] = deadline ? ' ' : 'n';
+		values[8] = concurrency_key ? CStringGetTextDatum(concurrency_key) : (Datum) 0;
+		nulls[8] = concurrency_key ? ' ' : 'n';
+		values[9] = Int64GetDatum(gate);
+		nulls[9] = gate ? ' ' : 'n';
 		cf_exec(&insert_plan,
 				"INSERT INTO chrono_forge.workflows"
-				" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline)"
-				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8)"
+				" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline,"
+				"  concurrency_key, gate_id)"
+				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8, $9, $10)"
 				" ON CONFLICT DO NOTHING RETURNING id",
-				8, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
-					TIMESTAMPTZOID},
-				values, deadline ? NULL : "       n", false, 0);
-	else if (deadline != NULL)
+				10, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
+					TIMESTAMPTZOID, TEXTOID, INT8OID},
+				values, nulls, false, 0);
+	}
+	else if (deadline != NULL || concurrency_key != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("a run's deadline needs chrono_forge 0.11.0"),
+				 errmsg("a run's %s needs chrono_forge 0.11.0",
+						deadline ? "deadline" : "concurrency key"),
 				 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
 	else
 		cf_exec(&insert_0_10_plan,
@@ -167,7 +181,9 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 	if (SPI_processed == 1)
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		cf_wakeup_add(id, now, "start", CF_WAKEUP_ALWAYS);
+		/* Over its gate's limit, the run waits for a place: no wake-up. */
+		if (gate == 0 || cf_gate_admit(id, gate, now))
+			cf_wakeup_add(id, now, "start", CF_WAKEUP_ALWAYS);
 	}
 	else
 	{
@@ -200,6 +216,7 @@ cf_start(PG_FUNCTION_ARGS)
 	TimestampTz now = cf_clock_now();
 	TimestampTz deadline;
 	bool		has_deadline;
+	char	   *concurrency_key;
 
 	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
 		invalid_argument("args must be a JSON object", NULL);
@@ -218,12 +235,13 @@ cf_start(PG_FUNCTION_ARGS)
 		invalid_argument("key must not begin with \"$\"",
 						 "Keys beginning with \"$\" are reserved for the children of branches.");
 	has_deadline = cf_deadline_from_options(options, now, &deadline);
+	concurrency_key = cf_concurrency_key_option(options);
 	procedure = cf_resolve_workflow(workflow, false);
 	cf_replan_if_stale();		/* many starts in one session */
 
 	SPI_connect();
 	id = insert_or_find_run(workflow, procedure, key, args, options, now,
-							has_deadline ? &deadline : NULL);
+							has_deadline ? &deadline : NULL, concurrency_key);
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }
@@ -271,7 +289,8 @@ cf_wake(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);
-	if (strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0)
+	if ((strcmp(run.state, "idle") == 0 || strcmp(run.state, "running") == 0) &&
+		!cf_gate_waiting(run.id))	/* only its admission makes it due */
 	{
 		cf_wakeup_add(run.id, cf_clock_now(), "wake", CF_WAKEUP_ALWAYS);
 		woken = true;
@@ -314,6 +333,7 @@ cf_retry(PG_FUNCTION_ARGS)
 	CfInternal	st;
 	CfRunRef		run;
 	TimestampTz now = cf_clock_now();
+	int64		gate;
 
 	SPI_connect();
 	cf_internal_begin(&st);
@@ -342,7 +362,14 @@ cf_retry(PG_FUNCTION_ARGS)
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID},
 			(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(now), CStringGetTextDatum(run.state)},
 			NULL, false, 0);
-	cf_wakeup_add(run.id, now, "retry", CF_WAKEUP_ALWAYS);
+	gate = cf_gate_of_run(run.id);
+
+	/*
+	 * An ended run comes back in flight through its gate again, waiting if
+	 * it is full; a stalled one never left its place.
+	 */
+	if (gate == 0 || strcmp(run.state, "stalled") == 0 || cf_gate_admit(run.id, gate, now))
+		cf_wakeup_add(run.id, now, "retry", CF_WAKEUP_ALWAYS);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_VOID();

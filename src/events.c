@@ -23,6 +23,7 @@
 
 #include "access.h"
 #include "clock.h"
+#include "concurrency.h"
 #include "internal.h"
 #include "journal.h"
 #include "pass.h"
@@ -78,7 +79,9 @@ cf_send_event(PG_FUNCTION_ARGS)
 				" VALUES ($1, $2, $3, $4)",
 				4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID},
 				values, nulls, false, 0);
-		cf_wakeup_add(run.id, now, "event", CF_WAKEUP_ALWAYS);
+		/* A run waiting for its concurrency place sees it once admitted. */
+		if (!cf_gate_waiting(run.id))
+			cf_wakeup_add(run.id, now, "event", CF_WAKEUP_ALWAYS);
 		delivered = true;
 	}
 	cf_internal_end(&st);

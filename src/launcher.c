@@ -516,11 +516,11 @@ dispatch_due_work(void)
 
 /*
  * One round of serving the database: cancels, maintenance, the share,
- * due work, the summaries once a minute.  Returns how long to sleep at
+ * deadlines, due work, the summaries once a minute.  Returns how long to sleep at
  * most.
  */
 static long
-serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
+serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampTz *next_deadline)
 {
 	long		timeout_ms = -1;
 	TimestampTz now = GetCurrentTimestamp();
@@ -552,8 +552,10 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary)
 	if (enforce_share())
 		timeout_ms = min_timeout(timeout_ms, PREEMPT_CHECK_MS);
 
-	due = enforce_deadlines();
-	due = cf_launcher_plan_wake(Min(due, dispatch_due_work()));
+	/* The deadlines: when the next one is due, or when one was set. */
+	if (cf_deadlines_changed_take() || *next_deadline <= GetCurrentTimestamp())
+		*next_deadline = enforce_deadlines();
+	due = cf_launcher_plan_wake(Min(*next_deadline, dispatch_due_work()));
 	if (due != DT_NOEND)
 	{
 		now = GetCurrentTimestamp();
@@ -686,6 +688,7 @@ cf_launcher_main(Datum arg)
 	Oid			recovered_for = InvalidOid;	/* the extension we recovered */
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_summary = 0;
+	TimestampTz next_deadline = DT_NOBEGIN;	/* look at once */
 
 	launcher_init();
 	for (;;)
@@ -715,10 +718,11 @@ cf_launcher_main(Datum arg)
 			redrive_lost_runs();
 			recovered_for = ext;
 			last_maintenance = 0;	/* dead sessions' locks: at once */
+			next_deadline = DT_NOBEGIN; /* deadlines passed while away */
 		}
 		supervise_workers(serving);
 		if (serving)
-			timeout_ms = serve_round(&last_maintenance, &last_summary);
+			timeout_ms = serve_round(&last_maintenance, &last_summary, &next_deadline);
 		else
 			(void) cf_launcher_plan_wake(DT_NOEND);	/* any commit wakes us */
 

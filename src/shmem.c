@@ -68,6 +68,7 @@ typedef struct CfShared
 	uint64		spawn_generation;	/* commits that dispatched spawn batches */
 	uint64		claim_counter;	/* orders the passes published by workers */
 	bool		cancels_pending;	/* cancel_requests may hold rows */
+	bool		deadlines_changed;	/* a commit set a deadline (the launcher looks) */
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
 	bool		share_watched;	/* the launcher watches an owner over its share */
@@ -658,6 +659,26 @@ cf_cancels_pending(void)
 	return pending;
 }
 
+/*
+ * Did a commit set a run's deadline since the launcher last asked?  (The
+ * launcher sweeps the deadlines when the next one it knows of is due, or
+ * when one was set since.)  Asking clears it.  Without shared memory:
+ * always.
+ */
+bool
+cf_deadlines_changed_take(void)
+{
+	bool		changed;
+
+	if (cf_shared == NULL)
+		return true;
+	SpinLockAcquire(&cf_shared->mutex);
+	changed = cf_shared->deadlines_changed;
+	cf_shared->deadlines_changed = false;
+	SpinLockRelease(&cf_shared->mutex);
+	return changed;
+}
+
 void
 cf_cancels_set_pending(bool pending)
 {
@@ -887,6 +908,8 @@ cf_xact_callback(XactEvent event, void *arg)
 	if (due != DT_NOEND)
 	{
 		SpinLockAcquire(&cf_shared->mutex);
+		if (timer != DT_NOEND)
+			cf_shared->deadlines_changed = true;
 		if (due < cf_shared->committed_due)
 			cf_shared->committed_due = due;
 		launcher_at = cf_shared->launcher_wake_at;

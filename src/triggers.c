@@ -4,8 +4,9 @@
  *	  The triggers on chrono_forge.workflows.
  *
  * Owns the row triggers that keep a run's ended_at, the per-day outcome
- * counts and the blocked-children counts in step with its state, and
- * note the runs that end for their waiters (waiter_slots.c).  They
+ * counts and the blocked-children counts in step with its state, note
+ * the runs that end for their waiters (waiter_slots.c), and give an
+ * ended run's concurrency place to the next (concurrency.c).  They
  * run in every writer's transaction: they must never run user code, nor
  * read more than the changed row's neighbours.
  *
@@ -34,6 +35,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "concurrency.h"
 #include "definitions.h"
 #include "internal.h"
 #include "merge.h"
@@ -217,6 +219,30 @@ note_run_ended(const char *old_state, const char *new_state, HeapTuple new,
 		cf_note_run_ended(DatumGetInt64(id));
 }
 
+/*
+ * A run that ends leaves its concurrency gate (0.11.0): its place goes to
+ * the oldest run waiting for one (concurrency.c).
+ */
+static void
+leave_gate(const char *old_state, const char *new_state, HeapTuple new, TupleDesc desc)
+{
+	int			col;
+	bool		isnull;
+	Datum		gate;
+	Datum		id;
+
+	if (state_is_terminal(old_state) || !state_is_terminal(new_state))
+		return;
+	col = SPI_fnumber(desc, "gate_id");
+	if (col <= 0)
+		return;					/* before 0.11.0 */
+	gate = heap_getattr(new, col, desc, &isnull);
+	if (isnull)
+		return;
+	id = heap_getattr(new, SPI_fnumber(desc, "id"), desc, &isnull);
+	cf_gate_release(DatumGetInt64(gate), DatumGetInt64(id));
+}
+
 static void
 require_row_trigger(FunctionCallInfo fcinfo, const char *name)
 {
@@ -292,6 +318,7 @@ cf_workflows_state_columns(PG_FUNCTION_ARGS)
 		note_outcome_day_change(old_state, new_state, trigdata->tg_trigtuple, tuple, desc);
 		note_child_blocked(old_state, new_state, tuple, desc);
 		note_run_ended(old_state, new_state, tuple, desc);
+		leave_gate(old_state, new_state, tuple, desc);
 	}
 	else
 	{

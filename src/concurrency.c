@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * concurrency.c
+ *	  Concurrency limits: the gate a run is admitted through, the runs
+ *	  that wait for a place, and set_concurrency_limit().
+ *
+ * A gate (concurrency_gates) counts an owner's runs of one concurrency key
+ * (start() option "concurrency_key"), or of one workflow, that were
+ * admitted and have not ended.  start() admits a new run while the count
+ * is under the gate's limit and nobody waits; otherwise the run waits
+ * (concurrency_waiting), idle, with no wake-up and no worker.  A run that
+ * ends (the runs' trigger) leaves its gate and admits the oldest waiting
+ * runs, as many as there are places: they get a wake-up.  Each admission
+ * holds the gate's row lock until its transaction ends, so that two
+ * admissions never see the same free place.  A waiting run is never
+ * woken by wake() or send_event(): only its admission makes it due.
+ * Nothing here runs user code.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "access.h"
+#include "clock.h"
+#include "concurrency.h"
+#include "internal.h"
+#include "util.h"
+#include "wakeups.h"
+
+PG_FUNCTION_INFO_V1(cf_set_concurrency_limit);
+
+static void
+invalid_limit(const char *msg)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CF_INVALID_ARGUMENT),
+			 errmsg("%s", msg)));
+}
+
+/*
+ * start()'s option "concurrency_key": a non-empty JSON string of at most
+ * CF_NAME_MAX_BYTES, or NULL if absent.  CF012 otherwise.
+ */
+char *
+cf_concurrency_key_option(Jsonb *options)
+{
+	Jsonb	   *v = cf_jsonb_get(options, "concurrency_key");
+	JsonbValue	scalar;
+	char	   *key;
+
+	if (v == NULL)
+		return NULL;
+	if (!JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString ||
+		scalar.val.string.len == 0)
+		invalid_limit("option \"concurrency_key\" must be a non-empty JSON string");
+	key = pnstrdup(scalar.val.string.val, scalar.val.string.len);
+	cf_check_length("concurrency_key", key, CF_NAME_MAX_BYTES);
+	return key;
+}
+
+/* The key's gate of the owner, made if it has none yet. */
+static int64
+key_gate(Oid owner, const char *key)
+{
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr make_plan = NULL;
+	Datum		values[3] = {ObjectIdGetDatum(owner), CStringGetTextDatum(key),
+	TimestampTzGetDatum(cf_clock_now())};
+	Oid			types[3] = {OIDOID, TEXTOID, TIMESTAMPTZOID};
+	bool		isnull;
+
+	for (int look = 0; look < 2; look++)
+	{
+		cf_exec(&find_plan,
+				"SELECT id FROM chrono_forge.concurrency_gates"
+				" WHERE owner = $1::regrole AND workflow IS NULL AND concurrency_key = $2",
+				2, types, values, NULL, false, 1);
+		if (SPI_processed == 1)
+			break;
+		cf_exec(&make_plan,
+				"INSERT INTO chrono_forge.concurrency_gates (owner, concurrency_key, running, updated_at)"
+				" VALUES ($1::regrole, $2, 0, $3)"
+				" ON CONFLICT ON CONSTRAINT concurrency_gates_owner_workflow_key_key DO NOTHING RETURNING id",
+				3, types, values, NULL, false, 0);
+		if (SPI_processed == 1)
+			break;
+		/* Made by another transaction meanwhile: look again. */
+	}
+	if (SPI_processed != 1)
+		elog(ERROR, "the concurrency gate of key \"%s\" vanished", key);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The gate of a new run of the owner's: its key's (made if need be), else
+ * its workflow's if set_concurrency_limit() made one, else 0 (none).
+ * Caller is connected to SPI, in the engine's identity.
+ */
+int64
+cf_gate_for(Oid owner, const char *workflow, const char *key)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+
+	if (key != NULL)
+		return key_gate(owner, key);
+	cf_exec(&plan,
+			"SELECT id FROM chrono_forge.concurrency_gates"
+			" WHERE owner = $1::regrole AND workflow = $2 AND concurrency_key IS NULL",
+			2, (Oid[]) {OIDOID, TEXTOID},
+			(Datum[]) {ObjectIdGetDatum(owner), CStringGetTextDatum(workflow)}, NULL, false, 1);
+	if (SPI_processed != 1)
+		return 0;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* The gate's row, locked until this transaction ends. */
+static void
+lock_gate(int64 gate)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
+}
+
+/*
+ * Admit `run` through `gate`: true if it may run now (counted), false if
+ * it waits (queued behind the others).  The decision is taken with the
+ * gate locked, by a statement whose snapshot is taken after the lock: it
+ * sees every admission and end that committed before.  Caller is
+ * connected to SPI, in the engine's identity; it writes the run's
+ * wake-up if admitted.
+ */
+bool
+cf_gate_admit(int64 run, int64 gate, TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+
+	lock_gate(gate);
+	cf_exec(&plan,
+			"WITH ok AS (SELECT g.max_running IS NULL OR (g.running < g.max_running AND NOT EXISTS"
+			"   (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = g.id)) AS admit"
+			"  FROM chrono_forge.concurrency_gates g WHERE g.id = $2),"
+			" u AS (UPDATE chrono_forge.concurrency_gates SET running = running + 1, updated_at = $3"
+			"  WHERE id = $2 AND (SELECT admit FROM ok)),"
+			" w AS (INSERT INTO chrono_forge.concurrency_waiting (workflow_id, gate_id, queued_at)"
+			"  SELECT $1, $2, $3 WHERE NOT (SELECT admit FROM ok))"
+			" SELECT admit FROM ok",
+			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID},
+			(Datum[]) {Int64GetDatum(run), Int64GetDatum(gate), TimestampTzGetDatum(now)},
+			NULL, false, 0);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * With the gate locked: take `leaving` places back (a run that ended),
+ * then admit the oldest waiting runs into the places free; they are due
+ * now.  Returns how many were admitted.
+ */
+static int
+admit_waiting(int64 gate, int leaving, TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		admitted;
+
+	lock_gate(gate);
+	cf_exec(&plan,
+			"WITH g AS (SELECT max_running, greatest(running - $3, 0) AS running"
+			"  FROM chrono_forge.concurrency_gates WHERE id = $1),"
+			" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1"
+			"  ORDER BY q.seq LIMIT (SELECT CASE WHEN g.max_running IS NULL THEN NULL"
+			"   ELSE greatest(g.max_running - g.running, 0) END FROM g)),"
+			" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n"
+			"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id),"
+			" u AS (UPDATE chrono_forge.concurrency_gates"
+			"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2"
+			"  WHERE id = $1)"
+			" SELECT array_agg(workflow_id) FROM d",
+			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID},
+			(Datum[]) {Int64GetDatum(gate), TimestampTzGetDatum(now), Int32GetDatum(leaving)},
+			NULL, false, 0);
+	admitted = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return 0;
+	admitted = PointerGetDatum(PG_DETOAST_DATUM_COPY(admitted));
+	return (int) cf_wakeups_add(admitted, now, "admitted", CF_WAKEUP_ALWAYS);
+}
+
+/*
+ * Run `run` of gate `gate` ended (the runs' trigger): a waiting run just
+ * leaves the queue; an admitted one gives its place to the oldest waiting
+ * run.  Connects to SPI itself.
+ */
+void
+cf_gate_release(int64 gate, int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_internal_begin(&st);
+	cf_exec(&plan, "DELETE FROM chrono_forge.concurrency_waiting WHERE workflow_id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
+	if (SPI_processed == 0)
+		(void) admit_waiting(gate, 1, cf_clock_now());
+	cf_internal_end(&st);
+	SPI_finish();
+}
+
+/*
+ * Is `run` waiting for a place?  (wake() and send_event() do not make a
+ * waiting run due.)  Caller is connected to SPI, in the engine's identity.
+ */
+bool
+cf_gate_waiting(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+		return false;
+	cf_exec(&plan, "SELECT 1 FROM chrono_forge.concurrency_waiting WHERE workflow_id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, true, 1);
+	return SPI_processed > 0;
+}
+
+/*
+ * The gate of run `run` (0: none), for retry().  Caller is connected to
+ * SPI, in the engine's identity.
+ */
+int64
+cf_gate_of_run(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		gate;
+
+	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+		return 0;
+	cf_exec(&plan, "SELECT gate_id FROM chrono_forge.workflows WHERE id = $1",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, true, 1);
+	if (SPI_processed != 1)
+		return 0;
+	gate = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(gate);
+}
+
+/*
+ * set_concurrency_limit(max_running, concurrency_key, workflow) -> the
+ * waiting runs admitted.  The caller's own runs of that key, or of that
+ * workflow (resolved as start() resolves it), at most max_running in
+ * flight at once; NULL removes the limit.  A key's gate counts every run
+ * started with the key; a workflow's counts the runs started after its
+ * first limit.  Raising or removing a limit admits the waiting runs it
+ * makes room for; lowering one stops nothing that runs.
+ */
+Datum
+cf_set_concurrency_limit(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			caller = GetUserId();	/* before the engine's identity */
+	char	   *key = cf_optional_text(fcinfo, 1);
+	char	   *workflow = cf_optional_text(fcinfo, 2);
+	TimestampTz now = cf_clock_now();
+	CfInternal	st;
+	bool		isnull;
+	int64		gate;
+	int			admitted;
+
+	if ((key == NULL) == (workflow == NULL))
+		invalid_limit("give exactly one of concurrency_key and workflow");
+	if (!PG_ARGISNULL(0) && PG_GETARG_INT32(0) < 1)
+		invalid_limit("max_running must be at least 1, or NULL for no limit");
+	if (key != NULL)
+	{
+		if (key[0] == '\0')
+			invalid_limit("concurrency_key must not be empty");
+		cf_check_length("concurrency_key", key, CF_NAME_MAX_BYTES);
+	}
+	else
+		workflow = cf_resolve_workflow(workflow, false);
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.concurrency_gates"
+			" (owner, workflow, concurrency_key, max_running, running, updated_at)"
+			" VALUES ($1::regrole, $2, $3, $4, 0, $5)"
+			" ON CONFLICT ON CONSTRAINT concurrency_gates_owner_workflow_key_key"
+			" DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = EXCLUDED.updated_at"
+			" RETURNING id",
+			5, (Oid[]) {OIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+			(Datum[]) {ObjectIdGetDatum(caller), workflow ? CStringGetTextDatum(workflow) : (Datum) 0,
+				key ? CStringGetTextDatum(key) : (Datum) 0, PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0),
+			TimestampTzGetDatum(now)},
+			(char[]) {' ', workflow ? ' ' : 'n', key ? ' ' : 'n', PG_ARGISNULL(0) ? 'n' : ' ', ' ', '\0'},
+			false, 0);
+	gate = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	admitted = admit_waiting(gate, 0, now);
+	cf_internal_end(&st);
+	SPI_finish();
+	PG_RETURN_INT32(admitted);
+}
