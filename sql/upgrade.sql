@@ -415,5 +415,14 @@ SET chrono_forge.fake_now = '2030-01-01 00:10:00+00';
 CALL chrono_forge.run_pending();
 SELECT w.key, w.state, e.error_class FROM chrono_forge.workflows w
   LEFT JOIN chrono_forge.error_logs e ON e.workflow_id = w.id ORDER BY w.key;
+-- Concurrency limits after the update: runs started on 0.10.0 have no
+-- gate; a new one waits for its place.
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'up');
+SELECT chrono_forge.start('up_dl', 'gated-' || g, '{}', '{"concurrency_key": "up"}') > 0 AS started
+  FROM generate_series(1, 2) g;
+SELECT w.key, w.gate_id IS NOT NULL AS gated,
+       EXISTS (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.workflow_id = w.id) AS waiting
+  FROM chrono_forge.workflows w ORDER BY w.key;
 DELETE FROM chrono_forge.workflows;
+DELETE FROM chrono_forge.concurrency_gates;
 DROP PROCEDURE up_dl(jsonb);
