@@ -617,10 +617,6 @@ SELECT pg_catalog.pg_extension_config_dump('chrono_forge.merge_polls_id_seq', ''
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.spawn_batches_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.cancel_requests', '');
-SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates', '');
-SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '');
-SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_summarised', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.outcome_days_changed', '');
@@ -2387,6 +2383,11 @@ CREATE POLICY tasks_admin ON chrono_forge.tasks FOR SELECT
 GRANT SELECT ON chrono_forge.tasks TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.tasks_id_seq', '');
+-- The concurrency gates (0.11.0), dumped like the runs they count.
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
 
 -- run_task: the step primitive (two overloads, as durably_execute).  A
 -- third positional jsonb argument would match both (an error, never a
