@@ -507,6 +507,18 @@ CREATE POLICY concurrency_waiting_admin ON chrono_forge.concurrency_waiting FOR 
     TO chrono_forge_admin USING (true);
 GRANT SELECT ON chrono_forge.concurrency_waiting TO PUBLIC;
 
+-- concurrency_releases (0.11.0): places given back by runs that ended,
+-- written by the runs' trigger (no lock taken in the ending run's
+-- transaction) and taken by the launcher (or run_pending()), which admits
+-- the waiting runs into them.  Until then a gate counts the place as
+-- taken: a limit is never exceeded, only filled a moment later.
+CREATE TABLE chrono_forge.concurrency_releases (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gate_id     bigint NOT NULL REFERENCES chrono_forge.concurrency_gates ON DELETE CASCADE
+);
+ALTER TABLE chrono_forge.concurrency_releases ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON chrono_forge.concurrency_releases FROM PUBLIC;
+
 -- ---------------------------------------------------------------------
 -- workflow_owners: the (owner, workflow) pairs that have runs, for every
 -- run up to an id horizon (see workflow_owners_refresh()): overview()
@@ -2388,6 +2400,8 @@ SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates', '')
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_gates_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_releases', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_releases_id_seq', '');
 
 -- run_task: the step primitive (two overloads, as durably_execute).  A
 -- third positional jsonb argument would match both (an error, never a

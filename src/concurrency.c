@@ -9,10 +9,12 @@
  * admitted and have not ended.  start() admits a new run while the count
  * is under the gate's limit and nobody waits; otherwise the run waits
  * (concurrency_waiting), idle, with no wake-up and no worker.  A run that
- * ends (the runs' trigger) leaves its gate and admits the oldest waiting
- * runs, as many as there are places: they get a wake-up.  Each admission
- * holds the gate's row lock until its transaction ends, so that two
- * admissions never see the same free place.  A waiting run is never
+ * ends (the runs' trigger) hands its place to the oldest waiting run,
+ * which gets a wake-up; or, if the gate is locked by another transaction
+ * at that moment, gives it back (concurrency_releases) for the launcher,
+ * or run_pending(), to hand on.  Each admission holds the gate's row lock
+ * until its transaction ends, so that two admissions never see the same
+ * free place; a run that ends never waits for that lock.  A waiting run is never
  * woken by wake() or send_event(): only its admission makes it due.
  * Nothing here runs user code.
  *
@@ -32,6 +34,7 @@
 #include "clock.h"
 #include "concurrency.h"
 #include "internal.h"
+#include "shmem.h"
 #include "util.h"
 #include "wakeups.h"
 
@@ -122,16 +125,23 @@ cf_gate_for(Oid owner, const char *workflow, const char *key)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* The gate's row, locked until this transaction ends. */
-static void
-lock_gate(int64 gate)
+/*
+ * The gate's row, locked until this transaction ends.  With skip_locked,
+ * false (and no lock) if another transaction holds it now.
+ */
+static bool
+lock_gate(int64 gate, bool skip_locked)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 
-	cf_exec(&plan, "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE",
+	cf_exec(&plans[skip_locked],
+			skip_locked
+			? "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+			: "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE",
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 1);
-	if (SPI_processed != 1)
+	if (SPI_processed != 1 && !skip_locked)
 		elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
+	return SPI_processed == 1;
 }
 
 /*
@@ -148,7 +158,7 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
 
-	lock_gate(gate);
+	(void) lock_gate(gate, false);
 	cf_exec(&plan,
 			"WITH ok AS (SELECT g.max_running IS NULL OR (g.running < g.max_running AND NOT EXISTS"
 			"   (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = g.id)) AS admit"
@@ -165,60 +175,138 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 }
 
 /*
- * With the gate locked: take `leaving` places back (a run that ended),
- * then admit the oldest waiting runs into the places free; they are due
- * now.  Returns how many were admitted.
+ * With the gate locked (by this transaction, so that this statement's
+ * snapshot, taken after the lock, sees every admission and end that
+ * committed): take `leaving` places back (runs that ended), then admit
+ * the oldest waiting runs into the places free; they are due now.  The
+ * gate's row is written only if its count changes (a place handed from
+ * an ended run to a waiting one does not change it).  Returns how many
+ * were admitted.
  */
 static int
 admit_waiting(int64 gate, int leaving, TimestampTz now)
 {
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
-	Datum		admitted;
+	int			admitted;
 
-	lock_gate(gate);
 	cf_exec(&plan,
-			"WITH g AS (SELECT max_running, greatest(running - $3, 0) AS running"
+			"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running"
 			"  FROM chrono_forge.concurrency_gates WHERE id = $1),"
 			" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1"
 			"  ORDER BY q.seq LIMIT (SELECT CASE WHEN g.max_running IS NULL THEN NULL"
 			"   ELSE greatest(g.max_running - g.running, 0) END FROM g)),"
 			" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n"
 			"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id),"
+			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
+			"  SELECT workflow_id, $2, 'admitted' FROM d),"
 			" u AS (UPDATE chrono_forge.concurrency_gates"
 			"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2"
-			"  WHERE id = $1)"
-			" SELECT array_agg(workflow_id) FROM d",
+			"  WHERE id = $1 AND (SELECT running FROM g) + (SELECT count(*) FROM d) <> (SELECT was FROM g))"
+			" SELECT count(*)::int FROM d",
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID},
 			(Datum[]) {Int64GetDatum(gate), TimestampTzGetDatum(now), Int32GetDatum(leaving)},
 			NULL, false, 0);
-	admitted = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		return 0;
-	admitted = PointerGetDatum(PG_DETOAST_DATUM_COPY(admitted));
-	return (int) cf_wakeups_add(admitted, now, "admitted", CF_WAKEUP_ALWAYS);
+	admitted = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (admitted > 0)
+		cf_queue_wakeup(now);
+	return admitted;
 }
 
 /*
- * Run `run` of gate `gate` ended (the runs' trigger): a waiting run just
- * leaves the queue; an admitted one gives its place to the oldest waiting
- * run.  Connects to SPI itself.
+ * Run `run` of gate `gate` ended (the runs' trigger).  A run that never
+ * started may have been waiting: it just leaves the queue.  Otherwise its
+ * place goes to the oldest waiting run at once if the gate is free to
+ * lock; if another transaction holds the gate (a start, or a pass ending
+ * a run of the same gate in a shared commit not made yet), the place is
+ * given back through concurrency_releases instead, for the launcher (or
+ * run_pending()) to hand on after commit (cf_gates_admit_released()):
+ * the ending run's transaction never waits for another's.  Connects to
+ * SPI itself.
  */
 void
-cf_gate_release(int64 gate, int64 run)
+cf_gate_release(int64 gate, int64 run, bool started)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr unqueue_plan = NULL;
+	static SPIPlanPtr release_plan = NULL;
 	CfInternal	st;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cf_internal_begin(&st);
-	cf_exec(&plan, "DELETE FROM chrono_forge.concurrency_waiting WHERE workflow_id = $1",
-			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
-	if (SPI_processed == 0)
-		(void) admit_waiting(gate, 1, cf_clock_now());
+	if (!started)
+		cf_exec(&unqueue_plan, "DELETE FROM chrono_forge.concurrency_waiting WHERE workflow_id = $1",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
+	if (started || SPI_processed == 0)
+	{
+		if (lock_gate(gate, true))
+			(void) admit_waiting(gate, 1, cf_clock_now());
+		else
+		{
+			cf_exec(&release_plan, "INSERT INTO chrono_forge.concurrency_releases (gate_id) VALUES ($1)",
+					1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 0);
+			cf_queue_gate_release();
+		}
+	}
 	cf_internal_end(&st);
 	SPI_finish();
+}
+
+/*
+ * Take the places given back (of only_owner's gates, or all if
+ * InvalidOid), gate by gate in id order, and admit the waiting runs into
+ * them.  Returns how many runs were admitted; *more: a full batch was
+ * taken.  Connects to SPI itself; the caller commits.
+ */
+int
+cf_gates_admit_released(Oid only_owner, bool *more)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	int			admitted = 0;
+	TimestampTz now = cf_clock_now();
+
+	*more = false;
+	cf_spi_connect();
+	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+	{
+		SPI_finish();
+		return 0;
+	}
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"WITH r AS (DELETE FROM chrono_forge.concurrency_releases x WHERE x.id IN"
+			"  (SELECT y.id FROM chrono_forge.concurrency_releases y"
+			"    JOIN chrono_forge.concurrency_gates g ON g.id = y.gate_id"
+			"   WHERE $1 = 0 OR g.owner::oid = $1 ORDER BY y.id LIMIT $2)"
+			"  RETURNING x.gate_id)"
+			" SELECT gate_id, count(*)::int FROM r GROUP BY gate_id ORDER BY gate_id",
+			2, (Oid[]) {OIDOID, INT4OID},
+			(Datum[]) {ObjectIdGetDatum(only_owner), Int32GetDatum(CF_GATE_RELEASE_BATCH)},
+			NULL, false, 0);
+	{
+		uint64		n = SPI_processed;
+		int64	   *gates = palloc(sizeof(int64) * (n + 1));
+		int		   *places = palloc(sizeof(int) * (n + 1));
+		int			taken = 0;
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			gates[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			places[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			taken += places[i];
+		}
+		for (uint64 i = 0; i < n; i++)
+		{
+			(void) lock_gate(gates[i], false);
+			admitted += admit_waiting(gates[i], places[i], now);
+		}
+		*more = taken >= CF_GATE_RELEASE_BATCH;
+	}
+	cf_internal_end(&st);
+	SPI_finish();
+	return admitted;
 }
 
 /*
@@ -309,6 +397,7 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 			(char[]) {' ', workflow ? ' ' : 'n', key ? ' ' : 'n', PG_ARGISNULL(0) ? 'n' : ' ', ' ', '\0'},
 			false, 0);
 	gate = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	(void) lock_gate(gate, false);
 	admitted = admit_waiting(gate, 0, now);
 	cf_internal_end(&st);
 	SPI_finish();

@@ -15,10 +15,14 @@
 
 #include "utils/jsonb.h"
 
+/* Places given back that one look takes at most. */
+#define CF_GATE_RELEASE_BATCH 10000
+
 extern char *cf_concurrency_key_option(Jsonb *options);
 extern int64 cf_gate_for(Oid owner, const char *workflow, const char *key);
 extern bool cf_gate_admit(int64 run, int64 gate, TimestampTz now);
-extern void cf_gate_release(int64 gate, int64 run);
+extern void cf_gate_release(int64 gate, int64 run, bool started);
+extern int	cf_gates_admit_released(Oid only_owner, bool *more);
 extern bool cf_gate_waiting(int64 run);
 extern int64 cf_gate_of_run(int64 run);
 

@@ -36,6 +36,7 @@
 #include "branch.h"
 #include "claim.h"
 #include "clock.h"
+#include "concurrency.h"
 #include "deadlines.h"
 #include "executor.h"
 #include "finish.h"
@@ -796,6 +797,20 @@ reset_session_after_pass(void)
 		ResetTempTableNamespace();
 }
 
+/*
+ * run_pending(): the caller's runs waiting for a concurrency place that
+ * ended runs gave back are admitted, committed.  True if any was.
+ */
+static bool
+admit_released(Oid only_owner)
+{
+	bool		more;
+	int			admitted = cf_gates_admit_released(only_owner, &more);
+
+	SPI_commit();
+	return admitted > 0;
+}
+
 static int
 drain(int max_passes, Oid only_owner)
 {
@@ -822,6 +837,9 @@ drain(int max_passes, Oid only_owner)
 			}
 			/* run_pending() also runs due merge polls (the launcher's, else). */
 			if (cf_worker_slot < 0 && cf_merge_run_due_polls(only_owner) > 0)
+				continue;
+			/* ... and admits the runs waiting for places given back. */
+			if (cf_worker_slot < 0 && admit_released(only_owner))
 				continue;
 			break;
 		}

@@ -3,8 +3,9 @@
  * launcher.c
  *	  The launcher background worker: keeps the executor workers running,
  *	  re-drives the runs of a worker that died, recovers runs interrupted
- *	  by a server crash, ends the runs past their deadline, keeps the
- *	  readers' summaries current, and sleeps until the next due wake-up.
+ *	  by a server crash, ends the runs past their deadline, admits the
+ *	  runs waiting for a concurrency place, keeps the readers' summaries
+ *	  current, and sleeps until the next due wake-up.
  *
  * Owns worker supervision and timers.  It never runs a pass itself, and
  * never polls on a short fixed interval: it sleeps on its latch until the
@@ -36,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "clock.h"
+#include "concurrency.h"
 #include "deadlines.h"
 #include "guc.h"
 #include "internal.h"
@@ -48,7 +50,7 @@
 #define LAUNCHER_MAINTENANCE_MS	60000	/* while any run is running */
 #define LAUNCHER_SUMMARY_MS		60000	/* the readers' summaries, kept current */
 #define LAUNCHER_CANCEL_RETRY_MS 500	/* while cancel requests wait for passes */
-#define LAUNCHER_DEADLINE_RETRY_MS 1000	/* after a deadline sweep failed */
+#define LAUNCHER_RETRY_MS 1000	/* after a deadline sweep or an admission failed */
 #define PREEMPT_AFTER_MS 1000	/* a pass this old may be preempted by the share */
 #define PREEMPT_CHECK_MS 250	/* while an owner holds more than its share */
 
@@ -302,28 +304,23 @@ apply_cancel_requests(void)
 }
 
 /*
- * End the runs past their deadline (deadlines.c), in a transaction of its
- * own.  Returns when the next deadline comes (DT_NOEND: none; now, if a
- * full batch was ended and more may be due).  An error is logged and the
- * sweep tried again a little later, rather than taking the launcher down.
+ * body(arg) in a transaction of its own.  An error is logged and false
+ * returned, rather than taking the launcher down (it would be restarted
+ * into the same error at once).
  */
-static TimestampTz
-enforce_deadlines(void)
+static bool
+guarded_xact(const char *activity, void (*body) (void *), void *arg)
 {
-	volatile TimestampTz next = DT_NOEND;
+	volatile bool ok = true;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
 	{
-		TimestampTz sweep_next;
-
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "chrono_forge deadlines");
-		if (cf_deadlines_enforce(InvalidOid, &sweep_next) >= CF_DEADLINE_SWEEP_BATCH)
-			sweep_next = GetCurrentTimestamp();
-		next = sweep_next;
+		pgstat_report_activity(STATE_RUNNING, activity);
+		body(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -333,11 +330,58 @@ enforce_deadlines(void)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LAUNCHER_DEADLINE_RETRY_MS);
+		ok = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+static void
+sweep_deadlines(void *next)
+{
+	if (cf_deadlines_enforce(InvalidOid, (TimestampTz *) next) >= CF_DEADLINE_SWEEP_BATCH)
+		*(TimestampTz *) next = GetCurrentTimestamp();	/* more may be due */
+}
+
+/*
+ * End the runs past their deadline (deadlines.c).  Returns when the next
+ * deadline comes (DT_NOEND: none; now, if a full batch was ended and more
+ * may be due; a little later if the sweep failed).
+ */
+static TimestampTz
+enforce_deadlines(void)
+{
+	TimestampTz next = DT_NOEND;
+
+	if (!guarded_xact("chrono_forge deadlines", sweep_deadlines, &next))
+		next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LAUNCHER_RETRY_MS);
 	return next;
+}
+
+static void
+admit_released_batch(void *more)
+{
+	(void) cf_gates_admit_released(InvalidOid, (bool *) more);
+}
+
+/*
+ * Admit the runs waiting for the places that ended runs gave back
+ * (concurrency.c), a batch per transaction.  False if a batch failed
+ * (look again a little later).
+ */
+static bool
+admit_released(void)
+{
+	bool		more = true;
+
+	while (more)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!guarded_xact("chrono_forge concurrency gates", admit_released_batch, &more))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -516,11 +560,12 @@ dispatch_due_work(void)
 
 /*
  * One round of serving the database: cancels, maintenance, the share,
- * deadlines, due work, the summaries once a minute.  Returns how long to sleep at
+ * concurrency places, deadlines, due work, the summaries once a minute.  Returns how long to sleep at
  * most.
  */
 static long
-serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampTz *next_deadline)
+serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampTz *next_deadline,
+			bool *gates_pending)
 {
 	long		timeout_ms = -1;
 	TimestampTz now = GetCurrentTimestamp();
@@ -552,6 +597,12 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampT
 	if (enforce_share())
 		timeout_ms = min_timeout(timeout_ms, PREEMPT_CHECK_MS);
 
+	/* Places that ended runs gave back go to the runs waiting for them. */
+	*gates_pending = cf_gates_released_take() || *gates_pending;
+	if (*gates_pending && !admit_released())
+		timeout_ms = min_timeout(timeout_ms, LAUNCHER_RETRY_MS);
+	else
+		*gates_pending = false;
 	/* The deadlines: when the next one is due, or when one was set. */
 	if (cf_deadlines_changed_take() || *next_deadline <= GetCurrentTimestamp())
 		*next_deadline = enforce_deadlines();
@@ -689,6 +740,7 @@ cf_launcher_main(Datum arg)
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_summary = 0;
 	TimestampTz next_deadline = DT_NOBEGIN;	/* look at once */
+	bool		gates_pending = true;	/* places given back while away */
 
 	launcher_init();
 	for (;;)
@@ -719,10 +771,12 @@ cf_launcher_main(Datum arg)
 			recovered_for = ext;
 			last_maintenance = 0;	/* dead sessions' locks: at once */
 			next_deadline = DT_NOBEGIN; /* deadlines passed while away */
+			gates_pending = true;
 		}
 		supervise_workers(serving);
 		if (serving)
-			timeout_ms = serve_round(&last_maintenance, &last_summary, &next_deadline);
+			timeout_ms = serve_round(&last_maintenance, &last_summary, &next_deadline,
+									 &gates_pending);
 		else
 			(void) cf_launcher_plan_wake(DT_NOEND);	/* any commit wakes us */
 

@@ -69,6 +69,7 @@ typedef struct CfShared
 	uint64		claim_counter;	/* orders the passes published by workers */
 	bool		cancels_pending;	/* cancel_requests may hold rows */
 	bool		deadlines_changed;	/* a commit set a deadline (the launcher looks) */
+	bool		gates_released; /* a commit ended gated runs (the launcher admits) */
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
 	bool		share_watched;	/* the launcher watches an owner over its share */
@@ -89,6 +90,7 @@ static TimestampTz cf_wakeup_earliest = 0;
 static TimestampTz cf_timer_earliest = DT_NOEND;	/* a launcher's timer (deadlines) */
 static bool cf_launcher_wake_queued = false;
 static bool cf_spawn_queued = false;
+static bool cf_release_queued = false;	/* this transaction ended gated runs */
 
 /* Runs this transaction asked to cancel while a pass held them. */
 static int64 *cf_cancel_queue = NULL;	/* in TopMemoryContext */
@@ -778,6 +780,33 @@ cf_spawn_generation(uint64 *generation)
 	return true;
 }
 
+/*
+ * This transaction ended runs that held places of concurrency gates
+ * (concurrency_releases): after commit, the launcher admits the runs
+ * waiting for them.
+ */
+void
+cf_queue_gate_release(void)
+{
+	cf_release_queued = true;
+	cf_queue_launcher_wake();
+}
+
+/* Did gated runs end since the launcher last asked?  Asking clears it. */
+bool
+cf_gates_released_take(void)
+{
+	bool		released;
+
+	if (cf_shared == NULL)
+		return true;
+	SpinLockAcquire(&cf_shared->mutex);
+	released = cf_shared->gates_released;
+	cf_shared->gates_released = false;
+	SpinLockRelease(&cf_shared->mutex);
+	return released;
+}
+
 /* After commit, the launcher looks again (e.g. the extension appeared). */
 void
 cf_queue_launcher_wake(void)
@@ -850,6 +879,7 @@ cf_xact_callback(XactEvent event, void *arg)
 	TimestampTz launcher_at;
 	bool		wake_launcher;
 	bool		spawned;
+	bool		released;
 	bool		cancels;
 
 	if (unlikely(cf_held_pending))
@@ -873,6 +903,8 @@ cf_xact_callback(XactEvent event, void *arg)
 	cancels = cf_cancel_queued;
 	cf_cancel_queued = false;
 	spawned = cf_spawn_queued;
+	released = cf_release_queued;
+	cf_release_queued = false;
 	cf_wakeup_queued = false;
 	cf_launcher_wake_queued = false;
 	cf_spawn_queued = false;
@@ -885,10 +917,13 @@ cf_xact_callback(XactEvent event, void *arg)
 	if (cancels)
 		signal_cancels();
 	cf_n_cancel_queue = 0;
-	if (spawned)
+	if (spawned || released)
 	{
 		SpinLockAcquire(&cf_shared->mutex);
-		cf_shared->spawn_generation++;
+		if (spawned)
+			cf_shared->spawn_generation++;
+		if (released)
+			cf_shared->gates_released = true;
 		SpinLockRelease(&cf_shared->mutex);
 	}
 	if (wake_launcher)

@@ -240,7 +240,8 @@ leave_gate(const char *old_state, const char *new_state, HeapTuple new, TupleDes
 	if (isnull)
 		return;
 	id = heap_getattr(new, SPI_fnumber(desc, "id"), desc, &isnull);
-	cf_gate_release(DatumGetInt64(gate), DatumGetInt64(id));
+	(void) heap_getattr(new, SPI_fnumber(desc, "started_at"), desc, &isnull);
+	cf_gate_release(DatumGetInt64(gate), DatumGetInt64(id), !isnull);
 }
 
 static void
