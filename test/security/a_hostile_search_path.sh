@@ -90,7 +90,7 @@ unpinned=$(q -c "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc
 
 # The workload, as tenant_a: steps, waits, events, conditions, repeats,
 # fan-out with merge, retries, cancel, retry, schedules' API, results,
-# merge rules, await_child, patched() and a deadline.
+# merge rules, await_child, patched(), a deadline and a concurrency gate.
 as tenant_a >/dev/null <<'SQL'
 CREATE FUNCTION tenant_a.ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": true}'::jsonb $$;
 CREATE FUNCTION tenant_a.yes() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
@@ -129,6 +129,10 @@ SELECT chrono_forge.start('tenant_a.slow', 's1');
 -- Deadlines (0.11.0): one set at start, then moved; the run fails past it.
 SELECT chrono_forge.start('tenant_a.slow', 'd1', '{}', '{"timeout": "1 hour", "deadline_children": "keep"}');
 SELECT chrono_forge.set_deadline('tenant_a.slow', 'd1', chrono_forge.now() + interval '1 second');
+-- Concurrency limits (0.11.0): three runs through a gate of one place.
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'hk');
+SELECT chrono_forge.start('tenant_a.child', 'gated' || g, '{}', '{"concurrency_key": "hk"}')
+  FROM generate_series(1, 3) g;
 SQL
 wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.execution_logs WHERE step_name = 'await_event\$go' AND state::text = 'pending'" \
     || fail "workflows did not reach their event: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1") $(q -c "SELECT error_message FROM chrono_forge.error_logs LIMIT 3")"
@@ -143,6 +147,8 @@ expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs
     "runs completed with their children's results"
 wait_for 60 "SELECT state::text IN ('stalled', 'failed') FROM chrono_forge.workflows WHERE key = 'f1'" || fail "failing run did not stall"
 wait_for 60 "SELECT state::text = 'failed' FROM chrono_forge.workflows WHERE key = 'd1'" || fail "the run past its deadline did not fail"
+wait_for 60 "SELECT count(*) = 3 FROM chrono_forge.workflows WHERE key LIKE 'gated%' AND state::text = 'completed'" \
+    || fail "the gated runs did not complete"
 as tenant_a >/dev/null <<'SQL'
 SELECT chrono_forge.retry('tenant_a.failing', 'f1');
 SELECT count(*) FROM chrono_forge.overview;
