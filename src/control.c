@@ -111,24 +111,81 @@ cf_canonical_workflow_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(canonical));
 }
 
+/* What start()'s options ask of a new run (0.11.0). */
+typedef struct StartOptions
+{
+	bool		has_deadline;
+	TimestampTz deadline;
+	char	   *concurrency_key;	/* NULL: none */
+} StartOptions;
+
 /*
- * Insert the caller's run (procedure, key) with its start wake-up, or
- * find it if it exists.  Returns its id.  Caller is connected to SPI.
+ * INSERT ... ON CONFLICT DO NOTHING of the run whose first seven columns
+ * are `values` (as insert_or_find_run() lays them out), with what its
+ * options ask on a 0.11.0 schema.  Returns the run's gate (0: none); the
+ * statement's result is SPI's.  On an older schema the run's options may
+ * ask nothing new: 0A000.
+ */
+static int64
+insert_run(Datum *values, const StartOptions *opts)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_0_10 = NULL;
+	char		nulls[11] = "          ";
+	int64		gate;
+
+	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+	{
+		if (opts->has_deadline || opts->concurrency_key != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a run's %s needs chrono_forge 0.11.0",
+							opts->has_deadline ? "deadline" : "concurrency key"),
+					 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
+		cf_exec(&plan_0_10,
+				"INSERT INTO chrono_forge.workflows"
+				" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
+				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
+				" ON CONFLICT DO NOTHING RETURNING id",
+				7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID},
+				values, NULL, false, 0);
+		return 0;
+	}
+	gate = cf_gate_for(DatumGetObjectId(values[5]), TextDatumGetCString(values[2]),
+					   opts->concurrency_key);
+	values[7] = TimestampTzGetDatum(opts->deadline);
+	nulls[7] = opts->has_deadline ? ' ' : 'n';
+	values[8] = opts->concurrency_key ? CStringGetTextDatum(opts->concurrency_key) : (Datum) 0;
+	nulls[8] = opts->concurrency_key ? ' ' : 'n';
+	values[9] = Int64GetDatum(gate);
+	nulls[9] = gate ? ' ' : 'n';
+	cf_exec(&plan,
+			"INSERT INTO chrono_forge.workflows"
+			" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline,"
+			"  concurrency_key, gate_id)"
+			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8, $9, $10)"
+			" ON CONFLICT DO NOTHING RETURNING id",
+			10, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
+				TIMESTAMPTZOID, TEXTOID, INT8OID},
+			values, nulls, false, 0);
+	return gate;
+}
+
+/*
+ * Insert the caller's run (procedure, key) with its start wake-up (unless
+ * its concurrency gate makes it wait), or find it if it exists.  Returns
+ * its id.  Caller is connected to SPI.
  */
 static int64
 insert_or_find_run(const char *workflow, const char *procedure, const char *key,
-				   Jsonb *args, Jsonb *options, TimestampTz now, const TimestampTz *deadline,
-				   const char *concurrency_key)
+				   Jsonb *args, Jsonb *options, TimestampTz now, const StartOptions *opts)
 {
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr insert_0_10_plan = NULL;
 	static SPIPlanPtr find_plan = NULL;
 	CfInternal	st;
 	Datum		values[10];
-	char		nulls[11] = "          ";
 	bool		isnull;
 	int64		id;
-	int64		gate = 0;
+	int64		gate;
 
 	/* A run is (owner, procedure, key): every spelling names the same run. */
 	values[0] = CStringGetTextDatum(procedure);
@@ -145,39 +202,7 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 	 * updated yet the old (workflow, key) still applies.
 	 */
 	cf_internal_begin(&st);
-	if (cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
-	{
-		gate = cf_gate_for(DatumGetObjectId(values[5]), procedure, concurrency_key);
-		values[7] = TimestampTzGetDatum(deadline ? *deadline : 0);
-		nulls[7] = deadline ? ' ' : 'n';
-		values[8] = concurrency_key ? CStringGetTextDatum(concurrency_key) : (Datum) 0;
-		nulls[8] = concurrency_key ? ' ' : 'n';
-		values[9] = Int64GetDatum(gate);
-		nulls[9] = gate ? ' ' : 'n';
-		cf_exec(&insert_plan,
-				"INSERT INTO chrono_forge.workflows"
-				" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline,"
-				"  concurrency_key, gate_id)"
-				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8, $9, $10)"
-				" ON CONFLICT DO NOTHING RETURNING id",
-				10, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
-					TIMESTAMPTZOID, TEXTOID, INT8OID},
-				values, nulls, false, 0);
-	}
-	else if (deadline != NULL || concurrency_key != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("a run's %s needs chrono_forge 0.11.0",
-						deadline ? "deadline" : "concurrency key"),
-				 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
-	else
-		cf_exec(&insert_0_10_plan,
-				"INSERT INTO chrono_forge.workflows"
-				" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
-				" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7)"
-				" ON CONFLICT DO NOTHING RETURNING id",
-				7, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID},
-				values, NULL, false, 0);
+	gate = insert_run(values, opts);
 	if (SPI_processed == 1)
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -214,9 +239,7 @@ cf_start(PG_FUNCTION_ARGS)
 	char	   *procedure;
 	int64		id;
 	TimestampTz now = cf_clock_now();
-	TimestampTz deadline;
-	bool		has_deadline;
-	char	   *concurrency_key;
+	StartOptions opts = {0};
 
 	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
 		invalid_argument("args must be a JSON object", NULL);
@@ -234,14 +257,13 @@ cf_start(PG_FUNCTION_ARGS)
 	if (key[0] == '$')
 		invalid_argument("key must not begin with \"$\"",
 						 "Keys beginning with \"$\" are reserved for the children of branches.");
-	has_deadline = cf_deadline_from_options(options, now, &deadline);
-	concurrency_key = cf_concurrency_key_option(options);
+	opts.has_deadline = cf_deadline_from_options(options, now, &opts.deadline);
+	opts.concurrency_key = cf_concurrency_key_option(options);
 	procedure = cf_resolve_workflow(workflow, false);
 	cf_replan_if_stale();		/* many starts in one session */
 
 	SPI_connect();
-	id = insert_or_find_run(workflow, procedure, key, args, options, now,
-							has_deadline ? &deadline : NULL, concurrency_key);
+	id = insert_or_find_run(workflow, procedure, key, args, options, now, &opts);
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }
