@@ -53,6 +53,7 @@ SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": "1 hour", "deadline
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": "-1 hour"}');
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": "0 seconds"}');
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": "soon"}');
+SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": "1000000 years"}');
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"timeout": 60}');
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"deadline": "2029-12-31 23:00:00+00"}');
 SELECT chrono_forge.start('dl_wait', 'x', '{}', '{"deadline": "infinity"}');

@@ -38,6 +38,8 @@
 
 PG_FUNCTION_INFO_V1(cf_set_deadline);
 
+#define CF_TIMEOUT_MAX_SECONDS (100.0 * 366 * 86400)
+
 static void
 invalid_deadline(const char *msg, const char *detail)
 {
@@ -119,6 +121,9 @@ cf_deadline_from_options(Jsonb *options, TimestampTz now, TimestampTz *deadline)
 
 		if (cf_interval_is_negative(span) || cf_interval_seconds(span) <= 0)
 			invalid_deadline("option \"timeout\" must be a positive interval", NULL);
+		/* (Past it, adding it to now overflows the timestamp range.) */
+		if (cf_interval_seconds(span) > CF_TIMEOUT_MAX_SECONDS)
+			invalid_deadline("option \"timeout\" must be at most 100 years", NULL);
 		*deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 															TimestampTzGetDatum(now),
 															IntervalPGetDatum(span)));

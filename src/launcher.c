@@ -560,8 +560,8 @@ dispatch_due_work(void)
 
 /*
  * One round of serving the database: cancels, maintenance, the share,
- * concurrency places, deadlines, due work, the summaries once a minute.  Returns how long to sleep at
- * most.
+ * concurrency places, deadlines, due work, the summaries once a minute.
+ * Returns how long to sleep at most.
  */
 static long
 serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampTz *next_deadline,
