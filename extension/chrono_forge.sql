@@ -475,8 +475,12 @@ CREATE TABLE chrono_forge.concurrency_gates (
     max_running     integer,
     running         integer NOT NULL,
     updated_at      timestamptz NOT NULL,
+    max_starts      integer,        -- at most this many admissions ...
+    per             interval,       -- ... in any window this long (NULL: no rate limit)
     CONSTRAINT concurrency_gates_scope_check CHECK ((workflow IS NULL) <> (concurrency_key IS NULL)),
     CONSTRAINT concurrency_gates_max_running_check CHECK (max_running >= 1),
+    CONSTRAINT concurrency_gates_rate_check
+        CHECK ((max_starts IS NULL) = (per IS NULL) AND max_starts >= 1 AND per > '0'),
     CONSTRAINT concurrency_gates_running_check CHECK (running >= 0),
     CONSTRAINT concurrency_gates_owner_workflow_key_key
         UNIQUE NULLS NOT DISTINCT (owner, workflow, concurrency_key)
@@ -518,6 +522,18 @@ CREATE TABLE chrono_forge.concurrency_releases (
 );
 ALTER TABLE chrono_forge.concurrency_releases ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON chrono_forge.concurrency_releases FROM PUBLIC;
+
+-- concurrency_admissions (0.11.0): when the runs of a gate with a rate
+-- limit were admitted, over its last window (older rows are pruned by
+-- the next admission).  Internal.
+CREATE TABLE chrono_forge.concurrency_admissions (
+    gate_id     bigint NOT NULL REFERENCES chrono_forge.concurrency_gates ON DELETE CASCADE,
+    admitted_at timestamptz NOT NULL
+);
+CREATE INDEX concurrency_admissions_gate_at_idx
+    ON chrono_forge.concurrency_admissions (gate_id, admitted_at);
+ALTER TABLE chrono_forge.concurrency_admissions ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON chrono_forge.concurrency_admissions FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- workflow_owners: the (owner, workflow) pairs that have runs, for every
@@ -2315,13 +2331,16 @@ CREATE FUNCTION chrono_forge.set_deadline(workflow text, key text, deadline time
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_set_deadline';
 
--- set_concurrency_limit(max_running, concurrency_key | workflow)
--- (0.11.0): at most max_running of the caller's runs of that concurrency
--- key, or of that workflow, in flight at once (NULL: no limit); runs over
--- it wait, in the order they were started, without a worker.  Returns how
--- many waiting runs it admitted (a raised or removed limit).
+-- set_concurrency_limit(max_running, concurrency_key | workflow,
+-- max_starts, per) (0.11.0): at most max_running of the caller's runs of
+-- that concurrency key, or of that workflow, in flight at once, and at
+-- most max_starts of them admitted in any window of length per (NULL: no
+-- such limit); runs over them wait, in the order they were started,
+-- without a worker.  Returns how many waiting runs it admitted (a raised
+-- or removed limit).
 CREATE FUNCTION chrono_forge.set_concurrency_limit(max_running integer,
-    concurrency_key text DEFAULT NULL, workflow text DEFAULT NULL) RETURNS integer
+    concurrency_key text DEFAULT NULL, workflow text DEFAULT NULL,
+    max_starts integer DEFAULT NULL, per interval DEFAULT NULL) RETURNS integer
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cf_set_concurrency_limit';
 
@@ -2402,6 +2421,7 @@ SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting', '
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_waiting_seq_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_releases', '');
 SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_releases_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_admissions', '');
 
 -- run_task: the step primitive (two overloads, as durably_execute).  A
 -- third positional jsonb argument would match both (an error, never a

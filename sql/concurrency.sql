@@ -124,6 +124,41 @@ CALL chrono_forge.run_pending();
 SELECT key, state, waiting FROM cc_runs WHERE key LIKE 'f%' ORDER BY key;
 SELECT * FROM cc_gates WHERE gate = 'public.cc_failing';
 
+-- A rate limit: at most two admissions a minute on key 'rate' (no limit
+-- on how many run at once).  Five runs: two now, two a minute later, the
+-- last one after another minute; a window still full admits nobody.
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+SELECT chrono_forge.set_concurrency_limit(NULL, concurrency_key => 'rate', max_starts => 2, per => '1 minute');
+SELECT count(chrono_forge.start('cc_job', 'r' || g, jsonb_build_object('key', 'r' || g),
+                                '{"concurrency_key": "rate"}')) FROM generate_series(1, 5) g;
+CALL chrono_forge.run_pending();
+SELECT string_agg(key, ',' ORDER BY key) FILTER (WHERE started) AS started,
+       string_agg(key, ',' ORDER BY key) FILTER (WHERE waiting) AS waiting FROM cc_runs WHERE key LIKE 'r_';
+-- Their ends free no admission: the window is what limits.
+SELECT chrono_forge.send_event('cc_job', k, 'done') FROM unnest(ARRAY['r1', 'r2']) k;
+SET chrono_forge.fake_now = '2030-01-01 01:00:59+00';
+CALL chrono_forge.run_pending();
+SELECT string_agg(key, ',' ORDER BY key) FILTER (WHERE started) AS started FROM cc_runs WHERE key LIKE 'r_';
+SET chrono_forge.fake_now = '2030-01-01 01:01:00+00';
+CALL chrono_forge.run_pending();
+SELECT string_agg(key, ',' ORDER BY key) FILTER (WHERE started) AS started,
+       string_agg(key, ',' ORDER BY key) FILTER (WHERE waiting) AS waiting FROM cc_runs WHERE key LIKE 'r_';
+SET chrono_forge.fake_now = '2030-01-01 01:02:00+00';
+CALL chrono_forge.run_pending();
+SELECT string_agg(key, ',' ORDER BY key) FILTER (WHERE started) AS started,
+       string_agg(key, ',' ORDER BY key) FILTER (WHERE waiting) AS waiting FROM cc_runs WHERE key LIKE 'r_';
+-- Only the last window's admissions are kept.
+SELECT count(*) AS admissions_kept FROM chrono_forge.concurrency_admissions a
+  JOIN chrono_forge.concurrency_gates g ON g.id = a.gate_id WHERE g.concurrency_key = 'rate';
+-- Both limits at once: one in flight and at most three a minute.
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'both', max_starts => 3, per => '1 minute');
+SELECT count(chrono_forge.start('cc_job', 'b' || g, jsonb_build_object('key', 'b' || g),
+                                '{"concurrency_key": "both"}')) FROM generate_series(1, 3) g;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.send_event('cc_job', 'b1', 'done');
+CALL chrono_forge.run_pending();
+SELECT key, state, started, waiting FROM cc_runs WHERE key LIKE 'b_' ORDER BY key;
+
 -- Bad input: CF012, nothing written.
 \set VERBOSITY default
 SELECT chrono_forge.set_concurrency_limit(0, concurrency_key => 'x');
@@ -131,6 +166,11 @@ SELECT chrono_forge.set_concurrency_limit(1);
 SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', workflow => 'cc_job');
 SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => '');
 SELECT chrono_forge.set_concurrency_limit(1, workflow => 'no_such_workflow');
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', max_starts => 2);
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', per => '1 minute');
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', max_starts => 0, per => '1 minute');
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', max_starts => 2, per => '-1 minute');
+SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'x', max_starts => 2, per => '400 days');
 SELECT chrono_forge.start('cc_job', 'bad', '{}', '{"concurrency_key": 7}');
 SELECT chrono_forge.start('cc_job', 'bad', '{}', '{"concurrency_key": ""}');
 SELECT chrono_forge.start('cc_job', 'bad', '{}', jsonb_build_object('concurrency_key', repeat('x', 600)));

@@ -157,21 +157,39 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 {
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
+	bool		admit;
+	Datum		frees_at;
 
 	(void) lock_gate(gate, false);
 	cf_exec(&plan,
-			"WITH ok AS (SELECT g.max_running IS NULL OR (g.running < g.max_running AND NOT EXISTS"
-			"   (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = g.id)) AS admit"
-			"  FROM chrono_forge.concurrency_gates g WHERE g.id = $2),"
+			"WITH g AS (SELECT * FROM chrono_forge.concurrency_gates WHERE id = $2),"
+			" recent AS (SELECT count(*) AS n, min(a.admitted_at) AS oldest"
+			"  FROM chrono_forge.concurrency_admissions a"
+			"  WHERE a.gate_id = $2 AND a.admitted_at > $3 - (SELECT per FROM g)),"
+			" ok AS (SELECT (g.max_running IS NULL OR g.running < g.max_running)"
+			"   AND (g.max_starts IS NULL OR (SELECT n FROM recent) < g.max_starts)"
+			"   AND NOT EXISTS (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = g.id) AS admit"
+			"  FROM g),"
 			" u AS (UPDATE chrono_forge.concurrency_gates SET running = running + 1, updated_at = $3"
 			"  WHERE id = $2 AND (SELECT admit FROM ok)),"
+			" r AS (INSERT INTO chrono_forge.concurrency_admissions (gate_id, admitted_at)"
+			"  SELECT $2, $3 FROM g WHERE (SELECT admit FROM ok) AND g.max_starts IS NOT NULL),"
 			" w AS (INSERT INTO chrono_forge.concurrency_waiting (workflow_id, gate_id, queued_at)"
 			"  SELECT $1, $2, $3 WHERE NOT (SELECT admit FROM ok))"
-			" SELECT admit FROM ok",
+			" SELECT admit, (SELECT oldest FROM recent) + (SELECT per FROM g) FROM ok",
 			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID},
 			(Datum[]) {Int64GetDatum(run), Int64GetDatum(gate), TimestampTzGetDatum(now)},
 			NULL, false, 0);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	admit = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	frees_at = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+	/*
+	 * Waiting on a gate whose rate window is full: the launcher admits it
+	 * when the window's oldest admission leaves it, if no run ends first.
+	 */
+	if (!admit && !isnull)
+		cf_queue_launcher_timer(DatumGetTimestampTz(frees_at));
+	return admit;
 }
 
 /*
@@ -191,15 +209,23 @@ admit_waiting(int64 gate, int leaving, TimestampTz now)
 	int			admitted;
 
 	cf_exec(&plan,
-			"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running"
-			"  FROM chrono_forge.concurrency_gates WHERE id = $1),"
+			"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running,"
+			"  max_starts, per FROM chrono_forge.concurrency_gates WHERE id = $1),"
+			" recent AS (SELECT count(*) AS n FROM chrono_forge.concurrency_admissions a"
+			"  WHERE a.gate_id = $1 AND a.admitted_at > $2 - (SELECT per FROM g)),"
 			" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1"
-			"  ORDER BY q.seq LIMIT (SELECT CASE WHEN g.max_running IS NULL THEN NULL"
-			"   ELSE greatest(g.max_running - g.running, 0) END FROM g)),"
+			"  ORDER BY q.seq LIMIT (SELECT least("
+			"   CASE WHEN g.max_running IS NULL THEN NULL ELSE greatest(g.max_running - g.running, 0) END,"
+			"   CASE WHEN g.max_starts IS NULL THEN NULL"
+			"    ELSE greatest(g.max_starts - (SELECT n FROM recent), 0) END) FROM g)),"
 			" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n"
 			"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id),"
 			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
 			"  SELECT workflow_id, $2, 'admitted' FROM d),"
+			" r AS (INSERT INTO chrono_forge.concurrency_admissions (gate_id, admitted_at)"
+			"  SELECT $1, $2 FROM d WHERE (SELECT max_starts FROM g) IS NOT NULL),"
+			" p AS (DELETE FROM chrono_forge.concurrency_admissions a"
+			"  WHERE a.gate_id = $1 AND a.admitted_at <= $2 - (SELECT per FROM g)),"
 			" u AS (UPDATE chrono_forge.concurrency_gates"
 			"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2"
 			"  WHERE id = $1 AND (SELECT running FROM g) + (SELECT count(*) FROM d) <> (SELECT was FROM g))"
@@ -220,7 +246,7 @@ admit_waiting(int64 gate, int leaving, TimestampTz now)
  * lock; if another transaction holds the gate (a start, or a pass ending
  * a run of the same gate in a shared commit not made yet), the place is
  * given back through concurrency_releases instead, for the launcher (or
- * run_pending()) to hand on after commit (cf_gates_admit_released()):
+ * run_pending()) to hand on after commit (cf_gates_admit()):
  * the ending run's transaction never waits for another's.  Connects to
  * SPI itself.
  */
@@ -256,25 +282,19 @@ cf_gate_release(int64 gate, int64 run, bool started)
  * Take the places given back (of only_owner's gates, or all if
  * InvalidOid), gate by gate in id order, and admit the waiting runs into
  * them.  Returns how many runs were admitted; *more: a full batch was
- * taken.  Connects to SPI itself; the caller commits.
+ * taken.
  */
-int
-cf_gates_admit_released(Oid only_owner, bool *more)
+static int
+admit_released(Oid only_owner, TimestampTz now, bool *more)
 {
 	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
 	bool		isnull;
 	int			admitted = 0;
-	TimestampTz now = cf_clock_now();
+	int			taken = 0;
+	uint64		n;
+	int64	   *gates;
+	int		   *places;
 
-	*more = false;
-	cf_spi_connect();
-	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
-	{
-		SPI_finish();
-		return 0;
-	}
-	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"WITH r AS (DELETE FROM chrono_forge.concurrency_releases x WHERE x.id IN"
 			"  (SELECT y.id FROM chrono_forge.concurrency_releases y"
@@ -285,25 +305,112 @@ cf_gates_admit_released(Oid only_owner, bool *more)
 			2, (Oid[]) {OIDOID, INT4OID},
 			(Datum[]) {ObjectIdGetDatum(only_owner), Int32GetDatum(CF_GATE_RELEASE_BATCH)},
 			NULL, false, 0);
+	n = SPI_processed;
+	gates = palloc(sizeof(int64) * (n + 1));
+	places = palloc(sizeof(int) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
 	{
-		uint64		n = SPI_processed;
-		int64	   *gates = palloc(sizeof(int64) * (n + 1));
-		int		   *places = palloc(sizeof(int) * (n + 1));
-		int			taken = 0;
-
-		for (uint64 i = 0; i < n; i++)
-		{
-			gates[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-			places[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-			taken += places[i];
-		}
-		for (uint64 i = 0; i < n; i++)
-		{
-			(void) lock_gate(gates[i], false);
-			admitted += admit_waiting(gates[i], places[i], now);
-		}
-		*more = taken >= CF_GATE_RELEASE_BATCH;
+		gates[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		places[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		taken += places[i];
 	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		(void) lock_gate(gates[i], false);
+		admitted += admit_waiting(gates[i], places[i], now);
+	}
+	*more = taken >= CF_GATE_RELEASE_BATCH;
+	return admitted;
+}
+
+/*
+ * The gates with a rate limit and waiting runs (only_owner's, or all),
+ * each with when its window's oldest admission leaves it (NULL: the
+ * window is empty).
+ */
+static void
+rate_gates_waiting(Oid only_owner, TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec(&plan,
+			"SELECT g.id, (SELECT min(a.admitted_at) FROM chrono_forge.concurrency_admissions a"
+			"   WHERE a.gate_id = g.id AND a.admitted_at > $2 - g.per) + g.per"
+			" FROM chrono_forge.concurrency_gates g"
+			" WHERE g.max_starts IS NOT NULL AND ($1 = 0 OR g.owner::oid = $1)"
+			"  AND EXISTS (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = g.id)"
+			" ORDER BY g.id",
+			2, (Oid[]) {OIDOID, TIMESTAMPTZOID},
+			(Datum[]) {ObjectIdGetDatum(only_owner), TimestampTzGetDatum(now)}, NULL, false, 0);
+}
+
+/*
+ * Admit the runs waiting on gates whose rate window has room again.
+ * *next gets when the next window frees (DT_NOEND: none).  Returns how
+ * many runs were admitted.
+ */
+static int
+admit_rate_windows(Oid only_owner, TimestampTz now, TimestampTz *next)
+{
+	bool		isnull;
+	int			admitted = 0;
+	uint64		n;
+	int64	   *due;
+	int			ndue = 0;
+
+	rate_gates_waiting(only_owner, now);
+	n = SPI_processed;
+	due = palloc(sizeof(int64) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		frees = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (isnull || DatumGetTimestampTz(frees) <= now)
+			due[ndue++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (int i = 0; i < ndue; i++)
+	{
+		(void) lock_gate(due[i], false);
+		admitted += admit_waiting(due[i], 0, now);
+	}
+	*next = DT_NOEND;
+	rate_gates_waiting(only_owner, now);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		frees = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull && DatumGetTimestampTz(frees) > now)
+			*next = Min(*next, DatumGetTimestampTz(frees));
+	}
+	return admitted;
+}
+
+/*
+ * The launcher's (and run_pending()'s, for only_owner) look at the gates:
+ * the places that ended runs gave back, and the rate windows that have
+ * room again, go to the runs waiting for them.  Returns how many runs were
+ * admitted; *more: more places were given back than one look takes;
+ * *next: when a rate window frees next (DT_NOEND: none).  Connects to SPI
+ * itself; the caller commits.
+ */
+int
+cf_gates_admit(Oid only_owner, bool *more, TimestampTz *next)
+{
+	CfInternal	st;
+	int			admitted;
+	TimestampTz now = cf_clock_now();
+
+	*more = false;
+	*next = DT_NOEND;
+	cf_spi_connect();
+	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
+	{
+		SPI_finish();
+		return 0;
+	}
+	cf_internal_begin(&st);
+	admitted = admit_released(only_owner, now, more);
+	admitted += admit_rate_windows(only_owner, now, next);
 	cf_internal_end(&st);
 	SPI_finish();
 	return admitted;
@@ -347,13 +454,15 @@ cf_gate_of_run(int64 run)
 }
 
 /*
- * set_concurrency_limit(max_running, concurrency_key, workflow) -> the
- * waiting runs admitted.  The caller's own runs of that key, or of that
+ * set_concurrency_limit(max_running, concurrency_key, workflow,
+ * max_starts, per) -> the waiting runs admitted.  The caller's own runs of that key, or of that
  * workflow (resolved as start() resolves it), at most max_running in
  * flight at once; NULL removes the limit.  A key's gate counts every run
  * started with the key; a workflow's counts the runs started after its
- * first limit.  Raising or removing a limit admits the waiting runs it
- * makes room for; lowering one stops nothing that runs.
+ * first limit.  With max_starts and per, at most max_starts of them are
+ * admitted in any window of that length.  Raising or removing a limit
+ * admits the waiting runs it makes room for; lowering one stops nothing
+ * that runs.
  */
 Datum
 cf_set_concurrency_limit(PG_FUNCTION_ARGS)
@@ -372,6 +481,14 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 		invalid_limit("give exactly one of concurrency_key and workflow");
 	if (!PG_ARGISNULL(0) && PG_GETARG_INT32(0) < 1)
 		invalid_limit("max_running must be at least 1, or NULL for no limit");
+	if (PG_ARGISNULL(3) != PG_ARGISNULL(4))
+		invalid_limit("give both max_starts and per, or neither");
+	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 1)
+		invalid_limit("max_starts must be at least 1");
+	if (!PG_ARGISNULL(4) && (cf_interval_is_negative(PG_GETARG_INTERVAL_P(4)) ||
+							 cf_interval_seconds(PG_GETARG_INTERVAL_P(4)) <= 0 ||
+							 cf_interval_seconds(PG_GETARG_INTERVAL_P(4)) > 366.0 * 86400))
+		invalid_limit("per must be a positive interval of at most 366 days");
 	if (key != NULL)
 	{
 		if (key[0] == '\0')
@@ -385,20 +502,26 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"INSERT INTO chrono_forge.concurrency_gates"
-			" (owner, workflow, concurrency_key, max_running, running, updated_at)"
-			" VALUES ($1::regrole, $2, $3, $4, 0, $5)"
+			" (owner, workflow, concurrency_key, max_running, running, updated_at, max_starts, per)"
+			" VALUES ($1::regrole, $2, $3, $4, 0, $5, $6, $7)"
 			" ON CONFLICT ON CONSTRAINT concurrency_gates_owner_workflow_key_key"
-			" DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = EXCLUDED.updated_at"
+			" DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = EXCLUDED.updated_at,"
+			"  max_starts = EXCLUDED.max_starts, per = EXCLUDED.per"
 			" RETURNING id",
-			5, (Oid[]) {OIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+			7, (Oid[]) {OIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT4OID, INTERVALOID},
 			(Datum[]) {ObjectIdGetDatum(caller), workflow ? CStringGetTextDatum(workflow) : (Datum) 0,
 				key ? CStringGetTextDatum(key) : (Datum) 0, PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0),
-			TimestampTzGetDatum(now)},
-			(char[]) {' ', workflow ? ' ' : 'n', key ? ' ' : 'n', PG_ARGISNULL(0) ? 'n' : ' ', ' ', '\0'},
+				TimestampTzGetDatum(now), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
+			PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4)},
+			(char[]) {' ', workflow ? ' ' : 'n', key ? ' ' : 'n', PG_ARGISNULL(0) ? 'n' : ' ', ' ',
+				PG_ARGISNULL(3) ? 'n' : ' ', PG_ARGISNULL(4) ? 'n' : ' ', '\0'},
 			false, 0);
 	gate = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	(void) lock_gate(gate, false);
 	admitted = admit_waiting(gate, 0, now);
+	/* A rate window full now: the launcher looks again when it frees. */
+	if (!PG_ARGISNULL(3))
+		cf_queue_launcher_timer(now);
 	cf_internal_end(&st);
 	SPI_finish();
 	PG_RETURN_INT32(admitted);

@@ -799,13 +799,15 @@ reset_session_after_pass(void)
 
 /*
  * run_pending(): the caller's runs waiting for a concurrency place that
- * ended runs gave back are admitted, committed.  True if any was.
+ * ended runs gave back, or a rate window that has room again, are
+ * admitted, committed.  True if any was.
  */
 static bool
 admit_released(Oid only_owner)
 {
 	bool		more;
-	int			admitted = cf_gates_admit_released(only_owner, &more);
+	TimestampTz next;
+	int			admitted = cf_gates_admit(only_owner, &more, &next);
 
 	SPI_commit();
 	return admitted > 0;

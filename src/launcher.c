@@ -359,29 +359,38 @@ enforce_deadlines(void)
 	return next;
 }
 
-static void
-admit_released_batch(void *more)
+typedef struct GateLook
 {
-	(void) cf_gates_admit_released(InvalidOid, (bool *) more);
+	bool		more;			/* more places given back than one look takes */
+	TimestampTz next;			/* when a rate window frees next */
+} GateLook;
+
+static void
+admit_gates_batch(void *look)
+{
+	GateLook   *l = (GateLook *) look;
+
+	(void) cf_gates_admit(InvalidOid, &l->more, &l->next);
 }
 
 /*
- * Admit the runs waiting for the places that ended runs gave back
- * (concurrency.c), a batch per transaction.  False if a batch failed
- * (look again a little later).
+ * Admit the runs waiting for the places that ended runs gave back, and
+ * for the rate windows that have room again (concurrency.c), a batch per
+ * transaction.  Returns when a rate window frees next (DT_NOEND: none; a
+ * little later if a look failed).
  */
-static bool
-admit_released(void)
+static TimestampTz
+admit_gates(void)
 {
-	bool		more = true;
+	GateLook	look = {true, DT_NOEND};
 
-	while (more)
+	while (look.more)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (!guarded_xact("chrono_forge concurrency gates", admit_released_batch, &more))
-			return false;
+		if (!guarded_xact("chrono_forge concurrency gates", admit_gates_batch, &look))
+			return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LAUNCHER_RETRY_MS);
 	}
-	return true;
+	return look.next;
 }
 
 /*
@@ -565,13 +574,14 @@ dispatch_due_work(void)
  */
 static long
 serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampTz *next_deadline,
-			bool *gates_pending)
+			TimestampTz *next_gate)
 {
 	long		timeout_ms = -1;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due;
 	TimestampTz oldest_lock;
 	bool		cancels_left = false;
+	bool		timers;
 
 	cf_replan_if_stale();		/* the merge polls' cached plans */
 	if (cf_cancels_pending())
@@ -597,16 +607,17 @@ serve_round(TimestampTz *last_maintenance, TimestampTz *last_summary, TimestampT
 	if (enforce_share())
 		timeout_ms = min_timeout(timeout_ms, PREEMPT_CHECK_MS);
 
-	/* Places that ended runs gave back go to the runs waiting for them. */
-	*gates_pending = cf_gates_released_take() || *gates_pending;
-	if (*gates_pending && !admit_released())
-		timeout_ms = min_timeout(timeout_ms, LAUNCHER_RETRY_MS);
-	else
-		*gates_pending = false;
-	/* The deadlines: when the next one is due, or when one was set. */
-	if (cf_deadlines_changed_take() || *next_deadline <= GetCurrentTimestamp())
+	/*
+	 * Places that ended runs gave back, and rate windows with room again,
+	 * go to the runs waiting for them; runs past their deadline end.  Each
+	 * look when its next timer is due, or when a commit set a timer.
+	 */
+	timers = cf_timers_changed_take();
+	if (cf_gates_released_take() || timers || *next_gate <= GetCurrentTimestamp())
+		*next_gate = admit_gates();
+	if (timers || *next_deadline <= GetCurrentTimestamp())
 		*next_deadline = enforce_deadlines();
-	due = cf_launcher_plan_wake(Min(*next_deadline, dispatch_due_work()));
+	due = cf_launcher_plan_wake(Min(Min(*next_deadline, *next_gate), dispatch_due_work()));
 	if (due != DT_NOEND)
 	{
 		now = GetCurrentTimestamp();
@@ -740,7 +751,7 @@ cf_launcher_main(Datum arg)
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_summary = 0;
 	TimestampTz next_deadline = DT_NOBEGIN;	/* look at once */
-	bool		gates_pending = true;	/* places given back while away */
+	TimestampTz next_gate = DT_NOBEGIN; /* places given back while away */
 
 	launcher_init();
 	for (;;)
@@ -771,12 +782,12 @@ cf_launcher_main(Datum arg)
 			recovered_for = ext;
 			last_maintenance = 0;	/* dead sessions' locks: at once */
 			next_deadline = DT_NOBEGIN; /* deadlines passed while away */
-			gates_pending = true;
+			next_gate = DT_NOBEGIN;
 		}
 		supervise_workers(serving);
 		if (serving)
 			timeout_ms = serve_round(&last_maintenance, &last_summary, &next_deadline,
-									 &gates_pending);
+									 &next_gate);
 		else
 			(void) cf_launcher_plan_wake(DT_NOEND);	/* any commit wakes us */
 

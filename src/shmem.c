@@ -68,7 +68,7 @@ typedef struct CfShared
 	uint64		spawn_generation;	/* commits that dispatched spawn batches */
 	uint64		claim_counter;	/* orders the passes published by workers */
 	bool		cancels_pending;	/* cancel_requests may hold rows */
-	bool		deadlines_changed;	/* a commit set a deadline (the launcher looks) */
+	bool		timers_changed; /* a commit set a launcher's timer (deadlines, rate windows) */
 	bool		gates_released; /* a commit ended gated runs (the launcher admits) */
 	Oid			served_db;		/* the launcher's database, while attached */
 	bool		share_skipped;	/* a worker passed over an owner at its share */
@@ -662,21 +662,22 @@ cf_cancels_pending(void)
 }
 
 /*
- * Did a commit set a run's deadline since the launcher last asked?  (The
- * launcher sweeps the deadlines when the next one it knows of is due, or
+ * Did a commit set a launcher's timer (a run's deadline, a gate's rate
+ * window) since the launcher last asked?  (The launcher looks at the
+ * deadlines and the gates when the next timer it knows of is due, or
  * when one was set since.)  Asking clears it.  Without shared memory:
  * always.
  */
 bool
-cf_deadlines_changed_take(void)
+cf_timers_changed_take(void)
 {
 	bool		changed;
 
 	if (cf_shared == NULL)
 		return true;
 	SpinLockAcquire(&cf_shared->mutex);
-	changed = cf_shared->deadlines_changed;
-	cf_shared->deadlines_changed = false;
+	changed = cf_shared->timers_changed;
+	cf_shared->timers_changed = false;
 	SpinLockRelease(&cf_shared->mutex);
 	return changed;
 }
@@ -738,7 +739,8 @@ cf_queue_wakeup(TimestampTz due_at)
 }
 
 /*
- * After commit, the launcher must look at `at` (a run's deadline), even
+ * After commit, the launcher must look at `at` (a run's deadline, a
+ * gate's rate window), even
  * if this transaction also queued work due sooner: the workers take that,
  * and only the launcher keeps timers.
  */
@@ -944,7 +946,7 @@ cf_xact_callback(XactEvent event, void *arg)
 	{
 		SpinLockAcquire(&cf_shared->mutex);
 		if (timer != DT_NOEND)
-			cf_shared->deadlines_changed = true;
+			cf_shared->timers_changed = true;
 		if (due < cf_shared->committed_due)
 			cf_shared->committed_due = due;
 		launcher_at = cf_shared->launcher_wake_at;

@@ -59,7 +59,7 @@ extern bool cf_share_watch(bool watch);
 extern void cf_signal_pass_holders(const int64 *runs, int n);
 extern void cf_queue_cancel_signal(int64 run);
 extern bool cf_cancels_pending(void);
-extern bool cf_deadlines_changed_take(void);
+extern bool cf_timers_changed_take(void);
 extern void cf_queue_gate_release(void);
 extern bool cf_gates_released_take(void);
 extern void cf_cancels_set_pending(bool pending);

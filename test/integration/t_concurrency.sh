@@ -4,7 +4,8 @@
 # SIGKILLed in the middle.  Each run notes when its first step began and
 # when its last step ended: no two runs of the key limited to 1 overlap,
 # never more than two of the other's do, all runs complete, and the
-# gates count nothing in flight at the end.
+# gates count nothing in flight at the end.  Then a rate limit, which only
+# the launcher's timer can serve.
 . "$CF_INTEGRATION_DIR/lib.sh"
 q <<'SQL' >/dev/null
 CREATE TABLE cc_spans (run text, gate text, what text, at timestamptz DEFAULT clock_timestamp());
@@ -58,4 +59,16 @@ echo "most in flight at once: one=$(most one) two=$(most two) none=$(most none)"
 expect_eq "$(q -c "SELECT string_agg(concurrency_key || '=' || running, ',' ORDER BY concurrency_key)
                    FROM chrono_forge.concurrency_gates")" "one=0,two=0" "the gates' counts at the end"
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.concurrency_waiting")" 0 "runs still waiting"
+
+# A rate limit with nothing else due: 20 runs at most 5 a second.  The
+# launcher alone admits each batch when the window frees (it sleeps until
+# then), so the runs cannot all start within less than three windows.
+q -c "SELECT chrono_forge.set_concurrency_limit(NULL, concurrency_key => 'rate', max_starts => 5, per => '1 second')" >/dev/null
+q -c "SELECT count(chrono_forge.start('cc_job', 'rate-' || i, jsonb_build_object('run', 'rate-' || i, 'gate', 'rate'),
+        '{\"concurrency_key\": \"rate\"}')) FROM generate_series(1, 20) i" >/dev/null
+wait_for 60 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE key LIKE 'rate-%' AND state = 'completed'" \
+    || fail "the rate-limited runs did not all complete: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows WHERE key LIKE 'rate-%' GROUP BY 1")"
+span=$(q -c "SELECT extract(epoch FROM max(started_at) - min(started_at)) FROM chrono_forge.workflows WHERE key LIKE 'rate-%'")
+echo "20 runs at 5 a second started over $span s"
+[ "$(q -c "SELECT $span >= 2")" = t ] || fail "20 runs limited to 5 a second all started within $span s"
 echo ok

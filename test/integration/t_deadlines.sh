@@ -93,11 +93,14 @@ wait_for 10 "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event = 
 expect_eq "$(q -c "SELECT count(*) FROM dl_effects WHERE run = 'stuck'")" 0 "the stopped step's effect"
 
 # 4. A parent's deadline cancels its twenty children.
-q -c "SELECT chrono_forge.start('dl_parent', 'parent', '{}', '{\"timeout\": \"3 seconds\"}')" >/dev/null
-wait_for 20 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE key LIKE '\$%' AND state = 'idle'" \
+# (Other tests' children share the database: these are found by their
+# parent's id, which prefixes their keys.)
+parent=$(q -c "SELECT chrono_forge.start('dl_parent', 'dl-parent', '{}', '{\"timeout\": \"3 seconds\"}')")
+kids="workflow = 'public.dl_nap' AND key LIKE '\$$parent\$%'"
+wait_for 20 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE $kids AND state = 'idle'" \
     || fail "the children did not park"
-wait_for 20 "SELECT state = 'failed' FROM chrono_forge.workflows WHERE key = 'parent'" || fail "the parent did not fail"
-wait_for 10 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE key LIKE '\$%' AND state = 'cancelled'" \
+wait_for 20 "SELECT state = 'failed' FROM chrono_forge.workflows WHERE id = $parent" || fail "the parent did not fail"
+wait_for 10 "SELECT count(*) = 20 FROM chrono_forge.workflows WHERE $kids AND state = 'cancelled'" \
     || fail "the children were not cancelled"
 
 # 5. The server dies in the middle of a step; the deadline passes while it
