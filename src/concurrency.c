@@ -126,22 +126,31 @@ cf_gate_for(Oid owner, const char *workflow, const char *key)
 }
 
 /*
- * The gate's row, locked until this transaction ends.  With skip_locked,
- * false (and no lock) if another transaction holds it now.
+ * The gate's row, locked until this transaction ends; *rated: whether it
+ * has a rate limit.  With skip_locked, false (and no lock) if another
+ * transaction holds it now.
  */
 static bool
-lock_gate(int64 gate, bool skip_locked)
+lock_gate(int64 gate, bool skip_locked, bool *rated)
 {
 	static SPIPlanPtr plans[2];
+	bool		isnull;
 
 	cf_exec(&plans[skip_locked],
 			skip_locked
-			? "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
-			: "SELECT 1 FROM chrono_forge.concurrency_gates WHERE id = $1 FOR NO KEY UPDATE",
+			? "SELECT max_starts IS NOT NULL FROM chrono_forge.concurrency_gates WHERE id = $1"
+			"  FOR NO KEY UPDATE SKIP LOCKED"
+			: "SELECT max_starts IS NOT NULL FROM chrono_forge.concurrency_gates WHERE id = $1"
+			"  FOR NO KEY UPDATE",
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 1);
-	if (SPI_processed != 1 && !skip_locked)
-		elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
-	return SPI_processed == 1;
+	if (SPI_processed != 1)
+	{
+		if (!skip_locked)
+			elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
+		return false;
+	}
+	*rated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return true;
 }
 
 /*
@@ -158,9 +167,10 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
 	bool		admit;
+	bool		rated;
 	Datum		frees_at;
 
-	(void) lock_gate(gate, false);
+	(void) lock_gate(gate, false, &rated);
 	cf_exec(&plan,
 			"WITH g AS (SELECT * FROM chrono_forge.concurrency_gates WHERE id = $2),"
 			" recent AS (SELECT count(*) AS n, min(a.admitted_at) AS oldest"
@@ -193,43 +203,54 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 }
 
 /*
+ * admit_waiting()'s statement, with a gate's rate limit or without (a
+ * gate without one skips the window's count, its record and its pruning:
+ * a place handed on at the end of every run of a limited key).
+ */
+#define ADMIT_WAITING_SQL(window_room, record) \
+	"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running," \
+	"  max_starts, per FROM chrono_forge.concurrency_gates WHERE id = $1)," \
+	" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1" \
+	"  ORDER BY q.seq LIMIT (SELECT least(" \
+	"   CASE WHEN g.max_running IS NULL THEN NULL ELSE greatest(g.max_running - g.running, 0) END," \
+	window_room ") FROM g))," \
+	" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n" \
+	"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id)," \
+	" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
+	"  SELECT workflow_id, $2, 'admitted' FROM d)," \
+	record \
+	" u AS (UPDATE chrono_forge.concurrency_gates" \
+	"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2" \
+	"  WHERE id = $1 AND (SELECT running FROM g) + (SELECT count(*) FROM d) <> (SELECT was FROM g))" \
+	" SELECT count(*)::int FROM d"
+#define WINDOW_ROOM \
+	"   greatest(g.max_starts - (SELECT count(*) FROM chrono_forge.concurrency_admissions a" \
+	"    WHERE a.gate_id = $1 AND a.admitted_at > $2 - g.per), 0)"
+#define WINDOW_RECORD \
+	" r AS (INSERT INTO chrono_forge.concurrency_admissions (gate_id, admitted_at)" \
+	"  SELECT $1, $2 FROM d)," \
+	" p AS (DELETE FROM chrono_forge.concurrency_admissions a" \
+	"  WHERE a.gate_id = $1 AND a.admitted_at <= $2 - (SELECT per FROM g)),"
+
+/*
  * With the gate locked (by this transaction, so that this statement's
  * snapshot, taken after the lock, sees every admission and end that
  * committed): take `leaving` places back (runs that ended), then admit
- * the oldest waiting runs into the places free; they are due now.  The
- * gate's row is written only if its count changes (a place handed from
- * an ended run to a waiting one does not change it).  Returns how many
- * were admitted.
+ * the oldest waiting runs into the places free (and, if the gate is
+ * `rated`, into its rate window's room); they are due now.  The gate's
+ * row is written only if its count changes (a place handed from an ended
+ * run to a waiting one does not change it).  Returns how many were
+ * admitted.
  */
 static int
-admit_waiting(int64 gate, int leaving, TimestampTz now)
+admit_waiting(int64 gate, int leaving, TimestampTz now, bool rated)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 	bool		isnull;
 	int			admitted;
 
-	cf_exec(&plan,
-			"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running,"
-			"  max_starts, per FROM chrono_forge.concurrency_gates WHERE id = $1),"
-			" recent AS (SELECT count(*) AS n FROM chrono_forge.concurrency_admissions a"
-			"  WHERE a.gate_id = $1 AND a.admitted_at > $2 - (SELECT per FROM g)),"
-			" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1"
-			"  ORDER BY q.seq LIMIT (SELECT least("
-			"   CASE WHEN g.max_running IS NULL THEN NULL ELSE greatest(g.max_running - g.running, 0) END,"
-			"   CASE WHEN g.max_starts IS NULL THEN NULL"
-			"    ELSE greatest(g.max_starts - (SELECT n FROM recent), 0) END) FROM g)),"
-			" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n"
-			"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id),"
-			" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT workflow_id, $2, 'admitted' FROM d),"
-			" r AS (INSERT INTO chrono_forge.concurrency_admissions (gate_id, admitted_at)"
-			"  SELECT $1, $2 FROM d WHERE (SELECT max_starts FROM g) IS NOT NULL),"
-			" p AS (DELETE FROM chrono_forge.concurrency_admissions a"
-			"  WHERE a.gate_id = $1 AND a.admitted_at <= $2 - (SELECT per FROM g)),"
-			" u AS (UPDATE chrono_forge.concurrency_gates"
-			"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2"
-			"  WHERE id = $1 AND (SELECT running FROM g) + (SELECT count(*) FROM d) <> (SELECT was FROM g))"
-			" SELECT count(*)::int FROM d",
+	cf_exec(&plans[rated],
+			rated ? ADMIT_WAITING_SQL(WINDOW_ROOM, WINDOW_RECORD) : ADMIT_WAITING_SQL("NULL", ""),
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID},
 			(Datum[]) {Int64GetDatum(gate), TimestampTzGetDatum(now), Int32GetDatum(leaving)},
 			NULL, false, 0);
@@ -256,6 +277,7 @@ cf_gate_release(int64 gate, int64 run, bool started)
 	static SPIPlanPtr unqueue_plan = NULL;
 	static SPIPlanPtr release_plan = NULL;
 	CfInternal	st;
+	bool		rated;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -265,8 +287,8 @@ cf_gate_release(int64 gate, int64 run, bool started)
 				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
 	if (started || SPI_processed == 0)
 	{
-		if (lock_gate(gate, true))
-			(void) admit_waiting(gate, 1, cf_clock_now());
+		if (lock_gate(gate, true, &rated))
+			(void) admit_waiting(gate, 1, cf_clock_now(), rated);
 		else
 		{
 			cf_exec(&release_plan, "INSERT INTO chrono_forge.concurrency_releases (gate_id) VALUES ($1)",
@@ -316,8 +338,10 @@ admit_released(Oid only_owner, TimestampTz now, bool *more)
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
-		(void) lock_gate(gates[i], false);
-		admitted += admit_waiting(gates[i], places[i], now);
+		bool		rated;
+
+		(void) lock_gate(gates[i], false, &rated);
+		admitted += admit_waiting(gates[i], places[i], now, rated);
 	}
 	*more = taken >= CF_GATE_RELEASE_BATCH;
 	return admitted;
@@ -370,8 +394,10 @@ admit_rate_windows(Oid only_owner, TimestampTz now, TimestampTz *next)
 	}
 	for (int i = 0; i < ndue; i++)
 	{
-		(void) lock_gate(due[i], false);
-		admitted += admit_waiting(due[i], 0, now);
+		bool		rated;
+
+		(void) lock_gate(due[i], false, &rated);
+		admitted += admit_waiting(due[i], 0, now, rated);
 	}
 	*next = DT_NOEND;
 	rate_gates_waiting(only_owner, now);
@@ -474,6 +500,7 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 	TimestampTz now = cf_clock_now();
 	CfInternal	st;
 	bool		isnull;
+	bool		rated;
 	int64		gate;
 	int			admitted;
 
@@ -517,8 +544,8 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 				PG_ARGISNULL(3) ? 'n' : ' ', PG_ARGISNULL(4) ? 'n' : ' ', '\0'},
 			false, 0);
 	gate = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	(void) lock_gate(gate, false);
-	admitted = admit_waiting(gate, 0, now);
+	(void) lock_gate(gate, false, &rated);
+	admitted = admit_waiting(gate, 0, now, rated);
 	/* A rate window full now: the launcher looks again when it frees. */
 	if (!PG_ARGISNULL(3))
 		cf_queue_launcher_timer(now);
