@@ -2,15 +2,16 @@
  *
  * pass_timer.c
  *	  Stopping a pass in flight: when it outlives max_duration, and when
- *	  cancel() asks for its run.
+ *	  cancel() or its run's deadline asks for its run.
  *
  * Owns the pass's tick (PostgreSQL's timeout.c, armed while the workflow
  * body runs) that enforces max_duration, the SIGUSR2 handler through
  * which cancel() stops a pass (in workers and in run_pending() sessions),
- * and the cancel_requests table (the durable half of a cancel that found
- * its run held by a pass).  Both stops are delivered as a query cancel,
- * the way statement_timeout is, and again at every tick until the body
- * ends; a worker whose body keeps swallowing them is ended.  The flags set
+ * and the cancel_requests table (the durable half of a cancel, or of a
+ * deadline (deadlines.c), that found its run held by a pass).  Both stops
+ * are delivered as a query cancel, the way statement_timeout is, and
+ * again at every tick until the body ends; a worker whose body keeps
+ * swallowing them is ended.  The flags set
  * here are what tells the executor that the cancel is ours and not an
  * operator's or a shutdown.  A stop is only delivered while the body runs:
  * the engine's own statements that end a pass are never cancelled by it.
