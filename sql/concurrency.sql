@@ -193,6 +193,35 @@ DELETE FROM chrono_forge.workflows WHERE owner = 'cc_other'::regrole;
 DELETE FROM chrono_forge.concurrency_gates WHERE owner = 'cc_other'::regrole;
 DROP ROLE cc_other;
 
+-- Every context: set_concurrency_limit() from a DO block, a procedure, an
+-- EXCEPTION block catching its refusal (nothing changed) and a step;
+-- start() with a key from a DO block and a step.
+DO $$ BEGIN PERFORM chrono_forge.set_concurrency_limit(3, concurrency_key => 'ctx'); END $$;
+CREATE PROCEDURE cc_limit(n int) LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM chrono_forge.set_concurrency_limit(n, concurrency_key => 'ctx'); END $$;
+CALL cc_limit(2);
+SELECT gate, max_running FROM cc_gates WHERE gate = 'ctx';
+DO $$
+BEGIN
+    PERFORM chrono_forge.set_concurrency_limit(0, concurrency_key => 'ctx');
+EXCEPTION WHEN SQLSTATE 'CF012' THEN RAISE NOTICE 'refused: %', SQLERRM;
+END $$;
+SELECT gate, max_running FROM cc_gates WHERE gate = 'ctx';
+DO $$ BEGIN PERFORM chrono_forge.start('cc_job', 'ctx1', '{}', '{"concurrency_key": "ctx"}'); END $$;
+CREATE FUNCTION cc_step_limit() RETURNS int LANGUAGE sql
+    AS $$ SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'ctx') $$;
+CREATE FUNCTION cc_step_start() RETURNS bigint LANGUAGE sql
+    AS $$ SELECT chrono_forge.start('cc_job', 'ctx2', '{}', '{"concurrency_key": "ctx"}') $$;
+CREATE PROCEDURE cc_starter(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cc_step_limit');
+    CALL chrono_forge.durably_execute('cc_step_start');
+END $$;
+SELECT chrono_forge.start('cc_starter', 'starter') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, started, waiting FROM cc_runs WHERE key IN ('ctx1', 'ctx2', 'starter') ORDER BY key;
+SELECT * FROM cc_gates WHERE gate = 'ctx';
+
 DELETE FROM chrono_forge.workflows;
 DELETE FROM chrono_forge.concurrency_gates;
 DROP VIEW cc_runs, cc_gates;

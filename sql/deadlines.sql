@@ -248,6 +248,32 @@ DELETE FROM chrono_forge.workflows WHERE owner = 'dl_other'::regrole;
 REVOKE USAGE ON SCHEMA public FROM dl_other;
 DROP ROLE dl_other;
 
+-- set_deadline() from every context: a DO block, a procedure, an
+-- EXCEPTION block catching its refusal (nothing changed), a step of
+-- another run.
+SELECT chrono_forge.start('dl_wait', 'ctx', '{"key": "ctx"}') > 0 AS started;
+DO $$ BEGIN PERFORM chrono_forge.set_deadline('dl_wait', 'ctx', '2030-01-01 07:00:00+00'); END $$;
+SELECT deadline FROM dl_runs WHERE key = 'ctx';
+CREATE PROCEDURE dl_move(t timestamptz) LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM chrono_forge.set_deadline('dl_wait', 'ctx', t); END $$;
+CALL dl_move('2030-01-01 08:00:00+00');
+SELECT deadline FROM dl_runs WHERE key = 'ctx';
+DO $$
+BEGIN
+    PERFORM chrono_forge.set_deadline('dl_wait', 'ctx', 'infinity');
+EXCEPTION WHEN SQLSTATE 'CF012' THEN RAISE NOTICE 'refused: %', SQLERRM;
+END $$;
+SELECT deadline FROM dl_runs WHERE key = 'ctx';
+CREATE FUNCTION dl_move_step() RETURNS boolean LANGUAGE sql
+    AS $$ SELECT chrono_forge.set_deadline('dl_wait', 'ctx', '2030-01-01 09:00:00+00') $$;
+CREATE PROCEDURE dl_mover(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('dl_move_step');
+END $$;
+SELECT chrono_forge.start('dl_mover', 'mover') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, deadline FROM dl_runs WHERE key IN ('ctx', 'mover') ORDER BY key;
+
 DELETE FROM chrono_forge.workflows;
 DROP VIEW dl_runs;
 -- tasks.sql numbers its tasks from 1.
