@@ -55,17 +55,12 @@ invalid_limit(const char *msg)
 char *
 cf_concurrency_key_option(Jsonb *options)
 {
-	Jsonb	   *v = cf_jsonb_get(options, "concurrency_key");
-	JsonbValue	scalar;
 	char	   *key;
 
-	if (v == NULL)
-		return NULL;
-	if (!JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString ||
-		scalar.val.string.len == 0)
+	if (!cf_jsonb_string_field(options, "concurrency_key", &key) || (key != NULL && key[0] == '\0'))
 		invalid_limit("option \"concurrency_key\" must be a non-empty JSON string");
-	key = pnstrdup(scalar.val.string.val, scalar.val.string.len);
-	cf_check_length("concurrency_key", key, CF_NAME_MAX_BYTES);
+	if (key != NULL)
+		cf_check_length("concurrency_key", key, CF_NAME_MAX_BYTES);
 	return key;
 }
 

@@ -54,14 +54,11 @@ invalid_deadline(const char *msg, const char *detail)
 static char *
 string_option(Jsonb *options, const char *name)
 {
-	Jsonb	   *v = cf_jsonb_get(options, name);
-	JsonbValue	scalar;
+	char	   *text;
 
-	if (v == NULL)
-		return NULL;
-	if (!JsonbExtractScalar(&v->root, &scalar) || scalar.type != jbvString)
+	if (!cf_jsonb_string_field(options, name, &text))
 		invalid_deadline(psprintf("option \"%s\" must be a JSON string", name), NULL);
-	return pnstrdup(scalar.val.string.val, scalar.val.string.len);
+	return text;
 }
 
 /*
@@ -142,13 +139,13 @@ cf_deadline_from_options(Jsonb *options, TimestampTz now, TimestampTz *deadline)
 /*
  * The runs past their deadline (at most a batch, oldest deadline first)
  * become cancel requests of kind 'deadline', unless one is there already.
- * Returns the ones whose children go too and, in *requested, all of
- * them: after commit, a pass running one is told to stop (a step in
+ * Returns the ones whose children go too (their owners, in the same
+ * order, in *owners) and, in *requested, all of them: after commit, a pass running one is told to stop (a step in
  * progress holds no lock on its run and would run on to its commit), and
  * the launcher applies the requests left.
  */
 static Datum
-request_overdue(Oid only_owner, TimestampTz now, int *n, Datum *requested)
+request_overdue(Oid only_owner, TimestampTz now, int *n, Datum *requested, Datum *owners)
 {
 	static SPIPlanPtr plan = NULL;
 	bool		isnull;
@@ -166,7 +163,9 @@ request_overdue(Oid only_owner, TimestampTz now, int *n, Datum *requested)
 			"  ON CONFLICT (workflow_id) DO NOTHING)"
 			" SELECT (SELECT count(*) FROM o)::int,"
 			"  (SELECT array_agg(o.id) FROM o),"
-			"  (SELECT array_agg(o.id) FROM o"
+			"  (SELECT array_agg(o.id ORDER BY o.id) FROM o"
+			"   WHERE o.options->>'deadline_children' IS DISTINCT FROM 'keep'),"
+			"  (SELECT array_agg(o.owner::oid ORDER BY o.id) FROM o"
 			"   WHERE o.options->>'deadline_children' IS DISTINCT FROM 'keep')",
 			3, (Oid[]) {TIMESTAMPTZOID, OIDOID, INT4OID},
 			(Datum[]) {TimestampTzGetDatum(now), ObjectIdGetDatum(only_owner),
@@ -177,7 +176,11 @@ request_overdue(Oid only_owner, TimestampTz now, int *n, Datum *requested)
 	if (!isnull)
 		*requested = PointerGetDatum(PG_DETOAST_DATUM_COPY(*requested));
 	with_children = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	return isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(with_children));
+	if (isnull)
+		return (Datum) 0;
+	*owners = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
+																  SPI_tuptable->tupdesc, 4, &isnull)));
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(with_children));
 }
 
 static void
@@ -199,39 +202,16 @@ signal_passes(Datum runs)
  * child's marker names the parent's owner and the parent.
  */
 static void
-cancel_children_of(int64 parent)
+cancel_children_of(int64 parent, Oid owner)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		tree;
 	Datum		children;
-	bool		isnull;
-	bool		no_children;
-	Oid			owner;
+	bool		allowed;
+	Datum		tree = cf_run_tree(parent, true, true, owner, &children, &allowed);
 
-	for (int look = 0; look < 2; look++)
-	{
-		cf_exec(&plan,
-				"WITH RECURSIVE t(id, depth) AS ("
-				"  SELECT $1::bigint, 0"
-				"  UNION ALL"
-				"  SELECT c.id, t.depth + 1 FROM t"
-				"   JOIN chrono_forge.execution_logs l ON l.workflow_id = t.id AND l.step_name LIKE 'branch$%'"
-				"   JOIN chrono_forge.workflows c ON c.parent_execution_log_id = l.id"
-				"  WHERE t.depth < 100)"
-				" SELECT array_agg(id), array_agg(id) FILTER (WHERE depth > 0),"
-				"  (SELECT owner::oid FROM chrono_forge.workflows WHERE id = $1) FROM t",
-				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(parent)}, NULL, false, 0);
-		tree = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
-																   SPI_tuptable->tupdesc, 1, &isnull)));
-		children = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_children);
-		if (!no_children)
-			children = PointerGetDatum(PG_DETOAST_DATUM_COPY(children));
-		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		/* A second look only if children not started yet were dropped. */
-		if (look == 1 || cf_drop_unstarted_children(tree) == 0)
-			break;
-	}
-	if (!no_children)
+	/* A second look only if children not started yet were dropped. */
+	if (cf_drop_unstarted_children(tree) > 0)
+		(void) cf_run_tree(parent, true, true, owner, &children, &allowed);
+	if (children != (Datum) 0)
 		(void) cf_cancel_runs(children, CStringGetTextDatum(psprintf("deadline of workflow run %lld",
 																	 (long long) parent)),
 							  false, owner, parent);
@@ -253,6 +233,7 @@ cf_deadlines_enforce(Oid only_owner, TimestampTz *next)
 	TimestampTz now = cf_clock_now();
 	Datum		requested;
 	Datum		with_children;
+	Datum		owners = (Datum) 0;
 	bool		isnull;
 	int			n;
 
@@ -265,7 +246,7 @@ cf_deadlines_enforce(Oid only_owner, TimestampTz *next)
 		return 0;
 	}
 	cf_internal_begin(&st);
-	with_children = request_overdue(only_owner, now, &n, &requested);
+	with_children = request_overdue(only_owner, now, &n, &requested, &owners);
 	if (n > 0)
 		signal_passes(requested);
 
@@ -279,12 +260,15 @@ cf_deadlines_enforce(Oid only_owner, TimestampTz *next)
 	if (with_children != (Datum) 0)
 	{
 		Datum	   *ids;
+		Datum	   *roles;
 		int			nparents;
 
 		deconstruct_array(DatumGetArrayTypeP(with_children), INT8OID, sizeof(int64),
 						  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, NULL, &nparents);
+		deconstruct_array(DatumGetArrayTypeP(owners), OIDOID, sizeof(Oid), true,
+						  TYPALIGN_INT, &roles, NULL, &nparents);
 		for (int i = 0; i < nparents; i++)
-			cancel_children_of(DatumGetInt64(ids[i]));
+			cancel_children_of(DatumGetInt64(ids[i]), DatumGetObjectId(roles[i]));
 	}
 	if (next != NULL)
 	{

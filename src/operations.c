@@ -56,12 +56,14 @@ PG_FUNCTION_INFO_V1(cf_cleanup_in_batches);
 PG_FUNCTION_INFO_V1(cf_repeat_ticks);
 
 /*
- * The run and (with_children) its descendants, as an int8[], checked
- * before writing: all of them must be the caller's.
+ * The run and (with_children) its descendants, the whole tree as an
+ * int8[]; its descendants alone in *children ((Datum) 0: none); in
+ * *allowed, whether `caller` may act on every one of them (admin:
+ * always).  Not read-only: a fresh snapshot each look.
  */
-static Datum
-cancel_tree(CfRunRef *run, bool with_children, bool admin, Oid caller,
-			const char *workflow, const char *key)
+Datum
+cf_run_tree(int64 run, bool with_children, bool admin, Oid caller, Datum *children,
+			bool *allowed)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		ids;
@@ -75,16 +77,34 @@ cancel_tree(CfRunRef *run, bool with_children, bool admin, Oid caller,
 			"   JOIN chrono_forge.execution_logs l ON l.workflow_id = t.id AND l.step_name LIKE 'branch$%'"
 			"   JOIN chrono_forge.workflows c ON c.parent_execution_log_id = l.id"
 			"  WHERE $2 AND t.depth < 100)"
-			" SELECT array_agg(id ORDER BY id),"
+			" SELECT array_agg(id ORDER BY id), array_agg(id ORDER BY id) FILTER (WHERE depth > 0),"
 			"  bool_and($3 OR pg_has_role($4, owner, 'MEMBER')) FROM t",
 			4, (Oid[]) {INT8OID, BOOLOID, BOOLOID, OIDOID},
-			(Datum[]) {Int64GetDatum(run->id), BoolGetDatum(with_children),
+			(Datum[]) {Int64GetDatum(run), BoolGetDatum(with_children),
 			BoolGetDatum(admin), ObjectIdGetDatum(caller)},
-			NULL, false, 0);	/* not read-only: a fresh snapshot each look */
+			NULL, false, 0);
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-		cf_not_your_runs("the children", workflow, key);
+	*children = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*children = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(*children));
+	*allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(ids));
+}
+
+/*
+ * cancel()'s runs: the run and (with_children) its descendants, checked
+ * before writing: all of them must be the caller's.
+ */
+static Datum
+cancel_tree(CfRunRef *run, bool with_children, bool admin, Oid caller,
+			const char *workflow, const char *key)
+{
+	Datum		children;
+	bool		allowed;
+	Datum		ids = cf_run_tree(run->id, with_children, admin, caller, &children, &allowed);
+
+	if (!allowed)
+		cf_not_your_runs("the children", workflow, key);
+	return ids;
 }
 
 /* Drop the runs' children not started yet (spawn_batches); returns how many. */

@@ -12,6 +12,8 @@
 
 #include "chrono_forge.h"
 
+extern Datum cf_run_tree(int64 run, bool with_children, bool admin, Oid caller,
+						Datum *children, bool *allowed);
 extern int64 cf_drop_unstarted_children(Datum ids);
 extern int	cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_id);
 

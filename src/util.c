@@ -153,6 +153,26 @@ cf_jsonb_get(Jsonb *object, const char *key)
 	return JsonbValueToJsonb(&v);
 }
 
+/*
+ * object->key as a string: true with *out (NULL if absent), false if it
+ * is there but not a JSON string.
+ */
+bool
+cf_jsonb_string_field(Jsonb *object, const char *key, char **out)
+{
+	JsonbValue	v;
+
+	*out = NULL;
+	if (object == NULL || !JB_ROOT_IS_OBJECT(object) ||
+		!getKeyJsonValueFromContainer(&object->root, key, strlen(key), &v) ||
+		v.type == jbvNull)
+		return true;
+	if (v.type != jbvString)
+		return false;
+	*out = pnstrdup(v.val.string.val, v.val.string.len);
+	return true;
+}
+
 bool
 cf_interval_is_negative(Interval *i)
 {

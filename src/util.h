@@ -21,6 +21,7 @@ extern char *cf_required_text(FunctionCallInfo fcinfo, int n, const char *what);
 extern Jsonb *cf_jsonb_parse(const char *text);
 extern Jsonb *cf_jsonb_transfer(Jsonb *value);
 extern Jsonb *cf_jsonb_get(Jsonb *object, const char *key);
+extern bool cf_jsonb_string_field(Jsonb *object, const char *key, char **out);
 extern char *cf_json_string(const char *s);
 extern char *cf_json_timestamp(TimestampTz t);
 extern double cf_interval_seconds(Interval *i);
