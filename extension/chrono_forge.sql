@@ -24,7 +24,7 @@
 -- =====================================================================
 
 CREATE TYPE chrono_forge.workflow_state AS ENUM
-    ('idle', 'running', 'completed', 'failed', 'stalled', 'cancelled');
+    ('idle', 'running', 'completed', 'failed', 'stalled', 'cancelled', 'compensated');
 
 CREATE TYPE chrono_forge.step_state AS ENUM ('pending', 'completed', 'failed');
 
@@ -804,13 +804,17 @@ REVOKE ALL ON FUNCTION chrono_forge.release_lock(bigint, text, boolean) FROM PUB
 -- they pin their own search path internally.
 -- =====================================================================
 
+-- durably_execute: compensate and compensate_policy since 0.12.0 (see
+-- compensate()).
 CREATE PROCEDURE chrono_forge.durably_execute(step text, name text DEFAULT NULL,
-    args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL)
+    args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL,
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_execute';
 
 CREATE PROCEDURE chrono_forge.durably_execute(step text, INOUT result jsonb,
-    name text DEFAULT NULL, args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL)
+    name text DEFAULT NULL, args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL,
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_execute';
 
@@ -1148,7 +1152,8 @@ DECLARE
     n_reps bigint := 0;
     n_orphaned bigint := 0;
 BEGIN
-    -- Completed runs first, then failed and cancelled ones, oldest first.
+    -- Completed runs first, then failed, cancelled and compensated ones,
+    -- oldest first.
     -- SKIP LOCKED: a run a retry or a cancel is changing is left for the
     -- next batch.
     SELECT pg_catalog.array_agg(v.id) INTO ids FROM (
@@ -1164,8 +1169,12 @@ BEGIN
             UNION ALL
             (SELECT x.id FROM chrono_forge.workflows x
               WHERE x.state_code = 6 AND x.ended_at <= failed_before
-              ORDER BY x.ended_at LIMIT batch_size))
-           AND w.state IN ('completed', 'failed', 'cancelled')
+              ORDER BY x.ended_at LIMIT batch_size)
+            UNION ALL
+            (SELECT p.id FROM chrono_forge.workflows p
+              WHERE p.state_code = 7 AND p.ended_at <= failed_before
+              ORDER BY p.ended_at LIMIT batch_size))
+           AND w.state_code IN (3, 4, 6, 7)
          ORDER BY w.state <> 'completed', w.ended_at
          LIMIT batch_size
          FOR UPDATE SKIP LOCKED) v;
@@ -1190,7 +1199,7 @@ BEGIN
         DELETE FROM chrono_forge.events WHERE workflow_id = ANY (ids);
         GET DIAGNOSTICS n_events = ROW_COUNT;
         DELETE FROM chrono_forge.workflows WHERE id = ANY (ids)
-           AND state IN ('completed', 'failed', 'cancelled');
+           AND state_code IN (3, 4, 6, 7);
         GET DIAGNOSTICS n_workflows = ROW_COUNT;
     END IF;
 
@@ -1796,7 +1805,7 @@ BEGIN
                             AND c.state_code = 1 AND c.started_at IS NULL LIMIT cap + 1) x) + u.n, cap) END,
            chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
                 (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
-                    AND c.state_code IN (4, 5, 6) LIMIT cap + 1) x), cap),
+                    AND c.state_code IN (4, 5, 6, 7) LIMIT cap + 1) x), cap),
            (b.poll->>'last_polled_at')::timestamptz, (b.poll->>'next_poll_at')::timestamptz,
            (b.poll->>'polls')::bigint, (b.poll->>'rate')::double precision,
            (b.poll->>'eta_seconds')::double precision,
@@ -1846,15 +1855,15 @@ CREATE FUNCTION chrono_forge.branch_children(workflow text, key text, branch tex
     AS $$
     WITH b AS MATERIALIZED (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
                                               branch_children.branch) AS log_id)
-    SELECT c.code IN (4, 5, 6), w.id, w.workflow, w.key, w.state, w.owner,
+    SELECT c.code IN (4, 5, 6, 7), w.id, w.workflow, w.key, w.state, w.owner,
            w.created_at, w.started_at, w.ended_at, w.locked_by
       FROM b, pg_catalog.unnest(chrono_forge.state_codes(branch_children.state)) AS c(code)
      CROSS JOIN LATERAL (
         SELECT * FROM chrono_forge.workflows t
          WHERE t.parent_execution_log_id = b.log_id AND t.state_code = c.code
            AND (branch_children.after_id IS NULL
-                OR (c.code IN (4, 5, 6)) < branch_children.after_blocked
-                OR ((c.code IN (4, 5, 6)) = branch_children.after_blocked
+                OR (c.code IN (4, 5, 6, 7)) < branch_children.after_blocked
+                OR ((c.code IN (4, 5, 6, 7)) = branch_children.after_blocked
                     AND t.id > branch_children.after_id))
          ORDER BY t.id LIMIT branch_children.page_size) w
      ORDER BY 1 DESC, w.id
@@ -2570,7 +2579,7 @@ BEGIN
         RETURN QUERY
         SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
                CASE WHEN t.state = 'running' THEN ts - t.started_at
-                    WHEN t.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
                          coalesce(t.ended_at, t.updated_at) - t.started_at END,
                t.locked_by,
                t.state = 'running' AND t.locked_at < ts - stale,
@@ -2595,7 +2604,7 @@ BEGIN
         RETURN QUERY
         SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
                CASE WHEN t.state = 'running' THEN ts - t.started_at
-                    WHEN t.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
                          coalesce(t.ended_at, t.updated_at) - t.started_at END,
                t.locked_by,
                t.state = 'running' AND t.locked_at < ts - stale,
@@ -2622,7 +2631,7 @@ BEGIN
         RETURN QUERY
         SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
                CASE WHEN w.state = 'running' THEN ts - w.started_at
-                    WHEN w.state IN ('completed', 'failed', 'cancelled', 'stalled') THEN
+                    WHEN w.state_code IN (3, 4, 5, 6, 7) THEN
                          coalesce(w.ended_at, w.updated_at) - w.started_at END,
                w.locked_by,
                w.state = 'running' AND w.locked_at < ts - stale,
@@ -2788,3 +2797,23 @@ CREATE FUNCTION chrono_forge.notify_launcher() RETURNS boolean
 REVOKE ALL ON FUNCTION chrono_forge.notify_launcher() FROM PUBLIC;
 
 SELECT chrono_forge.notify_launcher();
+
+-- =====================================================================
+-- Compensation (0.12.0)
+-- =====================================================================
+
+-- compensate(reason): inside a workflow, undo what the run did: the undo
+-- steps its completed steps registered (durably_execute(...,
+-- compensate => f)) run newest first, each a durable step of its own, and
+-- the run ends compensated.  A run with undo steps registered also
+-- compensates when it fails or is cancelled.
+CREATE PROCEDURE chrono_forge.compensate(reason text DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_compensate';
+
+-- run_compensation(args): the body of a compensating run's passes, which
+-- the engine calls in place of the workflow procedure (as the run's
+-- owner, like the body).  Refused anywhere else.
+CREATE PROCEDURE chrono_forge.run_compensation(args jsonb)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_run_compensation';

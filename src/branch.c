@@ -298,7 +298,7 @@ fail_on_blocked(const char *step_name, OpenBranch **branches, int n)
 	cf_internal_begin(&st);
 	cf_exec(&plan,
 			"SELECT key, state::text FROM chrono_forge.workflows"
-			" WHERE parent_execution_log_id = ANY ($1) AND state_code IN (4, 5, 6) ORDER BY id LIMIT 5",
+			" WHERE parent_execution_log_id = ANY ($1) AND state_code IN (4, 5, 6, 7) ORDER BY id LIMIT 5",
 			1, (Oid[]) {INT8ARRAYOID}, (Datum[]) {makeArrayResult(ids, CurrentMemoryContext)},
 			NULL, true, 0);
 	cf_internal_end(&st);

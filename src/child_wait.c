@@ -129,7 +129,7 @@ child_refused(const ChildSeen *seen)
 	if (seen->child_id == 0)
 		return seen->branch_sealed && !seen->unstarted_left;
 	return strcmp(seen->state, "failed") == 0 || strcmp(seen->state, "stalled") == 0 ||
-		strcmp(seen->state, "cancelled") == 0;
+		strcmp(seen->state, "cancelled") == 0 || strcmp(seen->state, "compensated") == 0;
 }
 
 /*

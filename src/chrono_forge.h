@@ -23,6 +23,8 @@
 #include "errcodes.h"
 
 #define CF_STEP_DELIMITER '$'
+/* The marker of a run that compensates (0.12.0): compensation.c writes it. */
+#define CF_COMPENSATING_MARKER "$workflow_compensating$"
 #define CF_CONTEXT_VALUE_MAX 16384
 /* An error log's copy of the run's context, as JSON; where it was raised. */
 #define CF_ERROR_CONTEXT_MAX 65536

@@ -308,26 +308,34 @@ cf_set_deadline(PG_FUNCTION_ARGS)
 	CfInternal	st;
 	CfRunRef	run;
 	bool		set = false;
+	bool		isnull;
 
 	if (!clear && TIMESTAMP_NOT_FINITE(deadline))
 		invalid_deadline("a run's deadline must be finite", NULL);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, true);
-	if (strcmp(run.state, "completed") != 0 && strcmp(run.state, "cancelled") != 0)
+	if (strcmp(run.state, "completed") != 0 && strcmp(run.state, "cancelled") != 0 &&
+		strcmp(run.state, "compensated") != 0)
 	{
-		/* A request of a run held when its old deadline passed goes too. */
+		/*
+		 * A request of a run held when its old deadline passed goes too.
+		 * A compensating run has no deadline (0.12.0): it keeps none.
+		 */
 		cf_exec(&plan,
-				"WITH w AS (UPDATE chrono_forge.workflows SET deadline = $2 WHERE id = $1)"
-				" DELETE FROM chrono_forge.cancel_requests"
-				" WHERE workflow_id = $1 AND kind = 'deadline' AND ($2 IS NULL OR $2 > $3)",
+				"WITH w AS (UPDATE chrono_forge.workflows w SET deadline = $2 WHERE id = $1"
+				"  AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs l"
+				"   WHERE l.workflow_id = w.id AND l.step_name = '$workflow_compensating$') RETURNING id),"
+				" d AS (DELETE FROM chrono_forge.cancel_requests"
+				"  WHERE workflow_id = $1 AND kind = 'deadline' AND ($2 IS NULL OR $2 > $3))"
+				" SELECT count(*) FROM w",
 				3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 				(Datum[]) {Int64GetDatum(run.id), TimestampTzGetDatum(deadline),
 				TimestampTzGetDatum(cf_clock_now())},
 				clear ? " n " : NULL, false, 0);
-		if (!clear)
+		set = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0;
+		if (set && !clear)
 			cf_queue_launcher_timer(deadline);
-		set = true;
 	}
 	cf_internal_end(&st);
 	SPI_finish();

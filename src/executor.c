@@ -65,12 +65,18 @@ static bool pass_share_waived = false;
  * ---------------------------------------------------------------------
  */
 
+/*
+ * CALL the workflow procedure with the run's args; a compensating run
+ * (0.12.0) calls the engine's compensation body instead (compensate.c),
+ * in the same way, as the owner: the undo steps are the owner's code.
+ */
 static void
 call_workflow_procedure(void)
 {
 	SPIExecuteOptions options;
 	ParamListInfo params;
-	char	   *sql = psprintf("CALL %s($1)", cf_pass.procedure);
+	char	   *sql = cf_pass.compensating ? "CALL chrono_forge.run_compensation($1)"
+		: psprintf("CALL %s($1)", cf_pass.procedure);
 	int			rc;
 
 	params = makeParamList(1);
@@ -610,12 +616,14 @@ run_body(MemoryContext proc_cxt, Oid save_userid, int save_sec)
 						(errcode(ERRCODE_CF_NOT_IN_PASS),
 						 errmsg("%s", cf_pass_poison),
 						 errdetail("The workflow caught this error and went on; the run fails all the same.")));
-			cf_branch_before_complete();	/* fan-out: unmerged branches */
+			if (!cf_pass.compensating)
+				cf_branch_before_complete();	/* fan-out: unmerged branches */
 			cf_pass_timer_disarm();
 			cf_check_pass_stop();
 			SetUserIdAndSecContext(save_userid, save_sec);
 			cf_pass.active = false;
-			cf_finish_pass(CF_FINISH_COMPLETE, NULL, 0, 0, NULL);
+			cf_finish_pass(cf_pass.compensating ? CF_FINISH_COMPENSATED : CF_FINISH_COMPLETE,
+						   NULL, 0, 0, NULL);
 			/* The owner's deferred triggers are its code: bounded alike. */
 			cf_pass_timer_resume();
 			cf_fire_deferred_as_owner();
@@ -709,6 +717,15 @@ finish_stopped_pass(ErrorData *edata, MemoryContext proc_cxt)
 	}
 }
 
+/* Past its marker, a run's passes run its undo steps (0.12.0). */
+static bool
+run_is_compensating(void)
+{
+	Jsonb	   *why;
+
+	return cf_step_completed(CF_COMPENSATING_MARKER, &why);
+}
+
 /*
  * One pass.  Returns false if nothing was due.  Precondition: inside a
  * transaction, connected to SPI non-atomically; on return the pass's last
@@ -733,6 +750,7 @@ run_one_pass(Oid only_owner, MemoryContext proc_cxt)
 		return true;
 	}
 	cf_replay_load();
+	cf_pass.compensating = run_is_compensating();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	cf_pass.outer_userid = save_userid;

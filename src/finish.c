@@ -17,10 +17,12 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "clock.h"
+#include "compensation.h"
 #include "finish.h"
 #include "internal.h"
 #include "pass.h"
@@ -120,8 +122,42 @@ finish_terminal(CfFinishKind kind, Datum *values, char *nulls)
 }
 
 /*
+ * End a compensation pass (0.12.0): the run is compensated, with a
+ * $workflow_compensated$ marker counting the undo steps that ran.
+ * values[0..5], [7], [8] and nulls are cf_finish_pass()'s.  True if the
+ * pass still owned the run.
+ */
+static bool
+finish_compensated(Datum *values, char *nulls)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec_generic(&plan,
+			"WITH w AS ("
+			"  UPDATE chrono_forge.workflows SET state = 'compensated',"
+			"   started_at = coalesce(started_at, $9), locked_by = NULL, locked_at = NULL,"
+			"   attempt = 0, retry_counts = '{}',"
+			"   context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+			"  WHERE id = $1 AND (locked_by = $2 OR $8) RETURNING id),"
+			" l AS (INSERT INTO chrono_forge.execution_logs"
+			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+			"  SELECT id, '$workflow_compensated$', 'completed', 1, $3, $3, $3,"
+			"   jsonb_build_object('undone', (SELECT count(*) FROM chrono_forge.execution_logs u"
+			"    WHERE u.workflow_id = $1 AND u.state = 'completed' AND u.step_name LIKE 'compensate$%'))"
+			"  FROM w ON CONFLICT (workflow_id, step_name) DO NOTHING),"
+			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id)"
+			" SELECT (SELECT count(*) FROM w), NULL::timestamptz",
+			9, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID,
+			BOOLOID, TIMESTAMPTZOID},
+			values, nulls, false, 0);
+	return finish_row_owned();
+}
+
+/*
  * End the run failed: check the lock before writing the failure, then log
- * the error and mark the run with it.  values[0..5] and nulls are
+ * the error and mark the run with it.  A run with undo steps registered
+ * (0.12.0) compensates instead: idle, its workflow-level budget new, due
+ * now for its compensation.  values[0..5] and nulls are
  * cf_finish_pass()'s.  True if the pass still owned the run.
  */
 static bool
@@ -131,14 +167,20 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 	static SPIPlanPtr marker_plan = NULL;
 	int64		error_id;
 	Datum		mvalues[3];
+	bool		compensate = !cf_pass.compensating && cf_compensation_due(cf_pass.workflow_id);
 
 	values[6] = Int32GetDatum(attempt);
+	values[7] = BoolGetDatum(compensate);
 	cf_exec_generic(&failure_plan,
-			"UPDATE chrono_forge.workflows SET state = 'failed', locked_by = NULL, locked_at = NULL,"
-			" attempt = $7, context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
+			"UPDATE chrono_forge.workflows"
+			" SET state = CASE WHEN $8 THEN 'idle' ELSE 'failed' END::chrono_forge.workflow_state,"
+			" locked_by = NULL, locked_at = NULL, attempt = CASE WHEN $8 THEN 0 ELSE $7 END,"
+			" retry_counts = CASE WHEN $8 THEN '{}' ELSE retry_counts END,"
+			" context = CASE WHEN $4 THEN $5 ELSE context END, updated_at = $3"
 			" WHERE id = $1 AND locked_by = $2"
 			" RETURNING id, NULL::timestamptz",
-			7, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID},
+			8, (Oid[]) {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, JSONBOID, INT8ARRAYOID, INT4OID,
+			BOOLOID},
 			values, nulls, false, 0);
 	if (SPI_processed != 1)
 		return false;
@@ -154,7 +196,17 @@ finish_failed(Datum *values, char *nulls, int attempt, ErrorData *edata, Timesta
 			" d AS (DELETE FROM chrono_forge.wakeups WHERE workflow_id = $1)"
 			" SELECT 1::bigint, NULL::timestamptz",
 			3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID}, mvalues, NULL, false, 0);
-	return finish_row_owned();
+	if (!finish_row_owned())
+		return false;
+	if (compensate)
+	{
+		Jsonb	   *why = cf_compensation_why("failure", edata->message, InvalidOid, 0);
+
+		cf_compensation_mark(PointerGetDatum(construct_array(&mvalues[0], 1, INT8OID, sizeof(int64),
+															 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+							 why);
+	}
+	return true;
 }
 
 /* A retry: remember the workflow-level failure itself, and the counts. */
@@ -214,6 +266,8 @@ cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,
 		owned = finish_release(kind, values, nulls, retry_at, attempt);
 	else if (kind == CF_FINISH_COMPLETE || kind == CF_FINISH_STALL)
 		owned = finish_terminal(kind, values, nulls);
+	else if (kind == CF_FINISH_COMPENSATED)
+		owned = finish_compensated(values, nulls);
 	else
 		owned = finish_failed(values, nulls, attempt, edata, now);
 

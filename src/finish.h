@@ -19,7 +19,8 @@ typedef enum CfFinishKind
 	CF_FINISH_RELEASE,
 	CF_FINISH_STALL,
 	CF_FINISH_FAIL,
-	CF_FINISH_RETRY
+	CF_FINISH_RETRY,
+	CF_FINISH_COMPENSATED		/* 0.12.0: a compensation pass ended */
 } CfFinishKind;
 
 extern bool cf_finish_pass(CfFinishKind kind, ErrorData *edata, TimestampTz retry_at,

@@ -510,7 +510,7 @@ run_maintenance(void)
 	/* A wake() that raced a run's last pass leaves a dead row. */
 	launcher_exec("DELETE FROM chrono_forge.wakeups k USING chrono_forge.workflows w"
 				  " WHERE w.id = k.workflow_id"
-				  " AND w.state IN ('completed', 'failed', 'stalled', 'cancelled')",
+				  " AND w.state_code IN (3, 4, 5, 6, 7)",
 				  0, NULL, NULL, NULL);
 }
 

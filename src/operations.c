@@ -40,6 +40,7 @@
 
 #include "access.h"
 #include "clock.h"
+#include "compensation.h"
 #include "internal.h"
 #include "journal.h"
 #include "operations.h"
@@ -122,6 +123,21 @@ cf_drop_unstarted_children(Datum ids)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* After commit, tell the workers running passes of `runs` (an int8[], or 0) to stop them. */
+static void
+signal_runs(Datum runs)
+{
+	Datum	   *ids;
+	int			n;
+
+	if (runs == (Datum) 0)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(runs), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, NULL, &n);
+	for (int i = 0; i < n; i++)
+		cf_queue_cancel_signal(DatumGetInt64(ids[i]));
+}
+
 /*
  * Runs no pass holds are cancelled here; the others (SKIP LOCKED) get a
  * cancel request.  After commit, the worker running a pass of any of them
@@ -134,17 +150,24 @@ cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_
 	static SPIPlanPtr plan = NULL;
 	Datum		held;
 	Datum		cancelled;
+	Datum		running;
 	bool		isnull;
 	bool		no_cancelled;
 	int			n;
+	int			compensating;
 
+	/* Runs with undo steps compensate first (0.12.0); the rest end now. */
+	ids = cf_compensation_begin(ids, cf_compensation_why("cancel", reason_null ? NULL : TextDatumGetCString(reason),
+												caller, run_id),
+								&compensating, &running);
+	signal_runs(running);
 	cf_exec(&plan,
 			"WITH x AS (SELECT w.id, w.state AS was FROM chrono_forge.workflows w WHERE w.id = ANY ($1)"
 			"  FOR NO KEY UPDATE SKIP LOCKED),"
 			" w AS ("
 			"  UPDATE chrono_forge.workflows w SET state = 'cancelled', locked_by = NULL,"
 			"   locked_at = NULL, updated_at = $2"
-			"  FROM x WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled')"
+			"  FROM x WHERE w.id = x.id AND w.state::text NOT IN ('completed', 'cancelled', 'compensated')"
 			"  RETURNING w.id, x.was AS state),"
 			" d AS (DELETE FROM chrono_forge.wakeups k USING w WHERE k.workflow_id = w.id),"
 			" l AS (INSERT INTO chrono_forge.execution_logs"
@@ -157,7 +180,7 @@ cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_
 			"  (workflow_id, reason, requested_by, cancelled_run, requested_at)"
 			"  SELECT h.id, $3, $4, $5, $2 FROM chrono_forge.workflows h"
 			"  WHERE h.id = ANY ($1) AND NOT h.id IN (SELECT id FROM x)"
-			"   AND h.state NOT IN ('completed', 'cancelled')"
+			"   AND h.state::text NOT IN ('completed', 'cancelled', 'compensated')"
 			"  ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id)"
 			" SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM q),"
 			"  (SELECT array_agg(id) FROM (SELECT id FROM w WHERE w.state = 'running'"
@@ -169,19 +192,10 @@ cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cancelled = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &no_cancelled);
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-	{
-		Datum	   *runs;
-		int			nheld;
-
-		deconstruct_array(DatumGetArrayTypeP(held), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-						  TYPALIGN_DOUBLE, &runs, NULL, &nheld);
-		for (int i = 0; i < nheld; i++)
-			cf_queue_cancel_signal(DatumGetInt64(runs[i]));
-	}
+	signal_runs(isnull ? (Datum) 0 : held);
 	if (!no_cancelled)
 		cf_journal_cancel_tasks(PointerGetDatum(PG_DETOAST_DATUM_COPY(cancelled)));
-	return n;
+	return n + compensating;
 }
 
 /*

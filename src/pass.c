@@ -174,13 +174,18 @@ cf_require_pass(FunctionCallInfo fcinfo, const char *primitive)
 	}
 
 	cf_check_pass_stop();
+	cf_commit_pending_step();
+}
 
-	/*
-	 * A completed step's commit waits for the next primitive or the end of
-	 * the pass, so that the last step of a pass shares its commit with the
-	 * completion.  Never longer: the body's own code between two primitives
-	 * is all that a step's commit can wait for.
-	 */
+/*
+ * A completed step's commit waits for the next primitive or the end of
+ * the pass, so that the last step of a pass shares its commit with the
+ * completion.  Never longer: the body's own code between two primitives
+ * is all that a step's commit can wait for.
+ */
+void
+cf_commit_pending_step(void)
+{
 	if (cf_pass.commit_pending)
 	{
 		cf_spi_connect();

@@ -52,6 +52,7 @@ typedef struct CfPass
 	bool		commit_pending; /* a step completed; its commit is deferred */
 	bool		eager;			/* commit each step at once (see step_lost) */
 	bool		released;		/* parked: ended idle before its halt (cf_park()) */
+	bool		compensating;	/* runs the undo steps, not the body (0.12.0) */
 	Oid			outer_userid;	/* the identity that runs the pass */
 	int			outer_sec_context;
 	/* What the claim read, for the finish (claim.c, finish.c): */
@@ -65,6 +66,7 @@ extern void cf_require_pass(FunctionCallInfo fcinfo, const char *primitive);
 extern void cf_fail_now(void);
 extern void cf_fail_run(int sqlerrcode, const char *msg, const char *hint) pg_attribute_noreturn();
 extern void cf_commit_step(void);
+extern void cf_commit_pending_step(void);
 extern void cf_set_continuation(TimestampTz at, const char *reason);
 extern void cf_halt(const char *step_name) pg_attribute_noreturn();
 extern void cf_stall(const char *step_name, int attempts, ErrorData *edata) pg_attribute_noreturn();

@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "clock.h"
+#include "compensation.h"
 #include "guc.h"
 #include "internal.h"
 #include "journal.h"
@@ -320,8 +321,8 @@ cf_cancel_requested(int64 run)
 	"   SET state = CASE r.kind WHEN 'deadline' THEN 'failed' ELSE 'cancelled' END::chrono_forge.workflow_state," \
 	"   locked_by = NULL, locked_at = NULL, updated_at = $2" \
 	"  FROM x JOIN r ON r.workflow_id = x.id" \
-	"  WHERE w.id = x.id AND w.state NOT IN ('completed', 'cancelled')" \
-	"   AND (r.kind = 'cancel' OR w.state <> 'failed')" \
+	"  WHERE w.id = x.id AND w.state::text NOT IN ('completed', 'cancelled', 'compensated')" \
+	"   AND (r.kind = 'cancel' OR (w.state <> 'failed' AND w.deadline IS NOT NULL))" \
 	"  RETURNING w.id, r.kind, r.reason, r.requested_by, r.cancelled_run, w.deadline, w.context)," \
 	" l AS (INSERT INTO chrono_forge.execution_logs AS g" \
 	"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)" \
@@ -340,6 +341,77 @@ cf_cancel_requested(int64 run)
 	"   'retry() refuses it while its deadline is past: move it with set_deadline() first.'," \
 	"   w.context, $2 FROM w WHERE w.kind = 'deadline')," \
 	APPLY_TAIL_SQL
+
+/*
+ * 0.12.0: the requests (of `run`, or all if 0) whose runs have undo steps
+ * and no pass holds: those runs compensate (cf_compensation_begin())
+ * instead of ending, and their requests go.  A run past its deadline
+ * keeps the failure's trace ($workflow_deadline$ and a CF029 error) all
+ * the same.  The caller is connected to SPI, as the engine.
+ */
+static void
+compensate_requested(int64 run)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr done_plan = NULL;
+	SPITupleTable *rows;
+	uint64		nrows;
+
+	cf_exec(&plan,
+			"SELECT q.workflow_id, q.kind, q.reason, q.requested_by, q.cancelled_run, w.deadline"
+			" FROM chrono_forge.cancel_requests q JOIN chrono_forge.workflows w ON w.id = q.workflow_id"
+			" WHERE ($1 = 0 OR q.workflow_id = $1) AND w.state::text IN ('idle', 'running', 'stalled')",
+			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		HeapTuple	row = rows->vals[i];
+		bool		isnull;
+		bool		no_reason;
+		bool		no_run;
+		bool		no_deadline;
+		int64		id = DatumGetInt64(SPI_getbinval(row, rows->tupdesc, 1, &isnull));
+		char	   *kind = TextDatumGetCString(SPI_getbinval(row, rows->tupdesc, 2, &isnull));
+		Datum		reason = SPI_getbinval(row, rows->tupdesc, 3, &no_reason);
+		Oid			by = DatumGetObjectId(SPI_getbinval(row, rows->tupdesc, 4, &isnull));
+		Datum		named = SPI_getbinval(row, rows->tupdesc, 5, &no_run);
+		Datum		deadline = SPI_getbinval(row, rows->tupdesc, 6, &no_deadline);
+		int			began;
+		Datum		running;
+		Datum		ids = PointerGetDatum(construct_array(&(Datum) {Int64GetDatum(id)}, 1, INT8OID,
+														  sizeof(int64), FLOAT8PASSBYVAL,
+														  TYPALIGN_DOUBLE));
+
+		if (strcmp(kind, "deadline") == 0 && no_deadline)
+			continue;			/* its deadline was removed: applied as a no-op */
+		(void) cf_compensation_begin(ids, cf_compensation_why(kind, no_reason ? NULL : TextDatumGetCString(reason),
+															  by, no_run ? 0 : DatumGetInt64(named)),
+									 &began, &running);
+		if (began == 0)
+			continue;
+		if (running != (Datum) 0)
+			cf_queue_cancel_signal(id);
+		cf_exec(&done_plan,
+				"WITH d AS (DELETE FROM chrono_forge.cancel_requests WHERE workflow_id = $1),"
+				" l AS (INSERT INTO chrono_forge.execution_logs AS g"
+				"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
+				"  SELECT $1, '$workflow_deadline$', 'completed', 1, $3, $3, $3,"
+				"   jsonb_build_object('deadline', $4) WHERE $2"
+				"  ON CONFLICT (workflow_id, step_name) DO UPDATE SET attempts = g.attempts + 1,"
+				"   last_executed_at = EXCLUDED.last_executed_at, completed_at = EXCLUDED.completed_at,"
+				"   metadata = EXCLUDED.metadata)"
+				" INSERT INTO chrono_forge.error_logs"
+				"  (workflow_id, error_class, error_message, error_detail, error_hint, context, created_at)"
+				" SELECT $1, 'CF029', 'workflow run ' || $1 || ' passed its deadline',"
+				"  'Its deadline was ' || $4 || '; it compensates.', NULL, w.context, $3"
+				" FROM chrono_forge.workflows w WHERE w.id = $1 AND $2",
+				4, (Oid[]) {INT8OID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+				(Datum[]) {Int64GetDatum(id), BoolGetDatum(strcmp(kind, "deadline") == 0),
+				TimestampTzGetDatum(cf_clock_now()), deadline},
+				strcmp(kind, "deadline") == 0 ? NULL : "   n", false, 0);
+	}
+}
 
 /*
  * Carry out cancel requests (of `run`, or all if 0) whose runs no pass
@@ -370,6 +442,8 @@ cf_apply_cancel_requests(int64 run, bool signal_held)
 		return 0;
 	}
 	cf_internal_begin(&st);
+	if (cf_schema_at_least(CF_SCHEMA(0, 12, 0)))
+		compensate_requested(run);
 	if (cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
 		cf_exec(&plan, APPLY_REQUESTS_SQL, 2, (Oid[]) {INT8OID, TIMESTAMPTZOID},
 				(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(cf_clock_now())},

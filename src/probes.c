@@ -110,8 +110,8 @@ static int64
 count_children(int64 log_id, int64 cap, ChildWalk walk, int64 *never_started,
 			   int64 *running, int64 *blocked)
 {
-	/* state_code of idle, running, then the blocked failed, stalled, cancelled */
-	static const int16 states[] = {1, 2, 4, 5, 6};
+	/* state_code of idle, running, then the blocked failed, stalled, cancelled, compensated */
+	static const int16 states[] = {1, 2, 4, 5, 6, 7};
 	int			first = walk == WALK_BLOCKED ? 2 : 0;
 	int			last = walk == WALK_LIVE ? 2 : (int) lengthof(states);
 	Oid			relid = cf_relation_oid("workflows");
@@ -188,7 +188,7 @@ cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_started, int64 
 }
 
 /* Children not started yet, idle or running, at most cap. */
-/* Failed, stalled and cancelled children of a branch log (all of them). */
+/* Failed, stalled, cancelled and compensated children of a branch log (all of them). */
 int64
 cf_branch_children_blocked(int64 log_id)
 {

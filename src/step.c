@@ -16,6 +16,7 @@
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -37,6 +38,7 @@ typedef struct StepAttempt
 	const char *step_name;
 	CfFunction *function;
 	Jsonb	   *args;
+	Jsonb	   *metadata;		/* written with the completion */
 	int			attempt;
 	Jsonb	   *result;
 } StepAttempt;
@@ -48,7 +50,7 @@ attempt_step(void *arg)
 	StepAttempt *a = (StepAttempt *) arg;
 
 	a->result = cf_function_call(a->function, a->args, 0);
-	cf_step_log_write_owned(a->step_name, "completed", a->attempt, NULL, a->result, NULL);
+	cf_step_log_write_owned(a->step_name, "completed", a->attempt, a->metadata, a->result, NULL);
 }
 
 /*
@@ -151,48 +153,28 @@ cf_step_failed(const char *step_name, int attempts, Jsonb *log_metadata,
 }
 
 /*
- * durably_execute(step, name, args, retry_policy) and
- * durably_execute(step, INOUT result, name, args, retry_policy).
+ * Run a step not completed yet: call `function` with `args` in a
+ * subtransaction and complete its log with `metadata` (its commit is made
+ * by the next primitive or the pass's end), returning its value; or, if
+ * the attempt fails, record it and retry after the policy's backoff or
+ * stall the run (neither returns).  durably_execute's steps and the
+ * compensation pass's undo steps.  The caller is connected to SPI (the
+ * function's lookup needs it); this disconnects.
  */
-Datum
-cf_durably_execute(PG_FUNCTION_ARGS)
+Jsonb *
+cf_run_step(const char *step_name, CfFunction *function, Jsonb *args, Jsonb *policy,
+			Jsonb *metadata)
 {
-	bool		has_result = (PG_NARGS() == 5);
-	int			a = has_result ? 1 : 0;
-	char	   *step;
-	char	   *name;
-	char	   *step_name;
-	Jsonb	   *policy = NULL;
-	Jsonb	   *result = NULL;
 	Jsonb	   *context_before;
 	bool		dirty_before;
 	CfStepLog	log;
 	StepAttempt attempt;
 	ErrorData  *edata;
 
-	cf_require_pass(fcinfo, "durably_execute");
-
-	/* Programming errors: the run fails at once, visibly. */
-	cf_fail_now();
-	step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	cf_validate_name_segment("step", step);
-	name = PG_ARGISNULL(1 + a) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1 + a));
-	if (name != NULL)
-		cf_validate_name_segment("step name", name);
-	if (!PG_ARGISNULL(3 + a))
-		policy = cf_policy_validate(PG_GETARG_JSONB_P(3 + a));
-	cf_pass.outcome = CF_OUTCOME_NONE;
-
-	step_name = psprintf("durably_execute$%s", name ? name : step);
-	if (cf_step_completed(step_name, &result))
-		return cf_return_result(fcinfo, has_result, result);
-
-	/* Every SPI call below is on our own connection. */
-	cf_spi_connect();
-
 	attempt.step_name = step_name;
-	attempt.function = cf_function_lookup(step, "step", false);
-	attempt.args = PG_ARGISNULL(2 + a) ? NULL : PG_GETARG_JSONB_P(2 + a);
+	attempt.function = function;
+	attempt.args = args;
+	attempt.metadata = metadata;
 	log = cf_step_log_read(step_name);
 	attempt.attempt = log.attempts + 1;
 	attempt.result = NULL;
@@ -209,14 +191,95 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 			cf_pass.commit_pending = true;
 		SPI_finish();
 		cf_step_remember(step_name, attempt.result);
-		return cf_return_result(fcinfo, has_result, attempt.result);
+		return attempt.result;
 	}
 
 	/* The attempt failed: its writes and context changes are gone. */
 	cf_pass.context = context_before;
 	cf_pass.context_dirty = dirty_before;
 	cf_step_failed(step_name, attempt.attempt, log.metadata, NULL, cf_step_policy(policy), edata);
-	PG_RETURN_VOID();			/* not reached */
+}
+
+/*
+ * The undo step a completed step registers (0.12.0), as the metadata its
+ * log keeps: the function, its policy, and the args the step was given
+ * (only if given: else the workflow's, which the run keeps anyway).
+ */
+static Jsonb *
+undo_registration(const char *undo, Jsonb *undo_policy, Jsonb *args)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"compensate\": ");
+	escape_json(&buf, undo);
+	if (undo_policy != NULL)
+		appendStringInfo(&buf, ", \"compensate_policy\": %s",
+						 JsonbToCString(NULL, &undo_policy->root, VARSIZE(undo_policy)));
+	if (args != NULL)
+		appendStringInfo(&buf, ", \"compensate_args\": %s",
+						 JsonbToCString(NULL, &args->root, VARSIZE(args)));
+	appendStringInfoChar(&buf, '}');
+	return cf_jsonb_parse(buf.data);
+}
+
+/*
+ * durably_execute(step, name, args, retry_policy, compensate,
+ * compensate_policy) and durably_execute(step, INOUT result, name, args,
+ * retry_policy, compensate, compensate_policy).  Schemas before 0.12.0
+ * declare them without the last two arguments.
+ */
+Datum
+cf_durably_execute(PG_FUNCTION_ARGS)
+{
+	bool		has_result = (PG_NARGS() == 5 || PG_NARGS() == 7);
+	int			a = has_result ? 1 : 0;
+	bool		has_undo = (PG_NARGS() >= 6);
+	char	   *step;
+	char	   *name;
+	char	   *step_name;
+	char	   *undo = NULL;
+	Jsonb	   *undo_policy = NULL;
+	Jsonb	   *policy = NULL;
+	Jsonb	   *args;
+	Jsonb	   *result = NULL;
+	CfFunction *function;
+
+	cf_require_pass(fcinfo, "durably_execute");
+
+	/* Programming errors: the run fails at once, visibly. */
+	cf_fail_now();
+	step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cf_validate_name_segment("step", step);
+	name = PG_ARGISNULL(1 + a) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1 + a));
+	if (name != NULL)
+		cf_validate_name_segment("step name", name);
+	if (!PG_ARGISNULL(3 + a))
+		policy = cf_policy_validate(PG_GETARG_JSONB_P(3 + a));
+	if (has_undo && !PG_ARGISNULL(4 + a))
+		undo = text_to_cstring(PG_GETARG_TEXT_PP(4 + a));
+	if (has_undo && !PG_ARGISNULL(5 + a))
+	{
+		if (undo == NULL)
+			cf_primitive_invalid_argument("compensate_policy needs compensate");
+		undo_policy = cf_policy_validate(PG_GETARG_JSONB_P(5 + a));
+	}
+	cf_pass.outcome = CF_OUTCOME_NONE;
+
+	step_name = psprintf("durably_execute$%s", name ? name : step);
+	if (cf_step_completed(step_name, &result))
+		return cf_return_result(fcinfo, has_result, result);
+
+	/* Every SPI call below is on our own connection. */
+	cf_spi_connect();
+	args = PG_ARGISNULL(2 + a) ? NULL : PG_GETARG_JSONB_P(2 + a);
+	function = cf_function_lookup(step, "step", false);
+	/* A missing undo function is found now, not when it is needed. */
+	if (undo != NULL)
+		(void) cf_function_lookup(undo, "compensation", false);
+	result = cf_run_step(step_name, function, args, policy,
+						 undo ? undo_registration(undo, undo_policy, args) : NULL);
+	return cf_return_result(fcinfo, has_result, result);
 }
 
 /* Programming errors in a primitive's arguments fail the run at once. */

@@ -23,6 +23,9 @@ extern CfFunction *cf_condition_lookup(const char *condition, const char *what);
 extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata_patch,
 							const char *message) pg_attribute_noreturn();
 
+extern Jsonb *cf_run_step(const char *step_name, CfFunction *function, Jsonb *args,
+						  Jsonb *policy, Jsonb *metadata);
+
 extern Datum cf_return_result(FunctionCallInfo fcinfo, bool has_result, Jsonb *result);
 
 extern CfRetryDecision cf_step_failure_record(const char *step_name, int attempts,

@@ -84,15 +84,18 @@ static bool
 state_is_terminal(const char *state)
 {
 	return strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
-		strcmp(state, "cancelled") == 0;
+		strcmp(state, "cancelled") == 0 || strcmp(state, "compensated") == 0;
 }
 
-/* state_code: 1..6 in the enum's order (0.2.0 computed it in the table). */
+/*
+ * state_code: 1..7 in the enum's order (0.2.0 computed it in the table;
+ * compensated, 7, since 0.12.0).
+ */
 static int16
 state_code(const char *state)
 {
 	static const char *const labels[] = {"idle", "running", "completed", "failed",
-	"stalled", "cancelled"};
+	"stalled", "cancelled", "compensated"};
 
 	for (int i = 0; i < (int) lengthof(labels); i++)
 		if (strcmp(state, labels[i]) == 0)
@@ -167,12 +170,12 @@ note_outcome_day_change(const char *old_state, const char *new_state,
 	SPI_finish();
 }
 
-/* failed, stalled or cancelled: what a merge calls a blocked child */
+/* failed, stalled, cancelled or compensated: what a merge calls a blocked child */
 static bool
 state_is_blocked(const char *state)
 {
 	return strcmp(state, "failed") == 0 || strcmp(state, "stalled") == 0 ||
-		strcmp(state, "cancelled") == 0;
+		strcmp(state, "cancelled") == 0 || strcmp(state, "compensated") == 0;
 }
 
 /*

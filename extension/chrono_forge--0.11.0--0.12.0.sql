@@ -1,0 +1,341 @@
+/* chrono_forge 0.11.0 -> 0.12.0: compensation.  A step may register an
+ * undo step (durably_execute(..., compensate => f, compensate_policy =>
+ * p)); a run that fails, is cancelled, passes its deadline or calls
+ * compensate() runs its undo steps newest first, each a durable step, and
+ * ends in the new state "compensated".  See CHANGELOG.md.
+ * A fresh CREATE EXTENSION runs chrono_forge--0.12.0.sql, built from
+ * chrono_forge.sql, which holds everything this script makes; the catalog
+ * test (test/integration/t_catalog_match.sh) checks that both agree. */
+
+\echo Use "ALTER EXTENSION chrono_forge UPDATE TO '0.12.0'" to load this file. \quit
+
+-- The new state, 7th (state_code 7).  Not used by anything below in this
+-- transaction (PostgreSQL refuses a new enum value before its commit):
+-- the functions here compare state_code.
+ALTER TYPE chrono_forge.workflow_state ADD VALUE 'compensated';
+
+-- durably_execute takes compensate and compensate_policy.  Replaced, not
+-- overloaded: an overload with two more defaulted arguments would make
+-- every existing call ambiguous.  Workflow procedures call it by name at
+-- run time, so none depends on the old signature.
+DROP PROCEDURE chrono_forge.durably_execute(text, text, jsonb, jsonb);
+DROP PROCEDURE chrono_forge.durably_execute(text, jsonb, text, jsonb, jsonb);
+
+-- durably_execute: compensate and compensate_policy since 0.12.0 (see
+-- compensate()).
+CREATE PROCEDURE chrono_forge.durably_execute(step text, name text DEFAULT NULL,
+    args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL,
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_durably_execute';
+
+CREATE PROCEDURE chrono_forge.durably_execute(step text, INOUT result jsonb,
+    name text DEFAULT NULL, args jsonb DEFAULT NULL, retry_policy jsonb DEFAULT NULL,
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_durably_execute';
+
+-- Retention deletes compensated runs as it deletes failed ones
+-- (failed_before).
+CREATE OR REPLACE FUNCTION chrono_forge.cleanup_batch(
+    completed_before timestamptz, failed_before timestamptz,
+    repetitions_before timestamptz, batch_size integer)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    ids bigint[];
+    n_workflows bigint := 0;
+    n_logs bigint := 0;
+    n_errors bigint := 0;
+    n_wakeups bigint := 0;
+    n_events bigint := 0;
+    n_reps bigint := 0;
+    n_orphaned bigint := 0;
+BEGIN
+    -- Completed runs first, then failed, cancelled and compensated ones,
+    -- oldest first.
+    -- SKIP LOCKED: a run a retry or a cancel is changing is left for the
+    -- next batch.
+    SELECT pg_catalog.array_agg(v.id) INTO ids FROM (
+        SELECT w.id FROM chrono_forge.workflows w
+         WHERE w.id IN (
+            (SELECT c.id FROM chrono_forge.workflows c
+              WHERE c.state_code = 3 AND c.ended_at <= completed_before
+              ORDER BY c.ended_at LIMIT batch_size)
+            UNION ALL
+            (SELECT f.id FROM chrono_forge.workflows f
+              WHERE f.state_code = 4 AND f.ended_at <= failed_before
+              ORDER BY f.ended_at LIMIT batch_size)
+            UNION ALL
+            (SELECT x.id FROM chrono_forge.workflows x
+              WHERE x.state_code = 6 AND x.ended_at <= failed_before
+              ORDER BY x.ended_at LIMIT batch_size)
+            UNION ALL
+            (SELECT p.id FROM chrono_forge.workflows p
+              WHERE p.state_code = 7 AND p.ended_at <= failed_before
+              ORDER BY p.ended_at LIMIT batch_size))
+           AND w.state_code IN (3, 4, 6, 7)
+         ORDER BY w.state <> 'completed', w.ended_at
+         LIMIT batch_size
+         FOR UPDATE SKIP LOCKED) v;
+
+    IF ids IS NOT NULL THEN
+        -- Their days may be summarised (see daily_outcomes()).
+        INSERT INTO chrono_forge.outcome_days_changed (day, owner)
+        SELECT DISTINCT pg_catalog.timezone('UTC', w.ended_at)::date, w.owner
+          FROM chrono_forge.workflows w WHERE w.id = ANY (ids);
+        -- Children of a deleted run's branches lose their parent reference.
+        UPDATE chrono_forge.workflows c SET parent_execution_log_id = NULL
+          FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = ANY (ids) AND l.step_name LIKE 'branch$%'
+           AND c.parent_execution_log_id = l.id;
+        GET DIAGNOSTICS n_orphaned = ROW_COUNT;
+        DELETE FROM chrono_forge.error_logs WHERE workflow_id = ANY (ids);
+        GET DIAGNOSTICS n_errors = ROW_COUNT;
+        DELETE FROM chrono_forge.execution_logs WHERE workflow_id = ANY (ids);
+        GET DIAGNOSTICS n_logs = ROW_COUNT;
+        DELETE FROM chrono_forge.wakeups WHERE workflow_id = ANY (ids);
+        GET DIAGNOSTICS n_wakeups = ROW_COUNT;
+        DELETE FROM chrono_forge.events WHERE workflow_id = ANY (ids);
+        GET DIAGNOSTICS n_events = ROW_COUNT;
+        DELETE FROM chrono_forge.workflows WHERE id = ANY (ids)
+           AND state_code IN (3, 4, 6, 7);
+        GET DIAGNOSTICS n_workflows = ROW_COUNT;
+    END IF;
+
+    -- Repetition logs strictly behind their coordination's frontier
+    -- (last_execution_at) and before the cutoff, by scheduled time (the
+    -- epoch in the tick's name).  Pending ticks and the coordination log
+    -- stay; a coordination without a frontier prunes nothing.
+    IF repetitions_before IS NOT NULL AND n_workflows < batch_size THEN
+        WITH coord AS (
+            SELECT l.workflow_id, l.step_name || '$' AS prefix,
+                   LEAST(
+                       pg_catalog.date_part('epoch', (l.metadata->>'last_execution_at')::timestamptz),
+                       pg_catalog.date_part('epoch', repetitions_before)) AS before_epoch
+              FROM chrono_forge.execution_logs l
+             WHERE l.step_name LIKE 'durably\_repeat$%' AND l.step_name NOT LIKE 'durably\_repeat$%$%'
+               AND l.metadata->>'last_execution_at' IS NOT NULL),
+        victims AS (
+            SELECT t.id FROM coord c
+              JOIN chrono_forge.execution_logs t ON t.workflow_id = c.workflow_id
+             WHERE pg_catalog.left(t.step_name, pg_catalog.length(c.prefix)) = c.prefix
+               AND t.state IN ('completed', 'failed')
+               AND pg_catalog.substr(t.step_name, pg_catalog.length(c.prefix) + 1) ~ '^[0-9]{1,12}$'
+               AND pg_catalog.substr(t.step_name, pg_catalog.length(c.prefix) + 1)::numeric < c.before_epoch
+             LIMIT batch_size - n_workflows)
+        DELETE FROM chrono_forge.execution_logs t USING victims v WHERE t.id = v.id;
+        GET DIAGNOSTICS n_reps = ROW_COUNT;
+    END IF;
+
+    RETURN pg_catalog.jsonb_build_object(
+        'workflows', n_workflows, 'execution_logs', n_logs, 'error_logs', n_errors,
+        'wakeups', n_wakeups, 'events', n_events, 'repetition_logs', n_reps,
+        'orphaned_children', n_orphaned);
+END
+$$;
+
+-- A compensated run's duration is shown like any ended run's.
+CREATE OR REPLACE FUNCTION chrono_forge.runs(
+    state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
+    created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
+    include_children boolean DEFAULT false,
+    before_id bigint DEFAULT NULL, page_size integer DEFAULT 50)
+    RETURNS SETOF chrono_forge.run_row
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    codes smallint[] := chrono_forge.state_codes(runs.state);
+    lim integer := chrono_forge.page_limit(runs.page_size);
+    ts timestamptz := chrono_forge.now();
+    stale interval := chrono_forge.reap_stale_after();
+    top bigint := 9223372036854775807;
+BEGIN
+    runs.workflow := chrono_forge.canonical_workflow(runs.workflow);
+    IF runs.created_from IS NOT NULL OR runs.created_to IS NOT NULL THEN
+        -- A created range: read the range (BRIN) once, for every state,
+        -- and keep the newest rows; walking each state's runs from the
+        -- newest would skip everything created after a range in the past.
+        -- (state_code + 0 and id + 0 keep the planner on the BRIN range.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM chrono_forge.workflows t
+         WHERE t.state_code + 0 = ANY (codes)
+           AND (runs.before_id IS NULL OR t.id + 0 < runs.before_id)
+           AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+           AND (runs.key_prefix IS NULL OR pg_catalog.starts_with(t.key, runs.key_prefix))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id + 0 DESC
+         LIMIT lim;
+    ELSIF runs.key_prefix IS NOT NULL THEN
+        -- A key prefix: the key-prefix index's blocks from the newest
+        -- (the block of before_id, or of the newest id issued), in each
+        -- only the keys with the prefix (starts_with is leakproof: an
+        -- index condition under row-level security), the page's ids; then
+        -- those runs.  (id + 0 keeps the planner off the primary key's
+        -- order.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM (SELECT p.id
+                  FROM pg_catalog.generate_series(
+                           chrono_forge.run_bucket(coalesce(runs.before_id - 1, chrono_forge.newest_run_id())),
+                           0, -1) AS b(bucket)
+                 CROSS JOIN LATERAL (
+                    SELECT k.id FROM chrono_forge.workflows k
+                     WHERE chrono_forge.run_bucket(k.id) = b.bucket
+                       AND pg_catalog.starts_with(k.key, runs.key_prefix)
+                       AND k.state_code = ANY (codes)
+                       AND (runs.before_id IS NULL OR k.id + 0 < runs.before_id)
+                       AND (runs.workflow IS NULL OR k.workflow = runs.workflow)
+                       AND (runs.include_children OR k.parent_execution_log_id IS NULL)
+                     ORDER BY k.id + 0 DESC LIMIT lim) p
+                 LIMIT lim) page
+          JOIN chrono_forge.workflows t ON t.id = page.id
+         ORDER BY t.id DESC;
+    ELSE
+        -- One ordered index range per state, merged: never more than
+        -- page_size rows read per state (plus what the filters skip).
+        RETURN QUERY
+        SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
+               CASE WHEN w.state = 'running' THEN ts - w.started_at
+                    WHEN w.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(w.ended_at, w.updated_at) - w.started_at END,
+               w.locked_by,
+               w.state = 'running' AND w.locked_at < ts - stale,
+               w.parent_execution_log_id
+          FROM pg_catalog.unnest(codes) AS s(code)
+         CROSS JOIN LATERAL (
+            SELECT * FROM chrono_forge.workflows t
+             WHERE t.state_code >= s.code
+               AND (t.state_code, t.id) < (s.code, coalesce(runs.before_id, top))
+               AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+               AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+             ORDER BY t.state_code DESC, t.id DESC LIMIT lim) w
+         ORDER BY w.id DESC
+         LIMIT lim;
+    END IF;
+END
+$$;
+
+-- A compensated child is blocked, as failed, stalled and cancelled ones are.
+CREATE OR REPLACE FUNCTION chrono_forge.branches(workflow text, key text,
+    grace interval DEFAULT '2 minutes', cap integer DEFAULT 5000)
+    RETURNS TABLE (branch text, branch_log_id bigint, sealed boolean, merged boolean,
+                   merge_step text, spawned text, pending text, never_started text,
+                   blocked text, last_polled_at timestamptz, next_poll_at timestamptz,
+                   polls bigint, rate double precision, eta_seconds double precision,
+                   poll_overdue boolean, poll jsonb)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    run chrono_forge.workflows := chrono_forge.visible_run(workflow, key);
+    ts timestamptz := chrono_forge.now();
+BEGIN
+    RETURN QUERY
+    WITH b AS (
+        SELECT l.id, pg_catalog.substr(l.step_name, 8) AS name, l.state, l.metadata->'poll' AS poll
+          FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = run.id AND l.step_name LIKE 'branch$%'),
+    m AS (
+        SELECT l.step_name, l.state,
+               pg_catalog.string_to_array(pg_catalog.substr(l.step_name, 7), ',') AS names
+          FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = run.id AND l.step_name LIKE 'merge$%')
+    SELECT b.name, b.id, b.state = 'completed',
+           coalesce(mm.state = 'completed', false), mm.step_name,
+           coalesce(b.poll->>'spawned',
+                    chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
+                        (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
+                          LIMIT cap + 1) x) + u.n, cap)),
+           CASE WHEN b.poll ? 'pending' AND NOT coalesce(mm.state = 'completed', false)
+                THEN b.poll->>'pending'
+                ELSE chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
+                        (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
+                            AND c.state_code <> 3 LIMIT cap + 1) x) + u.n, cap) END,
+           CASE WHEN b.poll ? 'never_started' AND NOT coalesce(mm.state = 'completed', false)
+                THEN b.poll->>'never_started'
+                ELSE chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
+                        (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
+                            AND c.state_code = 1 AND c.started_at IS NULL LIMIT cap + 1) x) + u.n, cap) END,
+           chrono_forge.capped_count((SELECT pg_catalog.count(*) FROM
+                (SELECT 1 FROM chrono_forge.workflows c WHERE c.parent_execution_log_id = b.id
+                    AND c.state_code IN (4, 5, 6, 7) LIMIT cap + 1) x), cap),
+           (b.poll->>'last_polled_at')::timestamptz, (b.poll->>'next_poll_at')::timestamptz,
+           (b.poll->>'polls')::bigint, (b.poll->>'rate')::double precision,
+           (b.poll->>'eta_seconds')::double precision,
+           coalesce(NOT coalesce(mm.state = 'completed', false)
+               AND (b.poll->>'next_poll_at')::timestamptz < ts - grace, false),
+           b.poll
+      FROM b
+      CROSS JOIN LATERAL (SELECT coalesce(pg_catalog.sum(s.n - s.taken), 0)::bigint AS n
+                            FROM chrono_forge.spawn_batches s WHERE s.branch_log_id = b.id) u
+      LEFT JOIN LATERAL (SELECT m.step_name, m.state FROM m WHERE b.name = ANY (m.names)
+                          ORDER BY m.state = 'completed' DESC LIMIT 1) mm ON true
+     ORDER BY b.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.branch_children(workflow text, key text, branch text,
+    state text DEFAULT 'all', after_blocked boolean DEFAULT NULL, after_id bigint DEFAULT NULL,
+    page_size integer DEFAULT 50)
+    RETURNS TABLE (blocked boolean, id bigint, workflow text, key text,
+                   state chrono_forge.workflow_state, owner regrole, created_at timestamptz,
+                   started_at timestamptz, ended_at timestamptz, locked_by text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    AS $$
+    WITH b AS MATERIALIZED (SELECT chrono_forge.branch_log(branch_children.workflow, branch_children.key,
+                                              branch_children.branch) AS log_id)
+    SELECT c.code IN (4, 5, 6, 7), w.id, w.workflow, w.key, w.state, w.owner,
+           w.created_at, w.started_at, w.ended_at, w.locked_by
+      FROM b, pg_catalog.unnest(chrono_forge.state_codes(branch_children.state)) AS c(code)
+     CROSS JOIN LATERAL (
+        SELECT * FROM chrono_forge.workflows t
+         WHERE t.parent_execution_log_id = b.log_id AND t.state_code = c.code
+           AND (branch_children.after_id IS NULL
+                OR (c.code IN (4, 5, 6, 7)) < branch_children.after_blocked
+                OR ((c.code IN (4, 5, 6, 7)) = branch_children.after_blocked
+                    AND t.id > branch_children.after_id))
+         ORDER BY t.id LIMIT branch_children.page_size) w
+     ORDER BY 1 DESC, w.id
+     LIMIT chrono_forge.page_limit(branch_children.page_size)
+$$;
+
+-- compensate(reason): inside a workflow, undo what the run did: the undo
+-- steps its completed steps registered (durably_execute(...,
+-- compensate => f)) run newest first, each a durable step of its own, and
+-- the run ends compensated.  A run with undo steps registered also
+-- compensates when it fails or is cancelled.
+CREATE PROCEDURE chrono_forge.compensate(reason text DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_compensate';
+
+-- run_compensation(args): the body of a compensating run's passes, which
+-- the engine calls in place of the workflow procedure (as the run's
+-- owner, like the body).  Refused anywhere else.
+CREATE PROCEDURE chrono_forge.run_compensation(args jsonb)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_run_compensation';

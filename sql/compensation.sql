@@ -1,0 +1,288 @@
+-- Compensation (0.12.0), driven by run_pending: undo steps registered by
+-- durably_execute(..., compensate => ...), run newest first when a run
+-- calls compensate(), fails, is cancelled or passes its deadline; each a
+-- durable step (retried, stalled, resumed by retry(), never twice); the
+-- run ends compensated.
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+CREATE TABLE cp_ledger (id serial, key text, what text, detail jsonb);
+CREATE FUNCTION cp_reserve(args jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what) VALUES (args->>'key', 'reserve')
+    RETURNING jsonb_build_object('reservation', id) $$;
+CREATE FUNCTION cp_charge(args jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what) VALUES (args->>'key', 'charge')
+    RETURNING jsonb_build_object('charge', id) $$;
+-- Undo steps: they get {"step", "args", "result"}.
+CREATE FUNCTION cp_release(a jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what, detail) VALUES (a->'args'->>'key', 'release', a) $$;
+CREATE FUNCTION cp_refund(a jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what, detail) VALUES (a->'args'->>'key', 'refund', a) $$;
+-- Fails while cp_flaky_ok is empty.
+CREATE TABLE cp_flaky_ok (ok boolean);
+CREATE FUNCTION cp_flaky_refund(a jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO cp_ledger (key, what) VALUES (a->'args'->>'key', 'refund attempt');
+    IF NOT EXISTS (SELECT 1 FROM cp_flaky_ok) THEN
+        RAISE EXCEPTION 'card network down';
+    END IF;
+END $$;
+CREATE FUNCTION cp_ship(args jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('shipped', args->>'address' IS NOT NULL) $$;
+
+-- The saga: reserve, charge, ship; an unshippable order compensates.
+CREATE PROCEDURE cp_order(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve', compensate => 'cp_release');
+    CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund');
+    CALL chrono_forge.durably_execute('cp_ship', r);
+    IF NOT (r->>'shipped')::boolean THEN
+        CALL chrono_forge.compensate('no address');
+    END IF;
+    CALL chrono_forge.wait('1 hour', 'settle');
+END $$;
+CREATE VIEW cp_runs AS
+SELECT w.key, w.state,
+       (SELECT l.metadata->>'reason' FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = w.id AND l.step_name = '$workflow_compensating$') AS why,
+       (SELECT l.metadata FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = w.id AND l.step_name = '$workflow_compensated$') AS done,
+       (SELECT string_agg(l.step_name, ' > ' ORDER BY l.id) FROM chrono_forge.execution_logs l
+         WHERE l.workflow_id = w.id AND l.step_name LIKE 'compensate$%') AS undone,
+       (SELECT count(*) FROM chrono_forge.wakeups k WHERE k.workflow_id = w.id) AS wakeups
+  FROM chrono_forge.workflows w;
+
+-- compensate(): the undo steps run newest first, once; the run ends
+-- compensated, and its ledger balances.
+SELECT chrono_forge.start('cp_order', 'o1', '{"key": "o1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, why, done, undone, wakeups FROM cp_runs WHERE key = 'o1';
+SELECT what, detail->>'step' AS step, detail->'result' ? 'charge' AS has_charge,
+       detail->'args'->>'key' AS args_key
+  FROM cp_ledger WHERE key = 'o1' ORDER BY id;
+-- Replay changes nothing: the run has ended, and a wake-up finds nothing.
+SELECT chrono_forge.wake('cp_order', 'o1');
+CALL chrono_forge.run_pending();
+SELECT count(*) AS ledger_rows FROM cp_ledger WHERE key = 'o1';
+-- An ended, compensated run: cancel() and retry() leave it alone.
+SELECT chrono_forge.cancel('cp_order', 'o1');
+SELECT chrono_forge.retry('cp_order', 'o1');
+SELECT state, ended_at IS NOT NULL AS ended, state_code FROM chrono_forge.workflows WHERE key = 'o1';
+-- A shippable order completes, and nothing is undone.
+SELECT chrono_forge.start('cp_order', 'o2', '{"key": "o2", "address": "here"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 'o2';
+SELECT what FROM cp_ledger WHERE key = 'o2' ORDER BY id;
+
+-- cancel(): a run with undo steps compensates instead of ending at once
+-- (cancel() counts it); the reason and who asked are in the marker.
+SELECT chrono_forge.start('cp_order', 'o3', '{"key": "o3", "address": "here"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state FROM cp_runs WHERE key = 'o3';
+SELECT chrono_forge.cancel('cp_order', 'o3', 'customer changed their mind');
+SELECT key, state, why, wakeups FROM cp_runs WHERE key = 'o3';
+SELECT l.metadata->>'detail' AS detail, l.metadata ? 'requested_by' AS who
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'o3' AND l.step_name = '$workflow_compensating$';
+CALL chrono_forge.run_pending();
+SELECT key, state, undone FROM cp_runs WHERE key = 'o3';
+SELECT what FROM cp_ledger WHERE key = 'o3' ORDER BY id;
+-- A run with nothing to undo is cancelled as before.
+CREATE PROCEDURE cp_plain(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve');
+    CALL chrono_forge.wait('1 hour', 'nap');
+END $$;
+SELECT chrono_forge.start('cp_plain', 'p1', '{"key": "p1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('cp_plain', 'p1');
+SELECT key, state, why FROM cp_runs WHERE key = 'p1';
+
+-- Failure: an error escaping the body, its retries exhausted, makes a
+-- run with undo steps compensate (the failure stays in its history).
+CREATE PROCEDURE cp_breaks(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund');
+    RAISE EXCEPTION 'label printer on fire';
+END $$;
+SELECT chrono_forge.configure('cp_breaks', chrono_forge.retry_policy(max_attempts => 1));
+SELECT chrono_forge.start('cp_breaks', 'f1', '{"key": "f1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 'f1';
+SELECT what FROM cp_ledger WHERE key = 'f1' ORDER BY id;
+SELECT e.error_message FROM chrono_forge.error_logs e JOIN chrono_forge.workflows w ON w.id = e.workflow_id
+ WHERE w.key = 'f1';
+
+-- An undo step that fails is retried per its policy; exhausted, the run
+-- stalls (CF009) in the middle of its compensation.  retry() resumes it
+-- at that undo step: the undo steps that completed do not run again.
+CREATE PROCEDURE cp_flaky(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve', compensate => 'cp_release');
+    CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_flaky_refund',
+        compensate_policy => chrono_forge.retry_policy(max_attempts => 2, base => '0 seconds', cap => '0 seconds'));
+    CALL chrono_forge.compensate();
+END $$;
+SELECT chrono_forge.start('cp_flaky', 'k1', '{"key": "k1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, undone FROM cp_runs WHERE key = 'k1';
+SELECT what FROM cp_ledger WHERE key = 'k1' ORDER BY id;
+SELECT e.error_class, e.error_message FROM chrono_forge.error_logs e
+  JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key = 'k1' ORDER BY e.id;
+INSERT INTO cp_flaky_ok VALUES (true);
+SELECT chrono_forge.retry('cp_flaky', 'k1');
+CALL chrono_forge.run_pending();
+SELECT key, state, undone, done FROM cp_runs WHERE key = 'k1';
+SELECT what FROM cp_ledger WHERE key = 'k1' ORDER BY id;
+
+-- cancel() of a run stalled in its compensation abandons it: cancelled,
+-- the remaining undo steps never run.
+DELETE FROM cp_flaky_ok;
+SELECT chrono_forge.start('cp_flaky', 'k2', '{"key": "k2"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state FROM cp_runs WHERE key = 'k2';
+SELECT chrono_forge.cancel('cp_flaky', 'k2');
+CALL chrono_forge.run_pending();
+SELECT key, state, undone FROM cp_runs WHERE key = 'k2';
+SELECT what FROM cp_ledger WHERE key = 'k2' ORDER BY id;
+
+-- A deadline passing: the run compensates (CF029 and the deadline's
+-- marker kept); a compensating run has no deadline, and set_deadline()
+-- refuses to give it one.
+SELECT chrono_forge.start('cp_order', 'd1', '{"key": "d1", "address": "here"}',
+                          '{"timeout": "30 minutes"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 03:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 'd1';
+SELECT w.deadline, (SELECT string_agg(e.error_class, ',') FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id) AS errors,
+       EXISTS (SELECT 1 FROM chrono_forge.execution_logs l WHERE l.workflow_id = w.id
+                AND l.step_name = '$workflow_deadline$') AS deadline_marker
+  FROM chrono_forge.workflows w WHERE w.key = 'd1';
+SELECT what FROM cp_ledger WHERE key = 'd1' ORDER BY id;
+SELECT chrono_forge.set_deadline('cp_order', 'd1', '2031-01-01');
+
+-- Undo steps run as the run's owner, with the owner's rights; another
+-- role cannot cancel (and so compensate) the run.
+CREATE ROLE cp_alice;
+CREATE ROLE cp_mallory;
+GRANT USAGE ON SCHEMA chrono_forge TO cp_alice, cp_mallory;
+CREATE TABLE cp_alice_ledger (what text, who text);
+GRANT INSERT, SELECT ON cp_alice_ledger TO cp_alice;
+CREATE FUNCTION cp_alice_do() RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO cp_alice_ledger VALUES ('do', current_user) $$;
+CREATE FUNCTION cp_alice_undo(a jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO cp_alice_ledger VALUES ('undo', current_user) $$;
+CREATE PROCEDURE cp_alice_flow(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_alice_do', compensate => 'public.cp_alice_undo');
+    CALL chrono_forge.wait('1 hour', 'nap');
+END $$;
+GRANT EXECUTE ON PROCEDURE cp_alice_flow(jsonb) TO cp_alice;
+SET ROLE cp_alice;
+SELECT chrono_forge.start('public.cp_alice_flow', 'a1') > 0 AS started;
+CALL chrono_forge.run_pending();
+RESET ROLE;
+SET ROLE cp_mallory;
+SELECT chrono_forge.cancel('cp_alice_flow', 'a1');
+CALL chrono_forge.run_compensation('{}');
+RESET ROLE;
+SET ROLE cp_alice;
+SELECT chrono_forge.cancel('cp_alice_flow', 'a1');
+CALL chrono_forge.run_pending();
+RESET ROLE;
+SELECT what, who FROM cp_alice_ledger ORDER BY what;
+SELECT key, state, undone FROM cp_runs WHERE key = 'a1';
+
+-- Every way of calling compensate(): from a procedure the body calls it
+-- compensates; from a function, EXECUTE or a block with an EXCEPTION
+-- clause it is refused (CF013) and the run fails at once, with the step
+-- before it (whose commit it was to make) rolled back: nothing to undo.
+-- run_compensation() from a body fails the run too, which then
+-- compensates (its step had committed).
+CREATE PROCEDURE cp_helper() LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.compensate('from a helper');
+END $$;
+CREATE FUNCTION cp_fn() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.compensate();
+END $$;
+CREATE PROCEDURE cp_ctx(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund');
+    IF args->>'how' = 'procedure' THEN
+        CALL cp_helper();
+    ELSIF args->>'how' = 'execute' THEN
+        EXECUTE 'DO $d$ BEGIN CALL chrono_forge.compensate(''from a DO block''); END $d$';
+    ELSIF args->>'how' = 'function' THEN
+        PERFORM cp_fn();
+    ELSIF args->>'how' = 'exception' THEN
+        BEGIN
+            CALL chrono_forge.compensate();
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE 'caught: %', SQLERRM;
+        END;
+    ELSIF args->>'how' = 'engine' THEN
+        CALL chrono_forge.run_compensation(args);
+    END IF;
+END $$;
+SELECT chrono_forge.start('cp_ctx', 'c-' || h, jsonb_build_object('key', 'c-' || h, 'how', h)) > 0 AS started
+  FROM unnest(ARRAY['procedure', 'execute', 'function', 'exception', 'engine']) h;
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, r.why, r.undone,
+       (SELECT e.error_class FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id ORDER BY e.id LIMIT 1) AS error
+  FROM chrono_forge.workflows w JOIN cp_runs r ON r.key = w.key
+ WHERE w.key LIKE 'c-%' ORDER BY w.key;
+SELECT count(*) AS charges FROM cp_ledger WHERE key LIKE 'c-%' AND what = 'charge';
+-- Outside a pass, compensate() is refused.
+CALL chrono_forge.compensate();
+-- cancel() from a DO block, and from a step of another run: the victim
+-- compensates all the same.
+SELECT chrono_forge.start('cp_order', 'v' || g, jsonb_build_object('key', 'v' || g, 'address', 'here')) > 0 AS started
+  FROM generate_series(1, 2) g;
+CALL chrono_forge.run_pending();
+DO $$ BEGIN PERFORM chrono_forge.cancel('cp_order', 'v1', 'from a DO block'); END $$;
+CREATE FUNCTION cp_cancel_other(args jsonb) RETURNS int LANGUAGE sql
+    AS $$ SELECT chrono_forge.cancel('cp_order', args->>'victim', 'from a step') $$;
+CREATE PROCEDURE cp_canceller(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_cancel_other');
+END $$;
+SELECT chrono_forge.start('cp_canceller', 'x1', '{"victim": "v2"}') > 0 AS started;
+DO $$ BEGIN CALL chrono_forge.run_pending(); END $$;
+SELECT key, state, why, undone FROM cp_runs WHERE key IN ('v1', 'v2', 'x1') ORDER BY key;
+SELECT l.metadata->>'detail' AS detail FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key IN ('v1', 'v2') AND l.step_name = '$workflow_compensating$' ORDER BY w.key;
+
+-- Bad input: compensate_policy without compensate, or a bad policy,
+-- fails the run at once (CF012); a missing undo function is found when
+-- the step runs (CF012, workflow-level retries), before its effect.
+CREATE PROCEDURE cp_bad(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    IF args->>'how' = 'policy_alone' THEN
+        CALL chrono_forge.durably_execute('cp_charge', compensate_policy => chrono_forge.retry_policy());
+    ELSIF args->>'how' = 'bad_policy' THEN
+        CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund',
+                                          compensate_policy => '{"max_attempts": -1}');
+    ELSE
+        CALL chrono_forge.durably_execute('cp_charge', compensate => 'no_such_undo');
+    END IF;
+END $$;
+SELECT chrono_forge.configure('cp_bad', chrono_forge.retry_policy(max_attempts => 1));
+SELECT chrono_forge.start('cp_bad', 'b-' || h, jsonb_build_object('key', 'b-' || h, 'how', h)) > 0 AS started
+  FROM unnest(ARRAY['policy_alone', 'bad_policy', 'missing']) h;
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, (SELECT string_agg(e.error_class || ': ' || e.error_message, '; ') FROM chrono_forge.error_logs e
+         WHERE e.workflow_id = w.id) AS errors
+  FROM chrono_forge.workflows w WHERE w.key LIKE 'b-%' ORDER BY w.key;
+SELECT count(*) AS charges_written FROM cp_ledger WHERE key LIKE 'b-%';
+
+-- Views: the state filter knows compensated; retention deletes
+-- compensated runs as failed ones.
+SELECT key FROM chrono_forge.runs(state => 'compensated') ORDER BY key;
+SELECT count(*) AS compensated FROM chrono_forge.workflows WHERE state = 'compensated';
+SELECT (chrono_forge.cleanup(older_than => '0 seconds')->>'workflows')::int > 0 AS some_deleted;
+SELECT count(*) AS compensated_left FROM chrono_forge.workflows WHERE state = 'compensated';
+RESET chrono_forge.fake_now;
