@@ -286,3 +286,9 @@ SELECT count(*) AS compensated FROM chrono_forge.workflows WHERE state = 'compen
 SELECT (chrono_forge.cleanup(older_than => '0 seconds')->>'workflows')::int > 0 AS some_deleted;
 SELECT count(*) AS compensated_left FROM chrono_forge.workflows WHERE state = 'compensated';
 RESET chrono_forge.fake_now;
+
+DELETE FROM chrono_forge.workflows;
+DROP VIEW cp_runs;
+DROP OWNED BY cp_alice, cp_mallory;
+DROP ROLE cp_alice;
+DROP ROLE cp_mallory;

@@ -426,3 +426,44 @@ SELECT w.key, w.gate_id IS NOT NULL AS gated,
 DELETE FROM chrono_forge.workflows;
 DELETE FROM chrono_forge.concurrency_gates;
 DROP PROCEDURE up_dl(jsonb);
+
+-- 0.11.0 -> 0.12.0: compensation.  On 0.11.0 the new library runs the
+-- old durably_execute (no compensate argument); after the update a run
+-- parked on 0.11.0 registers an undo step in its next step, and a
+-- cancel() compensates only what registered one.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.11.0';
+CREATE TABLE up_cp_ledger (what text);
+CREATE FUNCTION up_cp_do(args jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO up_cp_ledger VALUES (args->>'what') $$;
+CREATE FUNCTION up_cp_undo(a jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO up_cp_ledger VALUES ('undo ' || (a->'args'->>'what')) $$;
+CREATE PROCEDURE up_cp(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('up_cp_do', name => 'old', args => '{"what": "old"}');
+    CALL chrono_forge.wait('1 hour', 'later');
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_cp', 'parked') > 0 AS started;
+CALL chrono_forge.run_pending();
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+CREATE OR REPLACE PROCEDURE up_cp(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('up_cp_do', name => 'old', args => '{"what": "old"}');
+    CALL chrono_forge.wait('1 hour', 'later');
+    CALL chrono_forge.durably_execute('up_cp_do', name => 'new', args => '{"what": "new"}',
+                                      compensate => 'up_cp_undo');
+    CALL chrono_forge.wait('1 hour', 'later still');
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 01:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('up_cp', 'parked');
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, w.state_code FROM chrono_forge.workflows w;
+SELECT what FROM up_cp_ledger ORDER BY what;
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_cp(jsonb);
+DROP FUNCTION up_cp_do(jsonb);
+DROP FUNCTION up_cp_undo(jsonb);
+DROP TABLE up_cp_ledger;
