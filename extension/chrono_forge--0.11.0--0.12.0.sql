@@ -35,6 +35,27 @@ CREATE PROCEDURE chrono_forge.durably_execute(step text, INOUT result jsonb,
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_durably_execute';
 
+-- run_task takes them too, the same way.
+DROP PROCEDURE chrono_forge.run_task(text, text, jsonb, jsonb, interval, interval);
+DROP PROCEDURE chrono_forge.run_task(text, text, jsonb, jsonb, jsonb, interval, interval);
+
+-- compensate and compensate_policy since 0.12.0: the undo step the
+-- completed task registers (its function gets the task's args and
+-- result), as durably_execute's.
+CREATE PROCEDURE chrono_forge.run_task(step text, queue text, args jsonb DEFAULT '{}',
+    retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL,
+    lease interval DEFAULT '30 seconds',
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_run_task';
+
+CREATE PROCEDURE chrono_forge.run_task(step text, queue text, INOUT result jsonb,
+    args jsonb DEFAULT '{}', retry_policy jsonb DEFAULT NULL,
+    timeout interval DEFAULT NULL, lease interval DEFAULT '30 seconds',
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cf_run_task';
+
 -- Retention deletes compensated runs as it deletes failed ones
 -- (failed_before).
 CREATE OR REPLACE FUNCTION chrono_forge.cleanup_batch(

@@ -2435,15 +2435,20 @@ SELECT pg_catalog.pg_extension_config_dump('chrono_forge.concurrency_admissions'
 -- run_task: the step primitive (two overloads, as durably_execute).  A
 -- third positional jsonb argument would match both (an error, never a
 -- silent choice): name it (args => ..., result => ...).
+-- compensate and compensate_policy since 0.12.0: the undo step the
+-- completed task registers (its function gets the task's args and
+-- result), as durably_execute's.
 CREATE PROCEDURE chrono_forge.run_task(step text, queue text, args jsonb DEFAULT '{}',
     retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL,
-    lease interval DEFAULT '30 seconds')
+    lease interval DEFAULT '30 seconds',
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_run_task';
 
 CREATE PROCEDURE chrono_forge.run_task(step text, queue text, INOUT result jsonb,
     args jsonb DEFAULT '{}', retry_policy jsonb DEFAULT NULL,
-    timeout interval DEFAULT NULL, lease interval DEFAULT '30 seconds')
+    timeout interval DEFAULT NULL, lease interval DEFAULT '30 seconds',
+    compensate text DEFAULT NULL, compensate_policy jsonb DEFAULT NULL)
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'cf_run_task';
 

@@ -279,6 +279,28 @@ SELECT w.key, w.state, (SELECT string_agg(e.error_class || ': ' || e.error_messa
   FROM chrono_forge.workflows w WHERE w.key LIKE 'b-%' ORDER BY w.key;
 SELECT count(*) AS charges_written FROM cp_ledger WHERE key LIKE 'b-%';
 
+-- An external task registers an undo step too: the card is charged by a
+-- worker outside the database; a failed shipment refunds it (the undo
+-- gets the task's args and the worker's result).
+CREATE PROCEDURE cp_task_saga(args jsonb) LANGUAGE plpgsql AS $$
+DECLARE charge jsonb;
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve', compensate => 'cp_release');
+    CALL chrono_forge.run_task('charge_card', 'cp_cards', result => charge,
+                               args => jsonb_build_object('key', args->>'key', 'amount', 42),
+                               compensate => 'cp_refund');
+    CALL chrono_forge.compensate('carrier refused');
+END $$;
+SELECT chrono_forge.start('cp_task_saga', 't1', '{"key": "t1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT c.step, c.args FROM chrono_forge.claim_tasks(ARRAY['cp_cards'], 1, 'cp-worker') c;
+SELECT chrono_forge.complete_task(t.id, t.claim_token, '{"charge": "ch_77"}')
+  FROM chrono_forge.tasks t WHERE t.queue = 'cp_cards';
+CALL chrono_forge.run_pending();
+SELECT key, state, undone FROM cp_runs WHERE key = 't1';
+SELECT what, detail->'args'->>'amount' AS amount, detail->'result'->>'charge' AS charge
+  FROM cp_ledger WHERE key = 't1' ORDER BY id;
+
 -- Views: the state filter knows compensated; retention deletes
 -- compensated runs as failed ones.
 SELECT key FROM chrono_forge.runs(state => 'compensated') ORDER BY key;
@@ -292,3 +314,5 @@ DROP VIEW cp_runs;
 DROP OWNED BY cp_alice, cp_mallory;
 DROP ROLE cp_alice;
 DROP ROLE cp_mallory;
+-- tasks.sql numbers its tasks from 1.
+ALTER TABLE chrono_forge.tasks ALTER COLUMN id RESTART;

@@ -205,8 +205,8 @@ cf_run_step(const char *step_name, CfFunction *function, Jsonb *args, Jsonb *pol
  * log keeps: the function, its policy, and the args the step was given
  * (only if given: else the workflow's, which the run keeps anyway).
  */
-static Jsonb *
-undo_registration(const char *undo, Jsonb *undo_policy, Jsonb *args)
+Jsonb *
+cf_undo_registration(const char *undo, Jsonb *undo_policy, Jsonb *args)
 {
 	StringInfoData buf;
 
@@ -221,6 +221,26 @@ undo_registration(const char *undo, Jsonb *undo_policy, Jsonb *args)
 						 JsonbToCString(NULL, &args->root, VARSIZE(args)));
 	appendStringInfoChar(&buf, '}');
 	return cf_jsonb_parse(buf.data);
+}
+
+/*
+ * A primitive's compensate and compensate_policy arguments (at n, n + 1):
+ * the undo function's name (NULL: none) and its policy, validated.  A
+ * policy without a function is bad input.
+ */
+char *
+cf_undo_arguments(FunctionCallInfo fcinfo, int n, Jsonb **undo_policy)
+{
+	char	   *undo = PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+
+	*undo_policy = NULL;
+	if (!PG_ARGISNULL(n + 1))
+	{
+		if (undo == NULL)
+			cf_primitive_invalid_argument("compensate_policy needs compensate");
+		*undo_policy = cf_policy_validate(PG_GETARG_JSONB_P(n + 1));
+	}
+	return undo;
 }
 
 /*
@@ -256,14 +276,8 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 		cf_validate_name_segment("step name", name);
 	if (!PG_ARGISNULL(3 + a))
 		policy = cf_policy_validate(PG_GETARG_JSONB_P(3 + a));
-	if (has_undo && !PG_ARGISNULL(4 + a))
-		undo = text_to_cstring(PG_GETARG_TEXT_PP(4 + a));
-	if (has_undo && !PG_ARGISNULL(5 + a))
-	{
-		if (undo == NULL)
-			cf_primitive_invalid_argument("compensate_policy needs compensate");
-		undo_policy = cf_policy_validate(PG_GETARG_JSONB_P(5 + a));
-	}
+	if (has_undo)
+		undo = cf_undo_arguments(fcinfo, 4 + a, &undo_policy);
 	cf_pass.outcome = CF_OUTCOME_NONE;
 
 	step_name = psprintf("durably_execute$%s", name ? name : step);
@@ -278,7 +292,7 @@ cf_durably_execute(PG_FUNCTION_ARGS)
 	if (undo != NULL)
 		(void) cf_function_lookup(undo, "compensation", false);
 	result = cf_run_step(step_name, function, args, policy,
-						 undo ? undo_registration(undo, undo_policy, args) : NULL);
+						 undo ? cf_undo_registration(undo, undo_policy, args) : NULL);
 	return cf_return_result(fcinfo, has_result, result);
 }
 

@@ -26,6 +26,9 @@ extern void cf_timeout_step(const char *step_name, int attempts, Jsonb *metadata
 extern Jsonb *cf_run_step(const char *step_name, CfFunction *function, Jsonb *args,
 						  Jsonb *policy, Jsonb *metadata);
 
+extern char *cf_undo_arguments(FunctionCallInfo fcinfo, int n, Jsonb **undo_policy);
+extern Jsonb *cf_undo_registration(const char *undo, Jsonb *undo_policy, Jsonb *args);
+
 extern Datum cf_return_result(FunctionCallInfo fcinfo, bool has_result, Jsonb *result);
 
 extern CfRetryDecision cf_step_failure_record(const char *step_name, int attempts,

@@ -50,6 +50,8 @@ typedef struct TaskCall
 	Jsonb	   *policy;			/* the call's, validated; NULL: the default */
 	Interval   *timeout;		/* NULL: none */
 	Interval   *lease;
+	char	   *undo;			/* compensate (0.12.0); NULL: none */
+	Jsonb	   *undo_policy;
 } TaskCall;
 
 /* The step's task as the pass found it (under its row lock). */
@@ -106,7 +108,8 @@ parse_call(FunctionCallInfo fcinfo, TaskCall *call)
 {
 	int			a;
 
-	call->has_result = (PG_NARGS() == 7);
+	/* 6 or 7 arguments; 8 or 9 since 0.12.0 (compensate, compensate_policy). */
+	call->has_result = (PG_NARGS() == 7 || PG_NARGS() == 9);
 	a = call->has_result ? 1 : 0;
 	cf_fail_now();
 	call->step = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -120,6 +123,7 @@ parse_call(FunctionCallInfo fcinfo, TaskCall *call)
 	if (call->timeout != NULL && cf_interval_is_negative(call->timeout))
 		cf_primitive_invalid_argument("run_task timeout must not be negative");
 	call->lease = lease_argument(fcinfo, 5 + a);
+	call->undo = PG_NARGS() >= 8 ? cf_undo_arguments(fcinfo, 6 + a, &call->undo_policy) : NULL;
 	call->step_name = psprintf("run_task$%s", call->step);
 }
 
@@ -422,7 +426,9 @@ static Datum
 record_completion(FunctionCallInfo fcinfo, TaskCall *call, TaskRow *task)
 {
 	/* complete_task() moved the lease wake-up: none is left to drop. */
-	cf_step_log_write_owned(call->step_name, "completed", task->attempt, NULL, task->result, NULL);
+	cf_step_log_write_owned(call->step_name, "completed", task->attempt,
+							call->undo ? cf_undo_registration(call->undo, call->undo_policy, call->args) : NULL,
+							task->result, NULL);
 	/* Committed by the next primitive or with the pass's end, as a step. */
 	if (cf_pass.eager)
 		cf_commit();
@@ -485,6 +491,9 @@ cf_run_task(PG_FUNCTION_ARGS)
 		return cf_return_result(fcinfo, call.has_result, result);
 
 	cf_spi_connect();
+	/* A missing undo function is found before the task is offered. */
+	if (call.undo != NULL)
+		(void) cf_function_lookup(call.undo, "compensation", false);
 	log = cf_step_log_read(call.step_name);
 	/* A task is written with its step's log, never without: no log, no task. */
 	if (!log.exists)
