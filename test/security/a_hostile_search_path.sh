@@ -90,7 +90,8 @@ unpinned=$(q -c "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc
 
 # The workload, as tenant_a: steps, waits, events, conditions, repeats,
 # fan-out with merge, retries, cancel, retry, schedules' API, results,
-# merge rules, await_child, patched(), a deadline and a concurrency gate.
+# merge rules, await_child, patched(), a deadline, a concurrency gate and
+# compensation (a saga that compensates, one cancelled into it).
 as tenant_a >/dev/null <<'SQL'
 CREATE FUNCTION tenant_a.ok() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"ok": true}'::jsonb $$;
 CREATE FUNCTION tenant_a.yes() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
@@ -133,12 +134,26 @@ SELECT chrono_forge.set_deadline('tenant_a.slow', 'd1', chrono_forge.now() + int
 SELECT chrono_forge.set_concurrency_limit(1, concurrency_key => 'hk');
 SELECT chrono_forge.start('tenant_a.child', 'gated' || g, '{}', '{"concurrency_key": "hk"}')
   FROM generate_series(1, 3) g;
+-- Compensation (0.12.0): undo steps run when the run asks, and on cancel().
+CREATE FUNCTION tenant_a.undo(a jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT a $$;
+CREATE PROCEDURE tenant_a.saga(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('tenant_a.ok', name => 'a', compensate => 'tenant_a.undo');
+    CALL chrono_forge.durably_execute('tenant_a.ok', name => 'b', compensate => 'tenant_a.undo');
+    IF args->>'how' = 'now' THEN
+        CALL chrono_forge.compensate('hostile path');
+    END IF;
+    CALL chrono_forge.wait('1 hour', 'long');
+END $$;
+SELECT chrono_forge.start('tenant_a.saga', 'sg1', '{"how": "now"}');
+SELECT chrono_forge.start('tenant_a.saga', 'sg2', '{"how": "later"}');
 SQL
 wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.execution_logs WHERE step_name = 'await_event\$go' AND state::text = 'pending'" \
     || fail "workflows did not reach their event: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1") $(q -c "SELECT error_message FROM chrono_forge.error_logs LIMIT 3")"
 as tenant_a >/dev/null <<'SQL'
 SELECT chrono_forge.send_event('tenant_a.wf', 'w' || g, 'go') FROM generate_series(1, 4) g;
 SELECT chrono_forge.cancel('tenant_a.slow', 's1');
+SELECT chrono_forge.cancel('tenant_a.saga', 'sg2');
 SQL
 wait_for 60 "SELECT count(*) = 4 FROM chrono_forge.workflows WHERE workflow LIKE '%wf' AND state::text = 'completed'" \
     || fail "workflows did not complete"
@@ -149,6 +164,10 @@ wait_for 60 "SELECT state::text IN ('stalled', 'failed') FROM chrono_forge.workf
 wait_for 60 "SELECT state::text = 'failed' FROM chrono_forge.workflows WHERE key = 'd1'" || fail "the run past its deadline did not fail"
 wait_for 60 "SELECT count(*) = 3 FROM chrono_forge.workflows WHERE key LIKE 'gated%' AND state::text = 'completed'" \
     || fail "the gated runs did not complete"
+wait_for 60 "SELECT count(*) = 2 FROM chrono_forge.workflows WHERE key LIKE 'sg_' AND state::text = 'compensated'" \
+    || fail "the sagas did not compensate: $(q -c "SELECT key, state FROM chrono_forge.workflows WHERE key LIKE 'sg_'")"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs WHERE step_name LIKE 'compensate\$%' AND state::text = 'completed'")" 4 \
+    "undo steps of the sagas"
 as tenant_a >/dev/null <<'SQL'
 SELECT chrono_forge.retry('tenant_a.failing', 'f1');
 SELECT count(*) FROM chrono_forge.overview;
