@@ -158,6 +158,37 @@ BEGIN
 END
 $$;
 
+-- overview() counts compensated runs too.
+CREATE OR REPLACE FUNCTION chrono_forge.overview(cap integer DEFAULT 1000)
+    RETURNS TABLE (workflow text, state chrono_forge.workflow_state, runs text, capped boolean)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
+    last_id bigint;
+BEGIN
+    PERFORM chrono_forge.workflow_owners_refresh();
+    SELECT h.last_id INTO last_id FROM chrono_forge.workflow_owners_horizon h;
+    RETURN QUERY
+    WITH names(name) AS (
+        SELECT o.workflow FROM chrono_forge.workflow_owners o
+        UNION
+        SELECT w.workflow FROM chrono_forge.workflows w WHERE w.id > last_id)
+    SELECT n.name, states[s.code],
+           CASE WHEN c.n > cap THEN cap::text || '+' ELSE c.n::text END, c.n > cap
+      FROM names n
+     CROSS JOIN pg_catalog.unnest('{1,2,3,4,5,6,7}'::smallint[]) AS s(code)
+     CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM
+                  (SELECT 1 FROM chrono_forge.workflows w
+                    WHERE w.workflow = n.name AND w.state_code = s.code LIMIT cap + 1) x) c
+     WHERE c.n > 0
+     ORDER BY n.name, s.code;
+END
+$$;
+
 -- A compensated run's duration is shown like any ended run's.
 CREATE OR REPLACE FUNCTION chrono_forge.runs(
     state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,

@@ -1534,7 +1534,7 @@ BEGIN
     SELECT n.name, states[s.code],
            CASE WHEN c.n > cap THEN cap::text || '+' ELSE c.n::text END, c.n > cap
       FROM names n
-     CROSS JOIN pg_catalog.unnest('{1,2,3,4,5,6}'::smallint[]) AS s(code)
+     CROSS JOIN pg_catalog.unnest('{1,2,3,4,5,6,7}'::smallint[]) AS s(code)
      CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM
                   (SELECT 1 FROM chrono_forge.workflows w
                     WHERE w.workflow = n.name AND w.state_code = s.code LIMIT cap + 1) x) c

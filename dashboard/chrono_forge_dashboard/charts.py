@@ -6,7 +6,8 @@ from __future__ import annotations
 from markupsafe import Markup, escape
 
 BAR_MAX = 36    # px: the widest bar (a window of few slots)
-COLOURS = {"completed": "#2f9e44", "failed": "#e03131", "cancelled": "#868e96"}
+COLOURS = {"completed": "#2f9e44", "failed": "#e03131", "cancelled": "#868e96",
+           "compensated": "#7048e8"}
 
 
 def stacked_bars(testid: str, title: str, labels: list[str],

@@ -121,7 +121,7 @@ def overview() -> Any:
         workflows.setdefault(r["workflow"], {})[r["state"]] = r["runs"]
     tp = queries.throughput(conn)
     labels = sorted({r["minute"] for r in tp})
-    series = {s: [0] * len(labels) for s in ("completed", "failed", "cancelled")}
+    series = {s: [0] * len(labels) for s in ("completed", "failed", "cancelled", "compensated")}
     index = {m: i for i, m in enumerate(labels)}
     for r in tp:
         series[r["state"]][index[r["minute"]]] = r["n"]

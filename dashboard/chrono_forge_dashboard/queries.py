@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 Row = dict[str, Any]
-STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled")
+STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled", "compensated")
 CAP = 1000              # overview and list counts stop here ("1,000+")
 BRANCH_CAP = 5000       # a branch's children per state
 PAGE = 50
@@ -70,7 +70,7 @@ def throughput(conn: psycopg.Connection[Any]) -> list[Row]:
                      WHERE w.state_code = s.code AND w.ended_at > m.lo AND w.ended_at <= m.hi
                      LIMIT %(cap)s + 1) x) AS n
           FROM m, (VALUES (3::smallint, 'completed'), (4::smallint, 'failed'),
-                          (6::smallint, 'cancelled')) AS s(code, state)
+                          (6::smallint, 'cancelled'), (7::smallint, 'compensated')) AS s(code, state)
          ORDER BY 1, 2""", {"cap": CAP})
 
 

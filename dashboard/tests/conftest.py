@@ -73,6 +73,15 @@ BEGIN
     CALL chrono_forge.await_event('go', p, timeout => '1 hour');
     PERFORM chrono_forge.context_set('payload', p);
 END $$;
+-- A saga that undoes its charge (0.12.0).
+CREATE FUNCTION cf_dash.charge() RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"charge": "ch_1"}'::jsonb $$;
+CREATE FUNCTION cf_dash.refund(a jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT jsonb_build_object('refunded', a->'result'->'charge') $$;
+CREATE PROCEDURE cf_dash.saga(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cf_dash.charge', compensate => 'cf_dash.refund');
+    CALL chrono_forge.compensate('out of stock');
+END $$;
 CREATE PROCEDURE cf_dash.fan(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     CALL chrono_forge.branch('a');

@@ -253,6 +253,24 @@ def test_deadline_shown_and_its_end_in_the_timeline(db: Db, client_a: FlaskClien
     assert 'data-testid="run-deadline"' not in text(client_a.get(f"/runs/{other}"))
 
 
+def test_compensated_run_its_undo_steps_and_filter(db: Db, client_a: FlaskClient, tag: str) -> None:
+    rid = db.start(A, "cf_dash.saga", f"{tag}-saga")
+    db.wait_state(rid, "compensated")
+    page = text(client_a.get(f"/runs/{rid}"))
+    assert hook(page, "run-state") == "compensated"
+    assert "compensate$durably_execute$cf_dash.charge" in page
+    assert "$workflow_compensating$" in page and "$workflow_compensated$" in page
+    assert "out of stock" in page and "refunded" in page     # why, and the undo's result
+    assert "<summary>undo</summary>" in page and "cf_dash.refund" in page   # the registered undo
+    assert offered(page) == set()           # an ended run: nothing to act on
+    listed = text(client_a.get("/runs?state=compensated&workflow=cf_dash.saga"))
+    assert rid in run_ids(listed)
+    other = db.start(A, "cf_dash.ok", f"{tag}-not-saga")
+    db.wait_state(other, "completed")
+    assert other not in run_ids(text(client_a.get("/runs?state=compensated")))
+    assert "compensated" in text(client_a.get("/"))
+
+
 def test_wake(db: Db, client_a: FlaskClient, tag: str) -> None:
     flag = f"{tag}-gate"
     rid = db.start(A, "cf_dash.gate", f"{tag}-gate", {"flag": flag})
