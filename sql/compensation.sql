@@ -256,13 +256,16 @@ SELECT key, state, why, undone FROM cp_runs WHERE key IN ('v1', 'v2', 'x1') ORDE
 SELECT l.metadata->>'detail' AS detail FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
  WHERE w.key IN ('v1', 'v2') AND l.step_name = '$workflow_compensating$' ORDER BY w.key;
 
--- Bad input: compensate_policy without compensate, or a bad policy,
--- fails the run at once (CF012); a missing undo function is found when
--- the step runs (CF012, workflow-level retries), before its effect.
+-- Bad input: compensate_policy without compensate, a bad policy or a
+-- reason over 1 MB fails the run at once (CF012); a missing undo
+-- function is found when the step runs (CF012, workflow-level retries),
+-- before its effect.
 CREATE PROCEDURE cp_bad(args jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     IF args->>'how' = 'policy_alone' THEN
         CALL chrono_forge.durably_execute('cp_charge', compensate_policy => chrono_forge.retry_policy());
+    ELSIF args->>'how' = 'long_reason' THEN
+        CALL chrono_forge.compensate(repeat('x', 1048577));
     ELSIF args->>'how' = 'bad_policy' THEN
         CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund',
                                           compensate_policy => '{"max_attempts": -1}');
@@ -272,7 +275,7 @@ BEGIN
 END $$;
 SELECT chrono_forge.configure('cp_bad', chrono_forge.retry_policy(max_attempts => 1));
 SELECT chrono_forge.start('cp_bad', 'b-' || h, jsonb_build_object('key', 'b-' || h, 'how', h)) > 0 AS started
-  FROM unnest(ARRAY['policy_alone', 'bad_policy', 'missing']) h;
+  FROM unnest(ARRAY['policy_alone', 'bad_policy', 'missing', 'long_reason']) h;
 CALL chrono_forge.run_pending();
 SELECT w.key, w.state, (SELECT string_agg(e.error_class || ': ' || e.error_message, '; ') FROM chrono_forge.error_logs e
          WHERE e.workflow_id = w.id) AS errors
@@ -300,6 +303,38 @@ CALL chrono_forge.run_pending();
 SELECT key, state, undone FROM cp_runs WHERE key = 't1';
 SELECT what, detail->'args'->>'amount' AS amount, detail->'result'->>'charge' AS charge
   FROM cp_ledger WHERE key = 't1' ORDER BY id;
+
+-- Children of spawn_each that compensate in their first pass (their run
+-- row written by it); a merge that ignores failed children counts them
+-- as ended, one that fails on them fails the parent.
+CREATE PROCEDURE cp_kid(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', args => jsonb_build_object('key', 'kid'),
+                                      compensate => 'cp_refund');
+    IF (args->>'n')::int % 2 = 0 THEN
+        CALL chrono_forge.compensate('even');
+    END IF;
+END $$;
+CREATE PROCEDURE cp_family(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn_each('k', 'cp_kid',
+        'SELECT g AS item_key, jsonb_build_object(''n'', g) AS args FROM generate_series(1, 4) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['kids'], '1 second', '1 second',
+                                     on_child_failure => args->>'policy');
+END $$;
+SELECT chrono_forge.start('cp_family', 'fam-' || p, jsonb_build_object('policy', p)) > 0 AS started
+  FROM unnest(ARRAY['ignore', 'fail']) p;
+CALL chrono_forge.run_pending();
+SET chrono_forge.fake_now = '2030-01-01 03:00:05+00';
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state,
+       (SELECT string_agg(c.state::text, ',' ORDER BY c.key) FROM chrono_forge.workflows c
+         JOIN chrono_forge.execution_logs b ON b.id = c.parent_execution_log_id WHERE b.workflow_id = w.id) AS kids,
+       (SELECT e.error_class FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id ORDER BY e.id LIMIT 1) AS error
+  FROM chrono_forge.workflows w WHERE w.key LIKE 'fam-%' ORDER BY w.key;
+SELECT count(*) AS kid_refunds FROM cp_ledger WHERE key = 'kid' AND what = 'refund';
 
 -- Views: the state filter knows compensated; retention deletes
 -- compensated runs as failed ones.

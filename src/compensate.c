@@ -55,7 +55,11 @@ cf_compensate(PG_FUNCTION_ARGS)
 	Datum		run = Int64GetDatum(cf_pass.workflow_id);
 
 	cf_require_pass(fcinfo, "compensate");
+	if (reason != NULL && strlen(reason) > CF_JSON_MAX_BYTES)
+		cf_primitive_invalid_argument(psprintf("compensate reason is too long (at most %d bytes)",
+											   CF_JSON_MAX_BYTES));
 	cf_spi_connect();
+	cf_write_taken_run();		/* a child in its first pass: the marker needs its row */
 	cf_compensation_mark(PointerGetDatum(construct_array(&run, 1, INT8OID, sizeof(int64),
 														 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
 						 cf_compensation_why("requested", reason, InvalidOid, 0));

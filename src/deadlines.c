@@ -183,18 +183,6 @@ request_overdue(Oid only_owner, TimestampTz now, int *n, Datum *requested, Datum
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(with_children));
 }
 
-static void
-signal_passes(Datum runs)
-{
-	Datum	   *ids;
-	int			n;
-
-	deconstruct_array(DatumGetArrayTypeP(runs), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &ids, NULL, &n);
-	for (int i = 0; i < n; i++)
-		cf_queue_cancel_signal(DatumGetInt64(ids[i]));
-}
-
 /*
  * Cancel the descendants of a run past its deadline, as cancel(...,
  * with_children => true) would: their children not started yet are
@@ -248,7 +236,7 @@ cf_deadlines_enforce(Oid only_owner, TimestampTz *next)
 	cf_internal_begin(&st);
 	with_children = request_overdue(only_owner, now, &n, &requested, &owners);
 	if (n > 0)
-		signal_passes(requested);
+		cf_queue_cancel_signals(requested);
 
 	/*
 	 * The launcher applies the requests left by a sweep (held runs) when

@@ -123,21 +123,6 @@ cf_drop_unstarted_children(Datum ids)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* After commit, tell the workers running passes of `runs` (an int8[], or 0) to stop them. */
-static void
-signal_runs(Datum runs)
-{
-	Datum	   *ids;
-	int			n;
-
-	if (runs == (Datum) 0)
-		return;
-	deconstruct_array(DatumGetArrayTypeP(runs), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &ids, NULL, &n);
-	for (int i = 0; i < n; i++)
-		cf_queue_cancel_signal(DatumGetInt64(ids[i]));
-}
-
 /*
  * Runs no pass holds are cancelled here; the others (SKIP LOCKED) get a
  * cancel request.  After commit, the worker running a pass of any of them
@@ -160,7 +145,7 @@ cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_
 	ids = cf_compensation_begin(ids, cf_compensation_why("cancel", reason_null ? NULL : TextDatumGetCString(reason),
 												caller, run_id),
 								&compensating, &running);
-	signal_runs(running);
+	cf_queue_cancel_signals(running);
 	cf_exec(&plan,
 			"WITH x AS (SELECT w.id, w.state AS was FROM chrono_forge.workflows w WHERE w.id = ANY ($1)"
 			"  FOR NO KEY UPDATE SKIP LOCKED),"
@@ -192,7 +177,7 @@ cf_cancel_runs(Datum ids, Datum reason, bool reason_null, Oid caller, int64 run_
 	n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	cancelled = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &no_cancelled);
 	held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	signal_runs(isnull ? (Datum) 0 : held);
+	cf_queue_cancel_signals(isnull ? (Datum) 0 : held);
 	if (!no_cancelled)
 		cf_journal_cancel_tasks(PointerGetDatum(PG_DETOAST_DATUM_COPY(cancelled)));
 	return n + compensating;

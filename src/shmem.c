@@ -16,6 +16,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/backendid.h"
@@ -25,6 +26,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -631,6 +633,21 @@ cf_queue_cancel_signal(int64 run)
 	cf_cancel_queue[cf_n_cancel_queue++] = run;
 	cf_cancel_queued = true;
 	cf_queue_launcher_wake();
+}
+
+/* cf_queue_cancel_signal() for each run of `runs` (an int8[]; 0: none). */
+void
+cf_queue_cancel_signals(Datum runs)
+{
+	Datum	   *ids;
+	int			n;
+
+	if (runs == (Datum) 0)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(runs), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, NULL, &n);
+	for (int i = 0; i < n; i++)
+		cf_queue_cancel_signal(DatumGetInt64(ids[i]));
 }
 
 static void

@@ -58,6 +58,7 @@ extern Oid	cf_share_overrun(int limit, long min_age_ms, int64 *victim);
 extern bool cf_share_watch(bool watch);
 extern void cf_signal_pass_holders(const int64 *runs, int n);
 extern void cf_queue_cancel_signal(int64 run);
+extern void cf_queue_cancel_signals(Datum runs);
 extern bool cf_cancels_pending(void);
 extern bool cf_timers_changed_take(void);
 extern void cf_queue_gate_release(void);

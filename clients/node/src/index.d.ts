@@ -111,7 +111,7 @@ export declare class Worker {
 }
 
 export interface RunOutcome {
-  state: 'idle' | 'running' | 'completed' | 'failed' | 'stalled' | 'cancelled';
+  state: 'idle' | 'running' | 'completed' | 'failed' | 'stalled' | 'cancelled' | 'compensated';
   context: any;
   errorClass: string | null;
   errorMessage: string | null;

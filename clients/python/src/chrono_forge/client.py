@@ -20,7 +20,8 @@ from psycopg.types.json import Jsonb
 @dataclass(frozen=True)
 class RunResult:
     """What wait_for_run() returns: the run's state ('completed', 'failed',
-    'cancelled', 'stalled', or a live state when the timeout passed), its
+    'cancelled', 'compensated' (chrono_forge 0.12.0), 'stalled', or a live
+    state when the timeout passed), its
     context, its last error if any, and the result a completed run set
     with set_result() (None before chrono_forge 0.10.0)."""
 
