@@ -336,6 +336,34 @@ SELECT w.key, w.state,
   FROM chrono_forge.workflows w WHERE w.key LIKE 'fam-%' ORDER BY w.key;
 SELECT count(*) AS kid_refunds FROM cp_ledger WHERE key = 'kid' AND what = 'refund';
 
+-- cancel(..., with_children => true): the parent and its children with
+-- undo steps each compensate; wait_for_run() returns compensated runs.
+CREATE PROCEDURE cp_kid_waits(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', args => jsonb_build_object('key', 'kid2'),
+                                      compensate => 'cp_refund');
+    CALL chrono_forge.wait('1 hour', 'nap');
+END $$;
+CREATE PROCEDURE cp_family2(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve', args => jsonb_build_object('key', 'fam2'),
+                                      compensate => 'cp_release');
+    CALL chrono_forge.branch('kids');
+    CALL chrono_forge.spawn_each('k', 'cp_kid_waits', 'SELECT g AS item_key FROM generate_series(1, 3) g');
+    CALL chrono_forge.seal_branch();
+    CALL chrono_forge.merge_branches(ARRAY['kids']);
+END $$;
+SELECT chrono_forge.start('cp_family2', 'fam2') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.cancel('cp_family2', 'fam2', 'all of it', with_children => true);
+CALL chrono_forge.run_pending();
+SELECT w.state, (SELECT string_agg(c.state::text, ',') FROM chrono_forge.workflows c
+                  JOIN chrono_forge.execution_logs b ON b.id = c.parent_execution_log_id
+                 WHERE b.workflow_id = w.id) AS kids
+  FROM chrono_forge.workflows w WHERE w.key = 'fam2';
+SELECT key, what FROM cp_ledger WHERE key IN ('fam2', 'kid2') AND what IN ('refund', 'release') ORDER BY key, what;
+SELECT state, error_class FROM chrono_forge.wait_for_run('cp_family2', 'fam2', '1 second');
+
 -- Views: the state filter knows compensated; retention deletes
 -- compensated runs as failed ones.
 SELECT key FROM chrono_forge.runs(state => 'compensated') ORDER BY key;
