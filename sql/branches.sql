@@ -456,6 +456,9 @@ SELECT * FROM br_kids WHERE key LIKE 'cw$%' ORDER BY 1;
 SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_at FROM chrono_forge.merge_polls;
 SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cw$g$slow'));
 SELECT to_char(due_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS due_now FROM chrono_forge.merge_polls;
+SELECT chrono_forge.branch_done(l.id) AS done_under_wait
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'cw' AND l.step_name = 'branch$g';
 CALL chrono_forge.run_pending();
 SELECT branch, merged, pending, blocked, poll->>'blocked' AS poll_blocked FROM chrono_forge.branches('br_policy_wf', 'cw');
 SELECT blocked, regexp_replace(key, '^(\$[0-9]+\$)+', '') AS key, state FROM chrono_forge.branch_children('br_policy_wf', 'cw', 'g');
@@ -527,6 +530,12 @@ SELECT key, state FROM br_runs WHERE key = 'ci2';
 SELECT chrono_forge.start('br_policy_wf', 'cx', '{"policy": "ignore"}') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT chrono_forge.cancel('br_waiting_child', (SELECT key FROM chrono_forge.workflows WHERE key LIKE '$%$cx$g$slow'));
+-- branch_done() by the parked merge's rules (0.12.0): under 'ignore' only
+-- a blocked child is left, so done; the same branch under 'wait' (cw
+-- above, its slow child cancelled) would not be.
+SELECT chrono_forge.branch_done(l.id) AS done, chrono_forge.branch_pending(l.id) AS pending
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'cx' AND l.step_name = 'branch$g';
 CALL chrono_forge.run_pending();
 SELECT * FROM br_runs WHERE key = 'cx';
 -- A bad policy fails the run (CF012).

@@ -43,6 +43,12 @@ CALL chrono_forge.run_pending();
 SELECT key, state, children_completed FROM mr_state WHERE key = 'quorum';
 SELECT l.state, l.metadata->'quorum' AS quorum FROM chrono_forge.execution_logs l
   JOIN chrono_forge.workflows w ON w.id = l.workflow_id WHERE w.key = 'quorum' AND l.step_name = 'merge$g';
+-- The probes (0.12.0): branch_done() answers by the parked merge's
+-- rules (its quorum is reached), branch_pending() still counts the two
+-- children not completed.
+SELECT chrono_forge.branch_done(l.id) AS done, chrono_forge.branch_pending(l.id) AS pending
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'quorum' AND l.step_name = 'branch$g';
 SET chrono_forge.fake_now = '2030-01-01 00:00:01+00';
 CALL chrono_forge.run_pending();
 SELECT key, state, result, children_completed FROM mr_state WHERE key = 'quorum';
@@ -55,6 +61,10 @@ SELECT count(*) FILTER (WHERE c.state = 'idle') AS still_waiting
 SELECT chrono_forge.start('mr_parent', 'big-quorum', '{"quorum": 50}') > 0 AS started;
 CALL chrono_forge.run_pending();
 SELECT key, state, children_completed FROM mr_state WHERE key = 'big-quorum';
+-- Parked under a quorum not reached: not done.
+SELECT chrono_forge.branch_done(l.id) AS done, chrono_forge.branch_pending(l.id) AS pending
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'big-quorum' AND l.step_name = 'branch$g';
 
 -- Timeout, stall: past its deadline (10 minutes after the merge first
 -- waited) the run stalls with CF010 on the merge step.  The poll is due

@@ -14,6 +14,8 @@
  * woken to time out.  Such a child makes its
  * merge's poll due at once (cf_merge_poll_due_now(), from the runs'
  * trigger), so the policy acts without waiting for max_interval.
+ * branch_done() (0.12.0) answers by the same test, for the merge parked
+ * on the branch.
  *
  * Owns merge_polls after merge_branches() (branch.c) created the row.
  * Polls run in the launcher, one transaction each, so they never queue
@@ -45,6 +47,8 @@
 #include "shmem.h"
 #include "util.h"
 #include "wakeups.h"
+
+PG_FUNCTION_INFO_V1(cf_branch_done);
 
 #define ETA_FRACTION 0.5
 #define REKICK_AFTER "5 minutes"
@@ -267,33 +271,26 @@ typedef struct PollTotals
 	double		prev_delay;
 } PollTotals;
 
-/* Lock the earliest due poll (of only_owner's runs, if set).  False if none. */
-static bool
-pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
+/* A poll's row with its merge's rules, as read_poll() reads it. */
+#define POLL_ROW_SQL \
+	"SELECT p.id, p.workflow_id, p.branch_log_ids," \
+	"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8," \
+	"  p.token, w.state IN ('idle', 'running')," \
+	"  x.m->>'on_child_failure', (x.m->>'quorum')::bigint, (x.m->>'deadline')::timestamptz" \
+	" FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id" \
+	" CROSS JOIN LATERAL (SELECT (SELECT m.metadata FROM chrono_forge.execution_logs m" \
+	"   WHERE m.workflow_id = p.workflow_id AND m.step_name = p.merge_step) AS m) x"
+
+/* The poll row the last statement returned (POLL_ROW_SQL's columns). */
+static void
+read_poll(DuePoll *p)
 {
-	static SPIPlanPtr plan = NULL;
-	HeapTuple	tup;
-	TupleDesc	desc;
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
 	bool		isnull;
 	char	   *policy_name;
 	Datum		d;
 
-	cf_exec(&plan,
-			"SELECT p.id, p.workflow_id, p.branch_log_ids,"
-			"  extract(epoch FROM p.min_interval)::float8, extract(epoch FROM p.max_interval)::float8,"
-			"  p.token, w.state IN ('idle', 'running'),"
-			"  x.m->>'on_child_failure', (x.m->>'quorum')::bigint, (x.m->>'deadline')::timestamptz"
-			" FROM chrono_forge.merge_polls p JOIN chrono_forge.workflows w ON w.id = p.workflow_id"
-			" CROSS JOIN LATERAL (SELECT (SELECT m.metadata FROM chrono_forge.execution_logs m"
-			"   WHERE m.workflow_id = p.workflow_id AND m.step_name = p.merge_step) AS m) x"
-			" WHERE p.due_at <= $1 AND ($2 = 0 OR w.owner::oid = $2)"
-			" ORDER BY p.due_at LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
-			2, (Oid[]) {TIMESTAMPTZOID, OIDOID},
-			(Datum[]) {TimestampTzGetDatum(now), ObjectIdGetDatum(only_owner)}, NULL, false, 1);
-	if (SPI_processed == 0)
-		return false;
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
 	p->poll_id = get_int64(1, 0);
 	p->parent_id = get_int64(2, 0);
 	p->ids = SPI_getbinval(tup, desc, 3, &isnull);
@@ -312,34 +309,56 @@ pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
 	p->quorum = get_int64(9, 0);
 	d = SPI_getbinval(tup, desc, 10, &isnull);
 	p->deadline = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/* Lock the earliest due poll (of only_owner's runs, if set).  False if none. */
+static bool
+pick_due_poll(Oid only_owner, TimestampTz now, DuePoll *p)
+{
+	static SPIPlanPtr plan = NULL;
+
+	cf_exec(&plan,
+			POLL_ROW_SQL
+			" WHERE p.due_at <= $1 AND ($2 = 0 OR w.owner::oid = $2)"
+			" ORDER BY p.due_at LIMIT 1 FOR UPDATE OF p SKIP LOCKED",
+			2, (Oid[]) {TIMESTAMPTZOID, OIDOID},
+			(Datum[]) {TimestampTzGetDatum(now), ObjectIdGetDatum(only_owner)}, NULL, false, 1);
+	if (SPI_processed == 0)
+		return false;
+	read_poll(p);
 	return true;
 }
 
+#define BRANCH_SAMPLES_SQL \
+	"SELECT l.id, l.state = 'completed', l.metadata->>'poll_token' IS NOT DISTINCT FROM $2," \
+	"  (l.metadata->'poll'->>'pending')::bigint," \
+	"  (l.metadata->'poll'->>'never_started')::bigint," \
+	"  (l.metadata->'poll'->>'last_polled_at')::timestamptz," \
+	"  (l.metadata->'poll'->>'interval')::float8," \
+	"  (l.metadata->'poll'->>'spawned')::bigint" \
+	" FROM chrono_forge.execution_logs l WHERE l.id = ANY ($1) ORDER BY l.id"
+
 /*
  * The poll's branch logs with what the previous poll stamped on them,
- * locked against a concurrent re-stamp of the token.  NULL if the poll is
- * superseded (a log carries another token) or its logs are gone.
+ * locked against a concurrent re-stamp of the token (unless only looked
+ * at: a probe).  NULL if the poll is superseded (a log carries another
+ * token) or its logs are gone.
  */
 static BranchSample *
-load_branch_samples(const DuePoll *p, int *n_out)
+load_branch_samples(const DuePoll *p, bool lock, int *n_out)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr look_plan = NULL;
 	ArrayType  *ids = DatumGetArrayTypeP(p->ids);
 	bool		fenced = false;
 	bool		isnull;
 	int			n;
 	BranchSample *samples;
 
-	cf_exec(&plan,
-			"SELECT l.id, l.state = 'completed', l.metadata->>'poll_token' IS NOT DISTINCT FROM $2,"
-			"  (l.metadata->'poll'->>'pending')::bigint,"
-			"  (l.metadata->'poll'->>'never_started')::bigint,"
-			"  (l.metadata->'poll'->>'last_polled_at')::timestamptz,"
-			"  (l.metadata->'poll'->>'interval')::float8,"
-			"  (l.metadata->'poll'->>'spawned')::bigint"
-			" FROM chrono_forge.execution_logs l WHERE l.id = ANY ($1) ORDER BY l.id FOR NO KEY UPDATE",
+	cf_exec(lock ? &plan : &look_plan,
+			lock ? BRANCH_SAMPLES_SQL " FOR NO KEY UPDATE" : BRANCH_SAMPLES_SQL,
 			2, (Oid[]) {INT8ARRAYOID, TEXTOID}, (Datum[]) {p->ids, CStringGetTextDatum(p->token)},
-			NULL, false, 0);
+			NULL, !lock, 0);
 	n = (int) SPI_processed;
 	samples = palloc0(sizeof(BranchSample) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -525,7 +544,7 @@ poll_one(Oid only_owner)
 		cf_internal_end(&st);
 		return true;
 	}
-	samples = load_branch_samples(&p, &n);
+	samples = load_branch_samples(&p, true, &n);
 	/* Superseded (or its logs are gone): stop, writing nothing. */
 	if (samples == NULL)
 	{
@@ -588,6 +607,53 @@ polls_installed(void)
 	Oid			ns = get_namespace_oid("chrono_forge", true);
 
 	return OidIsValid(ns) && OidIsValid(get_relname_relid("merge_polls", ns));
+}
+
+/*
+ * branch_done(branch_log_id): the branch is sealed and none of its
+ * children is pending; or, while a merge of the branch is parked, that
+ * merge would go on now by its rules (0.12.0): a quorum of its children
+ * completed, only blocked children left under 'ignore', a blocked child
+ * under 'fail' (the merge raises), its timeout passed.  The same test as
+ * the merge's next poll, over all of that merge's branches, read-only.
+ */
+Datum
+cf_branch_done(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		log_id = PG_GETARG_INT64(0);
+	TimestampTz now = cf_clock_now();
+	CfInternal	st;
+	DuePoll		p;
+	BranchSample *samples = NULL;
+	PollTotals	t;
+	int			n = 0;
+	bool		done;
+
+	SPI_connect();
+	(void) cf_probe_check(log_id);
+	cf_internal_begin(&st);
+	if (polls_installed())
+	{
+		cf_exec(&plan, POLL_ROW_SQL " WHERE $1 = ANY (p.branch_log_ids) LIMIT 1",
+				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(log_id)}, NULL, true, 1);
+		if (SPI_processed == 1)
+		{
+			read_poll(&p);
+			samples = load_branch_samples(&p, false, &n);
+		}
+	}
+	if (samples != NULL)
+	{
+		sample_branches(samples, n, now, &t);
+		done = merge_is_done(&t, &p, now);
+	}
+	else
+		done = cf_branch_is_sealed(log_id) &&
+			cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) == 0;
+	cf_internal_end(&st);
+	SPI_finish();
+	PG_RETURN_BOOL(done);
 }
 
 /*

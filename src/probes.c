@@ -2,7 +2,8 @@
  *
  * probes.c
  *	  How far a branch's children are: branch_sealed, branch_pending,
- *	  branch_done, and the counts the merge poller reads.
+ *	  and the counts the merge poller and branch_done (merge.c, which
+ *	  knows the merges' rules) read.
  *
  * Owns the index scans over spawn_batches and the children index that
  * count a branch's children not started, running or blocked.  Read only:
@@ -34,7 +35,6 @@
 
 PG_FUNCTION_INFO_V1(cf_branch_sealed);
 PG_FUNCTION_INFO_V1(cf_branch_pending);
-PG_FUNCTION_INFO_V1(cf_branch_done);
 
 /*
  * Children of a branch log still in spawn_batches (never started), at
@@ -220,14 +220,6 @@ cf_branch_is_sealed(int64 log_id)
 	return sealed;
 }
 
-/* Sealed, and no child that is not completed? */
-static bool
-branch_done_internal(int64 log_id)
-{
-	return cf_branch_is_sealed(log_id) &&
-		cf_branch_children_pending(log_id, 1, NULL, NULL, NULL) == 0;
-}
-
 /* Children not completed, counting at most cap. */
 static int64
 branch_pending_internal(int64 log_id, int32 cap)
@@ -241,8 +233,8 @@ branch_pending_internal(int64 log_id, int32 cap)
  * The SQL probes: only the owner of the branch's run (or a member of that
  * role) may look.  Returns the log's state, or raises.
  */
-static char *
-probe_check(int64 log_id)
+char *
+cf_probe_check(int64 log_id)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
@@ -278,7 +270,7 @@ cf_branch_sealed(PG_FUNCTION_ARGS)
 	bool		sealed;
 
 	SPI_connect();
-	sealed = strcmp(probe_check(PG_GETARG_INT64(0)), "completed") == 0;
+	sealed = strcmp(cf_probe_check(PG_GETARG_INT64(0)), "completed") == 0;
 	SPI_finish();
 	PG_RETURN_BOOL(sealed);
 }
@@ -293,20 +285,8 @@ cf_branch_pending(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("cap must not be negative")));
 	SPI_connect();
-	(void) probe_check(PG_GETARG_INT64(0));
+	(void) cf_probe_check(PG_GETARG_INT64(0));
 	n = branch_pending_internal(PG_GETARG_INT64(0), PG_GETARG_INT32(1));
 	SPI_finish();
 	PG_RETURN_INT64(n);
-}
-
-Datum
-cf_branch_done(PG_FUNCTION_ARGS)
-{
-	bool		done;
-
-	SPI_connect();
-	(void) probe_check(PG_GETARG_INT64(0));
-	done = branch_done_internal(PG_GETARG_INT64(0));
-	SPI_finish();
-	PG_RETURN_BOOL(done);
 }

@@ -19,5 +19,6 @@ extern int64 cf_branch_children_pending(int64 log_id, int64 cap, int64 *never_st
 extern int64 cf_branch_children_live(int64 log_id, int64 cap);
 extern int64 cf_branch_children_blocked(int64 log_id);
 extern bool cf_branch_is_sealed(int64 log_id);
+extern char *cf_probe_check(int64 log_id);
 
 #endif							/* CF_PROBES_H */

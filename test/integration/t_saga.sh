@@ -72,22 +72,24 @@ wait_for 300 "SELECT count(*) = 200 FROM chrono_forge.workflows
     || fail "not every order ended: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows GROUP BY 1")"
 rm -f "$flag"
 
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE state = 'compensated'")" 40 "compensated orders"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE state = 'completed'")" 160 "completed orders"
+# (Other tests' runs share the database: only sg_order's are counted.)
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.sg_order' AND state = 'compensated'")" 40 "compensated orders"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.sg_order' AND state = 'completed'")" 160 "completed orders"
 # Exactly once, in reverse order, only for compensated orders.
 expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows w
-                    WHERE w.state = 'compensated'
+                    WHERE w.workflow = 'public.sg_order' AND w.state = 'compensated'
                       AND (SELECT count(*) FROM sg_ledger l WHERE l.order_key = w.key AND l.what = 'refund') = 1
                       AND (SELECT count(*) FROM sg_ledger l WHERE l.order_key = w.key AND l.what = 'release') = 1
                       AND (SELECT max(id) FROM sg_ledger l WHERE l.order_key = w.key AND l.what = 'refund')
                         < (SELECT max(id) FROM sg_ledger l WHERE l.order_key = w.key AND l.what = 'release')")" \
     40 "compensated orders refunded once, then released once"
 expect_eq "$(q -c "SELECT count(*) FROM sg_ledger l JOIN chrono_forge.workflows w ON w.key = l.order_key
-                    WHERE w.state = 'completed' AND l.what IN ('refund', 'release')")" 0 "undo rows of completed orders"
+                    WHERE w.workflow = 'public.sg_order' AND w.state = 'completed'
+                      AND l.what IN ('refund', 'release')")" 0 "undo rows of completed orders"
 expect_eq "$(q -c "SELECT count(*) FROM sg_ledger WHERE what = 'reserve'")" 200 "reservations (exactly once each)"
 # The undo steps' logs agree with the ledger.
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs
-                    WHERE step_name LIKE 'compensate$%' AND state = 'completed'")" 80 "completed undo steps"
-recovered=$(q -c "SELECT coalesce(sum(recoveries), 0) FROM chrono_forge.workflows WHERE state = 'compensated'")
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+                    WHERE w.workflow = 'public.sg_order' AND l.step_name LIKE 'compensate\$%' AND l.state = 'completed'")" 80 "completed undo steps"
+recovered=$(q -c "SELECT coalesce(sum(recoveries), 0) FROM chrono_forge.workflows WHERE workflow = 'public.sg_order' AND state = 'compensated'")
 echo "compensated orders: 40; passes lost with their worker and recovered: $recovered"
 echo ok

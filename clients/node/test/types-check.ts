@@ -16,6 +16,6 @@ const client = new Client({ host: '/tmp', port: 5432 });
 const id: number = await client.start('orders', 'o-1', { total: 5 });
 const sent: boolean = await client.sendEvent('orders', 'o-1', 'paid', { ok: true });
 const out = await client.waitForRun('orders', 'o-1', { timeout: 5000 });
-const state: 'completed' | 'failed' | 'stalled' | 'cancelled' | 'idle' | 'running' = out.state;
+const state: 'completed' | 'failed' | 'stalled' | 'cancelled' | 'compensated' | 'idle' | 'running' = out.state;
 void id; void sent; void state;
 await client.end();
