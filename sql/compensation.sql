@@ -147,6 +147,34 @@ CALL chrono_forge.run_pending();
 SELECT key, state, undone FROM cp_runs WHERE key = 'k2';
 SELECT what FROM cp_ledger WHERE key = 'k2' ORDER BY id;
 
+-- An error outside an undo step (its function dropped since it was
+-- registered) goes through the workflow-level retries: the run is failed
+-- with its compensation unfinished; retry() resumes it, and the body
+-- never runs again.
+CREATE FUNCTION cp_gone(a jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what) VALUES (a->'args'->>'key', 'gone undo') $$;
+CREATE PROCEDURE cp_dropper(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_reserve', compensate => 'cp_gone');
+    INSERT INTO cp_ledger (key, what) VALUES (args->>'key', 'body ran');
+    CALL chrono_forge.wait('1 hour', 'nap');
+END $$;
+SELECT chrono_forge.configure('cp_dropper', chrono_forge.retry_policy(max_attempts => 1));
+SELECT chrono_forge.start('cp_dropper', 'g1', '{"key": "g1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+DROP FUNCTION cp_gone(jsonb);
+SELECT chrono_forge.cancel('cp_dropper', 'g1');
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 'g1';
+SELECT e.error_class, e.error_message FROM chrono_forge.error_logs e
+  JOIN chrono_forge.workflows w ON w.id = e.workflow_id WHERE w.key = 'g1' ORDER BY e.id;
+CREATE FUNCTION cp_gone(a jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cp_ledger (key, what) VALUES (a->'args'->>'key', 'gone undo') $$;
+SELECT chrono_forge.retry('cp_dropper', 'g1');
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 'g1';
+SELECT what FROM cp_ledger WHERE key = 'g1' ORDER BY id;
+
 -- A deadline passing: the run compensates (CF029 and the deadline's
 -- marker kept); a compensating run has no deadline, and set_deadline()
 -- refuses to give it one.
