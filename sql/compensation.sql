@@ -147,6 +147,25 @@ CALL chrono_forge.run_pending();
 SELECT key, state, undone FROM cp_runs WHERE key = 'k2';
 SELECT what FROM cp_ledger WHERE key = 'k2' ORDER BY id;
 
+-- A run stalled going forward does not compensate by itself; cancel()
+-- compensates it.
+CREATE FUNCTION cp_ship_fails() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'carrier refused';
+END $$;
+CREATE PROCEDURE cp_stuck(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', compensate => 'cp_refund');
+    CALL chrono_forge.durably_execute('cp_ship_fails', retry_policy => chrono_forge.retry_policy(max_attempts => 1));
+END $$;
+SELECT chrono_forge.start('cp_stuck', 's1', '{"key": "s1"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT key, state, why FROM cp_runs WHERE key = 's1';
+SELECT chrono_forge.cancel('cp_stuck', 's1', 'give up on shipping');
+CALL chrono_forge.run_pending();
+SELECT key, state, why, undone FROM cp_runs WHERE key = 's1';
+SELECT what FROM cp_ledger WHERE key = 's1' ORDER BY id;
+
 -- An error outside an undo step (its function dropped since it was
 -- registered) goes through the workflow-level retries: the run is failed
 -- with its compensation unfinished; retry() resumes it, and the body
