@@ -2076,6 +2076,9 @@ BEGIN
                    ORDER BY w.ended_at LIMIT 1),
                  (SELECT w.ended_at FROM chrono_forge.workflows w
                    WHERE w.state_code OPERATOR(pg_catalog.=) 6 AND w.ended_at IS NOT NULL
+                   ORDER BY w.ended_at LIMIT 1),
+                 (SELECT w.ended_at FROM chrono_forge.workflows w
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 7 AND w.ended_at IS NOT NULL
                    ORDER BY w.ended_at LIMIT 1))
       INTO oldest;
     -- A day before it that was noted has lost its runs (cleanup): its
@@ -2152,10 +2155,10 @@ BEGIN
     INSERT INTO chrono_forge.outcome_days (day, workflow, owner, completed, failed, cancelled)
     SELECT pg_catalog.timezone('UTC', w.ended_at)::date, w.workflow, w.owner,
            pg_catalog.count(*) FILTER (WHERE w.state_code = 3),
-           pg_catalog.count(*) FILTER (WHERE w.state_code = 4),
+           pg_catalog.count(*) FILTER (WHERE w.state_code IN (4, 7)),   -- compensated: failed (0.12.0)
            pg_catalog.count(*) FILTER (WHERE w.state_code = 6)
       FROM chrono_forge.workflows w
-     WHERE w.state_code IN (3, 4, 6)
+     WHERE w.state_code IN (3, 4, 6, 7)
        AND w.ended_at >= pg_catalog.timezone('UTC', days[1]::timestamp)
        AND w.ended_at < pg_catalog.timezone('UTC', (days[pg_catalog.array_upper(days, 1)] + 1)::timestamp)
        AND pg_catalog.timezone('UTC', w.ended_at)::date = ANY (days)
@@ -2214,6 +2217,9 @@ BEGIN
                    ORDER BY w.ended_at LIMIT 1),
                  (SELECT w.ended_at FROM chrono_forge.workflows w
                    WHERE w.state_code OPERATOR(pg_catalog.=) 6 AND w.ended_at OPERATOR(pg_catalog.>) since
+                   ORDER BY w.ended_at LIMIT 1),
+                 (SELECT w.ended_at FROM chrono_forge.workflows w
+                   WHERE w.state_code OPERATOR(pg_catalog.=) 7 AND w.ended_at OPERATOR(pg_catalog.>) since
                    ORDER BY w.ended_at LIMIT 1))
       INTO oldest;
     IF oldest IS NULL OR oldest OPERATOR(pg_catalog.>) until_ THEN
@@ -2263,10 +2269,10 @@ BEGIN
                          AND (daily_outcomes.workflow IS NULL OR o.workflow = daily_outcomes.workflow))
                  ELSE
                      (SELECT ARRAY[pg_catalog.count(*) FILTER (WHERE w.state_code = 3),
-                                   pg_catalog.count(*) FILTER (WHERE w.state_code = 4),
+                                   pg_catalog.count(*) FILTER (WHERE w.state_code IN (4, 7)),
                                    pg_catalog.count(*) FILTER (WHERE w.state_code = 6)]
                         FROM chrono_forge.workflows w
-                       WHERE w.state_code IN (3, 4, 6)
+                       WHERE w.state_code IN (3, 4, 6, 7)
                          AND w.ended_at >= g.lo AND w.ended_at < g.hi
                          AND w.ended_at > since AND w.ended_at <= until_
                          AND (daily_outcomes.workflow IS NULL OR w.workflow = daily_outcomes.workflow))

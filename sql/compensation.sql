@@ -414,6 +414,11 @@ SELECT state, error_class FROM chrono_forge.wait_for_run('cp_family2', 'fam2', '
 -- Views: the state filter knows compensated; retention deletes
 -- compensated runs as failed ones.
 SELECT key FROM chrono_forge.runs(state => 'compensated') ORDER BY key;
+-- daily_outcomes() counts a compensated run as failed (it did not complete).
+SELECT count(*) FILTER (WHERE state = 'completed') AS completed,
+       count(*) FILTER (WHERE state IN ('failed', 'compensated')) AS failed_or_compensated
+  FROM chrono_forge.workflows WHERE workflow = 'public.cp_order';
+SELECT day, completed, failed, cancelled FROM chrono_forge.daily_outcomes('1 day', 'cp_order');
 SELECT count(*) AS compensated FROM chrono_forge.workflows WHERE state = 'compensated';
 SELECT (chrono_forge.cleanup(older_than => '0 seconds')->>'workflows')::int > 0 AS some_deleted;
 SELECT count(*) AS compensated_left FROM chrono_forge.workflows WHERE state = 'compensated';
