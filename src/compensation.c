@@ -37,8 +37,7 @@
 #define HAS_UNDO_SQL(run) \
 	" EXISTS (SELECT 1 FROM chrono_forge.execution_logs l WHERE l.workflow_id = " run \
 	"  AND l.state = 'completed' AND l.metadata ? 'compensate')" \
-	" AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs l WHERE l.workflow_id = " run \
-	"  AND l.step_name = '$workflow_compensating$')"
+	" AND NOT " CF_COMPENSATING_SQL(run)
 
 /*
  * Does the run have undo steps to run, and is it not compensating yet?
@@ -81,7 +80,7 @@ cf_compensation_mark(Datum ids, Jsonb *why)
 			" k AS (DELETE FROM chrono_forge.wakeups k WHERE k.workflow_id = ANY ($1))"
 			" INSERT INTO chrono_forge.execution_logs"
 			"  (workflow_id, step_name, state, attempts, started_at, last_executed_at, completed_at, metadata)"
-			" SELECT id, '$workflow_compensating$', 'completed', 1, $2, $2, $2, $3 FROM u",
+			" SELECT id, '" CF_COMPENSATING_MARKER "', 'completed', 1, $2, $2, $2, $3 FROM u",
 			3, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZOID, JSONBOID},
 			(Datum[]) {ids, TimestampTzGetDatum(now), JsonbPGetDatum(why)}, NULL, false, 0);
 	cf_internal_end(&st);

@@ -29,6 +29,7 @@
 
 #include "access.h"
 #include "clock.h"
+#include "compensation.h"
 #include "deadlines.h"
 #include "internal.h"
 #include "operations.h"
@@ -312,8 +313,7 @@ cf_set_deadline(PG_FUNCTION_ARGS)
 		 */
 		cf_exec(&plan,
 				"WITH w AS (UPDATE chrono_forge.workflows w SET deadline = $2 WHERE id = $1"
-				"  AND NOT EXISTS (SELECT 1 FROM chrono_forge.execution_logs l"
-				"   WHERE l.workflow_id = w.id AND l.step_name = '$workflow_compensating$') RETURNING id),"
+				"  AND NOT " CF_COMPENSATING_SQL("w.id") " RETURNING id),"
 				" d AS (DELETE FROM chrono_forge.cancel_requests"
 				"  WHERE workflow_id = $1 AND kind = 'deadline' AND ($2 IS NULL OR $2 > $3))"
 				" SELECT count(*) FROM w",
