@@ -283,6 +283,35 @@ SELECT w.key, w.state, r.why, r.undone,
   FROM chrono_forge.workflows w JOIN cp_runs r ON r.key = w.key
  WHERE w.key LIKE 'c-%' ORDER BY w.key;
 SELECT count(*) AS charges FROM cp_ledger WHERE key LIKE 'c-%' AND what = 'charge';
+-- Registering an undo step (durably_execute and run_task with compensate)
+-- from a procedure the body calls works as from the body; from a block
+-- with an EXCEPTION clause it is refused (CF013), nothing registered.
+CREATE PROCEDURE cp_reg_helper(k text) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.durably_execute('cp_charge', args => jsonb_build_object('key', k),
+                                      compensate => 'cp_refund');
+END $$;
+CREATE PROCEDURE cp_reg(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    IF args->>'how' = 'procedure' THEN
+        CALL cp_reg_helper(args->>'key');
+        CALL chrono_forge.compensate();
+    ELSE
+        BEGIN
+            CALL chrono_forge.durably_execute('cp_charge', args => jsonb_build_object('key', args->>'key'),
+                                              compensate => 'cp_refund');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE 'caught: %', SQLERRM;
+        END;
+    END IF;
+END $$;
+SELECT chrono_forge.start('cp_reg', 'r-' || h, jsonb_build_object('key', 'r-' || h, 'how', h)) > 0 AS started
+  FROM unnest(ARRAY['procedure', 'exception']) h;
+CALL chrono_forge.run_pending();
+SELECT w.key, w.state, r.undone,
+       (SELECT e.error_class FROM chrono_forge.error_logs e WHERE e.workflow_id = w.id ORDER BY e.id LIMIT 1) AS error
+  FROM chrono_forge.workflows w JOIN cp_runs r ON r.key = w.key WHERE w.key LIKE 'r-%' ORDER BY w.key;
+SELECT key, what FROM cp_ledger WHERE key LIKE 'r-%' ORDER BY id;
 -- Outside a pass, compensate() is refused.
 CALL chrono_forge.compensate();
 -- cancel() from a DO block, and from a step of another run: the victim
@@ -419,6 +448,14 @@ SELECT count(*) FILTER (WHERE state = 'completed') AS completed,
        count(*) FILTER (WHERE state IN ('failed', 'compensated')) AS failed_or_compensated
   FROM chrono_forge.workflows WHERE workflow = 'public.cp_order';
 SELECT day, completed, failed, cancelled FROM chrono_forge.daily_outcomes('1 day', 'cp_order');
+-- As another role: its own runs only (cp_alice's compensated run; none
+-- for cp_mallory).
+SET ROLE cp_alice;
+SELECT completed, failed FROM chrono_forge.daily_outcomes('1 day', 'public.cp_alice_flow');
+RESET ROLE;
+SET ROLE cp_mallory;
+SELECT count(*) AS days FROM chrono_forge.daily_outcomes('1 day', 'public.cp_alice_flow');
+RESET ROLE;
 SELECT count(*) AS compensated FROM chrono_forge.workflows WHERE state = 'compensated';
 SELECT (chrono_forge.cleanup(older_than => '0 seconds')->>'workflows')::int > 0 AS some_deleted;
 SELECT count(*) AS compensated_left FROM chrono_forge.workflows WHERE state = 'compensated';

@@ -49,6 +49,25 @@ SELECT l.state, l.metadata->'quorum' AS quorum FROM chrono_forge.execution_logs 
 SELECT chrono_forge.branch_done(l.id) AS done, chrono_forge.branch_pending(l.id) AS pending
   FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
  WHERE w.key = 'quorum' AND l.step_name = 'branch$g';
+-- The same from a DO block; another role is answered as for a log that
+-- is no branch (CF008), whatever the merge's rules.
+SELECT set_config('mr.branch', l.id::text, false) IS NOT NULL AS noted
+  FROM chrono_forge.execution_logs l JOIN chrono_forge.workflows w ON w.id = l.workflow_id
+ WHERE w.key = 'quorum' AND l.step_name = 'branch$g';
+DO $$ BEGIN
+    RAISE NOTICE 'branch_done in a DO block: %', chrono_forge.branch_done(current_setting('mr.branch')::bigint);
+END $$;
+CREATE ROLE mr_other;
+GRANT USAGE ON SCHEMA chrono_forge TO mr_other;
+SET ROLE mr_other;
+DO $$ BEGIN
+    PERFORM chrono_forge.branch_done(current_setting('mr.branch')::bigint);
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'another role: % %', SQLSTATE, SQLERRM ~ 'is not a branch';
+END $$;
+RESET ROLE;
+DROP OWNED BY mr_other;
+DROP ROLE mr_other;
 SET chrono_forge.fake_now = '2030-01-01 00:00:01+00';
 CALL chrono_forge.run_pending();
 SELECT key, state, result, children_completed FROM mr_state WHERE key = 'quorum';
