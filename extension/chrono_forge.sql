@@ -112,6 +112,9 @@ CREATE TABLE chrono_forge.workflows (
     -- and the gate that admitted it, or holds it waiting (NULL: none).
     concurrency_key         text,
     gate_id                 bigint,
+    -- The run's priority (0.13.0; start() option "priority"; NULL: none,
+    -- the lowest): claims take due runs of a higher priority first.
+    priority                integer,
     -- (workflow, key, owner): lookups by (workflow, key) use its prefix.
     CONSTRAINT workflows_workflow_key_owner_key UNIQUE (workflow, key, owner),
     -- (args, options and context are JSON objects: start() and
@@ -279,9 +282,15 @@ CREATE TABLE chrono_forge.wakeups (
     workflow_id bigint NOT NULL REFERENCES chrono_forge.workflows ON DELETE CASCADE,
     due_at      timestamptz NOT NULL,
     reason      text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Its run's priority (0.13.0; NULL: none), copied when it is written.
+    priority    integer
 );
 CREATE INDEX wakeups_due_at_idx ON chrono_forge.wakeups (due_at);
+-- Prioritized wake-ups only, by priority then due time: a claim finds the
+-- priorities present one index descent each (claim.c).
+CREATE INDEX wakeups_priority_idx ON chrono_forge.wakeups (priority DESC, due_at)
+    WHERE priority IS NOT NULL;
 -- (workflow_id, due_at): a claim deletes the run's due rows by one range scan.
 CREATE INDEX wakeups_workflow_id_due_at_idx ON chrono_forge.wakeups (workflow_id, due_at);
 ALTER TABLE chrono_forge.wakeups ENABLE ROW LEVEL SECURITY;

@@ -25,7 +25,7 @@ SELECT chrono_forge.start('start_wf_setpath', 'k');
 SELECT count(*) AS nothing_written FROM chrono_forge.workflows;
 
 -- A run: idle, owned by the caller, one wake-up due now.
-SELECT chrono_forge.start('start_wf', 'k1', '{"n": 1}', '{"priority": "low"}') AS id \gset
+SELECT chrono_forge.start('start_wf', 'k1', '{"n": 1}', '{"tier": "low"}') AS id \gset
 SELECT workflow, key, procedure, args, options, context, state, owner = current_user::regrole AS owned,
        locked_by, started_at, completed_at, created_at AT TIME ZONE 'UTC' AS created
   FROM chrono_forge.workflows WHERE id = :id;

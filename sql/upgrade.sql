@@ -467,3 +467,36 @@ DROP PROCEDURE up_cp(jsonb);
 DROP FUNCTION up_cp_do(jsonb);
 DROP FUNCTION up_cp_undo(jsonb);
 DROP TABLE up_cp_ledger;
+
+-- 0.12.0 -> 0.13.0: priorities.  On 0.12.0 the new library writes
+-- wake-ups without a priority and refuses the option (0A000, nothing
+-- written); after the update a prioritized run goes before a run parked
+-- on 0.12.0 whose timer was due earlier.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.12.0';
+CREATE TABLE up_pr_order (seq serial, what text);
+CREATE FUNCTION up_pr_note(args jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO up_pr_order (what) VALUES (args->>'what') $$;
+CREATE PROCEDURE up_pr(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    IF args->>'what' = 'parked' THEN
+        CALL chrono_forge.wait('1 hour', 'nap');
+    END IF;
+    CALL chrono_forge.durably_execute('up_pr_note', args => args);
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_pr', 'parked', '{"what": "parked"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT chrono_forge.start('up_pr', 'early', '{"what": "early"}', '{"priority": 1}');
+SELECT count(*) AS runs FROM chrono_forge.workflows;
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
+SELECT chrono_forge.start('up_pr', 'urgent', '{"what": "urgent"}', '{"priority": 1}') > 0 AS started;
+CALL chrono_forge.run_pending();
+SELECT string_agg(what, ' ' ORDER BY seq) AS taken FROM up_pr_order;
+SELECT w.key, w.state, w.priority FROM chrono_forge.workflows w ORDER BY w.key;
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_pr(jsonb);
+DROP FUNCTION up_pr_note(jsonb);
+DROP TABLE up_pr_order;

@@ -88,6 +88,12 @@ static uint64 spawn_none_at = PG_UINT64_MAX;
 static uint64 spawn_looked_at = PG_UINT64_MAX;
 static TimestampTz spawn_none_since = 0;
 static bool spawn_taken_in_xact = false;	/* this transaction took children */
+static bool priority_claimed_in_xact = false;	/* ... or prioritized wake-ups */
+
+/* Prioritized wake-ups: none due before priority_none_before (prioritized_maybe()). */
+static uint64 priority_none_at = PG_UINT64_MAX;
+static TimestampTz priority_none_before = 0;	/* engine clock */
+static TimestampTz priority_none_since = 0;
 
 /*
  * Only a transaction that took children can have hidden a batch from its
@@ -97,13 +103,15 @@ static bool spawn_taken_in_xact = false;	/* this transaction took children */
 static void
 spawn_forget_on_abort(XactEvent event, void *arg)
 {
-	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) &&
-		spawn_taken_in_xact)
+	bool		aborted = event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT;
+
+	if (aborted && spawn_taken_in_xact)
 		spawn_none_at = spawn_looked_at = PG_UINT64_MAX;	/* look again */
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+	if (aborted && priority_claimed_in_xact)
+		priority_none_at = PG_UINT64_MAX;
+	if (aborted || event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
-		spawn_taken_in_xact = false;
+		spawn_taken_in_xact = priority_claimed_in_xact = false;
 }
 
 void
@@ -181,12 +189,9 @@ spawn_batches_maybe(void)
  * before_spawned: only wake-ups due no later than the oldest spawn batch
  * (work is taken in due order, spawned children included).
  */
-#define CLAIM_WAKEUP_SQL(due_limit) \
-	"WITH c AS (" \
-	"  SELECT w.*, NULL::bigint[], k.due_at FROM" \
-	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
-	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " AND NOT k.workflow_id = ANY ($6)" \
-	"     ORDER BY k.due_at LIMIT 1024) AS k," \
+#define CLAIM_SQL(with, candidates) \
+	with " c AS (" \
+	"  SELECT w.*, NULL::bigint[], k.due_at FROM " candidates "," \
 	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
 	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
 	"     FROM chrono_forge.workflows w" \
@@ -199,6 +204,40 @@ spawn_batches_maybe(void)
 	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
 	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
 	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d), c.due_at FROM c"
+#define CLAIM_WAKEUP_SQL(due_limit) \
+	CLAIM_SQL("WITH", \
+	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
+	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " AND NOT k.workflow_id = ANY ($6)" \
+	"     ORDER BY k.due_at LIMIT 1024) AS k")
+
+/*
+ * Prioritized wake-ups (0.13.0; a run's start() option "priority") come
+ * before all others, the highest priority first, each priority in due
+ * order.  The priorities present are found one by one from the top of
+ * the wake-ups' priority index (a loose index scan: each is one descent),
+ * and each priority's due wake-ups are a range of that index, read in due
+ * order with the same lock rules as above.  Wake-ups without a priority
+ * are not in that index: a workload without priorities adds nothing to
+ * it, and claims do not run this statement at all while no commit wrote a
+ * prioritized wake-up (prioritized_maybe()).
+ */
+#define PRIORITY_LEVELS \
+	"WITH RECURSIVE lv(p) AS (" \
+	"  (SELECT k.priority FROM chrono_forge.wakeups k WHERE k.priority IS NOT NULL" \
+	"    ORDER BY k.priority DESC LIMIT 1)" \
+	"  UNION ALL" \
+	"  SELECT (SELECT k.priority FROM chrono_forge.wakeups k WHERE k.priority < lv.p" \
+	"    ORDER BY k.priority DESC LIMIT 1) FROM lv WHERE lv.p IS NOT NULL)"
+#define CLAIM_PRIORITIZED_SQL \
+	CLAIM_SQL(PRIORITY_LEVELS ",", \
+	"lv, LATERAL (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
+	"     WHERE k.priority = lv.p AND k.due_at <= $1 AND NOT k.workflow_id = ANY ($6)" \
+	"     ORDER BY k.due_at LIMIT 1024) AS k")
+/* When the first prioritized wake-up is due (NULL: there is none). */
+#define FIRST_PRIORITIZED_SQL \
+	PRIORITY_LEVELS \
+	" SELECT pg_catalog.min((SELECT k.due_at FROM chrono_forge.wakeups k WHERE k.priority = lv.p" \
+	"  ORDER BY k.due_at LIMIT 1)) FROM lv"
 
 /*
  * The claim's floor: a worker's claim reads wake-ups due from shortly
@@ -350,6 +389,91 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 		if (!found)
 			return false;
 	} while (claim_came_too_late());
+	read_claim(now);
+	if (cf_worker_slot >= 0)
+		cf_worker_hold_run(cf_worker_slot, cf_pass.workflow_id);
+	return true;
+}
+
+/*
+ * Whether prioritized wake-ups may be due.  A session that read priority
+ * generation g, then found none due before t (cf_priority_generation()),
+ * need not look again while it is still g and before t, as for spawn
+ * batches: the generation moves when a commit writes prioritized
+ * wake-ups.  That "none" may be this transaction's own view (passes
+ * sharing one transaction claimed them); it is forgotten if a transaction
+ * that claimed one aborts, and believed for at most PRIORITY_NONE_TRUST_MS.
+ */
+#define PRIORITY_NONE_TRUST_MS 1000
+
+static bool
+prioritized_maybe(TimestampTz now)
+{
+	uint64		generation;
+
+	if (!cf_schema_at_least(CF_SCHEMA(0, 13, 0)))
+		return false;
+	return !cf_priority_generation(&generation) || generation != priority_none_at ||
+		now >= priority_none_before ||
+		TimestampDifferenceExceeds(priority_none_since, GetCurrentTimestamp(), PRIORITY_NONE_TRUST_MS);
+}
+
+/* A prioritized claim found nothing claimable: when is the first one due? */
+static void
+priority_none_found(bool known, uint64 generation)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	Datum		first;
+
+	if (!known)
+		return;
+	cf_internal_begin(&st);
+	cf_exec_generic(&plan, FIRST_PRIORITIZED_SQL, 0, NULL, NULL, NULL, false, 1);
+	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	cf_internal_end(&st);
+	priority_none_at = generation;
+	priority_none_before = isnull ? DT_NOEND : DatumGetTimestampTz(first);
+	priority_none_since = GetCurrentTimestamp();
+}
+
+/* Claim the first due prioritized wake-up, as claim_wakeup() claims any. */
+static bool
+claim_prioritized(Oid only_owner, Datum skip_owners)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz now = cf_clock_now();
+	Interval   *max_duration = cf_max_duration_interval();
+	uint64		generation = 0;
+	bool		known;
+	int			n_held;
+	Datum		held;
+	CfInternal	st;
+
+	if (!prioritized_maybe(now))
+		return false;
+	known = cf_priority_generation(&generation);	/* before the snapshot */
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		held = runs_held_by_others(&n_held);
+		cf_internal_begin(&st);
+		cf_exec_generic(&plan, CLAIM_PRIORITIZED_SQL,
+						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
+							INT8ARRAYOID},
+						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
+							ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(DT_NOBEGIN),
+						held},
+						NULL, false, 0);
+		cf_internal_end(&st);
+		if (SPI_processed == 0)
+		{
+			priority_none_found(known && n_held == 0, generation);
+			return false;
+		}
+	} while (claim_came_too_late());
+	priority_claimed_in_xact = true;
 	read_claim(now);
 	if (cf_worker_slot >= 0)
 		cf_worker_hold_run(cf_worker_slot, cf_pass.workflow_id);
@@ -516,15 +640,20 @@ owners_at_share(int *n)
 }
 
 /*
- * Claim the next due work, in due order, of owners not in skip_owners: a
- * wake-up, or a spawned child not started yet.
+ * Claim the next due work of owners not in skip_owners: a prioritized
+ * wake-up, highest priority first; else, in due order, a wake-up or a
+ * spawned child not started yet.
  */
 static bool
 claim_next(Oid only_owner, Datum skip_owners)
 {
 	static TimestampTz none_due_at = 0;
-	bool		spawned = spawn_batches_maybe();
+	bool		spawned;
 	TimestampTz now = GetCurrentTimestamp();
+
+	if (claim_prioritized(only_owner, skip_owners))
+		return true;
+	spawned = spawn_batches_maybe();
 
 	/*
 	 * While a worker takes children from batches, it looks for wake-ups

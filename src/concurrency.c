@@ -202,7 +202,7 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
  * gate without one skips the window's count, its record and its pruning:
  * a place handed on at the end of every run of a limited key).
  */
-#define ADMIT_WAITING_SQL(window_room, record) \
+#define ADMIT_WAITING_SQL(window_room, record, priority_col, priority, any_prioritized) \
 	"WITH g AS (SELECT max_running, running AS was, greatest(running - $3, 0) AS running," \
 	"  max_starts, per FROM chrono_forge.concurrency_gates WHERE id = $1)," \
 	" n AS (SELECT q.workflow_id FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = $1" \
@@ -211,13 +211,13 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 	window_room ") FROM g))," \
 	" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n" \
 	"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id)," \
-	" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
-	"  SELECT workflow_id, $2, 'admitted' FROM d)," \
+	" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason" priority_col ")" \
+	"  SELECT workflow_id, $2, 'admitted'" priority " FROM d RETURNING *)," \
 	record \
 	" u AS (UPDATE chrono_forge.concurrency_gates" \
 	"  SET running = (SELECT running FROM g) + (SELECT count(*) FROM d), updated_at = $2" \
 	"  WHERE id = $1 AND (SELECT running FROM g) + (SELECT count(*) FROM d) <> (SELECT was FROM g))" \
-	" SELECT count(*)::int FROM d"
+	" SELECT count(*)::int, " any_prioritized " FROM d"
 #define WINDOW_ROOM \
 	"   greatest(g.max_starts - (SELECT count(*) FROM chrono_forge.concurrency_admissions a" \
 	"    WHERE a.gate_id = $1 AND a.admitted_at > $2 - g.per), 0)"
@@ -226,6 +226,12 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 	"  SELECT $1, $2 FROM d)," \
 	" p AS (DELETE FROM chrono_forge.concurrency_admissions a" \
 	"  WHERE a.gate_id = $1 AND a.admitted_at <= $2 - (SELECT per FROM g)),"
+/* From 0.13.0 an admitted run's wake-up carries its priority. */
+#define ADMIT_PRIORITY \
+	", priority", ", " CF_PRIORITY_OF("d.workflow_id"), \
+	"(SELECT bool_or(k.priority IS NOT NULL) OR NULL FROM k)"
+#define ADMIT_NO_PRIORITY "", "", "NULL::boolean"
+#define ADMIT_SQL(...) ADMIT_WAITING_SQL(__VA_ARGS__)
 
 /*
  * With the gate locked (by this transaction, so that this statement's
@@ -240,16 +246,23 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 static int
 admit_waiting(int64 gate, int leaving, TimestampTz now, bool rated)
 {
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plans[2][2];
+	static const char *const sql[2][2] = {
+		{ADMIT_SQL("NULL", "", ADMIT_NO_PRIORITY),
+		ADMIT_SQL(WINDOW_ROOM, WINDOW_RECORD, ADMIT_NO_PRIORITY)},
+		{ADMIT_SQL("NULL", "", ADMIT_PRIORITY),
+		ADMIT_SQL(WINDOW_ROOM, WINDOW_RECORD, ADMIT_PRIORITY)},
+	};
+	bool		prioritized = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	bool		isnull;
 	int			admitted;
 
-	cf_exec(&plans[rated],
-			rated ? ADMIT_WAITING_SQL(WINDOW_ROOM, WINDOW_RECORD) : ADMIT_WAITING_SQL("NULL", ""),
+	cf_exec(&plans[prioritized][rated], sql[prioritized][rated],
 			3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID},
 			(Datum[]) {Int64GetDatum(gate), TimestampTzGetDatum(now), Int32GetDatum(leaving)},
 			NULL, false, 0);
 	admitted = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_note_wakeup_priorities(2);
 	if (admitted > 0)
 		cf_queue_wakeup(now);
 	return admitted;

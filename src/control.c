@@ -27,6 +27,7 @@
 #include "utils/guc_tables.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/syscache.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
@@ -117,31 +118,72 @@ typedef struct StartOptions
 	bool		has_deadline;
 	TimestampTz deadline;
 	char	   *concurrency_key;	/* NULL: none */
+	int32		priority;		/* 0.13.0; 0: none (the lowest) */
 } StartOptions;
+
+/*
+ * start()'s option "priority" (0.13.0): an integer from 0 (the default,
+ * the lowest) to PG_INT32_MAX.  Claims take due runs of a higher priority
+ * first (claim.c).
+ */
+static int32
+priority_option(Jsonb *options)
+{
+	JsonbValue	v;
+	Datum		n;
+
+	if (!getKeyJsonValueFromContainer(&options->root, "priority", strlen("priority"), &v) ||
+		v.type == jbvNull)
+		return 0;
+	n = NumericGetDatum(v.val.numeric);
+	if (v.type != jbvNumeric || numeric_is_nan(v.val.numeric) || numeric_is_inf(v.val.numeric) ||
+		!DatumGetBool(DirectFunctionCall2(numeric_eq, n,
+										  DirectFunctionCall2(numeric_trunc, n, Int32GetDatum(0)))) ||
+		DatumGetBool(DirectFunctionCall2(numeric_lt, n, NumericGetDatum(int64_to_numeric(0)))) ||
+		DatumGetBool(DirectFunctionCall2(numeric_gt, n, NumericGetDatum(int64_to_numeric(PG_INT32_MAX)))))
+		invalid_argument("option \"priority\" must be an integer from 0 to 2147483647",
+						 "Due runs of a higher priority are claimed first; 0, the default, is the lowest.");
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, n));
+}
+
+static void
+schema_too_old(const char *what, const char *version)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("a run's %s needs chrono_forge %s", what, version),
+			 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
+}
+
+#define INSERT_RUN_SQL(priority_col, priority) \
+	"INSERT INTO chrono_forge.workflows" \
+	" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline," \
+	"  concurrency_key, gate_id" priority_col ")" \
+	" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8, $9, $10" priority ")" \
+	" ON CONFLICT DO NOTHING RETURNING id"
 
 /*
  * INSERT ... ON CONFLICT DO NOTHING of the run whose first seven columns
  * are `values` (as insert_or_find_run() lays them out), with what its
- * options ask on a 0.11.0 schema.  Returns the run's gate (0: none); the
+ * options ask on a 0.11.0 schema (its priority from 0.13.0).  Returns the run's gate (0: none); the
  * statement's result is SPI's.  On an older schema the run's options may
  * ask nothing new: 0A000.
  */
 static int64
 insert_run(Datum *values, const StartOptions *opts)
 {
-	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr plan_0_10 = NULL;
+	static SPIPlanPtr plans[2];
 	char		nulls[11] = "          ";
+	bool		with_priority = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	int64		gate;
 
 	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
 	{
-		if (opts->has_deadline || opts->concurrency_key != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("a run's %s needs chrono_forge 0.11.0",
-							opts->has_deadline ? "deadline" : "concurrency key"),
-					 errhint("Run ALTER EXTENSION chrono_forge UPDATE.")));
+		if (opts->has_deadline || opts->concurrency_key != NULL || opts->priority > 0)
+			schema_too_old(opts->has_deadline ? "deadline" :
+						   opts->concurrency_key ? "concurrency key" : "priority",
+						   opts->priority > 0 ? "0.13.0" : "0.11.0");
 		cf_exec(&plan_0_10,
 				"INSERT INTO chrono_forge.workflows"
 				" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
@@ -151,6 +193,8 @@ insert_run(Datum *values, const StartOptions *opts)
 				values, NULL, false, 0);
 		return 0;
 	}
+	if (opts->priority > 0 && !with_priority)
+		schema_too_old("priority", "0.13.0");
 	gate = cf_gate_for(DatumGetObjectId(values[5]), TextDatumGetCString(values[2]),
 					   opts->concurrency_key);
 	values[7] = TimestampTzGetDatum(opts->deadline);
@@ -159,14 +203,13 @@ insert_run(Datum *values, const StartOptions *opts)
 	nulls[8] = opts->concurrency_key ? ' ' : 'n';
 	values[9] = Int64GetDatum(gate);
 	nulls[9] = gate ? ' ' : 'n';
-	cf_exec(&plan,
-			"INSERT INTO chrono_forge.workflows"
-			" (workflow, key, procedure, args, options, owner, created_at, updated_at, deadline,"
-			"  concurrency_key, gate_id)"
-			" VALUES ($1, $2, $3, $4, $5, $6::regrole, $7, $7, $8, $9, $10)"
-			" ON CONFLICT DO NOTHING RETURNING id",
-			10, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
-				TIMESTAMPTZOID, TEXTOID, INT8OID},
+	values[10] = Int32GetDatum(opts->priority);
+	nulls[10] = opts->priority > 0 ? ' ' : 'n';
+	cf_exec(&plans[with_priority],
+			with_priority ? INSERT_RUN_SQL(", priority", ", $11") : INSERT_RUN_SQL("", ""),
+			with_priority ? 11 : 10,
+			(Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, OIDOID, TIMESTAMPTZOID,
+				TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID},
 			values, nulls, false, 0);
 	return gate;
 }
@@ -182,7 +225,7 @@ insert_or_find_run(const char *workflow, const char *procedure, const char *key,
 {
 	static SPIPlanPtr find_plan = NULL;
 	CfInternal	st;
-	Datum		values[10];
+	Datum		values[11];
 	bool		isnull;
 	int64		id;
 	int64		gate;
@@ -259,6 +302,7 @@ cf_start(PG_FUNCTION_ARGS)
 						 "Keys beginning with \"$\" are reserved for the children of branches.");
 	opts.has_deadline = cf_deadline_from_options(options, now, &opts.deadline);
 	opts.concurrency_key = cf_concurrency_key_option(options);
+	opts.priority = priority_option(options);
 	procedure = cf_resolve_workflow(workflow, false);
 	cf_replan_if_stale();		/* many starts in one session */
 

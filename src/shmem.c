@@ -68,6 +68,7 @@ typedef struct CfShared
 	TimestampTz launcher_wake_at;	/* when the launcher will next look */
 	TimestampTz committed_due;	/* earliest wake-up committed this round */
 	uint64		spawn_generation;	/* commits that dispatched spawn batches */
+	uint64		priority_generation;	/* commits that wrote prioritized wake-ups */
 	uint64		claim_counter;	/* orders the passes published by workers */
 	bool		cancels_pending;	/* cancel_requests may hold rows */
 	bool		timers_changed; /* a commit set a launcher's timer (deadlines, rate windows) */
@@ -92,6 +93,7 @@ static TimestampTz cf_wakeup_earliest = 0;
 static TimestampTz cf_timer_earliest = DT_NOEND;	/* a launcher's timer (deadlines) */
 static bool cf_launcher_wake_queued = false;
 static bool cf_spawn_queued = false;
+static bool cf_prioritized_queued = false;	/* this transaction wrote prioritized wake-ups */
 static bool cf_release_queued = false;	/* this transaction ended gated runs */
 
 /* Runs this transaction asked to cancel while a pass held them. */
@@ -800,6 +802,36 @@ cf_spawn_generation(uint64 *generation)
 }
 
 /*
+ * This transaction wrote wake-ups with a priority (0.13.0): after commit,
+ * claims that found none look again (cf_priority_generation()).
+ */
+void
+cf_queue_prioritized(void)
+{
+	cf_prioritized_queued = true;
+	if (!cf_wakeup_queued)
+	{
+		cf_wakeup_earliest = DT_NOEND;
+		cf_wakeup_queued = true;
+	}
+}
+
+/*
+ * Bumped after every commit that wrote prioritized wake-ups, as the spawn
+ * generation is after spawn batches.  Without shared memory: always look.
+ */
+bool
+cf_priority_generation(uint64 *generation)
+{
+	if (cf_shared == NULL)
+		return false;
+	SpinLockAcquire(&cf_shared->mutex);
+	*generation = cf_shared->priority_generation;
+	SpinLockRelease(&cf_shared->mutex);
+	return true;
+}
+
+/*
  * This transaction ended runs that held places of concurrency gates
  * (concurrency_releases): after commit, the launcher admits the runs
  * waiting for them.
@@ -898,6 +930,7 @@ cf_xact_callback(XactEvent event, void *arg)
 	TimestampTz launcher_at;
 	bool		wake_launcher;
 	bool		spawned;
+	bool		prioritized;
 	bool		released;
 	bool		cancels;
 
@@ -922,6 +955,8 @@ cf_xact_callback(XactEvent event, void *arg)
 	cancels = cf_cancel_queued;
 	cf_cancel_queued = false;
 	spawned = cf_spawn_queued;
+	prioritized = cf_prioritized_queued;
+	cf_prioritized_queued = false;
 	released = cf_release_queued;
 	cf_release_queued = false;
 	cf_wakeup_queued = false;
@@ -936,11 +971,13 @@ cf_xact_callback(XactEvent event, void *arg)
 	if (cancels)
 		signal_cancels();
 	cf_n_cancel_queue = 0;
-	if (spawned || released)
+	if (spawned || prioritized || released)
 	{
 		SpinLockAcquire(&cf_shared->mutex);
 		if (spawned)
 			cf_shared->spawn_generation++;
+		if (prioritized)
+			cf_shared->priority_generation++;
 		if (released)
 			cf_shared->gates_released = true;
 		SpinLockRelease(&cf_shared->mutex);

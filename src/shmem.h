@@ -25,6 +25,8 @@ extern void cf_queue_launcher_timer(TimestampTz at);
 extern void cf_queue_launcher_wake(void);
 extern void cf_queue_spawned(TimestampTz due_at);
 extern bool cf_spawn_generation(uint64 *generation);
+extern void cf_queue_prioritized(void);
+extern bool cf_priority_generation(uint64 *generation);
 extern int	cf_launcher_connect_delay_ms(int *failed_starts);
 extern void cf_launcher_connected(void);
 extern void cf_launcher_retry_next(void);

@@ -29,39 +29,70 @@
  * The statements: one run ($1 int8) or many ($1 int8[]), for each rule of
  * CfWakeupRule.  A wake-up already due by $2 makes another redundant (the
  * pass it brings sees everything); an identical one makes it a duplicate.
+ * From 0.13.0 a wake-up carries its run's priority (NULL: none), which
+ * the statement returns: claims look for prioritized wake-ups only after
+ * a commit wrote some (cf_queue_prioritized()).
  */
 #define WAKEUP_SQL(source, rule) \
 	"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)" \
 	" SELECT r, $2, $3 FROM " source " AS s(r)" rule
+#define WAKEUP_SQL_0_13(source, rule) \
+	"INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason, priority)" \
+	" SELECT r, $2, $3, " CF_PRIORITY_OF("s.r") " FROM " source " AS s(r)" rule \
+	" RETURNING priority"
 #define ONE_RUN "(VALUES ($1::pg_catalog.int8))"
 #define MANY_RUNS "pg_catalog.unnest($1::pg_catalog.int8[])"
 #define UNLESS(cmp) \
 	" WHERE NOT EXISTS (SELECT 1 FROM chrono_forge.wakeups k" \
 	"  WHERE k.workflow_id OPERATOR(pg_catalog.=) s.r AND k.due_at " cmp " $2)"
+#define WAKEUP_SQL_RULES(sql, source) \
+	{sql(source, ""), \
+		sql(source, UNLESS("OPERATOR(pg_catalog.=)")), \
+	sql(source, UNLESS("OPERATOR(pg_catalog.<=)"))}
 
-static const char *const wakeup_sql[2][3] = {
-	{WAKEUP_SQL(ONE_RUN, ""),
-		WAKEUP_SQL(ONE_RUN, UNLESS("OPERATOR(pg_catalog.=)")),
-	WAKEUP_SQL(ONE_RUN, UNLESS("OPERATOR(pg_catalog.<=)"))},
-	{WAKEUP_SQL(MANY_RUNS, ""),
-		WAKEUP_SQL(MANY_RUNS, UNLESS("OPERATOR(pg_catalog.=)")),
-	WAKEUP_SQL(MANY_RUNS, UNLESS("OPERATOR(pg_catalog.<=)"))},
+/* [with priorities][many][rule] */
+static const char *const wakeup_sql[2][2][3] = {
+	{WAKEUP_SQL_RULES(WAKEUP_SQL, ONE_RUN), WAKEUP_SQL_RULES(WAKEUP_SQL, MANY_RUNS)},
+	{WAKEUP_SQL_RULES(WAKEUP_SQL_0_13, ONE_RUN), WAKEUP_SQL_RULES(WAKEUP_SQL_0_13, MANY_RUNS)},
 };
+
+/*
+ * Column `col` of the last SPI result holds the priorities of the
+ * wake-ups written: if any has one, tell the claims after commit.
+ */
+void
+cf_note_wakeup_priorities(int col)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		(void) SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col, &isnull);
+		if (!isnull)
+		{
+			cf_queue_prioritized();
+			return;
+		}
+	}
+}
 
 static uint64
 write_wakeups(bool many, Datum runs, TimestampTz due, const char *reason,
 			  CfWakeupRule rule)
 {
-	static SPIPlanPtr plans[2][3];
+	static SPIPlanPtr plans[2][2][3];
+	bool		prioritized = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	CfInternal	st;
 	uint64		n;
 
 	cf_internal_begin(&st);
-	cf_exec(&plans[many][rule], wakeup_sql[many][rule],
+	cf_exec(&plans[prioritized][many][rule], wakeup_sql[prioritized][many][rule],
 			3, (Oid[]) {many ? INT8ARRAYOID : INT8OID, TIMESTAMPTZOID, TEXTOID},
 			(Datum[]) {runs, TimestampTzGetDatum(due), CStringGetTextDatum(reason)},
 			NULL, false, 0);
 	n = SPI_processed;
+	if (prioritized)
+		cf_note_wakeup_priorities(1);
 	cf_internal_end(&st);
 	if (n > 0)
 		cf_queue_wakeup(due);
@@ -89,26 +120,35 @@ cf_wakeup_add(int64 run, TimestampTz due, const char *reason, CfWakeupRule rule)
  * (A generic plan: the custom ones were made again for a quarter of the
  * calls.)  The caller is connected to SPI.
  */
+#define MOVE_SQL(priority_col, priority, returning, result) \
+	"WITH f AS (SELECT k.id FROM chrono_forge.wakeups k" \
+	"  WHERE k.workflow_id OPERATOR(pg_catalog.=) $1 AND k.reason OPERATOR(pg_catalog.=) $4" \
+	"  FOR UPDATE SKIP LOCKED)," \
+	" m AS (UPDATE chrono_forge.wakeups k SET due_at = $2, reason = $3," \
+	"  created_at = pg_catalog.now() FROM f WHERE k.id OPERATOR(pg_catalog.=) f.id" \
+	"  RETURNING " returning ")," \
+	" i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason" priority_col ")" \
+	"  SELECT $1, $2, $3" priority " WHERE NOT EXISTS (SELECT 1 FROM m) RETURNING " returning ")" \
+	" SELECT " result " FROM m UNION ALL SELECT " result " FROM i"
+
 void
 cf_wakeup_move(int64 run, const char *from, TimestampTz due, const char *reason)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
+	bool		prioritized = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	CfInternal	st;
 
 	cf_internal_begin(&st);
-	cf_exec_generic(&plan,
-			"WITH f AS (SELECT k.id FROM chrono_forge.wakeups k"
-			"  WHERE k.workflow_id OPERATOR(pg_catalog.=) $1 AND k.reason OPERATOR(pg_catalog.=) $4"
-			"  FOR UPDATE SKIP LOCKED),"
-			" m AS (UPDATE chrono_forge.wakeups k SET due_at = $2, reason = $3,"
-			"  created_at = pg_catalog.now() FROM f WHERE k.id OPERATOR(pg_catalog.=) f.id"
-			"  RETURNING 1)"
-			" INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			" SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM m)",
-			4, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID},
-			(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(due), CStringGetTextDatum(reason),
-				CStringGetTextDatum(from)},
-			NULL, false, 0);
+	cf_exec_generic(&plans[prioritized],
+					prioritized ?
+					MOVE_SQL(", priority", ", " CF_PRIORITY_OF("$1"), "priority", "priority") :
+					MOVE_SQL("", "", "1", "1"),
+					4, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID},
+					(Datum[]) {Int64GetDatum(run), TimestampTzGetDatum(due), CStringGetTextDatum(reason),
+					CStringGetTextDatum(from)},
+					NULL, false, 0);
+	if (prioritized)
+		cf_note_wakeup_priorities(1);
 	cf_internal_end(&st);
 	cf_queue_wakeup(due);
 }
@@ -124,25 +164,33 @@ cf_wakeups_add(Datum runs, TimestampTz due, const char *reason, CfWakeupRule rul
  * Make each run of `runs` (an int8[]) due at its own time, the same
  * element of `dues` (a timestamptz[]); how many rows were written.
  */
+#define ADD_AT_SQL(priority_col, priority, any_prioritized) \
+	"WITH i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason" priority_col ")" \
+	"  SELECT r, d, $3" priority " FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[])," \
+	"   pg_catalog.unnest($2::pg_catalog.timestamptz[])) AS s(r, d) RETURNING *)" \
+	" SELECT pg_catalog.min(due_at), pg_catalog.count(*), " any_prioritized " FROM i"
+
 uint64
 cf_wakeups_add_at(Datum runs, Datum dues, const char *reason)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
+	bool		prioritized = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	CfInternal	st;
 	bool		isnull;
 	uint64		n;
 	Datum		first;
 
 	cf_internal_begin(&st);
-	cf_exec(&plan,
-			"WITH i AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason)"
-			"  SELECT r, d, $3 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-			"   pg_catalog.unnest($2::pg_catalog.timestamptz[])) AS s(r, d) RETURNING due_at)"
-			" SELECT pg_catalog.min(due_at), pg_catalog.count(*) FROM i",
+	cf_exec(&plans[prioritized],
+			prioritized ?
+			ADD_AT_SQL(", priority", ", " CF_PRIORITY_OF("s.r"),
+					   "pg_catalog.bool_or(priority IS NOT NULL) OR NULL") :
+			ADD_AT_SQL("", "", "NULL::boolean"),
 			3, (Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID},
 			(Datum[]) {runs, dues, CStringGetTextDatum(reason)}, NULL, false, 0);
 	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	cf_note_wakeup_priorities(3);	/* true, or NULL: none */
 	cf_internal_end(&st);
 	if (n > 0)
 		cf_queue_wakeup(DatumGetTimestampTz(first));
