@@ -922,6 +922,20 @@ release_held_runs(XactEvent event)
 	SpinLockRelease(&cf_shared->mutex);
 }
 
+/* What a commit wrote that executors and the launcher look for. */
+static void
+publish_commit(bool spawned, bool prioritized, bool released)
+{
+	SpinLockAcquire(&cf_shared->mutex);
+	if (spawned)
+		cf_shared->spawn_generation++;
+	if (prioritized)
+		cf_shared->priority_generation++;
+	if (released)
+		cf_shared->gates_released = true;
+	SpinLockRelease(&cf_shared->mutex);
+}
+
 static void
 cf_xact_callback(XactEvent event, void *arg)
 {
@@ -972,16 +986,7 @@ cf_xact_callback(XactEvent event, void *arg)
 		signal_cancels();
 	cf_n_cancel_queue = 0;
 	if (spawned || prioritized || released)
-	{
-		SpinLockAcquire(&cf_shared->mutex);
-		if (spawned)
-			cf_shared->spawn_generation++;
-		if (prioritized)
-			cf_shared->priority_generation++;
-		if (released)
-			cf_shared->gates_released = true;
-		SpinLockRelease(&cf_shared->mutex);
-	}
+		publish_commit(spawned, prioritized, released);
 	if (wake_launcher)
 		cf_wake_launcher();
 
