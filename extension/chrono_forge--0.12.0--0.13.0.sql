@@ -14,6 +14,10 @@ ALTER TABLE chrono_forge.workflows ADD COLUMN priority integer;
 -- A wake-up carries its run's priority (copied when it is written, so
 -- that a claim reads one index).  Only prioritized wake-ups are in the
 -- priority index: a workload without priorities writes nothing more.
+-- The due time is indexed as UTC wall time, an expression no other index
+-- has: the claim orders by it, so that no plan can walk the due index
+-- instead (claim.c).
 ALTER TABLE chrono_forge.wakeups ADD COLUMN priority integer;
-CREATE INDEX wakeups_priority_idx ON chrono_forge.wakeups (priority DESC, due_at)
+CREATE INDEX wakeups_priority_idx
+    ON chrono_forge.wakeups (priority DESC, pg_catalog.timezone('UTC', due_at))
     WHERE priority IS NOT NULL;

@@ -288,8 +288,11 @@ CREATE TABLE chrono_forge.wakeups (
 );
 CREATE INDEX wakeups_due_at_idx ON chrono_forge.wakeups (due_at);
 -- Prioritized wake-ups only, by priority then due time: a claim finds the
--- priorities present one index descent each (claim.c).
-CREATE INDEX wakeups_priority_idx ON chrono_forge.wakeups (priority DESC, due_at)
+-- priorities present one index descent each (claim.c).  The due time is
+-- indexed as UTC wall time, an expression no other index has: the claim
+-- orders by it, so that no plan can walk the due index instead.
+CREATE INDEX wakeups_priority_idx
+    ON chrono_forge.wakeups (priority DESC, pg_catalog.timezone('UTC', due_at))
     WHERE priority IS NOT NULL;
 -- (workflow_id, due_at): a claim deletes the run's due rows by one range scan.
 CREATE INDEX wakeups_workflow_id_due_at_idx ON chrono_forge.wakeups (workflow_id, due_at);

@@ -77,7 +77,7 @@ read_claim(TimestampTz now)
  * That "none" may be this transaction's own view: passes sharing one
  * transaction took a batch's last children and deleted it.  If the
  * transaction then rolls back, the batch is back: forget the "none"
- * (spawn_forget_on_abort()).  And it is believed for at most
+ * (forget_on_abort()).  And it is believed for at most
  * SPAWN_NONE_TRUST_MS, so that no other mistake can leave children
  * waiting in a batch while the workers sleep (the launcher wakes them
  * while batches wait).
@@ -95,20 +95,29 @@ static uint64 priority_none_at = PG_UINT64_MAX;
 static TimestampTz priority_none_before = 0;	/* engine clock */
 static TimestampTz priority_none_since = 0;
 
+/* Prioritized claims: the ceiling (priority_ceiling()). */
+static int32 ceiling = 0;
+static uint64 ceiling_generation = 0;
+static TimestampTz ceiling_at = 0;
+
 /*
  * Only a transaction that took children can have hidden a batch from its
- * own look: any other abort (a parked pass's halt ends in one) leaves the
- * "none" as true as it was.
+ * own look, and only one that claimed prioritized wake-ups can have hidden
+ * those: any other abort (a parked pass's halt ends in one) leaves the
+ * "none" and the ceiling as true as they were.
  */
 static void
-spawn_forget_on_abort(XactEvent event, void *arg)
+forget_on_abort(XactEvent event, void *arg)
 {
 	bool		aborted = event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT;
 
 	if (aborted && spawn_taken_in_xact)
 		spawn_none_at = spawn_looked_at = PG_UINT64_MAX;	/* look again */
 	if (aborted && priority_claimed_in_xact)
+	{
 		priority_none_at = PG_UINT64_MAX;
+		ceiling = 0;
+	}
 	if (aborted || event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
 		spawn_taken_in_xact = priority_claimed_in_xact = false;
@@ -117,7 +126,7 @@ spawn_forget_on_abort(XactEvent event, void *arg)
 void
 cf_claim_register(void)
 {
-	RegisterXactCallback(spawn_forget_on_abort, NULL);
+	RegisterXactCallback(forget_on_abort, NULL);
 }
 
 /* Is there any batch?  If not, remember it for this generation. */
@@ -189,9 +198,9 @@ spawn_batches_maybe(void)
  * before_spawned: only wake-ups due no later than the oldest spawn batch
  * (work is taken in due order, spawned children included).
  */
-#define CLAIM_SQL(with, candidates) \
+#define CLAIM_SQL(with, candidates, top) \
 	with " c AS (" \
-	"  SELECT w.*, NULL::bigint[], k.due_at FROM " candidates "," \
+	"  SELECT w.*, NULL::bigint[], k.due_at, k.level FROM " candidates "," \
 	"   LATERAL (SELECT w.id, w.workflow, w.key, w.procedure, w.args, w.context," \
 	"     w.owner::oid, w.attempt, w.retry_counts, w.parent_execution_log_id" \
 	"     FROM chrono_forge.workflows w" \
@@ -203,12 +212,13 @@ spawn_batches_maybe(void)
 	" d AS (DELETE FROM chrono_forge.wakeups k" \
 	"  WHERE k.workflow_id = (SELECT id FROM c) AND k.due_at <= $1 RETURNING k.id)" \
 	" SELECT c.id, c.workflow, c.key, c.procedure, c.args, c.context, c.owner, c.attempt," \
-	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d), c.due_at FROM c"
+	"  c.retry_counts, c.parent_execution_log_id, (SELECT array_agg(d.id) FROM d), c.due_at, c.level," \
+	"  " top " FROM c"
 #define CLAIM_WAKEUP_SQL(due_limit) \
 	CLAIM_SQL("WITH", \
-	"   (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
+	"   (SELECT k.workflow_id, k.due_at, NULL::int AS level FROM chrono_forge.wakeups k" \
 	"     WHERE k.due_at >= $5 AND k.due_at <= " due_limit " AND NOT k.workflow_id = ANY ($6)" \
-	"     ORDER BY k.due_at LIMIT 1024) AS k")
+	"     ORDER BY k.due_at LIMIT 1024) AS k", "NULL::int")
 
 /*
  * Prioritized wake-ups (0.13.0; a run's start() option "priority") come
@@ -220,24 +230,46 @@ spawn_batches_maybe(void)
  * are not in that index: a workload without priorities adds nothing to
  * it, and claims do not run this statement at all while no commit wrote a
  * prioritized wake-up (prioritized_maybe()).
+ *
+ * How the plan is kept on that index: it keys the due time as UTC wall
+ * time (UTC_DUE), an expression no other index has (ordered by due_at
+ * itself, the generic plan walked the due index and filtered it by
+ * priority, every wake-up due); and the window of 1024 is a parameter
+ * ($7): with a constant, a generic plan that expects fewer rows than that
+ * reads and sorts them all, with a parameter it plans for the first few.
+ *
+ * As the due index does, the priority index begins with the entries of
+ * the wake-ups claims deleted, highest priorities first.  A claim starts
+ * at the priority it claimed last from its floor ($8, $5: see below), and
+ * the enumeration of priorities at the ceiling ($9; 0: the top of the
+ * index), the highest priority present when the session last looked from
+ * the top, which the statement returns: nothing above it can be due
+ * until a commit writes prioritized wake-ups (priority_ceiling()).
  */
-#define PRIORITY_LEVELS \
+#define UTC_DUE "pg_catalog.timezone('UTC', k.due_at)"
+#define TOP_PRIORITY \
+	"(SELECT k.priority FROM chrono_forge.wakeups k WHERE k.priority IS NOT NULL" \
+	" ORDER BY k.priority DESC LIMIT 1)"
+#define PRIORITY_LEVELS(top) \
 	"WITH RECURSIVE lv(p) AS (" \
-	"  (SELECT k.priority FROM chrono_forge.wakeups k WHERE k.priority IS NOT NULL" \
-	"    ORDER BY k.priority DESC LIMIT 1)" \
+	"  SELECT " top \
 	"  UNION ALL" \
 	"  SELECT (SELECT k.priority FROM chrono_forge.wakeups k WHERE k.priority < lv.p" \
 	"    ORDER BY k.priority DESC LIMIT 1) FROM lv WHERE lv.p IS NOT NULL)"
 #define CLAIM_PRIORITIZED_SQL \
-	CLAIM_SQL(PRIORITY_LEVELS ",", \
-	"lv, LATERAL (SELECT k.workflow_id, k.due_at FROM chrono_forge.wakeups k" \
-	"     WHERE k.priority = lv.p AND k.due_at <= $1 AND NOT k.workflow_id = ANY ($6)" \
-	"     ORDER BY k.due_at LIMIT 1024) AS k")
+	CLAIM_SQL(PRIORITY_LEVELS("CASE WHEN $9 > 0 THEN $9 ELSE " TOP_PRIORITY " END") ",", \
+	"lv, LATERAL (SELECT k.workflow_id, k.due_at, k.priority AS level FROM chrono_forge.wakeups k" \
+	"     WHERE k.priority = lv.p AND " UTC_DUE " <= pg_catalog.timezone('UTC', $1)" \
+	"       AND " UTC_DUE " >= pg_catalog.timezone('UTC', CASE WHEN lv.p = $8 THEN $5" \
+	"        ELSE '-infinity'::pg_catalog.timestamptz END)" \
+	"       AND NOT k.workflow_id = ANY ($6)" \
+	"     ORDER BY " UTC_DUE " LIMIT $7) AS k", \
+	"(SELECT lv.p FROM lv LIMIT 1)")
 /* When the first prioritized wake-up is due (NULL: there is none). */
 #define FIRST_PRIORITIZED_SQL \
-	PRIORITY_LEVELS \
+	PRIORITY_LEVELS(TOP_PRIORITY) \
 	" SELECT pg_catalog.min((SELECT k.due_at FROM chrono_forge.wakeups k WHERE k.priority = lv.p" \
-	"  ORDER BY k.due_at LIMIT 1)) FROM lv"
+	"  ORDER BY " UTC_DUE " LIMIT 1)) FROM lv"
 
 /*
  * The claim's floor: a worker's claim reads wake-ups due from shortly
@@ -249,31 +281,45 @@ spawn_batches_maybe(void)
  * past) is found by the next claim from the start: one every
  * FLOOR_RESCAN_MS, and any claim that found nothing above the floor.
  * Only the background workers keep a floor: run_pending() claims in due
- * order exactly.
+ * order exactly.  Prioritized claims keep one of their own, for the
+ * priority they claimed last (the other priorities are read from their
+ * start): a wake-up of that priority due before it may wait for the next
+ * claim from the start (at most FLOOR_RESCAN_MS) behind lower priorities.
  */
 #define FLOOR_SLACK_MS 100
 #define FLOOR_RESCAN_MS 100
 
-static TimestampTz claim_floor = DT_NOBEGIN;
-static TimestampTz floor_rescanned_at = 0;
+typedef struct ClaimFloor
+{
+	TimestampTz floor;			/* DT_NOBEGIN: none */
+	TimestampTz rescanned_at;	/* the last claim from the start */
+	int32		level;			/* prioritized claims: the floor's priority */
+} ClaimFloor;
 
 /* The floor for the next claim; DT_NOBEGIN: from the start. */
 static TimestampTz
-floor_for_claim(TimestampTz now)
+floor_for_claim(ClaimFloor *f, TimestampTz now)
 {
-	if (cf_worker_slot < 0 || TimestampDifferenceExceeds(floor_rescanned_at, now, FLOOR_RESCAN_MS))
+	if (cf_worker_slot < 0 || TimestampDifferenceExceeds(f->rescanned_at, now, FLOOR_RESCAN_MS))
 		return DT_NOBEGIN;
-	return claim_floor;
+	return f->floor;
 }
 
-/* After a claim from floor: it claimed a wake-up due at due (found) or none. */
+/*
+ * After a claim from floor: it claimed a wake-up due at due, of priority
+ * `priority` (found), or none.
+ */
 static void
-floor_after_claim(TimestampTz floor, TimestampTz now, bool found, TimestampTz due)
+floor_after_claim(ClaimFloor *f, TimestampTz floor, TimestampTz now, bool found, TimestampTz due,
+				  int32 priority)
 {
 	if (floor == DT_NOBEGIN)
-		floor_rescanned_at = now;
+		f->rescanned_at = now;
 	if (found)
-		claim_floor = TimestampTzPlusMilliseconds(due, -FLOOR_SLACK_MS);
+	{
+		f->floor = TimestampTzPlusMilliseconds(due, -FLOOR_SLACK_MS);
+		f->level = priority;
+	}
 }
 
 /*
@@ -297,17 +343,29 @@ runs_held_by_others(int *n)
 										   TYPALIGN_DOUBLE));
 }
 
-static bool
-claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, TimestampTz now,
-				  TimestampTz floor, Datum held)
+/* Which wake-ups a claim looks at (the plans of claim_once()). */
+typedef enum ClaimScope
 {
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr spawned_plan = NULL;
-	static const char *const sql = CLAIM_WAKEUP_SQL("$1");
-	static const char *const spawned_sql =
+	CLAIM_DUE,					/* any due, in due order */
+	CLAIM_DUE_BEFORE_SPAWNED,	/* ... due no later than the oldest spawn batch */
+	CLAIM_PRIORITIZED			/* prioritized, highest priority first */
+} ClaimScope;
+
+static ClaimFloor due_floor = {DT_NOBEGIN, 0, 0};
+static ClaimFloor priority_floor = {DT_NOBEGIN, 0, 0};
+
+static bool
+claim_once(ClaimScope scope, Oid only_owner, Datum skip_owners, TimestampTz now,
+		   TimestampTz floor, int32 floor_level, int32 ceiling, Datum held)
+{
+	static SPIPlanPtr plans[3];
+	static const char *const sql[3] = {
+		CLAIM_WAKEUP_SQL("$1"),
 		CLAIM_WAKEUP_SQL("least($1, coalesce((SELECT b.due_at FROM chrono_forge.spawn_batches b"
 						 " WHERE ($3 = 0 OR b.owner::oid = $3) AND NOT b.owner::oid = ANY ($4)"
-						 " ORDER BY b.id LIMIT 1), $1))");
+						 " ORDER BY b.id LIMIT 1), $1))"),
+		CLAIM_PRIORITIZED_SQL,
+	};
 	CfInternal	st;
 	Interval   *max_duration = cf_max_duration_interval();
 
@@ -318,11 +376,13 @@ claim_wakeup_once(Oid only_owner, bool before_spawned, Datum skip_owners, Timest
 	 * cost a tenth of the claim.  Its LIMITs are constants, so the generic
 	 * plan walks the wake-up index in due order as a custom one does.
 	 */
-	cf_exec_generic(before_spawned ? &spawned_plan : &plan, before_spawned ? spawned_sql : sql,
-					6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
-						INT8ARRAYOID},
+	cf_exec_generic(&plans[scope], sql[scope],
+					scope == CLAIM_PRIORITIZED ? 9 : 6,
+					(Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
+						INT8ARRAYOID, INT4OID, INT4OID, INT4OID},
 					(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-					ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held},
+						ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(floor), held,
+					Int32GetDatum(1024), Int32GetDatum(floor_level), Int32GetDatum(ceiling)},
 					NULL, false, 0);
 	cf_internal_end(&st);
 	return SPI_processed > 0;
@@ -347,18 +407,35 @@ claim_came_too_late(void)
 	return isnull;
 }
 
-/* The due time of the wake-up the claim came by. */
+/*
+ * The due time and priority (0: none) of the wake-up the claim came by,
+ * and the highest priority present (0: not looked at).
+ */
 static TimestampTz
-claimed_due_at(void)
+claimed_due_at(int32 *priority, int32 *top)
 {
 	bool		isnull;
+	Datum		p = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 13, &isnull);
 
+	*priority = isnull ? 0 : DatumGetInt32(p);
+	p = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 14, &isnull);
+	*top = isnull ? 0 : DatumGetInt32(p);
 	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 12, &isnull));
 }
 
+/*
+ * Claim a wake-up of `scope` from its floor (prioritized: from priority
+ * `ceiling` down, 0: from the top); if there is none above it (or only
+ * runs others hold), from the start, passing over nothing: nothing
+ * claimed then means nothing claimable.  *from_start: whether it looked
+ * from the start; *top: the highest priority present (a prioritized claim
+ * from the top that found one).
+ */
 static bool
-claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
+claim_wakeup_from_floor(ClaimScope scope, Oid only_owner, Datum skip_owners, int32 ceiling,
+						int32 *top, bool *from_start)
 {
+	ClaimFloor *f = scope == CLAIM_PRIORITIZED ? &priority_floor : &due_floor;
 	TimestampTz now;
 	TimestampTz floor;
 	bool		found;
@@ -367,25 +444,25 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 	{
 		int			n_held;
 		Datum		held = runs_held_by_others(&n_held);
-		bool		hinted;
+		TimestampTz due = 0;
+		int32		priority = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		now = cf_clock_now();
-		floor = floor_for_claim(GetCurrentTimestamp());
-		hinted = floor != DT_NOBEGIN || n_held > 0;
-		found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor, held);
-		if (!found && hinted)
+		floor = floor_for_claim(f, GetCurrentTimestamp());
+		found = claim_once(scope, only_owner, skip_owners, now, floor, f->level, ceiling, held);
+		*from_start = floor == DT_NOBEGIN && n_held == 0 && ceiling == 0;
+		if (!found && !*from_start)
 		{
-			/*
-			 * Nothing above the floor, or only runs others hold: nothing
-			 * due is the answer of a claim from the start that passes over
-			 * nothing.
-			 */
 			floor = DT_NOBEGIN;
-			found = claim_wakeup_once(only_owner, before_spawned, skip_owners, now, floor,
-									  PointerGetDatum(construct_empty_array(INT8OID)));
+			ceiling = 0;
+			found = claim_once(scope, only_owner, skip_owners, now, floor, 0, 0,
+							   PointerGetDatum(construct_empty_array(INT8OID)));
+			*from_start = true;
 		}
-		floor_after_claim(floor, GetCurrentTimestamp(), found, found ? claimed_due_at() : 0);
+		if (found)
+			due = claimed_due_at(&priority, top);
+		floor_after_claim(f, floor, GetCurrentTimestamp(), found, due, priority);
 		if (!found)
 			return false;
 	} while (claim_came_too_late());
@@ -395,6 +472,16 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
 	return true;
 }
 
+static bool
+claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
+{
+	bool		from_start;
+	int32		top;
+
+	return claim_wakeup_from_floor(before_spawned ? CLAIM_DUE_BEFORE_SPAWNED : CLAIM_DUE,
+								   only_owner, skip_owners, 0, &top, &from_start);
+}
+
 /*
  * Whether prioritized wake-ups may be due.  A session that read priority
  * generation g, then found none due before t (cf_priority_generation()),
@@ -402,7 +489,8 @@ claim_wakeup(Oid only_owner, bool before_spawned, Datum skip_owners)
  * batches: the generation moves when a commit writes prioritized
  * wake-ups.  That "none" may be this transaction's own view (passes
  * sharing one transaction claimed them); it is forgotten if a transaction
- * that claimed one aborts, and believed for at most PRIORITY_NONE_TRUST_MS.
+ * that claimed one aborts (so is the ceiling), and believed for at most
+ * PRIORITY_NONE_TRUST_MS.
  */
 #define PRIORITY_NONE_TRUST_MS 1000
 
@@ -418,17 +506,18 @@ prioritized_maybe(TimestampTz now)
 		TimestampDifferenceExceeds(priority_none_since, GetCurrentTimestamp(), PRIORITY_NONE_TRUST_MS);
 }
 
-/* A prioritized claim found nothing claimable: when is the first one due? */
+/*
+ * A claim from the start found no prioritized wake-up to claim (as of
+ * generation `generation`): when is the first one due?
+ */
 static void
-priority_none_found(bool known, uint64 generation)
+priority_none_found(uint64 generation)
 {
 	static SPIPlanPtr plan = NULL;
 	CfInternal	st;
 	bool		isnull;
 	Datum		first;
 
-	if (!known)
-		return;
 	cf_internal_begin(&st);
 	cf_exec_generic(&plan, FIRST_PRIORITIZED_SQL, 0, NULL, NULL, NULL, false, 1);
 	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -438,46 +527,50 @@ priority_none_found(bool known, uint64 generation)
 	priority_none_since = GetCurrentTimestamp();
 }
 
-/* Claim the first due prioritized wake-up, as claim_wakeup() claims any. */
+/*
+ * The ceiling of the next prioritized claim (0: the top of the index): the
+ * highest priority present when a claim of this worker last looked from
+ * the top, while no commit has written prioritized wake-ups since, and
+ * for FLOOR_RESCAN_MS.
+ */
+static int32
+priority_ceiling(bool known, uint64 generation)
+{
+	if (!known || ceiling == 0 || cf_worker_slot < 0 || generation != ceiling_generation ||
+		TimestampDifferenceExceeds(ceiling_at, GetCurrentTimestamp(), FLOOR_RESCAN_MS))
+		return 0;
+	return ceiling;
+}
+
+/* Claim the first due prioritized wake-up, if any may be due. */
 static bool
 claim_prioritized(Oid only_owner, Datum skip_owners)
 {
-	static SPIPlanPtr plan = NULL;
-	TimestampTz now = cf_clock_now();
-	Interval   *max_duration = cf_max_duration_interval();
 	uint64		generation = 0;
 	bool		known;
-	int			n_held;
-	Datum		held;
-	CfInternal	st;
+	bool		from_start;
+	int32		top;
+	int32		from_ceiling;
 
-	if (!prioritized_maybe(now))
+	if (!prioritized_maybe(cf_clock_now()))
 		return false;
 	known = cf_priority_generation(&generation);	/* before the snapshot */
-	do
+	from_ceiling = priority_ceiling(known, generation);
+	if (claim_wakeup_from_floor(CLAIM_PRIORITIZED, only_owner, skip_owners, from_ceiling,
+								&top, &from_start))
 	{
-		CHECK_FOR_INTERRUPTS();
-		held = runs_held_by_others(&n_held);
-		cf_internal_begin(&st);
-		cf_exec_generic(&plan, CLAIM_PRIORITIZED_SQL,
-						6, (Oid[]) {TIMESTAMPTZOID, INTERVALOID, OIDOID, OIDARRAYOID, TIMESTAMPTZOID,
-							INT8ARRAYOID},
-						(Datum[]) {TimestampTzGetDatum(now), IntervalPGetDatum(max_duration),
-							ObjectIdGetDatum(only_owner), skip_owners, TimestampTzGetDatum(DT_NOBEGIN),
-						held},
-						NULL, false, 0);
-		cf_internal_end(&st);
-		if (SPI_processed == 0)
+		priority_claimed_in_xact = true;
+		if (from_ceiling == 0 && top > 0)
 		{
-			priority_none_found(known && n_held == 0, generation);
-			return false;
+			ceiling = top;
+			ceiling_generation = generation;
+			ceiling_at = GetCurrentTimestamp();
 		}
-	} while (claim_came_too_late());
-	priority_claimed_in_xact = true;
-	read_claim(now);
-	if (cf_worker_slot >= 0)
-		cf_worker_hold_run(cf_worker_slot, cf_pass.workflow_id);
-	return true;
+		return true;
+	}
+	if (known && from_start)
+		priority_none_found(generation);
+	return false;
 }
 
 /*
