@@ -14,6 +14,7 @@
 #include "miscadmin.h"
 
 #include "claim.h"
+#include "concurrency.h"
 #include "finish.h"
 #include "guc.h"
 #include "launcher.h"
@@ -29,6 +30,7 @@ _PG_init(void)
 	cf_define_gucs();
 	cf_register_xact_callback();
 	cf_claim_register();
+	cf_concurrency_register();
 	cf_finish_register();
 
 	/* Shared memory and the launcher exist only when preloaded. */

@@ -22,6 +22,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -37,6 +38,9 @@
 #include "shmem.h"
 #include "util.h"
 #include "wakeups.h"
+
+/* Places a worker's transaction notes before handing them on at commit. */
+#define CF_LEFT_PLACES_MAX 64
 
 PG_FUNCTION_INFO_V1(cf_set_concurrency_limit);
 
@@ -122,30 +126,21 @@ cf_gate_for(Oid owner, const char *workflow, const char *key)
 
 /*
  * The gate's row, locked until this transaction ends; *rated: whether it
- * has a rate limit.  With skip_locked, false (and no lock) if another
- * transaction holds it now.
+ * has a rate limit.
  */
-static bool
-lock_gate(int64 gate, bool skip_locked, bool *rated)
+static void
+lock_gate(int64 gate, bool *rated)
 {
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plan = NULL;
 	bool		isnull;
 
-	cf_exec(&plans[skip_locked],
-			skip_locked
-			? "SELECT max_starts IS NOT NULL FROM chrono_forge.concurrency_gates WHERE id = $1"
-			"  FOR NO KEY UPDATE SKIP LOCKED"
-			: "SELECT max_starts IS NOT NULL FROM chrono_forge.concurrency_gates WHERE id = $1"
+	cf_exec(&plan,
+			"SELECT max_starts IS NOT NULL FROM chrono_forge.concurrency_gates WHERE id = $1"
 			"  FOR NO KEY UPDATE",
 			1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 1);
 	if (SPI_processed != 1)
-	{
-		if (!skip_locked)
-			elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
-		return false;
-	}
+		elog(ERROR, "concurrency gate %lld vanished", (long long) gate);
 	*rated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	return true;
 }
 
 /*
@@ -165,7 +160,7 @@ cf_gate_admit(int64 run, int64 gate, TimestampTz now)
 	bool		rated;
 	Datum		frees_at;
 
-	(void) lock_gate(gate, false, &rated);
+	lock_gate(gate, &rated);
 	cf_exec(&plan,
 			"WITH g AS (SELECT * FROM chrono_forge.concurrency_gates WHERE id = $2),"
 			" recent AS (SELECT count(*) AS n, min(a.admitted_at) AS oldest"
@@ -269,6 +264,237 @@ admit_waiting(int64 gate, int leaving, TimestampTz now, bool rated)
 }
 
 /*
+ * The places runs left, `places[i]` of gate `gates[i]` (each gate locked
+ * and with room for them: leave_gates()), go to the oldest runs waiting at
+ * each: they are due now, and the gates' counts do not change.  The
+ * common case of runs' ends under a limit, in one statement for all the
+ * gates a transaction left (admit_waiting() is the general case, a
+ * statement per gate three times the cost).  handed[i]: how many runs
+ * gate i admitted; fewer than its places if fewer waited (its count must
+ * then go down: admit_waiting()).
+ */
+#define HAND_ON_SQL(priority_col, priority, any_prioritized) \
+	"WITH p AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[])," \
+	"   pg_catalog.unnest($2::pg_catalog.int4[])) AS p(gate, places))," \
+	" n AS (SELECT q.workflow_id FROM p, LATERAL (SELECT q.workflow_id" \
+	"   FROM chrono_forge.concurrency_waiting q WHERE q.gate_id = p.gate" \
+	"   ORDER BY q.seq LIMIT p.places) q)," \
+	" d AS (DELETE FROM chrono_forge.concurrency_waiting q USING n" \
+	"  WHERE q.workflow_id = n.workflow_id RETURNING q.workflow_id, q.gate_id)," \
+	" k AS (INSERT INTO chrono_forge.wakeups (workflow_id, due_at, reason" priority_col ")" \
+	"  SELECT workflow_id, $3, 'admitted'" priority " FROM d RETURNING *)" \
+	" SELECT (SELECT count(*) FROM d WHERE d.gate_id = p.gate)::int, " any_prioritized \
+	" FROM p ORDER BY p.gate"
+#define HAND_ON(...) HAND_ON_SQL(__VA_ARGS__)
+
+static void
+hand_on_places(int64 *gates, int *places, int n, TimestampTz now, int *handed)
+{
+	static SPIPlanPtr plans[2];
+	bool		prioritized = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
+	Datum		gate_ids[CF_LEFT_PLACES_MAX];
+	Datum		counts[CF_LEFT_PLACES_MAX];
+	bool		isnull;
+	int			total = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		gate_ids[i] = Int64GetDatum(gates[i]);
+		counts[i] = Int32GetDatum(places[i]);
+	}
+	cf_exec(&plans[prioritized],
+			prioritized ? HAND_ON(ADMIT_PRIORITY) : HAND_ON(ADMIT_NO_PRIORITY),
+			3, (Oid[]) {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID},
+			(Datum[]) {PointerGetDatum(construct_array(gate_ids, n, INT8OID, sizeof(int64),
+													   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+				PointerGetDatum(construct_array(counts, n, INT4OID, sizeof(int32), true,
+												TYPALIGN_INT)),
+			TimestampTzGetDatum(now)}, NULL, false, 0);
+	for (int i = 0; i < n; i++)
+	{
+		handed[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		total += handed[i];
+	}
+	cf_note_wakeup_priorities(2);
+	if (total > 0)
+		cf_queue_wakeup(now);
+}
+
+/*
+ * Hand on `places[i]` places of each gate `gates[i]` (ascending ids) that
+ * runs left: each gate free to lock now hands them to its waiting runs
+ * (its count goes down by those it cannot hand on); a gate another
+ * transaction holds gets them back through concurrency_releases, for the
+ * launcher (or run_pending()) to hand on after commit (cf_gates_admit()).
+ * Never waits for a lock.  Caller is connected to SPI, in the engine's
+ * identity.
+ */
+static void
+leave_gates(int64 *gates, int *places, int n)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr release_plan = NULL;
+	TimestampTz now = cf_clock_now();
+	int64		room_gates[CF_LEFT_PLACES_MAX];
+	int			room_places[CF_LEFT_PLACES_MAX];
+	int			handed[CF_LEFT_PLACES_MAX];
+	int64		other_gates[CF_LEFT_PLACES_MAX];
+	int			other_places[CF_LEFT_PLACES_MAX];
+	bool		other_rated[CF_LEFT_PLACES_MAX];
+	Datum		ids[CF_LEFT_PLACES_MAX];
+	ArrayBuildState *held_elsewhere = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	int			n_room = 0;
+	int			n_other = 0;
+	int			row = 0;
+	bool		isnull;
+
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(gates[i]);
+	cf_exec(&lock_plan,
+			"SELECT id, max_starts IS NOT NULL, max_running IS NOT NULL AND running <= max_running"
+			" FROM chrono_forge.concurrency_gates WHERE id = ANY ($1) ORDER BY id"
+			" FOR NO KEY UPDATE SKIP LOCKED",
+			1, (Oid[]) {INT8ARRAYOID},
+			(Datum[]) {PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+													   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))},
+			NULL, false, 0);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = (uint64) row < SPI_processed ? SPI_tuptable->vals[row] : NULL;
+		bool		locked = tup != NULL &&
+			DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)) == gates[i];
+		bool		rated;
+
+		if (!locked)
+		{
+			for (int j = 0; j < places[i]; j++)
+				accumArrayResult(held_elsewhere, Int64GetDatum(gates[i]), false, INT8OID,
+								 CurrentMemoryContext);
+			continue;
+		}
+		row++;
+		rated = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		if (!rated && DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)))
+		{
+			room_gates[n_room] = gates[i];
+			room_places[n_room++] = places[i];
+		}
+		else
+		{
+			other_gates[n_other] = gates[i];
+			other_rated[n_other] = rated;
+			other_places[n_other++] = places[i];
+		}
+	}
+	if (n_room > 0)
+		hand_on_places(room_gates, room_places, n_room, now, handed);
+	for (int i = 0; i < n_room; i++)
+		if (handed[i] < room_places[i])
+			(void) admit_waiting(room_gates[i], room_places[i] - handed[i], now, false);
+	for (int i = 0; i < n_other; i++)
+		(void) admit_waiting(other_gates[i], other_places[i], now, other_rated[i]);
+	if (n_room + n_other < n)
+	{
+		cf_exec(&release_plan,
+				"INSERT INTO chrono_forge.concurrency_releases (gate_id)"
+				" SELECT pg_catalog.unnest($1::pg_catalog.int8[])",
+				1, (Oid[]) {INT8ARRAYOID},
+				(Datum[]) {makeArrayResult(held_elsewhere, CurrentMemoryContext)}, NULL, false, 0);
+		cf_queue_gate_release();
+	}
+}
+
+/*
+ * The places a worker's transaction left (0.13.0).  In a worker, a run
+ * that ends does not hand its place on at once: its gate is noted, and
+ * every place the transaction left is handed on just before it commits
+ * (XACT_EVENT_PRE_COMMIT), a statement or two for all its gates rather
+ * than two for every run (a worker's shared commit ends up to
+ * chrono_forge.commit_batch runs; the whole was a fifth of a one-step
+ * run's cost).  A subtransaction that aborts takes back the places noted
+ * in it, as its run's end is undone; an abort, all of them.
+ */
+typedef struct LeftPlace
+{
+	int64		gate;
+	SubTransactionId subxact;	/* where the run ended */
+} LeftPlace;
+
+static LeftPlace left_places[CF_LEFT_PLACES_MAX];
+static int	n_left_places = 0;
+
+static int
+compare_left_places(const void *a, const void *b)
+{
+	int64		x = ((const LeftPlace *) a)->gate;
+	int64		y = ((const LeftPlace *) b)->gate;
+
+	return (x > y) - (x < y);
+}
+
+/* Hand on every place noted, grouped by gate. */
+static void
+hand_on_left_places(void)
+{
+	int64		gates[CF_LEFT_PLACES_MAX];
+	int			places[CF_LEFT_PLACES_MAX];
+	int			n = 0;
+	CfInternal	st;
+
+	qsort(left_places, n_left_places, sizeof(LeftPlace), compare_left_places);
+	for (int i = 0; i < n_left_places; i++)
+	{
+		if (n > 0 && gates[n - 1] == left_places[i].gate)
+			places[n - 1]++;
+		else
+		{
+			gates[n] = left_places[i].gate;
+			places[n++] = 1;
+		}
+	}
+	n_left_places = 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cf_internal_begin(&st);
+	leave_gates(gates, places, n);
+	cf_internal_end(&st);
+	SPI_finish();
+}
+
+static void
+left_places_xact(XactEvent event, void *arg)
+{
+	if (n_left_places == 0)
+		return;
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE)
+		hand_on_left_places();
+	else
+		n_left_places = 0;		/* an abort */
+}
+
+static void
+left_places_subxact(SubXactEvent event, SubTransactionId subxact, SubTransactionId parent,
+					void *arg)
+{
+	int			kept = 0;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	/* Its own and its children's (later ids), of which it was the parent. */
+	for (int i = 0; i < n_left_places; i++)
+		if (left_places[i].subxact < subxact)
+			left_places[kept++] = left_places[i];
+	n_left_places = kept;
+}
+
+void
+cf_concurrency_register(void)
+{
+	RegisterXactCallback(left_places_xact, NULL);
+	RegisterSubXactCallback(left_places_subxact, NULL);
+}
+
+/*
  * Run `run` of gate `gate` ended (the runs' trigger).  A run that never
  * started may have been waiting: it just leaves the queue.  Otherwise its
  * place goes to the oldest waiting run at once if the gate is free to
@@ -283,10 +509,14 @@ void
 cf_gate_release(int64 gate, int64 run, bool started)
 {
 	static SPIPlanPtr unqueue_plan = NULL;
-	static SPIPlanPtr release_plan = NULL;
 	CfInternal	st;
-	bool		rated;
 
+	if (started && cf_worker_slot >= 0 && n_left_places < CF_LEFT_PLACES_MAX)
+	{
+		left_places[n_left_places].gate = gate;
+		left_places[n_left_places++].subxact = GetCurrentSubTransactionId();
+		return;
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cf_internal_begin(&st);
@@ -294,16 +524,7 @@ cf_gate_release(int64 gate, int64 run, bool started)
 		cf_exec(&unqueue_plan, "DELETE FROM chrono_forge.concurrency_waiting WHERE workflow_id = $1",
 				1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(run)}, NULL, false, 0);
 	if (started || SPI_processed == 0)
-	{
-		if (lock_gate(gate, true, &rated))
-			(void) admit_waiting(gate, 1, cf_clock_now(), rated);
-		else
-		{
-			cf_exec(&release_plan, "INSERT INTO chrono_forge.concurrency_releases (gate_id) VALUES ($1)",
-					1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(gate)}, NULL, false, 0);
-			cf_queue_gate_release();
-		}
-	}
+		leave_gates(&gate, (int[]) {1}, 1);
 	cf_internal_end(&st);
 	SPI_finish();
 }
@@ -348,7 +569,7 @@ admit_released(Oid only_owner, TimestampTz now, bool *more)
 	{
 		bool		rated;
 
-		(void) lock_gate(gates[i], false, &rated);
+		lock_gate(gates[i], &rated);
 		admitted += admit_waiting(gates[i], places[i], now, rated);
 	}
 	*more = taken >= CF_GATE_RELEASE_BATCH;
@@ -404,7 +625,7 @@ admit_rate_windows(Oid only_owner, TimestampTz now, TimestampTz *next)
 	{
 		bool		rated;
 
-		(void) lock_gate(due[i], false, &rated);
+		lock_gate(due[i], &rated);
 		admitted += admit_waiting(due[i], 0, now, rated);
 	}
 	*next = DT_NOEND;
@@ -552,7 +773,7 @@ cf_set_concurrency_limit(PG_FUNCTION_ARGS)
 				PG_ARGISNULL(3) ? 'n' : ' ', PG_ARGISNULL(4) ? 'n' : ' ', '\0'},
 			false, 0);
 	gate = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	(void) lock_gate(gate, false, &rated);
+	lock_gate(gate, &rated);
 	admitted = admit_waiting(gate, 0, now, rated);
 	/* A rate window full now: the launcher looks again when it frees. */
 	if (!PG_ARGISNULL(3))

@@ -22,6 +22,7 @@ extern char *cf_concurrency_key_option(Jsonb *options);
 extern int64 cf_gate_for(Oid owner, const char *workflow, const char *key);
 extern bool cf_gate_admit(int64 run, int64 gate, TimestampTz now);
 extern void cf_gate_release(int64 gate, int64 run, bool started);
+extern void cf_concurrency_register(void);
 extern int	cf_gates_admit(Oid only_owner, bool *more, TimestampTz *next);
 extern bool cf_gate_waiting(int64 run);
 extern int64 cf_gate_of_run(int64 run);

@@ -154,7 +154,8 @@ def run(conn: psycopg.Connection[Any], run_id: int) -> Row | None:
                w.args, w.options, w.context, w.locked_by, w.locked_at, w.started_at,
                w.completed_at, w.ended_at, w.created_at, w.updated_at, w.attempt,
                w.recoveries, w.parent_execution_log_id,
-               (pg_catalog.to_jsonb(w) ->> 'deadline')::timestamptz AS deadline
+               (pg_catalog.to_jsonb(w) ->> 'deadline')::timestamptz AS deadline,
+               (pg_catalog.to_jsonb(w) ->> 'priority')::integer AS priority
           FROM chrono_forge.workflows w WHERE w.id = %s""", (run_id,))
 
 

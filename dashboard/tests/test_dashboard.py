@@ -253,6 +253,19 @@ def test_deadline_shown_and_its_end_in_the_timeline(db: Db, client_a: FlaskClien
     assert 'data-testid="run-deadline"' not in text(client_a.get(f"/runs/{other}"))
 
 
+def test_priority_shown(db: Db, client_a: FlaskClient, tag: str) -> None:
+    with db.su.transaction():
+        db.q("SET LOCAL ROLE " + A)
+        rid = int(db.val("SELECT chrono_forge.start('cf_dash.ok', %s, '{}', '{\"priority\": 7}')",
+                         (f"{tag}-priority",)))
+    db.wait_state(rid, "completed")
+    assert hook(text(client_a.get(f"/runs/{rid}")), "run-priority") == "7"
+    # A run without one shows no priority row.
+    other = db.start(A, "cf_dash.ok", f"{tag}-no-priority")
+    db.wait_state(other, "completed")
+    assert 'data-testid="run-priority"' not in text(client_a.get(f"/runs/{other}"))
+
+
 def test_compensated_run_its_undo_steps_and_filter(db: Db, client_a: FlaskClient, tag: str) -> None:
     rid = db.start(A, "cf_dash.saga", f"{tag}-saga")
     db.wait_state(rid, "compensated")
