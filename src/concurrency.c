@@ -10,12 +10,14 @@
  * is under the gate's limit and nobody waits; otherwise the run waits
  * (concurrency_waiting), idle, with no wake-up and no worker.  A run that
  * ends (the runs' trigger) hands its place to the oldest waiting run,
- * which gets a wake-up; or, if the gate is locked by another transaction
- * at that moment, gives it back (concurrency_releases) for the launcher,
- * or run_pending(), to hand on.  Each admission holds the gate's row lock
- * until its transaction ends, so that two admissions never see the same
- * free place; a run that ends never waits for that lock.  A waiting run is never
- * woken by wake() or send_event(): only its admission makes it due.
+ * which gets a wake-up (in a worker, just before its transaction commits,
+ * with the places of every run that transaction ended); or, if the gate
+ * is locked by another transaction at that moment, gives it back
+ * (concurrency_releases) for the launcher, or run_pending(), to hand on.
+ * Each admission holds the gate's row lock until its transaction ends, so
+ * that two admissions never see the same free place; a run that ends
+ * never waits for that lock.  A waiting run is never woken by wake() or
+ * send_event(): only its admission makes it due.
  * Nothing here runs user code.
  *
  *-------------------------------------------------------------------------

@@ -135,8 +135,8 @@ priority_option(Jsonb *options)
 	if (!getKeyJsonValueFromContainer(&options->root, "priority", strlen("priority"), &v) ||
 		v.type == jbvNull)
 		return 0;
-	n = NumericGetDatum(v.val.numeric);
-	if (v.type != jbvNumeric || numeric_is_nan(v.val.numeric) || numeric_is_inf(v.val.numeric) ||
+	n = v.type == jbvNumeric ? NumericGetDatum(v.val.numeric) : (Datum) 0;
+	if (n == (Datum) 0 || numeric_is_nan(v.val.numeric) || numeric_is_inf(v.val.numeric) ||
 		!DatumGetBool(DirectFunctionCall2(numeric_eq, n,
 										  DirectFunctionCall2(numeric_trunc, n, Int32GetDatum(0)))) ||
 		DatumGetBool(DirectFunctionCall2(numeric_lt, n, NumericGetDatum(int64_to_numeric(0)))) ||
@@ -165,7 +165,8 @@ schema_too_old(const char *what, const char *version)
 /*
  * INSERT ... ON CONFLICT DO NOTHING of the run whose first seven columns
  * are `values` (as insert_or_find_run() lays them out), with what its
- * options ask on a 0.11.0 schema (its priority from 0.13.0).  Returns the run's gate (0: none); the
+ * options ask on a 0.11.0 schema (its priority from 0.13.0).  Returns the
+ * run's gate (0: none); the
  * statement's result is SPI's.  On an older schema the run's options may
  * ask nothing new: 0A000.
  */
@@ -178,12 +179,12 @@ insert_run(Datum *values, const StartOptions *opts)
 	bool		with_priority = cf_schema_at_least(CF_SCHEMA(0, 13, 0));
 	int64		gate;
 
+	if (opts->priority > 0 && !with_priority)
+		schema_too_old("priority", "0.13.0");
 	if (!cf_schema_at_least(CF_SCHEMA(0, 11, 0)))
 	{
-		if (opts->has_deadline || opts->concurrency_key != NULL || opts->priority > 0)
-			schema_too_old(opts->has_deadline ? "deadline" :
-						   opts->concurrency_key ? "concurrency key" : "priority",
-						   opts->priority > 0 ? "0.13.0" : "0.11.0");
+		if (opts->has_deadline || opts->concurrency_key != NULL)
+			schema_too_old(opts->has_deadline ? "deadline" : "concurrency key", "0.11.0");
 		cf_exec(&plan_0_10,
 				"INSERT INTO chrono_forge.workflows"
 				" (workflow, key, procedure, args, options, owner, created_at, updated_at)"
@@ -193,8 +194,6 @@ insert_run(Datum *values, const StartOptions *opts)
 				values, NULL, false, 0);
 		return 0;
 	}
-	if (opts->priority > 0 && !with_priority)
-		schema_too_old("priority", "0.13.0");
 	gate = cf_gate_for(DatumGetObjectId(values[5]), TextDatumGetCString(values[2]),
 					   opts->concurrency_key);
 	values[7] = TimestampTzGetDatum(opts->deadline);

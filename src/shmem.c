@@ -790,15 +790,21 @@ cf_queue_spawned(TimestampTz due_at)
  * read generation g, then found no batch, need not look again while it
  * is still g.  Without shared memory: always look.
  */
-bool
-cf_spawn_generation(uint64 *generation)
+static bool
+read_generation(const uint64 *field, uint64 *generation)
 {
 	if (cf_shared == NULL)
 		return false;
 	SpinLockAcquire(&cf_shared->mutex);
-	*generation = cf_shared->spawn_generation;
+	*generation = *field;
 	SpinLockRelease(&cf_shared->mutex);
 	return true;
+}
+
+bool
+cf_spawn_generation(uint64 *generation)
+{
+	return read_generation(cf_shared ? &cf_shared->spawn_generation : NULL, generation);
 }
 
 /*
@@ -823,12 +829,7 @@ cf_queue_prioritized(void)
 bool
 cf_priority_generation(uint64 *generation)
 {
-	if (cf_shared == NULL)
-		return false;
-	SpinLockAcquire(&cf_shared->mutex);
-	*generation = cf_shared->priority_generation;
-	SpinLockRelease(&cf_shared->mutex);
-	return true;
+	return read_generation(cf_shared ? &cf_shared->priority_generation : NULL, generation);
 }
 
 /*

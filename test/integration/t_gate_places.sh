@@ -53,12 +53,13 @@ DECLARE most int := 0; c int;
 BEGIN
     LOOP
         SELECT max(k) INTO c FROM (SELECT count(*) AS k FROM chrono_forge.workflows w
-          WHERE w.key LIKE p || '%' AND w.state IN ('idle', 'running')
+          WHERE w.workflow = 'public.gp_wf' AND w.key LIKE p || '%' AND w.state IN ('idle', 'running')
             AND NOT EXISTS (SELECT FROM chrono_forge.concurrency_waiting q WHERE q.workflow_id = w.id)
           GROUP BY w.concurrency_key) s;
         most := greatest(most, coalesce(c, 0));
         EXIT WHEN (SELECT count(*) FROM chrono_forge.workflows w
-                    WHERE w.key LIKE p || '%' AND w.state IN ('completed', 'failed')) = n;
+                    WHERE w.workflow = 'public.gp_wf' AND w.key LIKE p || '%'
+                      AND w.state IN ('completed', 'failed')) = n;
         PERFORM pg_sleep(0.002);
     END LOOP;
     RETURN most;
@@ -70,21 +71,23 @@ most=$(timeout 180 psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT gp_most_in_flight('r
 echo "one step: most runs of one key admitted and not ended in any snapshot: $most"
 [ "$most" -le 2 ] || fail "$most runs of a key limited to 2 were admitted and not ended at once"
 [ "$most" -ge 2 ] || fail "never two runs of a key at once: the check proves nothing"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE key LIKE 'r%' AND state = 'failed'")" 21 \
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.gp_wf' AND key LIKE 'r%' AND state = 'failed'")" 21 \
     "failed runs (every tenth, and the one that broke the deferred key)"
 expect_eq "$(q -c "SELECT max(n) > 1 FROM (SELECT l.xmin::text, count(*) AS n FROM chrono_forge.execution_logs l
                     JOIN chrono_forge.workflows w ON w.id = l.workflow_id
-                    WHERE w.key LIKE 'r%' AND l.step_name = '\$workflow_completion\$' GROUP BY 1) s")" t \
+                    WHERE w.workflow = 'public.gp_wf' AND w.key LIKE 'r%' AND l.step_name = '\$workflow_completion\$' GROUP BY 1) s")" t \
     "run ends shared commits"
 
 q -c "SELECT gp_start('t', 100, true)" >/dev/null
-wait_for 180 "SELECT count(*) = 100 FROM chrono_forge.workflows WHERE key LIKE 't%' AND state = 'completed'" \
-    || fail "two-step runs did not complete: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows WHERE key LIKE 't%' GROUP BY 1")"
+wait_for 180 "SELECT count(*) = 100 FROM chrono_forge.workflows WHERE workflow = 'public.gp_wf' AND key LIKE 't%' AND state = 'completed'" \
+    || fail "two-step runs did not complete: $(q -c "SELECT state, count(*) FROM chrono_forge.workflows WHERE workflow = 'public.gp_wf' AND key LIKE 't%' GROUP BY 1")"
 most=$(q -c "WITH s AS (SELECT gate, max(at) FILTER (WHERE what = 'begin') AS b, max(at) FILTER (WHERE what = 'end') AS e
                           FROM gp_spans WHERE run LIKE 't%' GROUP BY gate, run)
              SELECT max((SELECT count(*) FROM s o WHERE o.gate = x.gate AND o.b <= x.b AND o.e >= x.b)) FROM s x")
 echo "two steps: most runs of one key between their first and last step at once: $most"
 [ "$most" -le 2 ] || fail "$most runs of a key limited to 2 were in flight at once"
-expect_eq "$(q -c "SELECT coalesce(sum(running), -1) FROM chrono_forge.concurrency_gates")" 0 "runs the gates count in flight at the end"
-expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.concurrency_waiting")" 0 "runs still waiting"
+expect_eq "$(q -c "SELECT coalesce(sum(running), -1) FROM chrono_forge.concurrency_gates WHERE concurrency_key LIKE 'g_'")" 0 \
+    "runs the gates count in flight at the end"
+expect_eq "$(q -c "SELECT count(*) FROM chrono_forge.concurrency_waiting q JOIN chrono_forge.workflows w ON w.id = q.workflow_id
+                    WHERE w.workflow = 'public.gp_wf'")" 0 "runs still waiting"
 echo ok
