@@ -271,7 +271,9 @@ admit_waiting(int64 gate, int leaving, TimestampTz now, bool rated)
  * each: they are due now, and the gates' counts do not change.  The
  * common case of runs' ends under a limit, in one statement for all the
  * gates a transaction left (admit_waiting() is the general case, a
- * statement per gate three times the cost).  handed[i]: how many runs
+ * statement per gate three times the cost).  Generic plans, as for the
+ * lock below: their array parameters made the plan cache plan them
+ * again on every call, more than half their time.  handed[i]: how many runs
  * gate i admitted; fewer than its places if fewer waited (its count must
  * then go down: admit_waiting()).
  */
@@ -304,7 +306,7 @@ hand_on_places(int64 *gates, int *places, int n, TimestampTz now, int *handed)
 		gate_ids[i] = Int64GetDatum(gates[i]);
 		counts[i] = Int32GetDatum(places[i]);
 	}
-	cf_exec(&plans[prioritized],
+	cf_exec_generic(&plans[prioritized],
 			prioritized ? HAND_ON(ADMIT_PRIORITY) : HAND_ON(ADMIT_NO_PRIORITY),
 			3, (Oid[]) {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID},
 			(Datum[]) {PointerGetDatum(construct_array(gate_ids, n, INT8OID, sizeof(int64),
@@ -352,7 +354,7 @@ leave_gates(int64 *gates, int *places, int n)
 
 	for (int i = 0; i < n; i++)
 		ids[i] = Int64GetDatum(gates[i]);
-	cf_exec(&lock_plan,
+	cf_exec_generic(&lock_plan,
 			"SELECT id, max_starts IS NOT NULL, max_running IS NOT NULL AND running <= max_running"
 			" FROM chrono_forge.concurrency_gates WHERE id = ANY ($1) ORDER BY id"
 			" FOR NO KEY UPDATE SKIP LOCKED",
@@ -397,7 +399,7 @@ leave_gates(int64 *gates, int *places, int n)
 		(void) admit_waiting(other_gates[i], other_places[i], now, other_rated[i]);
 	if (n_room + n_other < n)
 	{
-		cf_exec(&release_plan,
+		cf_exec_generic(&release_plan,
 				"INSERT INTO chrono_forge.concurrency_releases (gate_id)"
 				" SELECT pg_catalog.unnest($1::pg_catalog.int8[])",
 				1, (Oid[]) {INT8ARRAYOID},
