@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "citus.h"
 #include "claim.h"
 #include "concurrency.h"
 #include "finish.h"
@@ -30,6 +31,7 @@ _PG_init(void)
 	cf_define_gucs();
 	cf_register_xact_callback();
 	cf_claim_register();
+	cf_citus_register();
 	cf_concurrency_register();
 	cf_finish_register();
 

@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 
 #include "access.h"
+#include "citus.h"
 #include "clock.h"
 #include "concurrency.h"
 #include "deadlines.h"
@@ -283,6 +284,7 @@ cf_start(PG_FUNCTION_ARGS)
 	TimestampTz now = cf_clock_now();
 	StartOptions opts = {0};
 
+	cf_citus_check_key(key);
 	if (PG_ARGISNULL(2) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
 		invalid_argument("args must be a JSON object", NULL);
 	if (PG_ARGISNULL(3) || !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
@@ -351,6 +353,7 @@ cf_wake(PG_FUNCTION_ARGS)
 	CfRunRef		run;
 	bool		woken = false;
 
+	cf_citus_check_key(key);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);
@@ -400,6 +403,7 @@ cf_retry(PG_FUNCTION_ARGS)
 	TimestampTz now = cf_clock_now();
 	int64		gate;
 
+	cf_citus_check_key(key);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, true);

@@ -28,6 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "access.h"
+#include "citus.h"
 #include "clock.h"
 #include "compensation.h"
 #include "deadlines.h"
@@ -299,6 +300,7 @@ cf_set_deadline(PG_FUNCTION_ARGS)
 	bool		set = false;
 	bool		isnull;
 
+	cf_citus_check_key(key);
 	if (!clear && TIMESTAMP_NOT_FINITE(deadline))
 		invalid_deadline("a run's deadline must be finite", NULL);
 	SPI_connect();

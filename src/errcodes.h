@@ -67,5 +67,7 @@
 #define ERRCODE_CF_RESULT_TOO_LARGE		MAKE_SQLSTATE('C','F','0','2','8')
 /* CF029: recorded on a run that passed its deadline; retry() of a run past it */
 #define ERRCODE_CF_DEADLINE_EXCEEDED	MAKE_SQLSTATE('C','F','0','2','9')
+/* CF030: a per-run call on a Citus node that does not own the run's key; distribute() without Citus or off the coordinator */
+#define ERRCODE_CF_NOT_KEY_OWNER		MAKE_SQLSTATE('C','F','0','3','0')
 
 #endif							/* CF_ERRCODES_H */

@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "access.h"
+#include "citus.h"
 #include "clock.h"
 #include "concurrency.h"
 #include "internal.h"
@@ -57,6 +58,7 @@ cf_send_event(PG_FUNCTION_ARGS)
 
 	workflow = cf_required_text(fcinfo, 0, "workflow");
 	key = cf_required_text(fcinfo, 1, "key");
+	cf_citus_check_key(key);
 	name = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	cf_validate_name_segment("event name", name);
 	if (!PG_ARGISNULL(3))

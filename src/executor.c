@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "branch.h"
+#include "citus.h"
 #include "claim.h"
 #include "clock.h"
 #include "concurrency.h"
@@ -896,7 +897,16 @@ cf_run_pending(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_CF_INVALID_ARGUMENT),
 				 errmsg("max_passes must be at least 1 or NULL")));
 	cf_pass_cancel_signal_init();	/* cancel() stops this session's passes too */
-	(void) drain(max_passes, GetUserId());
+	cf_citus_draining(true);	/* its passes commit with 2PC on Citus */
+	PG_TRY();
+	{
+		(void) drain(max_passes, GetUserId());
+	}
+	PG_FINALLY();
+	{
+		cf_citus_draining(false);
+	}
+	PG_END_TRY();
 	PG_RETURN_VOID();
 }
 

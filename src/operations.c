@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "access.h"
+#include "citus.h"
 #include "clock.h"
 #include "compensation.h"
 #include "internal.h"
@@ -217,6 +218,7 @@ cf_cancel(PG_FUNCTION_ARGS)
 	int			n;
 	int64		dropped = 0;
 
+	cf_citus_check_key(key);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);	/* never waits */
@@ -261,6 +263,7 @@ unlock_running(FunctionCallInfo fcinfo, const char *wakeup_reason)
 	bool		held = false;
 	bool		isnull;
 
+	cf_citus_check_key(key);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);
@@ -346,6 +349,7 @@ cf_retry_blocked_children(PG_FUNCTION_ARGS)
 	int			n;
 	bool		with_cancelled;
 
+	cf_citus_check_key(key);
 	SPI_connect();
 	cf_internal_begin(&st);
 	run = cf_find_own_run(caller, workflow, key, false);

@@ -27,6 +27,7 @@
 #include "utils/wait_event.h"
 
 #include "access.h"
+#include "citus.h"
 #include "internal.h"
 #include "pass.h"
 #include "util.h"
@@ -253,6 +254,7 @@ cf_wait_for_run(PG_FUNCTION_ARGS)
 	refuse_where_it_cannot_wait();
 	workflow = cf_required_text(fcinfo, 0, "workflow");
 	key = cf_required_text(fcinfo, 1, "key");
+	cf_citus_check_key(key);
 	deadline = wait_deadline(fcinfo);
 	InitMaterializedSRF(fcinfo, 0);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "wait_for_run", ALLOCSET_SMALL_SIZES);

@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "citus.h"
 #include "clock.h"
 #include "internal.h"
 #include "pass.h"
@@ -145,6 +146,7 @@ task_arguments(FunctionCallInfo fcinfo, Datum *values)
 {
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		invalid_argument("task_id and claim_token must not be NULL");
+	cf_citus_check_task(PG_GETARG_INT64(0));
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 }

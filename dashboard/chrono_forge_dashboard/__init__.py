@@ -4,4 +4,4 @@ views and actions, connecting as the signed-in database role."""
 from .app import create_app, shutdown
 
 __all__ = ["create_app", "shutdown"]
-__version__ = "0.13.0"
+__version__ = "0.14.0"
