@@ -157,3 +157,165 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION chrono_forge.cluster_runs(text, text, text, integer) TO PUBLIC;
+
+-- The run list and its counts by key prefix walk the run-id buckets from
+-- the newest down to the oldest run's, no longer down to 0: a node's ids
+-- may start at its range (distribute()).
+-- The bucket of the oldest run (0 without runs): where that walk ends.
+-- Run ids need not start near 0: on a Citus cluster each node's come
+-- from its own range (claim_node_id_range(), 0.14.0).
+CREATE FUNCTION chrono_forge.first_run_bucket() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT COALESCE(chrono_forge.run_bucket(pg_catalog.min(w.id)), 0) FROM chrono_forge.workflows w
+$$;
+
+CREATE OR REPLACE FUNCTION chrono_forge.run_counts(
+    workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
+    created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
+    include_children boolean DEFAULT false, cap integer DEFAULT 5000)
+    RETURNS TABLE (state chrono_forge.workflow_state, runs text, capped boolean)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
+    newest_bucket bigint := chrono_forge.run_bucket(chrono_forge.newest_run_id());
+    first_bucket bigint := chrono_forge.first_run_bucket();
+    n bigint;
+BEGIN
+    run_counts.workflow := chrono_forge.canonical_workflow(run_counts.workflow);
+    FOR code IN 1..6 LOOP
+        IF run_counts.key_prefix IS NOT NULL THEN
+            SELECT pg_catalog.count(*) INTO n FROM
+                (SELECT 1 FROM pg_catalog.generate_series(newest_bucket, first_bucket, -1) AS b(bucket)
+                  CROSS JOIN LATERAL (
+                     SELECT 1 FROM chrono_forge.workflows w
+                      WHERE chrono_forge.run_bucket(w.id) = b.bucket
+                        AND pg_catalog.starts_with(w.key, run_counts.key_prefix)
+                        AND w.state_code = code::smallint
+                        AND (run_counts.workflow IS NULL OR w.workflow = run_counts.workflow)
+                        AND (run_counts.created_from IS NULL OR w.created_at >= run_counts.created_from)
+                        AND (run_counts.created_to IS NULL OR w.created_at < run_counts.created_to)
+                        AND (run_counts.include_children OR w.parent_execution_log_id IS NULL)) m
+                  LIMIT cap + 1) x;
+        ELSE
+            SELECT pg_catalog.count(*) INTO n FROM
+                (SELECT 1 FROM chrono_forge.workflows w
+                  WHERE w.state_code = code::smallint
+                    AND (run_counts.workflow IS NULL OR w.workflow = run_counts.workflow)
+                    AND (run_counts.created_from IS NULL OR w.created_at >= run_counts.created_from)
+                    AND (run_counts.created_to IS NULL OR w.created_at < run_counts.created_to)
+                    AND (run_counts.include_children OR w.parent_execution_log_id IS NULL)
+                  LIMIT cap + 1) x;
+        END IF;
+        state := states[code];
+        runs := CASE WHEN n > cap THEN cap::text || '+' ELSE n::text END;
+        capped := n > cap;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION chrono_forge.runs(
+    state text DEFAULT NULL, workflow text DEFAULT NULL, key_prefix text DEFAULT NULL,
+    created_from timestamptz DEFAULT NULL, created_to timestamptz DEFAULT NULL,
+    include_children boolean DEFAULT false,
+    before_id bigint DEFAULT NULL, page_size integer DEFAULT 50)
+    RETURNS SETOF chrono_forge.run_row
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    codes smallint[] := chrono_forge.state_codes(runs.state);
+    lim integer := chrono_forge.page_limit(runs.page_size);
+    ts timestamptz := chrono_forge.now();
+    stale interval := chrono_forge.reap_stale_after();
+    top bigint := 9223372036854775807;
+BEGIN
+    runs.workflow := chrono_forge.canonical_workflow(runs.workflow);
+    IF runs.created_from IS NOT NULL OR runs.created_to IS NOT NULL THEN
+        -- A created range: read the range (BRIN) once, for every state,
+        -- and keep the newest rows; walking each state's runs from the
+        -- newest would skip everything created after a range in the past.
+        -- (state_code + 0 and id + 0 keep the planner on the BRIN range.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM chrono_forge.workflows t
+         WHERE t.state_code + 0 = ANY (codes)
+           AND (runs.before_id IS NULL OR t.id + 0 < runs.before_id)
+           AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+           AND (runs.key_prefix IS NULL OR pg_catalog.starts_with(t.key, runs.key_prefix))
+           AND (runs.created_from IS NULL OR t.created_at >= runs.created_from)
+           AND (runs.created_to IS NULL OR t.created_at < runs.created_to)
+           AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+         ORDER BY t.id + 0 DESC
+         LIMIT lim;
+    ELSIF runs.key_prefix IS NOT NULL THEN
+        -- A key prefix: the key-prefix index's blocks from the newest
+        -- (the block of before_id, or of the newest id issued), in each
+        -- only the keys with the prefix (starts_with is leakproof: an
+        -- index condition under row-level security), the page's ids; then
+        -- those runs.  (id + 0 keeps the planner off the primary key's
+        -- order.)
+        RETURN QUERY
+        SELECT t.id, t.workflow, t.key, t.state, t.owner, t.created_at, t.started_at, t.ended_at,
+               CASE WHEN t.state = 'running' THEN ts - t.started_at
+                    WHEN t.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(t.ended_at, t.updated_at) - t.started_at END,
+               t.locked_by,
+               t.state = 'running' AND t.locked_at < ts - stale,
+               t.parent_execution_log_id
+          FROM (SELECT p.id
+                  FROM pg_catalog.generate_series(
+                           chrono_forge.run_bucket(coalesce(runs.before_id - 1, chrono_forge.newest_run_id())),
+                           chrono_forge.first_run_bucket(), -1) AS b(bucket)
+                 CROSS JOIN LATERAL (
+                    SELECT k.id FROM chrono_forge.workflows k
+                     WHERE chrono_forge.run_bucket(k.id) = b.bucket
+                       AND pg_catalog.starts_with(k.key, runs.key_prefix)
+                       AND k.state_code = ANY (codes)
+                       AND (runs.before_id IS NULL OR k.id + 0 < runs.before_id)
+                       AND (runs.workflow IS NULL OR k.workflow = runs.workflow)
+                       AND (runs.include_children OR k.parent_execution_log_id IS NULL)
+                     ORDER BY k.id + 0 DESC LIMIT lim) p
+                 LIMIT lim) page
+          JOIN chrono_forge.workflows t ON t.id = page.id
+         ORDER BY t.id DESC;
+    ELSE
+        -- One ordered index range per state, merged: never more than
+        -- page_size rows read per state (plus what the filters skip).
+        RETURN QUERY
+        SELECT w.id, w.workflow, w.key, w.state, w.owner, w.created_at, w.started_at, w.ended_at,
+               CASE WHEN w.state = 'running' THEN ts - w.started_at
+                    WHEN w.state_code IN (3, 4, 5, 6, 7) THEN
+                         coalesce(w.ended_at, w.updated_at) - w.started_at END,
+               w.locked_by,
+               w.state = 'running' AND w.locked_at < ts - stale,
+               w.parent_execution_log_id
+          FROM pg_catalog.unnest(codes) AS s(code)
+         CROSS JOIN LATERAL (
+            SELECT * FROM chrono_forge.workflows t
+             WHERE t.state_code >= s.code
+               AND (t.state_code, t.id) < (s.code, coalesce(runs.before_id, top))
+               AND (runs.workflow IS NULL OR t.workflow = runs.workflow)
+               AND (runs.include_children OR t.parent_execution_log_id IS NULL)
+             ORDER BY t.state_code DESC, t.id DESC LIMIT lim) w
+         ORDER BY w.id DESC
+         LIMIT lim;
+    END IF;
+END
+$$;
+

@@ -1139,6 +1139,16 @@ CREATE FUNCTION chrono_forge.newest_run_id() RETURNS bigint
     SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM chrono_forge.workflows_id_seq s
 $$;
 
+-- The bucket of the oldest run (0 without runs): where that walk ends.
+-- Run ids need not start near 0: on a Citus cluster each node's come
+-- from its own range (claim_node_id_range(), 0.14.0).
+CREATE FUNCTION chrono_forge.first_run_bucket() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT COALESCE(chrono_forge.run_bucket(pg_catalog.min(w.id)), 0) FROM chrono_forge.workflows w
+$$;
+
 -- ---------------------------------------------------------------------
 -- Retention: cleanup().  Terminal runs only (completed; failed and
 -- cancelled), by the time they ended; idle, running and stalled runs are
@@ -1573,13 +1583,14 @@ CREATE FUNCTION chrono_forge.run_counts(
 DECLARE
     states chrono_forge.workflow_state[] := pg_catalog.enum_range(NULL::chrono_forge.workflow_state);
     newest_bucket bigint := chrono_forge.run_bucket(chrono_forge.newest_run_id());
+    first_bucket bigint := chrono_forge.first_run_bucket();
     n bigint;
 BEGIN
     run_counts.workflow := chrono_forge.canonical_workflow(run_counts.workflow);
     FOR code IN 1..6 LOOP
         IF run_counts.key_prefix IS NOT NULL THEN
             SELECT pg_catalog.count(*) INTO n FROM
-                (SELECT 1 FROM pg_catalog.generate_series(newest_bucket, 0, -1) AS b(bucket)
+                (SELECT 1 FROM pg_catalog.generate_series(newest_bucket, first_bucket, -1) AS b(bucket)
                   CROSS JOIN LATERAL (
                      SELECT 1 FROM chrono_forge.workflows w
                       WHERE chrono_forge.run_bucket(w.id) = b.bucket
@@ -2635,7 +2646,7 @@ BEGIN
           FROM (SELECT p.id
                   FROM pg_catalog.generate_series(
                            chrono_forge.run_bucket(coalesce(runs.before_id - 1, chrono_forge.newest_run_id())),
-                           0, -1) AS b(bucket)
+                           chrono_forge.first_run_bucket(), -1) AS b(bucket)
                  CROSS JOIN LATERAL (
                     SELECT k.id FROM chrono_forge.workflows k
                      WHERE chrono_forge.run_bucket(k.id) = b.bucket

@@ -30,6 +30,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -114,10 +115,37 @@ refuse_misrouted(const char *what, int local, int owner)
 }
 
 /*
+ * Has the caller a run of `key` on this node all the same?  One started before
+ * distribute(), or before its key's shard moved to another node: runs
+ * stay where they were started, and calls made here still reach them.
+ */
+static bool
+run_here(const char *key)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			caller = GetUserId();	/* before the engine's identity */
+	CfInternal	st;
+	bool		found;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	cf_exec(&plan,
+			"SELECT FROM chrono_forge.workflows WHERE key OPERATOR(pg_catalog.=) $1"
+			" AND owner OPERATOR(pg_catalog.=) $2::pg_catalog.regrole LIMIT 1",
+			2, (Oid[]) {TEXTOID, OIDOID},
+			(Datum[]) {CStringGetTextDatum(key), ObjectIdGetDatum(caller)}, NULL, true, 1);
+	found = SPI_processed > 0;
+	cf_internal_end(&st);
+	SPI_finish();
+	return found;
+}
+
+/*
  * Refuse a per-run call for `key` on a node that does not own it.  A
  * child's key ("$<parent run id>$...") belongs to its parent's node,
  * which the parent's node-ranged id names (a parent from before
- * distribute() names none: allowed).
+ * distribute() names none: allowed).  A run of the key on this node all
+ * the same is reached (run_here()).
  */
 void
 cf_citus_check_key(const char *key)
@@ -137,7 +165,7 @@ cf_citus_check_key(const char *key)
 		if (owner == 0 || owner == local)
 			return;
 	}
-	if (owner != local)
+	if (owner != local && !run_here(key))
 		refuse_misrouted(psprintf("the key \"%s\"", key), local, owner);
 }
 
