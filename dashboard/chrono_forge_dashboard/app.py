@@ -165,19 +165,30 @@ def _install_request_hooks(app: Flask, store: SessionStore) -> None:
     @app.context_processor
     def template_globals() -> dict[str, Any]:
         sess = g.get("sess")
-        role = sess.role if sess else _signed_in_role(app, store)
+        held = sess is not None
+        sess = sess or _signed_in_session(app, store)
         return {"csrf_token": csrf_token, "whoami": g.get("who"),
-                "role": role, "single_user": single_user(app)}
+                "role": sess.role if sess else None, "single_user": single_user(app),
+                "cluster": _cluster(sess) if held else bool(sess and sess.cluster)}
 
 
-def _signed_in_role(app: Flask, store: SessionStore) -> str | None:
-    """The role of a page rendered before the request took its session
-    (a CSRF or NUL refusal): an error page keeps the signed-in nav."""
+def _signed_in_session(app: Flask, store: SessionStore) -> Session | None:
+    """The session of a page rendered before the request took it (a CSRF
+    or NUL refusal): an error page keeps the signed-in nav."""
     if single_user(app):
-        sess = app.extensions.get("cf_single")
-    else:
-        sess = store.get(session.get("sid"))
-    return sess.role if sess else None
+        return app.extensions.get("cf_single")
+    return store.get(session.get("sid"))
+
+
+def _cluster(sess: Session) -> bool:
+    """Whether the navigation shows the Cluster page: asked once per
+    session (the Cluster page asks again)."""
+    if sess.cluster is None:
+        try:
+            sess.cluster = queries.is_cluster(sess.conn)
+        except psycopg.Error:
+            return False
+    return bool(sess.cluster)
 
 
 def _install_auth(app: Flask, store: SessionStore) -> None:

@@ -1,5 +1,6 @@
 """The dashboard's read-only pages: overview, runs, a run, its branches,
-waiting, stranded, periodic, failures and tasks."""
+waiting, stranded, periodic, failures, tasks and, on a Citus cluster, the
+cluster."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def register(app: Flask) -> None:
                        ("/runs/<int:run_id>/branches", branches),
                        ("/runs/<int:run_id>/branches/<path:branch>", branch),
                        ("/waiting", waiting), ("/stranded", stranded),
-                       ("/periodic", periodic), ("/failures", failures), ("/tasks", tasks)):
+                       ("/periodic", periodic), ("/failures", failures), ("/tasks", tasks),
+                       ("/cluster", cluster)):
         app.add_url_rule(rule, view.__name__, view)
 
 
@@ -301,3 +303,33 @@ def _day_span(today: date, n: int, days: list[dict[str, Any]]) -> list[date]:
 
 def tasks() -> Any:
     return render_template("tasks.html", title="Tasks", rows=queries.task_queues(g.sess.conn))
+
+
+def cluster() -> Any:
+    """Every node's overview grid (or its error) and the newest runs across
+    the nodes; 404 unless the database is a distributed cluster.  A run
+    lives on its node: the run page (on this node) cannot show it, so runs
+    are not linked."""
+    conn = g.sess.conn
+    g.sess.cluster = queries.is_cluster(conn)     # the navigation follows
+    if not g.sess.cluster:
+        abort(404, description="This database is not a distributed chrono_forge cluster "
+                               "(Citus and chrono_forge.distribute()).")
+    nodes: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in queries.cluster_overview(conn):
+        n = nodes.setdefault((r["node_group"], r["node"]), {
+            "group": r["node_group"], "node": r["node"], "error": None, "workflows": {}})
+        n["error"] = n["error"] or r["error"]
+        if r["workflow"] is not None:
+            n["workflows"].setdefault(r["workflow"], {})[r["state"]] = r["runs"]
+    args = {k: request.args.get(k, "") for k in ("workflow", "state", "key")}
+    page = dict(title="Cluster", nodes=list(nodes.values()), states=queries.STATES,
+                filters=STATE_FILTERS, args=args, cap=queries.CAP, page=queries.PAGE)
+    try:
+        state = _text("state") or "all"
+        if state not in STATE_FILTERS:
+            raise BadInput("state: one of " + ", ".join(STATE_FILTERS))
+        rows = queries.cluster_runs(conn, state, _text("workflow"), _text("key"))
+    except BadInput as e:
+        return render_template("cluster.html", rows=[], error=str(e), **page), 400
+    return render_template("cluster.html", rows=rows, error=None, **page)

@@ -355,6 +355,39 @@ def task_queues(conn: psycopg.Connection[Any]) -> list[Row]:
     return rows(conn, "SELECT * FROM chrono_forge.task_queues ORDER BY queue LIMIT 500")
 
 
+# --- cluster (Citus, after chrono_forge.distribute()) ------------------------
+
+def is_cluster(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this database is a distributed chrono_forge cluster: Citus
+    installed here and distribute() run (its routing anchor exists)."""
+    r = one(conn, """
+        SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension e
+                                  WHERE e.extname = 'citus')
+                    THEN pg_catalog.to_regclass('chrono_forge_routing.keys') IS NOT NULL
+                    ELSE false END AS cluster""")
+    return bool(r and r["cluster"])
+
+
+def cluster_overview(conn: psycopg.Connection[Any]) -> list[Row]:
+    """overview() of every node, by Citus group; a node that could not
+    answer is one row with its error (and no workflow)."""
+    return rows(conn, """
+        SELECT o.node_group, o.node, o.workflow, o.state::text AS state, o.runs, o.capped, o.error
+          FROM chrono_forge.cluster_overview(%s) o""", (CAP,))
+
+
+def cluster_runs(conn: psycopg.Connection[Any], state: str | None, workflow: str | None,
+                 key: str | None) -> list[Row]:
+    """The newest runs of every node (runs()' filters), newest first."""
+    return rows(conn, f"""
+        SELECT c.node_group, c.node, {RUN_COLS}
+          FROM chrono_forge.cluster_runs(state => %s, workflow => %s, key_prefix => %s,
+                                         page_size => %s)
+               WITH ORDINALITY AS c(node_group, node, run, n)
+         CROSS JOIN LATERAL (SELECT (c.run).*) r
+         ORDER BY c.n""", (state, workflow, key, PAGE))
+
+
 # --- actions --------------------------------------------------------------
 
 def act(conn: psycopg.Connection[Any], action: str, workflow: str, key: str,

@@ -27,6 +27,7 @@ class Session:
     conn: psycopg.Connection[Any]
     last_used: float
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cluster: bool | None = None     # a distributed cluster? (asked once, for the navigation)
 
     def close(self) -> None:
         try:

@@ -511,6 +511,80 @@ def test_waiting_and_stranded_lists(db: Db, client_a: FlaskClient, client_b: Fla
              "locked_at = NULL WHERE id = %s AND state = 'running'", (rid,))
 
 
+# --- the cluster page -------------------------------------------------------------
+
+def test_cluster_page_absent_without_citus(client_admin: FlaskClient) -> None:
+    """Not a distributed cluster: /cluster is missing, and so is its link."""
+    r = client_admin.get("/cluster")
+    assert r.status_code == 404 and 'data-testid="flash-error"' in text(r)
+    assert "not a distributed chrono_forge cluster" in hook(text(r), "flash-error")
+    for html in (text(r), text(client_admin.get("/"))):
+        assert 'href="/cluster"' not in html and hook(html, "whoami") == ADMIN
+
+
+def test_cluster_page_renders_nodes_errors_and_runs(app: Flask, db: Db,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page over fixed rows of cluster_overview() and cluster_runs():
+    two nodes' grids, a node's error, the runs with their node."""
+    from datetime import datetime, timedelta, timezone
+    from chrono_forge_dashboard import queries
+    t = datetime(2030, 1, 31, 12, tzinfo=timezone.utc)
+    node = {"capped": False, "error": None}
+    overview = [
+        {**node, "node_group": 1, "node": "w1:5433", "workflow": "app.ship", "state": "completed",
+         "runs": "12"},
+        {**node, "node_group": 1, "node": "w1:5433", "workflow": "app.ship", "state": "failed",
+         "runs": "1000+", "capped": True},
+        {**node, "node_group": 2, "node": "w2:5434", "workflow": "app.bill", "state": "idle",
+         "runs": "3"},
+        {"node_group": 3, "node": "w3:5435", "workflow": None, "state": None, "runs": None,
+         "capped": None, "error": "connection to w3 failed <b>refused</b>"},
+        {**node, "node_group": 4, "node": "w4:5436", "workflow": None, "state": None, "runs": None},
+    ]
+    run = {"owner": A, "started_at": t, "ended_at": t + timedelta(seconds=2),
+           "duration": timedelta(seconds=2), "locked_by": None, "stranded": False,
+           "parent_execution_log_id": None, "created_at": t}
+    runs = [{**run, "node_group": 2, "node": "w2:5434", "id": (2 << 48) + 7, "workflow": "app.bill",
+             "key": "<script>k2</script>", "state": "completed"},
+            {**run, "node_group": 1, "node": "w1:5433", "id": (1 << 48) + 5, "workflow": "app.ship",
+             "key": "k1", "state": "failed"}]
+    asked: list[tuple[Any, ...]] = []
+
+    def cluster_runs(conn: Any, state: str, workflow: str | None, key: str | None) -> list[Any]:
+        asked.append((state, workflow, key))
+        return [r for r in runs if state in ("all", r["state"])]
+
+    monkeypatch.setattr(queries, "is_cluster", lambda conn: True)
+    monkeypatch.setattr(queries, "cluster_overview", lambda conn: overview)
+    monkeypatch.setattr(queries, "cluster_runs", cluster_runs)
+    c, r = sign_in(app, db, A)       # its own session: the nav's answer is kept per session
+    assert r.status_code == 303
+    r = c.get("/cluster")
+    html = text(r)
+    assert r.status_code == 200, html
+    assert 'href="/cluster"' in html and hook(html, "whoami") == A
+    groups = re.findall(r'<tbody data-testid="cluster-node" data-node-group="(\d+)"', html)
+    assert groups == ["1", "2", "3", "4"]
+    assert "w1:5433" in html and "w2:5434" in html and "1,000+" in html
+    assert hook(html, "node-error") == "connection to w3 failed &lt;b&gt;refused&lt;/b&gt;"
+    assert 'class="node-error"' in html and "<b>" not in html
+    assert "No runs." in html.split('data-node-group="4"')[1].split("</tbody>")[0]
+    rows = re.findall(r'<tr data-run-id="(\d+)" data-state="(\w+)" data-node-group="(\d+)">\s*'
+                      r'<td class="num">(\d+)</td><td class="nowrap">([^<]*)</td>', html)
+    assert rows == [(str((2 << 48) + 7), "completed", "2", "2", "w2:5434"),
+                    (str((1 << 48) + 5), "failed", "1", "1", "w1:5433")]
+    assert "&lt;script&gt;k2" in html and "<script>k2" not in html
+    assert 'href="/runs/' + str((2 << 48) + 7) not in html      # a run lives on its node
+    assert asked == [("all", None, None)]
+    # the filters go to cluster_runs(); the state filter keeps only its runs
+    html = text(c.get("/cluster?state=completed&workflow=app.bill&key=%3Cs"))
+    assert asked[-1] == ("completed", "app.bill", "<s")
+    assert set(re.findall(r'data-state="(\w+)" data-node-group', html)) == {"completed"}
+    r = c.get("/cluster?state=nope")
+    assert r.status_code == 400 and "state: one of" in hook(text(r), "flash-error")
+    assert len(asked) == 2
+
+
 # --- single-user mode, escaping ---------------------------------------------------
 
 def test_single_user_mode(db: Db, tag: str) -> None:
