@@ -500,3 +500,41 @@ DELETE FROM chrono_forge.workflows;
 DROP PROCEDURE up_pr(jsonb);
 DROP FUNCTION up_pr_note(jsonb);
 DROP TABLE up_pr_order;
+
+-- 0.13.0 -> 0.14.0: scale-out on Citus.  Without Citus the new library
+-- checks nothing (a run parked on 0.13.0 goes on after the update);
+-- distribute() refuses (CF030); the run list by key prefix ends its walk
+-- at the oldest run's bucket.
+DROP EXTENSION chrono_forge;
+CREATE EXTENSION chrono_forge VERSION '0.13.0';
+CREATE TABLE up_ci_done (what text);
+CREATE FUNCTION up_ci_note(args jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO up_ci_done VALUES (args->>'what') $$;
+CREATE PROCEDURE up_ci(args jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL chrono_forge.wait('1 hour', 'nap');
+    CALL chrono_forge.durably_execute('up_ci_note', args => args);
+END $$;
+SET chrono_forge.fake_now = '2030-01-01 00:00:00+00';
+SELECT chrono_forge.start('up_ci', 'parked', '{"what": "parked"}') > 0 AS started;
+CALL chrono_forge.run_pending();
+ALTER EXTENSION chrono_forge UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'chrono_forge';
+SELECT pg_catalog.array_length(chrono_forge.routed_functions(), 1) AS routed;
+DO $$
+BEGIN
+    PERFORM chrono_forge.distribute();
+EXCEPTION WHEN SQLSTATE 'CF030' THEN
+    RAISE NOTICE 'distribute() refused: %', SQLERRM;
+END $$;
+SELECT chrono_forge.start('up_ci', 'after', '{"what": "after"}') > 0 AS started;
+SELECT chrono_forge.first_run_bucket() = chrono_forge.run_bucket(min(id)) AS first_bucket
+  FROM chrono_forge.workflows;
+SELECT key, state FROM chrono_forge.runs(key_prefix => 'parked');
+SET chrono_forge.fake_now = '2030-01-01 02:00:00+00';
+CALL chrono_forge.run_pending();
+SELECT what FROM up_ci_done ORDER BY what;
+DELETE FROM chrono_forge.workflows;
+DROP PROCEDURE up_ci(jsonb);
+DROP FUNCTION up_ci_note(jsonb);
+DROP TABLE up_ci_done;
