@@ -2931,6 +2931,13 @@ BEGIN
         CREATE TABLE chrono_forge_routing.keys (key text NOT NULL);
         COMMENT ON TABLE chrono_forge_routing.keys IS
             'chrono_forge routing anchor: always empty; its shards say which node owns a run key';
+    ELSIF NOT (SELECT r.rolsuper FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner
+                WHERE c.oid OPERATOR(pg_catalog.=) 'chrono_forge_routing.keys'::regclass) THEN
+        RAISE EXCEPTION 'chrono_forge_routing.keys is not owned by a superuser'
+            USING ERRCODE = 'CF030', HINT = 'Drop it: distribute() creates the routing anchor itself.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                    WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'chrono_forge_routing.keys'::regclass) THEN
         PERFORM pg_catalog.create_distributed_table('chrono_forge_routing.keys', 'key');
     END IF;
     FOREACH f IN ARRAY chrono_forge.routed_functions() LOOP

@@ -26,6 +26,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -34,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "citus.h"
 #include "errcodes.h"
@@ -59,6 +61,19 @@ citus_is_loaded(void)
 	return citus_loaded == 1;
 }
 
+static Oid
+relation_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
 /*
  * The routing anchor's oid: InvalidOid unless Citus is loaded, installed
  * in this database and distribute() has made the anchor.
@@ -67,11 +82,16 @@ static Oid
 routing_anchor(void)
 {
 	Oid			nsp;
+	Oid			anchor;
 
 	if (!citus_is_loaded() || !OidIsValid(get_extension_oid("citus", true)))
 		return InvalidOid;
 	nsp = get_namespace_oid("chrono_forge_routing", true);
-	return OidIsValid(nsp) ? get_relname_relid("keys", nsp) : InvalidOid;
+	anchor = OidIsValid(nsp) ? get_relname_relid("keys", nsp) : InvalidOid;
+	/* distribute() makes it as a superuser: anyone else's is not it. */
+	if (!OidIsValid(anchor) || !superuser_arg(relation_owner(anchor)))
+		return InvalidOid;
+	return anchor;
 }
 
 /* This node's group and the group owning the key's shard (-1: none). */
