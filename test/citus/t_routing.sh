@@ -46,8 +46,8 @@ for n in 1 2; do
     c=$(q "$n" -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.rt_wf' AND state = 'completed'")
     [ "$c" -gt 20 ] || fail "node $n ran only $c of 200 runs"
     total=$((total + c))
-    expect_eq "$(q "$n" -c "SELECT count(*) FROM chrono_forge.workflows w
-                            WHERE $(owner_of w.key) <> (SELECT groupid FROM pg_catalog.pg_dist_local_group)")" 0 \
+    expect_eq "$(q "$n" -c "SELECT count(*) FROM chrono_forge.workflows w WHERE w.workflow = 'public.rt_wf'
+                            AND $(owner_of w.key) <> (SELECT groupid FROM pg_catalog.pg_dist_local_group)")" 0 \
         "runs on node $n whose key it does not own"
     # Ids come from the node's range (group << 48).
     expect_eq "$(q "$n" -c "SELECT count(*) FROM chrono_forge.workflows WHERE id >> 48 <> $n")" 0 \
