@@ -113,9 +113,15 @@ cfc_down() {
     rm -rf "$CFC_ROOT"
 }
 
-# node_of_key KEY: the node (0..2) whose group owns KEY's shard of the
-# routing anchor, from the coordinator's metadata.
-node_of_key() {
-    q 0 -c "SELECT n.nodeport - $CFC_PORT FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
-            WHERE p.shardid = get_shard_id_for_distribution_column('chrono_forge_routing.keys', '$1')"
+# owner_of SQL: an SQL expression for the Citus group (the node number
+# here) owning the run key SQL, from the routing anchor's placements.
+owner_of() {
+    echo "(SELECT p.groupid FROM pg_catalog.pg_dist_placement p WHERE p.shardid =
+           pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', $1))"
+}
+
+# key_on PREFIX NODE: the first key PREFIX1, PREFIX2... that NODE owns.
+key_on() {
+    q 0 -c "SELECT k FROM (SELECT '$1' || g AS k FROM generate_series(1, 500) g) s
+            WHERE $(owner_of s.k) = $2 ORDER BY g LIMIT 1"
 }

@@ -10,11 +10,7 @@
 set -euo pipefail
 . ./lib.sh
 
-OWNER_SQL="(SELECT p.groupid FROM pg_catalog.pg_dist_placement p WHERE p.shardid =
-            pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', KEY))"
-owner_of() { echo "${OWNER_SQL//KEY/$1}"; }
-remote=$(q 0 -c "SELECT k FROM (SELECT 'remote-' || g AS k FROM generate_series(1, 100) g) s
-                 WHERE $(owner_of s.k) = 2 LIMIT 1")
+remote=$(key_on remote- 2)
 
 q 0 <<SQL >/dev/null
 CREATE TABLE public.tp_effects (key text NOT NULL, run_key text NOT NULL, step text NOT NULL);

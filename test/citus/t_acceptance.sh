@@ -64,9 +64,7 @@ total=0
 for g in 1 2; do
     # Every run on the node owning its key; none in another state.
     expect_eq "$(q "$g" -c "SELECT count(*) FROM chrono_forge.workflows w WHERE w.workflow = 'public.ac_wf'
-                AND (SELECT p.groupid FROM pg_catalog.pg_dist_placement p WHERE p.shardid =
-                     pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', w.key))
-                    <> (SELECT groupid FROM pg_catalog.pg_dist_local_group)")" 0 "runs on node $g it does not own"
+                AND $(owner_of w.key) <> (SELECT groupid FROM pg_catalog.pg_dist_local_group)")" 0 "runs on node $g it does not own"
     expect_eq "$(q "$g" -c "SELECT count(*) FROM chrono_forge.workflows WHERE workflow = 'public.ac_wf' AND state <> 'completed'")" \
         0 "runs not completed on node $g"
 done
@@ -78,7 +76,6 @@ q 1 -c "SELECT recover_prepared_transactions()" >/dev/null
 q 2 -c "SELECT recover_prepared_transactions()" >/dev/null
 expect_eq "$(q 0 -c "SELECT count(*), count(DISTINCT run_key) FROM public.ac_effects")" "$N|$N" "effects: one per run"
 remote=$(q 0 -c "WITH e AS MATERIALIZED (SELECT key, node FROM public.ac_effects)
-                 SELECT count(*) FROM e WHERE node <> (SELECT p.groupid FROM pg_catalog.pg_dist_placement p
-                  WHERE p.shardid = pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', e.key))")
+                 SELECT count(*) FROM e WHERE node <> $(owner_of e.key)")
 [ "$remote" -gt $((N / 4)) ] || fail "only $remote effects written on another node"
 echo "ok: $N runs, $remote of their effects written on another node"

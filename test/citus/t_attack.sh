@@ -36,8 +36,7 @@ expect_eq "$(q 0 -c "SELECT count(*) FROM public.at_canary")" 0 "the canary tabl
 
 # The victim's run and task; the intruder reaches neither.
 as_role at_victim 0 "SELECT chrono_forge.start('public.at_wf', 'secret')" >/dev/null
-g=$(q 0 -c "SELECT p.groupid FROM pg_dist_placement p WHERE p.shardid =
-            get_shard_id_for_distribution_column('chrono_forge_routing.keys', 'secret')")
+g=$(q 0 -c "SELECT $(owner_of "'secret'")")
 wait_for "$g" 60 "SELECT count(*) = 1 FROM chrono_forge.tasks t JOIN chrono_forge.workflows w ON w.id = t.workflow_id
                   WHERE w.key = 'secret'"
 denied at_intruder 0 "SELECT chrono_forge.send_event('public.at_wf', 'secret', 'x')" CF014

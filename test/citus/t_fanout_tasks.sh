@@ -6,12 +6,6 @@
 set -euo pipefail
 . ./lib.sh
 
-OWNER_SQL="(SELECT p.groupid FROM pg_catalog.pg_dist_placement p WHERE p.shardid =
-            pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', KEY))"
-owner_of() { echo "${OWNER_SQL//KEY/$1}"; }
-key_on() {   # key_on PREFIX NODE: a key owned by NODE
-    q 0 -c "SELECT k FROM (SELECT '$1' || g AS k FROM generate_series(1, 200) g) s WHERE $(owner_of s.k) = $2 LIMIT 1"
-}
 
 q 0 <<'SQL' >/dev/null
 CREATE TABLE public.ft_effects (key text NOT NULL, node integer NOT NULL);

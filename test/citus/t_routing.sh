@@ -29,9 +29,6 @@ GRANT INSERT ON public.rt_effects TO PUBLIC;
 SQL
 
 # The owner group of each key, as the coordinator's metadata says.
-OWNER_SQL="(SELECT p.groupid FROM pg_catalog.pg_dist_placement p WHERE p.shardid =
-            pg_catalog.get_shard_id_for_distribution_column('chrono_forge_routing.keys', KEY))"
-owner_of() { echo "${OWNER_SQL//KEY/$1}"; }
 
 # 1. 200 starts through the coordinator, one statement each.
 seq 1 200 | sed "s/.*/SELECT chrono_forge.start('public.rt_wf', 'r&');/" | q 0 >/dev/null
@@ -64,10 +61,8 @@ for k in r1 r2 r3 r4; do
 done
 
 # 3. Calls Citus does not delegate are refused on a node not owning the key.
-k1=$(q 0 -c "SELECT k FROM (SELECT 'own1-' || g AS k FROM generate_series(1, 100) g) s
-             WHERE $(owner_of s.k) = 1 LIMIT 1")
-k2=$(q 0 -c "SELECT k FROM (SELECT 'own2-' || g AS k FROM generate_series(1, 100) g) s
-             WHERE $(owner_of s.k) = 2 LIMIT 1")
+k1=$(key_on own1- 1)
+k2=$(key_on own2- 2)
 refused() {   # refused NODE SQL: the statement fails with CF030
     local out
     out=$(q "$1" -v VERBOSITY=verbose -c "$2" 2>&1) && fail "not refused on node $1: $2"
@@ -97,8 +92,7 @@ wait_for 0 60 "SELECT count(*) = 2 FROM public.rt_effects WHERE key IN ('$k1', '
 
 # 4. The other per-run calls route from the coordinator.
 for g in 1 2; do
-    k=$(q 0 -c "SELECT k FROM (SELECT 'ev$g-' || i AS k FROM generate_series(1, 100) i) s
-                WHERE $(owner_of s.k) = $g LIMIT 1")
+    k=$(key_on "ev$g-" "$g")
     q 0 -c "SELECT chrono_forge.start('public.rt_ev_wf', '$k')" >/dev/null
     wait_for "$g" 60 "SELECT EXISTS (SELECT FROM chrono_forge.workflows WHERE key = '$k' AND state = 'idle'
                        AND started_at IS NOT NULL)"
