@@ -122,6 +122,6 @@ owner_of() {
 
 # key_on PREFIX NODE: the first key PREFIX1, PREFIX2... that NODE owns.
 key_on() {
-    q 0 -c "SELECT k FROM (SELECT '$1' || g AS k FROM generate_series(1, 500) g) s
+    q 0 -c "SELECT k FROM (SELECT '$1' || g AS k, g FROM generate_series(1, 500) g) s
             WHERE $(owner_of s.k) = $2 ORDER BY g LIMIT 1"
 }
