@@ -17,6 +17,85 @@
 -- Citus until it is called.
 -- =====================================================================
 
+-- The cluster-wide calls need a Citus cluster where distribute() ran:
+-- CF030 anywhere else (instead of Citus's functions missing).
+CREATE FUNCTION chrono_forge.require_cluster() RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus')
+       OR pg_catalog.to_regclass('chrono_forge_routing.keys') IS NULL THEN
+        RAISE EXCEPTION 'this database is not a chrono_forge cluster (Citus, after chrono_forge.distribute())'
+            USING ERRCODE = 'CF030',
+                  HINT = 'On one server, use overview(), runs() and claim_tasks().';
+    END IF;
+END
+$$;
+
+-- Task calls for any node (0.14.0): the task worker's protocol through
+-- one connection to any node of a Citus cluster.  cluster_claim_tasks()
+-- claims on every node (each node's claim_tasks(), as the caller, up to
+-- max_tasks from each; a node that cannot answer is passed over: its
+-- tasks wait); the *_routed_task() calls take the task's run key
+-- (claim_tasks() returns it) as their second argument, so that
+-- distribute() routes each to the task's node, where it is the plain call.
+CREATE FUNCTION chrono_forge.cluster_claim_tasks(queues text[], max_tasks integer DEFAULT 1,
+    worker text DEFAULT NULL)
+    RETURNS TABLE (node_group integer, task_id bigint, claim_token uuid, queue text, step text,
+                   workflow text, key text, args jsonb, attempt integer, lease_until timestamptz,
+                   timeout_at timestamptz, idempotency_key text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM chrono_forge.require_cluster();
+    RETURN QUERY
+    SELECT n.groupid, t.task_id, t.claim_token, t.queue, t.step, t.workflow, t.key, t.args,
+           t.attempt, t.lease_until, t.timeout_at, t.idempotency_key
+      FROM pg_catalog.run_command_on_all_nodes(pg_catalog.format(
+               'SELECT COALESCE(pg_catalog.json_agg(t), ''[]'') FROM chrono_forge.claim_tasks(%L::text[], %s, %L) t',
+               cluster_claim_tasks.queues, cluster_claim_tasks.max_tasks, cluster_claim_tasks.worker)) r
+      JOIN pg_catalog.pg_dist_node n ON n.nodeid OPERATOR(pg_catalog.=) r.nodeid
+     CROSS JOIN LATERAL pg_catalog.json_to_recordset(CASE WHEN r.success THEN r.result::json ELSE '[]' END)
+           AS t(task_id bigint, claim_token uuid, queue text, step text, workflow text, key text,
+                args jsonb, attempt integer, lease_until timestamptz, timeout_at timestamptz,
+                idempotency_key text)
+     ORDER BY n.groupid, t.task_id;
+END
+$$;
+GRANT EXECUTE ON FUNCTION chrono_forge.cluster_claim_tasks(text[], integer, text) TO PUBLIC;
+
+CREATE FUNCTION chrono_forge.heartbeat_routed_task(task_id bigint, key text, claim_token uuid,
+    extend interval DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN chrono_forge.heartbeat_task(task_id, claim_token, extend);
+END
+$$;
+
+CREATE FUNCTION chrono_forge.complete_routed_task(task_id bigint, key text, claim_token uuid,
+    result jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN chrono_forge.complete_task(task_id, claim_token, result);
+END
+$$;
+
+CREATE FUNCTION chrono_forge.fail_routed_task(task_id bigint, key text, claim_token uuid,
+    error_class text, message text, retryable boolean DEFAULT true) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN chrono_forge.fail_task(task_id, claim_token, error_class, message, retryable);
+END
+$$;
+
 -- The per-run calls distribute() delegates: each takes the run's key as
 -- its second argument.
 CREATE FUNCTION chrono_forge.routed_functions() RETURNS regprocedure[]
@@ -32,7 +111,10 @@ SELECT ARRAY['chrono_forge.start(text,text,jsonb,jsonb)',
              'chrono_forge.reap(text,text)',
              'chrono_forge.force_unlock(text,text)',
              'chrono_forge.retry_blocked_children(text,text,text)',
-             'chrono_forge.wait_for_run(text,text,interval)']::regprocedure[]
+             'chrono_forge.wait_for_run(text,text,interval)',
+             'chrono_forge.heartbeat_routed_task(bigint,text,uuid,interval)',
+             'chrono_forge.complete_routed_task(bigint,text,uuid,jsonb)',
+             'chrono_forge.fail_routed_task(bigint,text,uuid,text,text,boolean)']::regprocedure[]
 $$;
 
 -- This node's run and task ids from its own range (Citus group g: from
@@ -46,6 +128,10 @@ DECLARE
     base bigint;
     seq regclass;
 BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'chrono_forge.claim_node_id_range() needs Citus in this database'
+            USING ERRCODE = 'CF030';
+    END IF;
     SELECT l.groupid::bigint OPERATOR(pg_catalog.<<) 48 INTO base FROM pg_catalog.pg_dist_local_group l;
     FOREACH seq IN ARRAY ARRAY[pg_catalog.pg_get_serial_sequence('chrono_forge.workflows', 'id'),
                                pg_catalog.pg_get_serial_sequence('chrono_forge.tasks', 'id')]::regclass[] LOOP
@@ -127,6 +213,7 @@ CREATE FUNCTION chrono_forge.cluster_overview(cap integer DEFAULT 1000)
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    PERFORM chrono_forge.require_cluster();
     RETURN QUERY
     SELECT n.groupid, n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport::text,
            o.workflow, o.state, o.runs, o.capped, CASE WHEN r.success THEN NULL ELSE r.result END
@@ -150,6 +237,8 @@ CREATE FUNCTION chrono_forge.cluster_runs(state text DEFAULT NULL, workflow text
 DECLARE
     lim integer := chrono_forge.page_limit(cluster_runs.page_size);
 BEGIN
+    PERFORM chrono_forge.require_cluster();
+    PERFORM chrono_forge.state_codes(cluster_runs.state);     -- CF012 here, not on every node
     RETURN QUERY
     SELECT n.groupid, n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport::text, x
       FROM pg_catalog.run_command_on_all_nodes(pg_catalog.format(

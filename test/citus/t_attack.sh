@@ -47,6 +47,13 @@ expect_eq "$(as_role at_intruder "$g" "SELECT count(*) FROM chrono_forge.claim_t
 task=$(q "$g" -c "SELECT t.id FROM chrono_forge.tasks t JOIN chrono_forge.workflows w ON w.id = t.workflow_id WHERE w.key = 'secret'")
 expect_eq "$(as_role at_intruder "$g" "SELECT chrono_forge.complete_task($task, gen_random_uuid(), '{}')")" f \
     "the victim's task completed by the intruder"
+expect_eq "$(as_role at_intruder 0 "SELECT count(*) FROM chrono_forge.cluster_claim_tasks(ARRAY['at_q'], 10)")" 0 \
+    "the victim's tasks claimed by the intruder through the coordinator"
+expect_eq "$(as_role at_intruder 0 "SELECT count(*) FROM chrono_forge.cluster_claim_tasks(ARRAY['at_q'', ''x''); DROP TABLE public.at_canary; --'], 10)")" \
+    0 "cluster_claim_tasks() with an injection as a queue"
+expect_eq "$(as_role at_intruder 0 "SELECT chrono_forge.complete_routed_task($task, 'secret', '00000000-0000-0000-0000-000000000000', '{}')")" f \
+    "the victim's task completed by the intruder through the coordinator"
+expect_eq "$(q 0 -c "SELECT count(*) FROM public.at_canary")" 0 "the canary table (still there)"
 expect_eq "$(as_role at_intruder 0 "SELECT count(*) FROM chrono_forge.cluster_runs()")" 0 "runs the intruder sees"
 expect_eq "$(as_role at_intruder 0 "SELECT count(*) FROM chrono_forge.cluster_overview() WHERE error IS NULL AND workflow IS NOT NULL")" \
     0 "overview rows the intruder sees"

@@ -2,7 +2,9 @@
 # Fan-out and external tasks across the cluster: a parent's children run
 # on its node (their keys name it: a call for a child elsewhere is CF030);
 # tasks are claimed and completed on their run's node, with their result
-# (a completion sent to another node is CF030; the coordinator has none).
+# (a completion sent to another node is CF030; the coordinator has none);
+# or through the coordinator alone: cluster_claim_tasks() and the
+# *_routed_task() calls, which Citus sends to the task's node.
 set -euo pipefail
 . ./lib.sh
 
@@ -92,6 +94,36 @@ for g in 1 2; do
 done
 expect_eq "$claimed" 20 "tasks claimed on their nodes"
 for i in 1 7 20; do
+    expect_eq "$(q 0 -c "SELECT * FROM chrono_forge.wait_for_run('public.ft_task_wf', 'task$i', '60 s')" | cut -d'|' -f1,5)" \
+        "completed|{\"paid\": $i}" "task run task$i"
+done
+
+# 3. The same through the coordinator only.
+seq 21 40 | sed "s/.*/SELECT chrono_forge.start('public.ft_task_wf', 'task&', '{\"n\": &}');/" | q 0 >/dev/null
+for g in 1 2; do
+    wait_for "$g" 60 "SELECT count(*) > 0 FROM chrono_forge.tasks t JOIN chrono_forge.workflows w ON w.id = t.workflow_id
+                      WHERE w.key IN (SELECT 'task' || g FROM generate_series(21, 40) g) AND t.state = 'pending'"
+done
+sleep 1
+q 0 -c "SELECT node_group, task_id, claim_token, key, args->>'n' FROM chrono_forge.cluster_claim_tasks(ARRAY['ft_q'], 50)" \
+    > "$CFC_ROOT/claimed0"
+expect_eq "$(cut -d'|' -f1 "$CFC_ROOT/claimed0" | sort -u | tr '\n' ' ')" "1 2 " "nodes of the tasks cluster_claim_tasks() claimed"
+expect_eq "$(wc -l < "$CFC_ROOT/claimed0")" 20 "tasks claimed through the coordinator"
+IFS='|' read -r g id token key n < "$CFC_ROOT/claimed0"
+wrong=$(key_on wrongkey $((3 - g)))
+out=$(q 0 -v VERBOSITY=verbose -c "SELECT chrono_forge.complete_routed_task($id, '$wrong', '$token')" 2>&1) &&
+    fail "task $id completed through another node's key"
+grep -q CF030 <<<"$out" || fail "complete_routed_task() with another node's key: $out"
+expect_eq "$(q 0 -c "SELECT chrono_forge.heartbeat_routed_task($id, '$key', '$token')")" ok "heartbeat through the coordinator"
+while IFS='|' read -r g id token key n; do
+    [ "$(q 0 -c "SELECT $(owner_of "'$key'")")" = "$g" ] || fail "task of $key reported on node $g"
+    # A failure with a stale token reaches the node and changes nothing.
+    expect_eq "$(q 0 -c "SELECT chrono_forge.fail_routed_task($id, '$key', '00000000-0000-0000-0000-000000000000', 'P0001', 'no')")" f \
+        "failure of task $id with a stale token, through the coordinator"
+    expect_eq "$(q 0 -c "SELECT chrono_forge.complete_routed_task($id, '$key', '$token', '{\"paid\": $n}')")" t \
+        "completion of task $id through the coordinator"
+done < "$CFC_ROOT/claimed0"
+for i in 21 30 40; do
     expect_eq "$(q 0 -c "SELECT * FROM chrono_forge.wait_for_run('public.ft_task_wf', 'task$i', '60 s')" | cut -d'|' -f1,5)" \
         "completed|{\"paid\": $i}" "task run task$i"
 done

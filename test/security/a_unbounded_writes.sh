@@ -49,10 +49,12 @@ expect_eq "$(as tenant_a -c "SELECT sum(completed) FROM chrono_forge.daily_outco
 
 # Audit: the SECURITY DEFINER functions any role may call are exactly the
 # two summary refreshes, which take no range (workflow_owners_refresh) or
-# a clamped one (outcome_days_refresh), and newest_run_id(), which writes
-# nothing and tells the newest id issued (as the id of a run one starts).
+# a clamped one (outcome_days_refresh), newest_run_id(), which writes
+# nothing and tells the newest id issued (as the id of a run one starts),
+# and first_run_bucket() (0.14.0), which writes nothing and tells the
+# oldest run's id bucket (id >> 14), where the run list's walk ends.
 expect_eq "$(q -c "SELECT string_agg(p.oid::regprocedure::text, ' ' ORDER BY p.oid::regprocedure::text) FROM pg_proc p
                      WHERE p.pronamespace = 'chrono_forge'::regnamespace AND p.prosecdef
                        AND has_function_privilege('intruder', p.oid, 'EXECUTE')")" \
-    "chrono_forge.newest_run_id() chrono_forge.outcome_days_refresh(date,date) chrono_forge.workflow_owners_refresh()" \
+    "chrono_forge.first_run_bucket() chrono_forge.newest_run_id() chrono_forge.outcome_days_refresh(date,date) chrono_forge.workflow_owners_refresh()" \
     "SECURITY DEFINER functions an ordinary role may call"
