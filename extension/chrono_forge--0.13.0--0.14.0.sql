@@ -17,18 +17,21 @@
 -- Citus until it is called.
 -- =====================================================================
 
--- The cluster-wide calls need a Citus cluster where distribute() ran:
--- CF030 anywhere else (instead of Citus's functions missing).
-CREATE FUNCTION chrono_forge.require_cluster() RETURNS void
+-- What needs Citus calls this first: CF030 where Citus is not installed
+-- in this database (or, with distributed, distribute() has not run),
+-- instead of Citus's functions missing.
+CREATE FUNCTION chrono_forge.require_citus(caller text, distributed boolean) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus')
-       OR pg_catalog.to_regclass('chrono_forge_routing.keys') IS NULL THEN
-        RAISE EXCEPTION 'this database is not a chrono_forge cluster (Citus, after chrono_forge.distribute())'
-            USING ERRCODE = 'CF030',
-                  HINT = 'On one server, use overview(), runs() and claim_tasks().';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION '% needs Citus in this database', caller
+            USING ERRCODE = 'CF030', HINT = 'CREATE EXTENSION citus on every node, then add the nodes.';
+    END IF;
+    IF distributed AND pg_catalog.to_regclass('chrono_forge_routing.keys') IS NULL THEN
+        RAISE EXCEPTION '% needs chrono_forge.distribute() first', caller
+            USING ERRCODE = 'CF030', HINT = 'A superuser runs it once, on the coordinator.';
     END IF;
 END
 $$;
@@ -49,7 +52,7 @@ CREATE FUNCTION chrono_forge.cluster_claim_tasks(queues text[], max_tasks intege
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    PERFORM chrono_forge.require_cluster();
+    PERFORM chrono_forge.require_citus('chrono_forge.cluster_claim_tasks()', true);
     RETURN QUERY
     SELECT n.groupid, t.task_id, t.claim_token, t.queue, t.step, t.workflow, t.key, t.args,
            t.attempt, t.lease_until, t.timeout_at, t.idempotency_key
@@ -128,10 +131,7 @@ DECLARE
     base bigint;
     seq regclass;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
-        RAISE EXCEPTION 'chrono_forge.claim_node_id_range() needs Citus in this database'
-            USING ERRCODE = 'CF030';
-    END IF;
+    PERFORM chrono_forge.require_citus('chrono_forge.claim_node_id_range()', false);
     SELECT l.groupid::bigint OPERATOR(pg_catalog.<<) 48 INTO base FROM pg_catalog.pg_dist_local_group l;
     FOREACH seq IN ARRAY ARRAY[pg_catalog.pg_get_serial_sequence('chrono_forge.workflows', 'id'),
                                pg_catalog.pg_get_serial_sequence('chrono_forge.tasks', 'id')]::regclass[] LOOP
@@ -159,10 +159,7 @@ DECLARE
     failed text;
     owners integer;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
-        RAISE EXCEPTION 'chrono_forge.distribute() needs Citus in this database'
-            USING ERRCODE = 'CF030', HINT = 'CREATE EXTENSION citus on every node, then add the nodes.';
-    END IF;
+    PERFORM chrono_forge.require_citus('chrono_forge.distribute()', false);
     IF NOT pg_catalog.citus_is_coordinator() THEN
         RAISE EXCEPTION 'chrono_forge.distribute() runs on the coordinator'
             USING ERRCODE = 'CF030';
@@ -213,7 +210,7 @@ CREATE FUNCTION chrono_forge.cluster_overview(cap integer DEFAULT 1000)
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    PERFORM chrono_forge.require_cluster();
+    PERFORM chrono_forge.require_citus('chrono_forge.cluster_overview()', true);
     RETURN QUERY
     SELECT n.groupid, n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport::text,
            o.workflow, o.state, o.runs, o.capped, CASE WHEN r.success THEN NULL ELSE r.result END
@@ -237,7 +234,7 @@ CREATE FUNCTION chrono_forge.cluster_runs(state text DEFAULT NULL, workflow text
 DECLARE
     lim integer := chrono_forge.page_limit(cluster_runs.page_size);
 BEGIN
-    PERFORM chrono_forge.require_cluster();
+    PERFORM chrono_forge.require_citus('chrono_forge.cluster_runs()', true);
     PERFORM chrono_forge.state_codes(cluster_runs.state);     -- CF012 here, not on every node
     RETURN QUERY
     SELECT n.groupid, n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport::text, x

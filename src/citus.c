@@ -134,6 +134,27 @@ refuse_misrouted(const char *what, int local, int owner)
 					 " Citus sends such a call to the node owning the key.")));
 }
 
+/* This node's Citus group. */
+static int
+local_group(void)
+{
+	static SPIPlanPtr plan = NULL;
+	CfInternal	st;
+	bool		isnull;
+	int			group;
+
+	SPI_connect();
+	cf_internal_begin(&st);
+	cf_exec(&plan, "SELECT groupid FROM pg_catalog.pg_dist_local_group",
+			0, NULL, NULL, NULL, true, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "Citus has no local group");
+	group = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	cf_internal_end(&st);
+	SPI_finish();
+	return group;
+}
+
 /*
  * Has the caller a run of `key` on this node all the same?  One started before
  * distribute(), or before its key's shard moved to another node: runs
@@ -176,38 +197,17 @@ cf_citus_check_key(const char *key)
 
 	if (!OidIsValid(anchor))
 		return;
-	key_groups(anchor, key, &local, &owner);
 	if (key[0] == '$')
 	{
-		int64		parent = strtoll(key + 1, NULL, 10);
-
-		owner = (int) (parent >> CF_NODE_ID_SHIFT);
-		if (owner == 0 || owner == local)
+		owner = (int) (strtoll(key + 1, NULL, 10) >> CF_NODE_ID_SHIFT);
+		if (owner == 0)
 			return;
+		local = local_group();
 	}
+	else
+		key_groups(anchor, key, &local, &owner);
 	if (owner != local && !run_here(key))
 		refuse_misrouted(psprintf("the key \"%s\"", key), local, owner);
-}
-
-/* This node's Citus group. */
-static int
-local_group(void)
-{
-	static SPIPlanPtr plan = NULL;
-	CfInternal	st;
-	bool		isnull;
-	int			group;
-
-	SPI_connect();
-	cf_internal_begin(&st);
-	cf_exec(&plan, "SELECT groupid FROM pg_catalog.pg_dist_local_group",
-			0, NULL, NULL, NULL, true, 1);
-	if (SPI_processed != 1)
-		elog(ERROR, "Citus has no local group");
-	group = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	cf_internal_end(&st);
-	SPI_finish();
-	return group;
 }
 
 /*

@@ -22,6 +22,19 @@ q() {
 }
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# as_role ROLE NODE SQL: psql on node NODE as ROLE, verbose errors.
+as_role() {
+    psql -XAtq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CFC_ROOT" -p "$(cfc_port "$2")" -U "$1" -d postgres -c "$3"
+}
+
+# fails_with STATE NODE SQL [ROLE]: SQL on node NODE (as ROLE, else
+# postgres) must fail with SQLSTATE STATE.
+fails_with() {
+    local out
+    out=$(as_role "${4:-postgres}" "$2" "$3" 2>&1) && fail "not refused on node $2 (${4:-postgres}): $3"
+    grep -q "$1" <<<"$out" || fail "on node $2 (${4:-postgres}): $3: expected $1: $out"
+}
 expect_eq() { [ "$1" = "$2" ] || fail "$3: expected '$2', got '$1'"; }
 
 # The first of three consecutive ports from $1 up that nothing uses.

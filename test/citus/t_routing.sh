@@ -23,6 +23,8 @@ BEGIN
 END $$;
 CREATE FUNCTION public.rt_start_in_function(k text) RETURNS bigint LANGUAGE plpgsql AS
   $$ BEGIN RETURN chrono_forge.start('public.rt_wf', k); END $$;
+CREATE PROCEDURE public.rt_start_in_procedure(k text) LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM chrono_forge.start('public.rt_wf', k); END $$;
 GRANT EXECUTE ON PROCEDURE public.rt_wf(jsonb) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION public.rt_step() TO PUBLIC;
 GRANT INSERT ON public.rt_effects TO PUBLIC;
@@ -60,23 +62,25 @@ for k in r1 r2 r3 r4; do
     expect_eq "$(q 2 -c "SELECT chrono_forge.start('public.rt_wf', '$k')")" "$id" "repeated start of $k from node 2"
 done
 
+# ... and under another spelling of the workflow's name (resolved on the
+#     key's node, to the same canonical name).
+id=$(q 0 -c "SELECT chrono_forge.start('public.rt_wf', 'r5')")
+expect_eq "$(q 0 -c "SELECT chrono_forge.start('rt_wf', 'r5')")" "$id" "start of r5 as rt_wf"
+expect_eq "$(q 0 -c "SELECT chrono_forge.start('\"public\".\"rt_wf\"', 'r5')")" "$id" "start of r5 as \"public\".\"rt_wf\""
+
 # 3. Calls Citus does not delegate are refused on a node not owning the key.
 k1=$(key_on own1- 1)
 k2=$(key_on own2- 2)
-refused() {   # refused NODE SQL: the statement fails with CF030
-    local out
-    out=$(q "$1" -v VERBOSITY=verbose -c "$2" 2>&1) && fail "not refused on node $1: $2"
-    grep -q 'CF030' <<<"$out" || fail "refused without CF030 on node $1: $2: $out"
-}
-refused 0 "SELECT chrono_forge.start('public.rt_wf', 'set' || g) FROM generate_series(1, 20) g"
-refused 0 "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$"
-refused 2 "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$"
-refused 1 "SELECT public.rt_start_in_function('$k2')"
-refused 1 "DO \$\$ BEGIN PERFORM chrono_forge.wake('public.rt_wf', '$k2'); END \$\$"
-refused 1 "DO \$\$ BEGIN PERFORM chrono_forge.send_event('public.rt_wf', '$k2', 'go'); END \$\$"
-refused 1 "DO \$\$ BEGIN PERFORM chrono_forge.cancel('public.rt_wf', '$k2'); END \$\$"
-refused 1 "DO \$\$ BEGIN PERFORM chrono_forge.retry('public.rt_wf', '$k2'); END \$\$"
-refused 1 "DO \$\$ BEGIN PERFORM chrono_forge.set_deadline('public.rt_wf', '$k2', now()); END \$\$"
+fails_with CF030 0 "SELECT chrono_forge.start('public.rt_wf', 'set' || g) FROM generate_series(1, 20) g"
+fails_with CF030 0 "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$"
+fails_with CF030 2 "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$"
+fails_with CF030 1 "SELECT public.rt_start_in_function('$k2')"
+fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.wake('public.rt_wf', '$k2'); END \$\$"
+fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.send_event('public.rt_wf', '$k2', 'go'); END \$\$"
+fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.cancel('public.rt_wf', '$k2'); END \$\$"
+fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.retry('public.rt_wf', '$k2'); END \$\$"
+fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.set_deadline('public.rt_wf', '$k2', now()); END \$\$"
+fails_with CF030 1 "CALL public.rt_start_in_procedure('$k2')"
 # ... in an EXCEPTION block the refusal is caught like any error.
 expect_eq "$(q 1 -c "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k2');
                       EXCEPTION WHEN SQLSTATE 'CF030' THEN RAISE NOTICE 'caught'; END \$\$" 2>&1)" \
@@ -88,6 +92,7 @@ done
 # The same calls where the key is owned succeed (the guard is per key).
 q 1 -c "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$" >/dev/null
 q 2 -c "SELECT public.rt_start_in_function('$k2')" >/dev/null
+q 1 -c "CALL public.rt_start_in_procedure('$k1')" >/dev/null
 wait_for 0 60 "SELECT count(*) = 2 FROM public.rt_effects WHERE key IN ('$k1', '$k2')"
 
 # 4. The other per-run calls route from the coordinator.
@@ -110,17 +115,16 @@ done
 
 # 5. Roles stay apart across the cluster (Citus propagates roles).
 q 0 -c "CREATE ROLE rt_alice LOGIN; CREATE ROLE rt_bob LOGIN" >/dev/null
-qa() { psql -XAtq -v ON_ERROR_STOP=1 -h "$CFC_ROOT" -p "$(cfc_port 0)" -U "$1" -d postgres -c "$2"; }
-alice=$(qa rt_alice "SELECT chrono_forge.start('public.rt_wf', 'shared-key')")
+alice=$(as_role rt_alice 0 "SELECT chrono_forge.start('public.rt_wf', 'shared-key')")
 mine=$(q 0 -c "SELECT chrono_forge.start('public.rt_wf', 'shared-key')")
 [ "$alice" != "$mine" ] || fail "two roles' runs of one key are one run"
-out=$(qa rt_bob "SELECT chrono_forge.cancel('public.rt_wf', 'shared-key')" 2>&1) && fail "bob cancelled alice's run"
+out=$(as_role rt_bob 0 "SELECT chrono_forge.cancel('public.rt_wf', 'shared-key')" 2>&1) && fail "bob cancelled alice's run"
 grep -q "does not exist\|no run" <<<"$out" || fail "bob's cancel: $out"
-expect_eq "$(qa rt_bob "SELECT count(*) FROM chrono_forge.cluster_runs(workflow => 'public.rt_wf')")" 0 \
+expect_eq "$(as_role rt_bob 0 "SELECT count(*) FROM chrono_forge.cluster_runs(workflow => 'public.rt_wf')")" 0 \
     "runs bob sees across the cluster"
-expect_eq "$(qa rt_alice "SELECT count(*) FROM chrono_forge.cluster_runs(workflow => 'public.rt_wf')")" 1 \
+expect_eq "$(as_role rt_alice 0 "SELECT count(*) FROM chrono_forge.cluster_runs(workflow => 'public.rt_wf')")" 1 \
     "runs alice sees across the cluster"
-qa rt_bob "SELECT chrono_forge.distribute()" >/dev/null 2>&1 && fail "bob ran distribute()"
+as_role rt_bob 0 "SELECT chrono_forge.distribute()" >/dev/null 2>&1 && fail "bob ran distribute()"
 
 # 6. Cluster-wide views: each node's runs, with its group.
 expect_eq "$(q 0 -c "SELECT count(DISTINCT node_group) FROM chrono_forge.cluster_runs(workflow => 'public.rt_wf', page_size => 500)")" \
