@@ -80,7 +80,6 @@ fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.send_event('public.rt_wf'
 fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.cancel('public.rt_wf', '$k2'); END \$\$"
 fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.retry('public.rt_wf', '$k2'); END \$\$"
 fails_with CF030 1 "DO \$\$ BEGIN PERFORM chrono_forge.set_deadline('public.rt_wf', '$k2', now()); END \$\$"
-fails_with CF030 1 "CALL public.rt_start_in_procedure('$k2')"
 # ... in an EXCEPTION block the refusal is caught like any error.
 expect_eq "$(q 1 -c "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k2');
                       EXCEPTION WHEN SQLSTATE 'CF030' THEN RAISE NOTICE 'caught'; END \$\$" 2>&1)" \
@@ -93,6 +92,11 @@ done
 q 1 -c "DO \$\$ BEGIN PERFORM chrono_forge.start('public.rt_wf', '$k1'); END \$\$" >/dev/null
 q 2 -c "SELECT public.rt_start_in_function('$k2')" >/dev/null
 q 1 -c "CALL public.rt_start_in_procedure('$k1')" >/dev/null
+# A procedure CALLed at top level: Citus delegates the start inside it to
+# the key's node (no run of the key where the CALL ran).
+q 1 -c "CALL public.rt_start_in_procedure('$k2')" >/dev/null
+expect_eq "$(q 1 -c "SELECT count(*) FROM chrono_forge.workflows WHERE key = '$k2'")" 0 "runs of $k2 on node 1 after a CALL there"
+expect_eq "$(q 2 -c "SELECT count(*) FROM chrono_forge.workflows WHERE key = '$k2'")" 1 "runs of $k2 on node 2"
 wait_for 0 60 "SELECT count(*) = 2 FROM public.rt_effects WHERE key IN ('$k1', '$k2')"
 
 # 4. The other per-run calls route from the coordinator.
